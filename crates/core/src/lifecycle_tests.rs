@@ -1,0 +1,375 @@
+use std::time::Duration;
+
+use super::*;
+use crate::Clock;
+use crate::clock::FakeClock;
+use crate::policy::tests::{ask, policy};
+use crate::policy::{AutoApprove, BreakGlass, evaluate};
+
+fn alice() -> Principal {
+    Principal::user("alice", &["engineering"])
+}
+fn dba(name: &str) -> Principal {
+    Principal::user(name, &["dba"])
+}
+fn admin() -> Principal {
+    Principal::user("root", &["security"])
+}
+const MIN: Duration = Duration::from_secs(60);
+
+fn clock() -> FakeClock {
+    FakeClock::at("2026-01-14T10:00:00Z")
+}
+
+fn pending(p: &Policy, c: &FakeClock, secs: u64) -> AccessRequest {
+    let a = alice();
+    let asked = ask(&a, secs);
+    let d = evaluate(std::slice::from_ref(p), &asked, c.now()).unwrap();
+    let (r, events) = AccessRequest::create(&asked, d, c.now()).unwrap();
+    assert_eq!(r.state, State::Pending);
+    assert_eq!(actions(&events), ["request.created"]);
+    r
+}
+
+fn actions(events: &[EventDraft]) -> Vec<&str> {
+    events.iter().map(|e| e.action.as_str()).collect()
+}
+
+fn active(p: &Policy, c: &FakeClock, secs: u64) -> AccessRequest {
+    let mut r = pending(p, c, secs);
+    r.approve(&dba("dora"), None, &[p], c.now()).unwrap();
+    r.activate(None, c.now()).unwrap();
+    r
+}
+
+#[test]
+fn created_event_carries_what_an_auditor_needs() {
+    let c = clock();
+    let p = policy("p");
+    let a = alice();
+    let mut asked = ask(&a, 1800);
+    asked.ticket = Some("INC-4411");
+    let d = evaluate(std::slice::from_ref(&p), &asked, c.now()).unwrap();
+    let (r, events) = AccessRequest::create(&asked, d, c.now()).unwrap();
+    let e = &events[0];
+    assert_eq!(e.actor, "alice");
+    assert_eq!(e.request_id.as_deref(), Some(r.id.as_str()));
+    assert_eq!(e.details["role"], "read");
+    assert_eq!(e.details["duration"], "30m");
+    assert_eq!(e.details["reason"], "INC-1 fix");
+    assert_eq!(e.details["ticket"], "INC-4411");
+    assert_eq!(e.details["policies"], json!(["p"]));
+    assert_eq!(r.pending_until, duration::add(c.now(), Duration::from_secs(3600)));
+}
+
+#[test]
+fn approval_starts_the_clock_and_activation_follows() {
+    let c = clock();
+    let p = policy("p");
+    let mut r = pending(&p, &c, 1800);
+    c.advance(10 * MIN);
+    let ev = r.approve(&dba("dora"), Some("ok"), &[&p], c.now()).unwrap();
+    assert_eq!(actions(&ev), ["request.approved"]);
+    let g = r.grant().unwrap();
+    assert_eq!(g.starts_at, c.now(), "the window starts at approval, not at the request");
+    assert_eq!(g.expires_at, duration::add(c.now(), Duration::from_secs(1800)));
+    assert_eq!(r.due(c.now()), Some(Due::Activate));
+    let ev = r.activate(Some(json!({"role": "jit_alice"})), c.now()).unwrap();
+    assert_eq!(actions(&ev), ["grant.activated"]);
+    assert_eq!(r.state, State::Active);
+    assert_eq!(ev[0].grant_id.as_deref(), Some(r.grant_id.as_str()));
+}
+
+#[test]
+fn self_approval_is_refused_unless_the_policy_allows_it() {
+    let c = clock();
+    let mut p = policy("p");
+    p.approval.approvers.push("group:engineering".parse().unwrap());
+    let mut r = pending(&p, &c, 60);
+    let e = r.approve(&alice(), None, &[&p], c.now()).unwrap_err();
+    assert!(e.to_string().contains("you are the requester"), "{e}");
+    assert!(r.approvals.is_empty() && r.state == State::Pending, "a refusal changes nothing");
+    p.approval.allow_self_approval = true;
+    r.approve(&alice(), None, &[&p], c.now()).unwrap();
+    assert_eq!(r.state, State::Approved);
+}
+
+#[test]
+fn approval_by_non_approver_is_refused() {
+    let c = clock();
+    let p = policy("p");
+    let mut r = pending(&p, &c, 60);
+    let e = r.approve(&Principal::user("eve", &["engineering"]), None, &[&p], c.now()).unwrap_err();
+    assert!(matches!(e, CoreError::Refused(_)));
+    assert!(e.to_string().contains("needs 1 approval(s) from group:dba (policy p)"), "{e}");
+}
+
+#[test]
+fn k_of_n_counts_distinct_people() {
+    let c = clock();
+    let mut p = policy("p");
+    p.approval.required = 2;
+    let mut r = pending(&p, &c, 60);
+    let ev = r.approve(&dba("dora"), None, &[&p], c.now()).unwrap();
+    assert_eq!(actions(&ev), ["request.approval_recorded"]);
+    assert!(r.approve(&dba("dora"), None, &[&p], c.now()).unwrap().is_empty(), "same person counts once");
+    assert_eq!(r.state, State::Pending);
+    let ev = r.approve(&dba("dan"), None, &[&p], c.now()).unwrap();
+    assert_eq!(actions(&ev), ["request.approved"]);
+    assert_eq!(r.state, State::Approved);
+    assert!(r.approve(&dba("dan"), None, &[&p], c.now()).unwrap().is_empty(), "idempotent after approval");
+    assert!(matches!(r.approve(&dba("dirk"), None, &[&p], c.now()), Err(CoreError::InvalidTransition { .. })));
+}
+
+#[test]
+fn approvals_under_a_removed_policy_do_not_count() {
+    let c = clock();
+    let p = policy("p");
+    let mut r = pending(&p, &c, 60);
+    let e = r.approve(&dba("dora"), None, &[], c.now()).unwrap_err();
+    assert!(e.to_string().contains("nobody can approve"), "{e}");
+}
+
+#[test]
+fn deny_by_approver_only() {
+    let c = clock();
+    let p = policy("p");
+    let mut r = pending(&p, &c, 60);
+    assert!(r.deny(&alice(), false, None, &[&p], c.now()).unwrap_err().to_string().contains("may not deny"));
+    let ev = r.deny(&dba("dora"), false, Some("not during the freeze"), &[&p], c.now()).unwrap();
+    assert_eq!(actions(&ev), ["request.denied"]);
+    assert_eq!(ev[0].details["reason"], "not during the freeze");
+    assert_eq!(r.state, State::Denied);
+    assert!(r.deny(&dba("dora"), false, None, &[&p], c.now()).unwrap().is_empty());
+    assert!(matches!(r.approve(&dba("dan"), None, &[&p], c.now()), Err(CoreError::InvalidTransition { .. })));
+}
+
+#[test]
+fn cancel_by_requester_before_start() {
+    let c = clock();
+    let p = policy("p");
+    let mut r = pending(&p, &c, 60);
+    assert!(matches!(r.cancel(&dba("dora"), c.now()), Err(CoreError::Refused(_))));
+    assert_eq!(actions(&r.cancel(&alice(), c.now()).unwrap()), ["request.cancelled"]);
+    assert_eq!(r.state, State::Cancelled);
+    assert!(r.cancel(&alice(), c.now()).unwrap().is_empty());
+    let mut act = active(&p, &c, 60);
+    assert!(matches!(act.cancel(&alice(), c.now()), Err(CoreError::InvalidTransition { .. })), "active grants are released, not cancelled");
+}
+
+#[test]
+fn pending_times_out_exactly_at_its_deadline() {
+    let c = clock();
+    let p = policy("p");
+    let mut r = pending(&p, &c, 60);
+    assert_eq!(r.next_deadline(), Some(r.pending_until));
+    c.advance(59 * MIN);
+    assert_eq!(r.due(c.now()), None);
+    assert!(r.time_out(c.now()).is_err());
+    c.advance(MIN);
+    assert_eq!(r.due(c.now()), Some(Due::TimeOut));
+    assert_eq!(actions(&r.time_out(c.now()).unwrap()), ["request.timed_out"]);
+    assert_eq!(r.state, State::TimedOut);
+    assert_eq!(r.next_deadline(), None);
+}
+
+#[test]
+fn scheduled_start_waits_for_start_at() {
+    let c = clock();
+    let p = policy("p");
+    let a = alice();
+    let mut asked = ask(&a, 1800);
+    let start = duration::add(c.now(), 120 * MIN);
+    asked.start_at = Some(start);
+    let d = evaluate(std::slice::from_ref(&p), &asked, c.now()).unwrap();
+    let (mut r, _) = AccessRequest::create(&asked, d, c.now()).unwrap();
+    r.approve(&dba("dora"), None, &[&p], c.now()).unwrap();
+    assert_eq!(r.grant().unwrap().starts_at, start);
+    assert_eq!(r.due(c.now()), None);
+    assert_eq!(r.next_deadline(), Some(start));
+    c.set(start);
+    assert_eq!(r.due(c.now()), Some(Due::Activate));
+    // start_at in the past is refused.
+    asked.start_at = Some(duration::add(c.now(), Duration::ZERO).checked_sub(jiff::SignedDuration::from_secs(1)).unwrap());
+    let d = evaluate(std::slice::from_ref(&p), &asked, c.now()).unwrap();
+    assert!(AccessRequest::create(&asked, d, c.now()).is_err());
+}
+
+#[test]
+fn expiry_goes_through_revoking_to_expired() {
+    let c = clock();
+    let p = policy("p");
+    let mut r = active(&p, &c, 1800);
+    c.advance(29 * MIN);
+    assert!(r.expire(c.now()).is_err(), "not before the end");
+    c.advance(MIN);
+    assert_eq!(r.due(c.now()), Some(Due::Expire));
+    assert_eq!(actions(&r.expire(c.now()).unwrap()), ["grant.revoking"]);
+    assert_eq!(r.state, State::Revoking);
+    assert_eq!(r.due(c.now()), Some(Due::RetryRevoke));
+    let ev = r.finish_revocation(c.now()).unwrap();
+    assert_eq!(actions(&ev), ["grant.expired"]);
+    assert_eq!(ev[0].details["reason"], "expired");
+    assert_eq!(r.state, State::Expired);
+    assert_eq!(r.next_deadline(), None);
+}
+
+#[test]
+fn failed_revocation_stays_revoking_with_backoff() {
+    let c = clock();
+    let p = policy("p");
+    let mut r = active(&p, &c, 60);
+    c.advance(MIN);
+    r.expire(c.now()).unwrap();
+    let ev = r.revocation_failed("connection refused", c.now()).unwrap();
+    assert_eq!(ev[0].outcome, Outcome::Failure);
+    assert_eq!(r.state, State::Revoking);
+    let first = r.grant().unwrap().retry_at.unwrap();
+    assert_eq!(r.due(c.now()), None);
+    assert_eq!(r.next_deadline(), Some(first));
+    r.revocation_failed("again", c.now()).unwrap();
+    assert!(r.grant().unwrap().retry_at.unwrap() > first, "backs off");
+    c.advance(MIN);
+    assert_eq!(r.due(c.now()), Some(Due::RetryRevoke));
+    r.finish_revocation(c.now()).unwrap();
+    assert_eq!(r.state, State::Expired);
+}
+
+#[test]
+fn release_is_for_the_holder_and_idempotent() {
+    let c = clock();
+    let p = policy("p");
+    let mut r = active(&p, &c, 1800);
+    assert!(matches!(r.release(&dba("dora"), c.now()), Err(CoreError::Refused(_))));
+    assert_eq!(actions(&r.release(&alice(), c.now()).unwrap()), ["grant.revoking"]);
+    assert!(r.release(&alice(), c.now()).unwrap().is_empty());
+    assert_eq!(actions(&r.finish_revocation(c.now()).unwrap()), ["grant.released"]);
+    assert_eq!(r.state, State::Released);
+    assert!(r.release(&alice(), c.now()).unwrap().is_empty());
+    assert!(matches!(r.revoke(&admin(), true, None, c.now()), Err(CoreError::InvalidTransition { .. })));
+}
+
+#[test]
+fn revoke_is_for_admins() {
+    let c = clock();
+    let p = policy("p");
+    let mut r = active(&p, &c, 1800);
+    assert!(matches!(r.revoke(&dba("dora"), false, None, c.now()), Err(CoreError::Refused(_))));
+    let ev = r.revoke(&admin(), true, Some("suspicious"), c.now()).unwrap();
+    assert_eq!(ev[0].details["comment"], "suspicious");
+    let ev = r.finish_revocation(c.now()).unwrap();
+    assert_eq!(actions(&ev), ["grant.revoked"]);
+    assert_eq!(ev[0].actor, "root");
+}
+
+#[test]
+fn approved_but_not_started_ends_without_revoking() {
+    let c = clock();
+    let p = policy("p");
+    let mut r = pending(&p, &c, 60);
+    r.approve(&dba("dora"), None, &[&p], c.now()).unwrap();
+    assert_eq!(actions(&r.revoke(&admin(), true, None, c.now()).unwrap()), ["grant.revoked"]);
+    assert_eq!(r.state, State::Revoked);
+    // and one whose whole window passed unused expires
+    let mut r = pending(&p, &c, 60);
+    r.approve(&dba("dora"), None, &[&p], c.now()).unwrap();
+    c.advance(2 * MIN);
+    assert_eq!(r.due(c.now()), Some(Due::ExpireUnused));
+    assert_eq!(actions(&r.expire_unused(c.now()).unwrap()), ["grant.expired"]);
+}
+
+#[test]
+fn activation_failure_retries_until_the_window_ends() {
+    let c = clock();
+    let p = policy("p");
+    let mut r = pending(&p, &c, 60);
+    r.approve(&dba("dora"), None, &[&p], c.now()).unwrap();
+    let ev = r.activation_failed("target down", c.now()).unwrap();
+    assert_eq!(ev[0].outcome, Outcome::Failure);
+    assert_eq!(r.due(c.now()), None);
+    c.advance(Duration::from_secs(1));
+    assert_eq!(r.due(c.now()), Some(Due::Activate));
+    c.advance(MIN);
+    assert_eq!(r.due(c.now()), Some(Due::ExpireUnused));
+}
+
+#[test]
+fn extension_needs_a_new_decision_and_leaves_no_gap() {
+    let c = clock();
+    let mut p = policy("p");
+    p.approval.required = 1;
+    let mut r = active(&p, &c, 1800);
+    let end = r.grant().unwrap().expires_at;
+    let d = Decision::NeedsApproval { policies: vec!["p".into()], pending_timeout: Duration::from_secs(600) };
+    assert!(matches!(r.request_extension(&dba("dora"), MIN, None, d.clone(), c.now()), Err(CoreError::Refused(_))));
+    let ev = r.request_extension(&alice(), 30 * MIN, Some("still fixing"), d.clone(), c.now()).unwrap();
+    assert_eq!(actions(&ev), ["grant.extension_requested"]);
+    assert_eq!(r.grant().unwrap().expires_at, end, "not extended before approval");
+    assert!(r.request_extension(&alice(), MIN, None, d, c.now()).is_err(), "one pending extension at a time");
+    assert!(r.approve_extension(&alice(), None, &[&p], c.now()).is_err(), "no self-approval");
+    let ev = r.approve_extension(&dba("dora"), None, &[&p], c.now()).unwrap();
+    assert_eq!(actions(&ev), ["grant.extended"]);
+    assert_eq!(r.grant().unwrap().expires_at, duration::add(end, 30 * MIN));
+    assert_eq!(r.state, State::Active);
+    // auto-approved extension applies at once
+    let d = Decision::AutoApproved { policy: "p".into(), rule: "oncall".into() };
+    let ev = r.request_extension(&alice(), 10 * MIN, None, d, c.now()).unwrap();
+    assert_eq!(actions(&ev), ["grant.extension_requested", "grant.extended"]);
+    assert_eq!(ev[1].details["rule"], "p/oncall");
+}
+
+#[test]
+fn pending_extension_lapses_when_the_grant_ends() {
+    let c = clock();
+    let p = policy("p");
+    let mut r = active(&p, &c, 60);
+    let d = Decision::NeedsApproval { policies: vec!["p".into()], pending_timeout: Duration::from_secs(600) };
+    r.request_extension(&alice(), MIN, None, d, c.now()).unwrap();
+    c.advance(MIN);
+    assert_eq!(actions(&r.expire(c.now()).unwrap()), ["grant.revoking", "grant.extension_lapsed"]);
+    assert!(r.approve_extension(&dba("dora"), None, &[&p], c.now()).is_err());
+}
+
+#[test]
+fn break_glass_is_approved_at_once_and_needs_review_by_someone_else() {
+    let c = clock();
+    let mut p = policy("p");
+    p.break_glass = Some(BreakGlass { principals: vec!["group:engineering".parse().unwrap()], max_duration: Duration::from_secs(3600) });
+    let a = alice();
+    let mut asked = ask(&a, 600);
+    asked.break_glass = true;
+    let d = evaluate(std::slice::from_ref(&p), &asked, c.now()).unwrap();
+    let (mut r, ev) = AccessRequest::create(&asked, d, c.now()).unwrap();
+    assert_eq!(actions(&ev), ["request.created", "request.approved"]);
+    assert_eq!(ev[1].details["break_glass"], true);
+    assert!(r.grant().unwrap().needs_review);
+    assert!(matches!(r.review(&alice(), true, None, c.now()), Err(CoreError::Refused(_))));
+    assert!(matches!(r.review(&Principal::user("eve", &[]), false, None, c.now()), Err(CoreError::Refused(_))));
+    assert_eq!(actions(&r.review(&admin(), true, Some("justified"), c.now()).unwrap()), ["grant.reviewed"]);
+    assert!(!r.grant().unwrap().needs_review);
+    assert!(r.review(&admin(), true, None, c.now()).unwrap().is_empty());
+}
+
+#[test]
+fn auto_approval_names_the_rule() {
+    let c = clock();
+    let mut p = policy("p");
+    p.auto_approve.push(AutoApprove { name: "oncall".into(), principals: vec!["group:engineering".parse().unwrap()], max_duration: Duration::from_secs(1800), schedule: None });
+    let a = alice();
+    let asked = ask(&a, 600);
+    let d = evaluate(std::slice::from_ref(&p), &asked, c.now()).unwrap();
+    let (r, ev) = AccessRequest::create(&asked, d, c.now()).unwrap();
+    assert_eq!(r.state, State::Approved);
+    assert_eq!(ev[1].details["rule"], "p/oncall");
+    assert_eq!(ev[1].actor, SYSTEM_ACTOR);
+    assert_eq!(r.approved_by_rule.as_deref(), Some("p/oncall"));
+}
+
+#[test]
+fn state_names_round_trip() {
+    for s in State::ALL {
+        assert_eq!(s.as_str().parse::<State>().unwrap(), s);
+        assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+    }
+    assert!("approvedd".parse::<State>().is_err());
+}
