@@ -1,0 +1,78 @@
+//! The audit log's records and how they are searched.
+//!
+//! Events are written by the store in the same transaction as the state change they record
+//! (DESIGN.md, "Lifecycle"). The hash chain, signed checkpoints, retention and archives of the
+//! tamper-evident log build on these types.
+
+use jitgate_core::Timestamp;
+use serde::{Deserialize, Serialize};
+
+pub use jitgate_core::event::{EventDraft, Outcome};
+
+/// One stored audit event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub seq: i64,
+    pub ts: Timestamp,
+    pub actor: String,
+    pub action: String,
+    pub outcome: String,
+    pub resource: Option<String>,
+    /// Whose access the event concerns; used for visibility, not part of the public record shape.
+    #[serde(skip_serializing, default)]
+    pub subject: Option<String>,
+    pub request_id: Option<String>,
+    pub grant_id: Option<String>,
+    pub session_id: Option<String>,
+    pub details: serde_json::Value,
+}
+
+/// Which events to return, oldest first. Every field narrows the result.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    pub actor: Option<String>,
+    /// A glob on the action name: `request.*`, `grant.expired`.
+    pub action: Option<String>,
+    pub resource: Option<String>,
+    pub request_id: Option<String>,
+    pub grant_id: Option<String>,
+    pub session_id: Option<String>,
+    pub outcome: Option<String>,
+    /// Only events this principal took part in (as actor or as subject).
+    pub involving: Option<String>,
+    /// Paging: only events with a larger `seq`.
+    pub after_seq: Option<i64>,
+    pub limit: u32,
+}
+
+/// Turns an action glob (`*` any run, `?` one character) into a SQL `LIKE` pattern with `\` as
+/// the escape character, so `%` and `_` in the glob match only themselves.
+pub fn glob_to_like(glob: &str) -> String {
+    let mut out = String::with_capacity(glob.len() + 4);
+    for c in glob.chars() {
+        match c {
+            '*' => out.push('%'),
+            '?' => out.push('_'),
+            '%' | '_' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_become_escaped_like_patterns() {
+        assert_eq!(glob_to_like("request.*"), "request.%");
+        assert_eq!(glob_to_like("grant.?xpired"), "grant._xpired");
+        assert_eq!(glob_to_like("a_b%c"), "a\\_b\\%c");
+    }
+}

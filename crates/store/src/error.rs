@@ -1,0 +1,23 @@
+use jitgate_core::CoreError;
+use thiserror::Error;
+
+#[derive(Debug, Error, Clone)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The domain refused the change; nothing was written.
+    #[error(transparent)]
+    Domain(#[from] CoreError),
+    #[error("database error: {0}")]
+    Db(String),
+    #[error("corrupt record {id}: {why}")]
+    Corrupt { id: String, why: String },
+    #[error("the store is shut down")]
+    Closed,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Db(e.to_string())
+    }
+}
