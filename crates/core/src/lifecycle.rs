@@ -623,6 +623,23 @@ impl AccessRequest {
         }
     }
 
+    /// An approver (or an admin) denies the pending extension; the grant keeps its current end.
+    pub fn deny_extension(&mut self, by: &Principal, is_admin: bool, reason: Option<&str>, policies: &[&Policy], now: Timestamp) -> Result<Vec<EventDraft>, CoreError> {
+        let Some(ext) = self.grant().and_then(Grant::pending_extension) else {
+            return Err(CoreError::Invalid(format!("grant {} has no extension awaiting approval", self.grant_id)));
+        };
+        if !is_admin {
+            let candidates: Vec<&Policy> = policies.iter().copied().filter(|p| ext.policies.contains(&p.name)).collect();
+            let what = format!("the extension of grant {}", self.grant_id);
+            policy::approver_counts_for(&candidates, by, &self.principal, &what)
+                .map_err(|e| CoreError::Refused(e.to_string().replace("may not approve", "may not deny")))?;
+        }
+        let ext = self.grant_mut().extensions.iter_mut().find(|e| e.state == ExtensionState::Pending).expect("checked");
+        ext.state = ExtensionState::Denied;
+        ext.decided = Some(Decided { by: by.name.clone(), at: now, comment: reason.map(str::to_owned) });
+        Ok(vec![self.event(now, &by.name, "grant.extension_denied").details(json!({ "by": by.name, "reason": reason }))])
+    }
+
     fn apply_extension(&mut self, actor: &str, mut details: serde_json::Value, now: Timestamp) -> EventDraft {
         let g = self.grant_mut();
         let ext = g.extensions.iter_mut().find(|e| e.state == ExtensionState::Pending).expect("pending extension");

@@ -311,6 +311,13 @@ fn extension_needs_a_new_decision_and_leaves_no_gap() {
     assert_eq!(actions(&ev), ["grant.extended"]);
     assert_eq!(r.grant().unwrap().expires_at, duration::add(end, 30 * MIN));
     assert_eq!(r.state, State::Active);
+    // a denied extension leaves the end where it was
+    let d2 = Decision::NeedsApproval { policies: vec!["p".into()], pending_timeout: Duration::from_secs(600) };
+    r.request_extension(&alice(), MIN, None, d2, c.now()).unwrap();
+    let before = r.grant().unwrap().expires_at;
+    assert!(r.deny_extension(&alice(), false, None, &[&p], c.now()).is_err(), "the holder cannot deny");
+    assert_eq!(actions(&r.deny_extension(&dba("dora"), false, Some("enough"), &[&p], c.now()).unwrap()), ["grant.extension_denied"]);
+    assert_eq!(r.grant().unwrap().expires_at, before);
     // auto-approved extension applies at once
     let d = Decision::AutoApproved { policy: "p".into(), rule: "oncall".into() };
     let ev = r.request_extension(&alice(), 10 * MIN, None, d, c.now()).unwrap();

@@ -1,0 +1,389 @@
+//! The HTTP API (`/api/v1`), `/healthz`, `/metrics` and the OpenAPI document.
+
+pub mod views;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State as AxState};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use jitgate_audit::EventFilter;
+use jitgate_core::{CoreError, State, Timestamp};
+use jitgate_store::{RequestFilter, RequestKey, StoreError};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::auth::Caller;
+use crate::error::Error;
+use crate::service::{App, NewRequest};
+use views::{EventView, GrantView, RequestView, WhoAmI};
+
+type AppState = Arc<App>;
+
+pub fn router(app: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/whoami", get(whoami))
+        .route("/api/v1/requests", post(create_request).get(list_requests))
+        .route("/api/v1/requests/{id}", get(get_request))
+        .route("/api/v1/requests/{id}/approve", post(approve))
+        .route("/api/v1/requests/{id}/deny", post(deny))
+        .route("/api/v1/requests/{id}/cancel", post(cancel))
+        .route("/api/v1/grants", get(list_grants))
+        .route("/api/v1/grants/{id}", get(get_grant))
+        .route("/api/v1/grants/{id}/release", post(release))
+        .route("/api/v1/grants/{id}/revoke", post(revoke))
+        .route("/api/v1/grants/{id}/extend", post(extend))
+        .route("/api/v1/grants/{id}/review", post(review))
+        .route("/api/v1/audit/events", get(audit_events))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .with_state(app)
+}
+
+// ---------------------------------------------------------------- errors
+
+/// `{"error":{"code":"…","message":"…"}}` with the right status. Errors become responses here
+/// and nowhere else.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable: unauthenticated, forbidden, not_found, invalid_argument, conflict, unavailable, internal.
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_argument", message)
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Unauthenticated => Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string()),
+            Error::NotFound(what) => Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found")),
+            Error::Core(CoreError::Refused(m)) => Self::new(StatusCode::FORBIDDEN, "forbidden", m),
+            Error::Core(CoreError::Invalid(m)) => Self::bad_request(m),
+            Error::Core(c @ CoreError::InvalidTransition { .. }) => Self::new(StatusCode::CONFLICT, "conflict", c.to_string()),
+            Error::Store(StoreError::Closed) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "jitgate is shutting down"),
+            other => {
+                tracing::error!(error = ?other, "internal error");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { error: ErrorDetail { code: self.code.into(), message: self.message } };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+// ---------------------------------------------------------------- extractors
+
+/// The authenticated caller, from `Authorization: Bearer TOKEN`.
+pub struct Auth(pub Caller);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| ApiError::from(Error::Unauthenticated))?;
+        app.auth.authenticate(token).cloned().map(Auth).ok_or_else(|| Error::Unauthenticated.into())
+    }
+}
+
+/// A JSON body; an empty body reads as `{}`. Bad JSON is a 400 in the API's error shape.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        serde_json::from_slice(bytes).map(Body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// Query parameters; a bad one is a 400 in the API's error shape.
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state).await.map(|Query(v)| Params(v)).map_err(|e| ApiError::bad_request(e.body_text()))
+    }
+}
+
+// ---------------------------------------------------------------- bodies and queries
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequestBody {
+    pub resource: String,
+    pub role: String,
+    /// humantime: `30m`, `4h`
+    pub duration: String,
+    pub reason: Option<String>,
+    pub ticket: Option<String>,
+    /// RFC 3339; the grant starts then (or at approval, if later).
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub start_at: Option<Timestamp>,
+    /// Ask for break-glass access: approved at once if a policy allows, flagged for review.
+    #[serde(default)]
+    pub break_glass: bool,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommentBody {
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonBody {
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendBody {
+    /// How much longer, e.g. `30m`.
+    pub duration: String,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only requests in this state.
+    pub state: Option<String>,
+    pub principal: Option<String>,
+    pub resource: Option<String>,
+    /// Only active grants (grants list).
+    pub active: Option<bool>,
+    /// At most this many (default 100, at most 1000), newest first.
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub since: Option<Timestamp>,
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub until: Option<Timestamp>,
+    pub actor: Option<String>,
+    /// Glob on the action: `grant.*`.
+    pub action: Option<String>,
+    pub resource: Option<String>,
+    pub request: Option<String>,
+    pub grant: Option<String>,
+    pub session: Option<String>,
+    pub outcome: Option<String>,
+    /// Paging: events after this `seq`.
+    pub after: Option<i64>,
+    pub limit: Option<u32>,
+}
+
+impl ListQuery {
+    fn filter(self) -> Result<RequestFilter, ApiError> {
+        let state = self.state.as_deref().map(str::parse::<State>).transpose().map_err(|e| ApiError::bad_request(e.to_string()))?;
+        Ok(RequestFilter {
+            state: if self.active == Some(true) { Some(State::Active) } else { state },
+            principal: self.principal,
+            resource: self.resource,
+            limit: self.limit.unwrap_or(100),
+            ..Default::default()
+        })
+    }
+}
+
+// ---------------------------------------------------------------- handlers
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn metrics(AxState(app): AxState<AppState>) -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render())
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// Who the token belongs to.
+#[utoipa::path(get, path = "/api/v1/whoami", responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+async fn whoami(Auth(c): Auth) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        name: c.principal.name,
+        kind: serde_json::to_value(c.principal.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+        groups: c.principal.groups,
+        admin: c.is_admin,
+        auditor: c.is_auditor,
+    })
+}
+
+/// Ask for a role on a resource. The response is the request as it stands after the policy
+/// decision: `pending`, or `active` when approved automatically.
+#[utoipa::path(post, path = "/api/v1/requests", request_body = CreateRequestBody,
+    responses((status = 201, body = RequestView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody, description = "refused by policy (default deny)")),
+    security(("bearer" = [])))]
+async fn create_request(AxState(app): AxState<AppState>, Auth(c): Auth, Body(b): Body<CreateRequestBody>) -> Result<(StatusCode, Json<RequestView>), ApiError> {
+    let new = NewRequest { resource: b.resource, role: b.role, duration: b.duration, reason: b.reason, ticket: b.ticket, start_at: b.start_at, break_glass: b.break_glass };
+    let r = app.create_request(&c, new).await?;
+    Ok((StatusCode::CREATED, Json(RequestView::from(&r))))
+}
+
+/// Requests the caller may see: their own, those awaiting their approval; all for admins and auditors.
+#[utoipa::path(get, path = "/api/v1/requests", params(ListQuery), responses((status = 200, body = Vec<RequestView>)), security(("bearer" = [])))]
+async fn list_requests(AxState(app): AxState<AppState>, Auth(c): Auth, Params(q): Params<ListQuery>) -> ApiResult<Vec<RequestView>> {
+    let list = app.list(&c, q.filter()?).await?;
+    Ok(Json(list.iter().map(RequestView::from).collect()))
+}
+
+#[utoipa::path(get, path = "/api/v1/requests/{id}", params(("id" = String, Path)), responses((status = 200, body = RequestView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn get_request(AxState(app): AxState<AppState>, Auth(c): Auth, Path(id): Path<String>) -> ApiResult<RequestView> {
+    Ok(Json(RequestView::from(&app.visible(&c, RequestKey::Request(id)).await?)))
+}
+
+/// Approve a pending request, or the pending extension of its active grant.
+#[utoipa::path(post, path = "/api/v1/requests/{id}/approve", params(("id" = String, Path)), request_body = CommentBody,
+    responses((status = 200, body = RequestView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+async fn approve(AxState(app): AxState<AppState>, Auth(c): Auth, Path(id): Path<String>, Body(b): Body<CommentBody>) -> ApiResult<RequestView> {
+    Ok(Json(RequestView::from(&app.approve(&c, &id, b.comment).await?)))
+}
+
+/// Deny a pending request, or the pending extension of its active grant.
+#[utoipa::path(post, path = "/api/v1/requests/{id}/deny", params(("id" = String, Path)), request_body = ReasonBody,
+    responses((status = 200, body = RequestView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+async fn deny(AxState(app): AxState<AppState>, Auth(c): Auth, Path(id): Path<String>, Body(b): Body<ReasonBody>) -> ApiResult<RequestView> {
+    Ok(Json(RequestView::from(&app.deny(&c, &id, b.reason).await?)))
+}
+
+#[utoipa::path(post, path = "/api/v1/requests/{id}/cancel", params(("id" = String, Path)),
+    responses((status = 200, body = RequestView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+async fn cancel(AxState(app): AxState<AppState>, Auth(c): Auth, Path(id): Path<String>) -> ApiResult<RequestView> {
+    Ok(Json(RequestView::from(&app.cancel(&c, &id).await?)))
+}
+
+#[utoipa::path(get, path = "/api/v1/grants", params(ListQuery), responses((status = 200, body = Vec<GrantView>)), security(("bearer" = [])))]
+async fn list_grants(AxState(app): AxState<AppState>, Auth(c): Auth, Params(q): Params<ListQuery>) -> ApiResult<Vec<GrantView>> {
+    let mut filter = q.filter()?;
+    filter.with_grant = true;
+    let list = app.list(&c, filter).await?;
+    Ok(Json(list.iter().filter_map(GrantView::of).collect()))
+}
+
+#[utoipa::path(get, path = "/api/v1/grants/{id}", params(("id" = String, Path)), responses((status = 200, body = GrantView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn get_grant(AxState(app): AxState<AppState>, Auth(c): Auth, Path(id): Path<String>) -> ApiResult<GrantView> {
+    grant_view(&app.visible(&c, RequestKey::Grant(id)).await?)
+}
+
+fn grant_view(r: &jitgate_core::AccessRequest) -> ApiResult<GrantView> {
+    GrantView::of(r).map(Json).ok_or_else(|| Error::NotFound(format!("grant of request {}", r.id)).into())
+}
+
+/// "I'm done": the holder ends the grant now.
+#[utoipa::path(post, path = "/api/v1/grants/{id}/release", params(("id" = String, Path)),
+    responses((status = 200, body = GrantView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+async fn release(AxState(app): AxState<AppState>, Auth(c): Auth, Path(id): Path<String>) -> ApiResult<GrantView> {
+    grant_view(&app.release(&c, &id).await?)
+}
+
+/// An admin ends the grant now.
+#[utoipa::path(post, path = "/api/v1/grants/{id}/revoke", params(("id" = String, Path)), request_body = ReasonBody,
+    responses((status = 200, body = GrantView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+async fn revoke(AxState(app): AxState<AppState>, Auth(c): Auth, Path(id): Path<String>, Body(b): Body<ReasonBody>) -> ApiResult<GrantView> {
+    grant_view(&app.revoke(&c, &id, b.reason).await?)
+}
+
+/// Ask for more time under the same policy; approved like a request, applied without a gap.
+#[utoipa::path(post, path = "/api/v1/grants/{id}/extend", params(("id" = String, Path)), request_body = ExtendBody,
+    responses((status = 200, body = GrantView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+async fn extend(AxState(app): AxState<AppState>, Auth(c): Auth, Path(id): Path<String>, Body(b): Body<ExtendBody>) -> ApiResult<GrantView> {
+    grant_view(&app.extend(&c, &id, &b.duration, b.reason).await?)
+}
+
+/// Review a break-glass grant (admins or the policy's approvers, never the holder).
+#[utoipa::path(post, path = "/api/v1/grants/{id}/review", params(("id" = String, Path)), request_body = CommentBody,
+    responses((status = 200, body = GrantView), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+async fn review(AxState(app): AxState<AppState>, Auth(c): Auth, Path(id): Path<String>, Body(b): Body<CommentBody>) -> ApiResult<GrantView> {
+    grant_view(&app.review(&c, &id, b.comment).await?)
+}
+
+/// The audit log, oldest first. Auditors and admins see all events; others those they took part in.
+#[utoipa::path(get, path = "/api/v1/audit/events", params(AuditQuery), responses((status = 200, body = Vec<EventView>)), security(("bearer" = [])))]
+async fn audit_events(AxState(app): AxState<AppState>, Auth(c): Auth, Params(q): Params<AuditQuery>) -> ApiResult<Vec<EventView>> {
+    let filter = EventFilter {
+        since: q.since,
+        until: q.until,
+        actor: q.actor,
+        action: q.action,
+        resource: q.resource,
+        request_id: q.request,
+        grant_id: q.grant,
+        session_id: q.session,
+        outcome: q.outcome,
+        involving: None,
+        after_seq: q.after,
+        limit: q.limit.unwrap_or(100),
+    };
+    let events = app.audit_search(&c, filter).await?;
+    Ok(Json(events.into_iter().map(EventView::from).collect()))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "jitgate", description = "Just-in-time privileged access: requests, approvals, grants, audit."),
+    paths(whoami, create_request, list_requests, get_request, approve, deny, cancel, list_grants, get_grant, release, revoke, extend, review, audit_events),
+    components(schemas(ErrorBody, ErrorDetail, CreateRequestBody, CommentBody, ReasonBody, ExtendBody, RequestView, GrantView, EventView, WhoAmI)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}

@@ -1,0 +1,624 @@
+//! `jitgate.toml`: typed, validated, and every mistake reported with its file, line and key.
+//!
+//! Parsing happens in two steps: serde reads the raw shape (unknown keys are refused), then
+//! [`validate`] turns it into domain types, collecting every problem at once. Each problem carries
+//! the key's path, which is mapped back to a line of the file.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use glob::Pattern;
+use jitgate_core::policy::{ApprovalRule, AutoApprove, BreakGlass, Policy};
+use jitgate_core::schedule::Schedule;
+use jitgate_core::{Principal, PrincipalKind, Selector, duration};
+use regex::Regex;
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub admins: Vec<Selector>,
+    pub auditors: Vec<Selector>,
+    pub database_path: PathBuf,
+    pub principals: Vec<PrincipalEntry>,
+    pub resources: Vec<Resource>,
+    pub policies: Vec<Policy>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PrincipalEntry {
+    pub principal: Principal,
+    /// SHA-256 of the API token; `None` means the principal cannot use the API.
+    pub token_sha256: Option<[u8; 32]>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Resource {
+    pub name: String,
+    pub kind: ResourceKind,
+    pub description: Option<String>,
+    pub roles: BTreeMap<String, RoleDef>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceKind {
+    /// Tracked by jitgate only: lifecycle and audit, nothing created in a target.
+    None,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleDef {
+    /// What the role means in the target (e.g. PostgreSQL roles the ephemeral login joins).
+    #[serde(default)]
+    pub grants: Vec<String>,
+    pub database: Option<String>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read { path: path.to_owned(), message: e.to_string() })?;
+        let mut config = Self::parse(&text, &path.display().to_string())?;
+        // Relative paths are relative to the config file, so `serve` works from any directory.
+        let dir = path.parent().unwrap_or(Path::new("."));
+        if config.data_dir.is_relative() {
+            config.data_dir = dir.join(&config.data_dir);
+        }
+        if config.database_path.is_relative() {
+            config.database_path = dir.join(&config.database_path);
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates config text; `origin` names it in messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            ConfigError::Invalid(vec![Problem { origin: origin.to_owned(), line, key: String::new(), message: e.message().trim().to_owned() }])
+        })?;
+        validate(raw).map_err(|problems| {
+            let located = Locator::new(text);
+            ConfigError::Invalid(
+                problems
+                    .into_iter()
+                    .map(|(path, message)| Problem { origin: origin.to_owned(), line: located.line(&path), key: path_string(&path), message })
+                    .collect(),
+            )
+        })
+    }
+
+    pub fn resource(&self, name: &str) -> Option<&Resource> {
+        self.resources.iter().find(|r| r.name == name)
+    }
+
+    pub fn policy(&self, name: &str) -> Option<&Policy> {
+        self.policies.iter().find(|p| p.name == name)
+    }
+}
+
+/// One mistake in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub origin: String,
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.origin)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+// ---------------------------------------------------------------- raw shape
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    storage: RawStorage,
+    #[serde(default)]
+    principals: Vec<RawPrincipal>,
+    #[serde(default)]
+    resources: Vec<RawResource>,
+    #[serde(default)]
+    policies: Vec<RawPolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    listen: String,
+    data_dir: PathBuf,
+    admins: Vec<String>,
+    auditors: Vec<String>,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:8080".into(), data_dir: "./jitgate-data".into(), admins: vec![], auditors: vec![] }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStorage {
+    url: String,
+}
+
+impl Default for RawStorage {
+    fn default() -> Self {
+        Self { url: "sqlite://jitgate.db".into() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrincipal {
+    name: String,
+    #[serde(default = "default_kind")]
+    kind: PrincipalKind,
+    #[serde(default)]
+    groups: Vec<String>,
+    token_sha256: Option<String>,
+}
+
+fn default_kind() -> PrincipalKind {
+    PrincipalKind::User
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResource {
+    name: String,
+    kind: String,
+    description: Option<String>,
+    #[serde(default)]
+    roles: BTreeMap<String, RoleDef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    name: String,
+    principals: Vec<String>,
+    resources: Vec<String>,
+    roles: Vec<String>,
+    max_duration: String,
+    #[serde(default)]
+    require_reason: bool,
+    ticket_pattern: Option<String>,
+    #[serde(default = "default_pending_timeout")]
+    pending_timeout: String,
+    approval: Option<RawApproval>,
+    #[serde(default)]
+    auto_approve: Vec<RawAutoApprove>,
+    break_glass: Option<RawBreakGlass>,
+}
+
+fn default_pending_timeout() -> String {
+    "1h".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApproval {
+    #[serde(default)]
+    approvers: Vec<String>,
+    #[serde(default = "one")]
+    required: u32,
+    #[serde(default)]
+    allow_self_approval: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAutoApprove {
+    name: Option<String>,
+    principals: Vec<String>,
+    max_duration: String,
+    schedule: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBreakGlass {
+    principals: Vec<String>,
+    max_duration: String,
+}
+
+// ---------------------------------------------------------------- validation
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Key(&'static str),
+    Index(usize),
+}
+
+/// Where a value sits in the file: `policies[0].approval.approvers`.
+type KeyPath = Vec<Seg>;
+
+/// Collects problems while converting raw values.
+#[derive(Default)]
+struct Check {
+    problems: Vec<(KeyPath, String)>,
+}
+
+impl Check {
+    fn add(&mut self, path: KeyPath, message: impl Into<String>) {
+        self.problems.push((path, message.into()));
+    }
+
+    fn ok<T, E: fmt::Display>(&mut self, path: KeyPath, r: Result<T, E>) -> Option<T> {
+        r.map_err(|e| self.add(path, e.to_string())).ok()
+    }
+
+    fn selectors(&mut self, path: KeyPath, items: &[String]) -> Vec<Selector> {
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| self.ok(with(&path, Seg::Index(i)), s.parse::<Selector>()))
+            .collect()
+    }
+
+    fn duration(&mut self, path: KeyPath, text: &str) -> Duration {
+        self.ok(path, duration::parse(text)).unwrap_or(Duration::from_secs(1))
+    }
+
+    fn patterns(&mut self, path: KeyPath, items: &[String], what: &str) -> Vec<Pattern> {
+        if items.is_empty() {
+            self.add(path.clone(), format!("must name at least one {what}"));
+        }
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| self.ok(with(&path, Seg::Index(i)), Pattern::new(s).map_err(|e| format!("invalid glob {s:?}: {e}"))))
+            .collect()
+    }
+}
+
+fn with(path: &KeyPath, seg: Seg) -> KeyPath {
+    let mut p = path.clone();
+    p.push(seg);
+    p
+}
+
+fn validate(raw: RawConfig) -> Result<Config, Vec<(KeyPath, String)>> {
+    let mut c = Check::default();
+    let server = vec![Seg::Key("server")];
+    let listen = c
+        .ok(with(&server, Seg::Key("listen")), raw.server.listen.parse::<SocketAddr>().map_err(|e| format!("{:?} is not HOST:PORT ({e})", raw.server.listen)))
+        .unwrap_or_else(|| ([127, 0, 0, 1], 8080).into());
+    let admins = c.selectors(with(&server, Seg::Key("admins")), &raw.server.admins);
+    let auditors = c.selectors(with(&server, Seg::Key("auditors")), &raw.server.auditors);
+
+    let url_path = vec![Seg::Key("storage"), Seg::Key("url")];
+    let database_path = match raw.storage.url.strip_prefix("sqlite://") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ if raw.storage.url.starts_with("postgres") => {
+            c.add(url_path, "PostgreSQL storage is not available in this version yet; use sqlite://FILE");
+            PathBuf::new()
+        }
+        _ => {
+            c.add(url_path, format!("{:?} is not a storage URL; expected sqlite://FILE (relative to data_dir)", raw.storage.url));
+            PathBuf::new()
+        }
+    };
+    let database_path = if database_path.is_relative() { raw.server.data_dir.join(database_path) } else { database_path };
+
+    let mut principals = Vec::new();
+    let mut names = HashSet::new();
+    let mut digests = HashMap::new();
+    for (i, p) in raw.principals.iter().enumerate() {
+        let path = vec![Seg::Key("principals"), Seg::Index(i)];
+        if p.name.trim().is_empty() || p.name.contains(':') || p.name.chars().any(char::is_control) {
+            c.add(with(&path, Seg::Key("name")), format!("{:?} is not a valid principal name (non-empty, no ':' or control characters)", p.name));
+        }
+        if !names.insert(p.name.clone()) {
+            c.add(with(&path, Seg::Key("name")), format!("principal {:?} is defined twice", p.name));
+        }
+        let token_sha256 = p.token_sha256.as_deref().and_then(|hexed| {
+            let bytes = hex::decode(hexed.trim()).ok().filter(|b| b.len() == 32);
+            let digest: Option<[u8; 32]> = bytes.and_then(|b| b.try_into().ok());
+            match digest {
+                None => {
+                    c.add(with(&path, Seg::Key("token_sha256")), "must be 64 hex digits (the SHA-256 printed by `jitgate token new`)");
+                    None
+                }
+                Some(d) => {
+                    if let Some(other) = digests.insert(d, p.name.clone()) {
+                        c.add(with(&path, Seg::Key("token_sha256")), format!("the same token digest is already used by principal {other:?}"));
+                    }
+                    Some(d)
+                }
+            }
+        });
+        principals.push(PrincipalEntry {
+            principal: Principal { name: p.name.clone(), kind: p.kind, groups: p.groups.clone() },
+            token_sha256,
+        });
+    }
+
+    let mut resources = Vec::new();
+    let mut resource_names = HashSet::new();
+    for (i, r) in raw.resources.into_iter().enumerate() {
+        let path = vec![Seg::Key("resources"), Seg::Index(i)];
+        if r.name.trim().is_empty() || r.name.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+            c.add(with(&path, Seg::Key("name")), format!("{:?} is not a valid resource name (non-empty, no spaces)", r.name));
+        }
+        if !resource_names.insert(r.name.clone()) {
+            c.add(with(&path, Seg::Key("name")), format!("resource {:?} is defined twice", r.name));
+        }
+        let kind = match r.kind.as_str() {
+            "none" => ResourceKind::None,
+            "postgres" | "mysql" => {
+                c.add(with(&path, Seg::Key("kind")), format!("the {} connector is not available in this version yet; use kind = \"none\" to track grants without a connector", r.kind));
+                ResourceKind::None
+            }
+            other => {
+                c.add(with(&path, Seg::Key("kind")), format!("unknown resource kind {other:?}; one of: none"));
+                ResourceKind::None
+            }
+        };
+        if r.roles.is_empty() {
+            c.add(with(&path, Seg::Key("roles")), "a resource needs at least one role ([resources.roles.NAME])");
+        }
+        resources.push(Resource { name: r.name, kind, description: r.description, roles: r.roles });
+    }
+
+    let mut policies = Vec::new();
+    let mut policy_names = HashSet::new();
+    for (i, p) in raw.policies.iter().enumerate() {
+        let path = vec![Seg::Key("policies"), Seg::Index(i)];
+        let at = |k: &'static str| with(&path, Seg::Key(k));
+        if p.name.trim().is_empty() {
+            c.add(at("name"), "a policy needs a name");
+        }
+        if !policy_names.insert(p.name.clone()) {
+            c.add(at("name"), format!("policy {:?} is defined twice; names must be unique", p.name));
+        }
+        if p.principals.is_empty() {
+            c.add(at("principals"), "must name at least one principal selector (user:NAME, service:NAME, group:NAME)");
+        }
+        let max_duration = c.duration(at("max_duration"), &p.max_duration);
+        let ticket_pattern = p.ticket_pattern.as_ref().and_then(|t| {
+            c.ok(at("ticket_pattern"), Regex::new(&format!("^(?:{t})$")).map_err(|e| format!("invalid regular expression: {e}")))
+        });
+        let approval = match &p.approval {
+            Some(a) => ApprovalRule {
+                approvers: c.selectors(with(&at("approval"), Seg::Key("approvers")), &a.approvers),
+                required: a.required,
+                allow_self_approval: a.allow_self_approval,
+            },
+            None => ApprovalRule { approvers: vec![], required: 1, allow_self_approval: false },
+        };
+        if approval.required > 0 && p.approval.as_ref().is_none_or(|a| a.approvers.is_empty()) {
+            c.add(at("approval"), format!("requires {} approval(s) but names no approvers; set approval.approvers, or required = 0 to approve without review", approval.required));
+        }
+        let auto_approve = p
+            .auto_approve
+            .iter()
+            .enumerate()
+            .map(|(j, a)| {
+                let ap = with(&at("auto_approve"), Seg::Index(j));
+                AutoApprove {
+                    name: a.name.clone().unwrap_or_else(|| format!("auto_approve[{j}]")),
+                    principals: c.selectors(with(&ap, Seg::Key("principals")), &a.principals),
+                    max_duration: c.duration(with(&ap, Seg::Key("max_duration")), &a.max_duration),
+                    schedule: a.schedule.as_ref().and_then(|s| c.ok(with(&ap, Seg::Key("schedule")), Schedule::parse(s))),
+                }
+            })
+            .collect();
+        let break_glass = p.break_glass.as_ref().map(|b| {
+            let bp = at("break_glass");
+            BreakGlass {
+                principals: c.selectors(with(&bp, Seg::Key("principals")), &b.principals),
+                max_duration: c.duration(with(&bp, Seg::Key("max_duration")), &b.max_duration),
+            }
+        });
+        policies.push(Policy {
+            name: p.name.clone(),
+            principals: c.selectors(at("principals"), &p.principals),
+            resources: c.patterns(at("resources"), &p.resources, "resource"),
+            roles: c.patterns(at("roles"), &p.roles, "role"),
+            max_duration,
+            require_reason: p.require_reason,
+            ticket_pattern,
+            pending_timeout: c.duration(at("pending_timeout"), &p.pending_timeout),
+            approval,
+            auto_approve,
+            break_glass,
+        });
+    }
+    // A policy for a role that no matching resource defines is almost always a typo.
+    for (i, p) in policies.iter().enumerate() {
+        let matched: Vec<&Resource> = resources.iter().filter(|r| p.resources.iter().any(|g| g.matches(&r.name))).collect();
+        for (j, role) in p.roles.iter().enumerate() {
+            if !matched.is_empty() && !matched.iter().any(|r| r.roles.keys().any(|k| role.matches(k))) {
+                c.add(vec![Seg::Key("policies"), Seg::Index(i), Seg::Key("roles"), Seg::Index(j)], format!("no resource matching this policy defines role {:?}", role.as_str()));
+            }
+        }
+    }
+
+    if !c.problems.is_empty() {
+        return Err(c.problems);
+    }
+    Ok(Config { listen, data_dir: raw.server.data_dir, admins, auditors, database_path, principals, resources, policies })
+}
+
+// ---------------------------------------------------------------- locating keys
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+}
+
+fn path_string(path: &KeyPath) -> String {
+    let mut s = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                s.push_str(k);
+            }
+            Seg::Index(i) => s.push_str(&format!("[{i}]")),
+        }
+    }
+    s
+}
+
+/// Maps a key path back to the line it was written on, using toml_edit's spans.
+struct Locator<'a> {
+    text: &'a str,
+    doc: Option<toml_edit::Document<&'a str>>,
+}
+
+impl<'a> Locator<'a> {
+    fn new(text: &'a str) -> Self {
+        Self { text, doc: toml_edit::Document::parse(text).ok() }
+    }
+
+    /// The line of the deepest part of `path` that exists in the file.
+    fn line(&self, path: &KeyPath) -> Option<usize> {
+        let doc = self.doc.as_ref()?;
+        let mut item = doc.as_item();
+        let mut span = None;
+        for seg in path {
+            let next = match seg {
+                Seg::Key(k) => item.get(*k),
+                Seg::Index(i) => item.get(*i),
+            };
+            match next {
+                Some(n) => {
+                    item = n;
+                    span = n.span().or(span);
+                }
+                None => break,
+            }
+        }
+        span.map(|s| line_of(self.text, s.start))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+admins = ["group:security"]
+
+[[principals]]
+name = "alice"
+groups = ["engineering"]
+token_sha256 = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
+
+[[resources]]
+name = "orders-db"
+kind = "none"
+[resources.roles.read]
+grants = ["pg_read_all_data"]
+
+[[policies]]
+name = "engineers-read-orders"
+principals = ["group:engineering"]
+resources = ["orders-*"]
+roles = ["read"]
+max_duration = "4h"
+ticket_pattern = "(INC|CHG)-[0-9]+"
+[policies.approval]
+approvers = ["group:dba"]
+required = 1
+[[policies.auto_approve]]
+principals = ["group:oncall"]
+max_duration = "30m"
+schedule = "Mon-Fri 08:00-18:00 Europe/Berlin"
+"#;
+
+    #[test]
+    fn a_good_config_validates() {
+        let c = Config::parse(GOOD, "jitgate.toml").unwrap();
+        assert_eq!(c.principals[0].principal.name, "alice");
+        assert_eq!(c.policies[0].max_duration, Duration::from_secs(4 * 3600));
+        assert_eq!(c.policies[0].auto_approve[0].name, "auto_approve[0]");
+        assert!(c.policies[0].ticket_pattern.as_ref().unwrap().is_match("INC-1"));
+        assert!(!c.policies[0].ticket_pattern.as_ref().unwrap().is_match("xINC-1x"), "anchored");
+        assert_eq!(c.database_path, PathBuf::from("./jitgate-data/jitgate.db"));
+    }
+
+    fn problems(text: &str) -> Vec<String> {
+        match Config::parse(text, "jitgate.toml") {
+            Err(ConfigError::Invalid(p)) => p.iter().map(ToString::to_string).collect(),
+            other => panic!("expected problems, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_keys_name_file_line_and_key() {
+        let text = GOOD.replace("require_reason", "x").replace("max_duration = \"4h\"", "max_duration = \"4h\"\nmax_duraton = \"5h\"");
+        let p = problems(&text);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("jitgate.toml:23: "), "{p:?}");
+        assert!(p[0].contains("max_duraton"), "{p:?}");
+    }
+
+    #[test]
+    fn semantic_mistakes_are_all_reported_with_lines() {
+        let text = GOOD
+            .replace("max_duration = \"4h\"", "max_duration = \"4 hourz\"")
+            .replace("Europe/Berlin", "Europe/Gotham")
+            .replace("group:dba", "dba");
+        let p = problems(&text);
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p.iter().any(|m| m.starts_with("jitgate.toml:22: policies[0].max_duration: invalid duration")), "{p:?}");
+        assert!(p.iter().any(|m| m.starts_with("jitgate.toml:25: policies[0].approval.approvers[0]: invalid principal selector")), "{p:?}");
+        assert!(p.iter().any(|m| m.contains("policies[0].auto_approve[0].schedule") && m.contains("Europe/Gotham") && m.starts_with("jitgate.toml:30")), "{p:?}");
+    }
+
+    #[test]
+    fn approval_without_approvers_and_unknown_roles_are_refused() {
+        let text = GOOD.replace("approvers = [\"group:dba\"]\n", "").replace("roles = [\"read\"]", "roles = [\"raed\"]");
+        let p = problems(&text);
+        assert!(p.iter().any(|m| m.contains("names no approvers")), "{p:?}");
+        assert!(p.iter().any(|m| m.contains("does not define role") || m.contains("defines role \"raed\"")), "{p:?}");
+    }
+
+    #[test]
+    fn duplicate_names_and_bad_digests_are_refused() {
+        let text = format!("{GOOD}\n[[principals]]\nname = \"alice\"\ntoken_sha256 = \"abc\"\n");
+        let p = problems(&text);
+        assert!(p.iter().any(|m| m.contains("defined twice")), "{p:?}");
+        assert!(p.iter().any(|m| m.contains("64 hex digits")), "{p:?}");
+    }
+
+    #[test]
+    fn connectors_not_yet_built_fail_closed() {
+        let p = problems(&GOOD.replace("kind = \"none\"", "kind = \"postgres\""));
+        assert!(p[0].contains("connector is not available"), "{p:?}");
+    }
+}

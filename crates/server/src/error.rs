@@ -1,0 +1,45 @@
+use std::path::PathBuf;
+
+use jitgate_connectors::ConnectorError;
+use jitgate_core::CoreError;
+use jitgate_store::StoreError;
+use thiserror::Error;
+
+use crate::config::Problem;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read {}: {message}", path.display())]
+    Read { path: PathBuf, message: String },
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+/// Everything the control plane can fail with. The HTTP layer maps it to a status in one place.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("missing or unknown API token")]
+    Unauthenticated,
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    #[error(transparent)]
+    Store(StoreError),
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Io(String),
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Domain(c) => Error::Core(c),
+            StoreError::NotFound(what) => Error::NotFound(what),
+            other => Error::Store(other),
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The jitgate control plane: configuration, the HTTP API, authentication, the expiry scheduler.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+mod error;
+pub mod metrics;
+mod scheduler;
+pub mod service;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use jitgate_core::Clock;
+use jitgate_store::SqliteStore;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::Config;
+pub use error::{ConfigError, Error};
+pub use service::App;
+
+/// A running server: its address, and a way to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting requests, finishes those in flight, and stops the scheduler.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Serves until SIGINT/SIGTERM.
+    pub async fn until_signal(self) {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        self.stop().await;
+    }
+}
+
+/// Opens the store, ends whatever fell due while jitgate was down, then serves the API and runs
+/// the scheduler.
+pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Error> {
+    create_private_dir(&config.data_dir)?;
+    if let Some(parent) = config.database_path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::Io(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    let store = SqliteStore::open(&config.database_path)?;
+    let listen = config.listen;
+    let app = Arc::new(App::new(config, Arc::new(store), clock));
+
+    // First thing: grants whose window passed while we were down end now, before serving.
+    let caught_up = app.catch_up().await?;
+    if caught_up > 0 {
+        tracing::info!(requests = caught_up, "ended or advanced what fell due while jitgate was down");
+    }
+
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| Error::Io(format!("cannot listen on {listen}: {e}")))?;
+    let addr = listener.local_addr().map_err(|e| Error::Io(e.to_string()))?;
+    let (shutdown, rx) = watch::channel(false);
+    let mut http_rx = rx.clone();
+    let router = api::router(app.clone());
+    let http = tokio::spawn(async move {
+        let stop = async move {
+            let _ = http_rx.changed().await;
+        };
+        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    let sched = tokio::spawn(scheduler::run(app.clone(), rx));
+    tracing::info!(%addr, "jitgate listening");
+    Ok(Running { addr, app, shutdown, tasks: vec![http, sched] })
+}
+
+fn create_private_dir(dir: &std::path::Path) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::Io(format!("cannot create {}: {e}", dir.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // The data dir holds the database and, later, keys: owner only.
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    Ok(())
+}

@@ -1,0 +1,481 @@
+//! The control plane's operations. Each one checks the caller, asks the domain core to make the
+//! transition, and has the store write the new state with its audit events in one transaction.
+//! Connector work (provisioning, revoking) happens in [`App::drive`], shared by the API and the
+//! expiry scheduler.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use jitgate_audit::{AuditEvent, EventFilter};
+use jitgate_connectors::{Connector, GrantSpec, NoneConnector};
+use jitgate_core::event::Outcome;
+use jitgate_core::lifecycle::Due;
+use jitgate_core::policy::{self, AccessAsk, Policy};
+use jitgate_core::{AccessRequest, Clock, CoreError, EventDraft, Selector, State, Timestamp, duration};
+use jitgate_store::{Change, RequestFilter, RequestKey, Store};
+use futures_util::future::join_all;
+use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::auth::{Authenticator, Caller};
+use crate::config::{Config, ResourceKind};
+use crate::error::Error;
+use crate::metrics::Metrics;
+
+type Result<T> = std::result::Result<T, Error>;
+
+/// What a principal asks for, as the API receives it.
+#[derive(Debug, Clone, Default)]
+pub struct NewRequest {
+    pub resource: String,
+    pub role: String,
+    pub duration: String,
+    pub reason: Option<String>,
+    pub ticket: Option<String>,
+    pub start_at: Option<Timestamp>,
+    pub break_glass: bool,
+}
+
+pub struct App {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub auth: Authenticator,
+    pub metrics: Metrics,
+    connectors: HashMap<String, Arc<dyn Connector>>,
+    /// Requests some task is driving right now, so two never provision or revoke the same one.
+    in_flight: Mutex<HashSet<String>>,
+    /// Wakes the scheduler when a new, possibly earlier, deadline appears.
+    pub(crate) wake: Notify,
+}
+
+impl App {
+    pub fn new(config: Config, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+        let connectors = config
+            .resources
+            .iter()
+            .map(|r| {
+                let c: Arc<dyn Connector> = match r.kind {
+                    ResourceKind::None => Arc::new(NoneConnector),
+                };
+                (r.name.clone(), c)
+            })
+            .collect();
+        Self {
+            auth: Authenticator::new(&config),
+            config: Arc::new(config),
+            store,
+            clock,
+            metrics: Metrics::default(),
+            connectors,
+            in_flight: Mutex::new(HashSet::new()),
+            wake: Notify::new(),
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Writes a refusal to the audit log before handing it back to the caller.
+    async fn refused(&self, caller: &Caller, action: &str, target: Option<&AccessRequest>, err: Error) -> Error {
+        if let Error::Core(CoreError::Refused(message)) = &err {
+            self.metrics.refusals.inc();
+            let mut e = EventDraft::new(self.now(), &caller.principal.name, action).outcome(Outcome::Denied).details(json!({ "message": message }));
+            if let Some(r) = target {
+                e.resource = Some(r.resource.clone());
+                e.subject = Some(r.principal.clone());
+                e.request_id = Some(r.id.clone());
+                e.grant_id = r.grant.as_ref().map(|g| g.id.clone());
+            }
+            if let Err(write) = self.store.append_events(vec![e]).await {
+                tracing::error!(error = %write, "could not audit a refusal");
+                return write.into();
+            }
+        }
+        err
+    }
+
+    // ------------------------------------------------------------------ requests
+
+    pub async fn create_request(&self, caller: &Caller, new: NewRequest) -> Result<AccessRequest> {
+        let now = self.now();
+        let resource = self.config.resource(&new.resource).ok_or_else(|| {
+            let known: Vec<&str> = self.config.resources.iter().map(|r| r.name.as_str()).collect();
+            CoreError::Invalid(format!("unknown resource {:?}; known resources: {}", new.resource, known.join(", ")))
+        })?;
+        if !resource.roles.contains_key(&new.role) {
+            let roles: Vec<&str> = resource.roles.keys().map(String::as_str).collect();
+            return Err(CoreError::Invalid(format!("resource {} has no role {:?}; its roles: {}", resource.name, new.role, roles.join(", "))).into());
+        }
+        let requested = duration::parse(&new.duration)?;
+        let ask = AccessAsk {
+            principal: &caller.principal,
+            resource: &new.resource,
+            role: &new.role,
+            duration: requested,
+            reason: new.reason.as_deref(),
+            ticket: new.ticket.as_deref(),
+            start_at: new.start_at,
+            break_glass: new.break_glass,
+        };
+        let decision = match policy::evaluate(&self.config.policies, &ask, now) {
+            Ok(d) => d,
+            Err(e) => {
+                let mut ev = EventDraft::new(now, &caller.principal.name, "request.refused").outcome(Outcome::Denied).details(json!({
+                    "role": new.role, "duration": new.duration, "reason": new.reason, "ticket": new.ticket,
+                    "break_glass": new.break_glass, "message": e.to_string(),
+                }));
+                ev.resource = Some(new.resource.clone());
+                ev.subject = Some(caller.principal.name.clone());
+                self.store.append_events(vec![ev]).await?;
+                self.metrics.refusals.inc();
+                return Err(e.into());
+            }
+        };
+        let (request, events) = AccessRequest::create(&ask, decision, now)?;
+        self.store.insert_request(request.clone(), events).await?;
+        self.metrics.requests_created.inc();
+        self.wake.notify_one();
+        if request.state == State::Approved {
+            return self.drive(request).await;
+        }
+        Ok(request)
+    }
+
+    /// Applies `change` to the request behind `key`, auditing a refusal.
+    async fn change(&self, caller: &Caller, action: &str, key: RequestKey, change: Change) -> Result<AccessRequest> {
+        match self.store.update_request(key.clone(), change).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                let err: Error = e.into();
+                if matches!(err, Error::Core(CoreError::Refused(_))) {
+                    let target = self.store.get_request(key).await.ok().flatten();
+                    return Err(self.refused(caller, action, target.as_ref(), err).await);
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Approves a pending request, or the pending extension of an active grant.
+    pub async fn approve(&self, caller: &Caller, id: &str, comment: Option<String>) -> Result<AccessRequest> {
+        let before = self.visible(caller, RequestKey::Request(id.to_owned())).await?;
+        let config = self.config.clone();
+        let clock = self.clock.clone();
+        let approver = caller.principal.clone();
+        let r = self
+            .change(caller, "request.approve", RequestKey::Request(id.to_owned()), Box::new(move |r| {
+                let policies = resolve(&config, &r.policies);
+                let now = clock.now();
+                if r.state == State::Active && r.grant().and_then(|g| g.pending_extension()).is_some() {
+                    let ext_policies = resolve(&config, &r.grant().and_then(|g| g.pending_extension()).map(|e| e.policies.clone()).unwrap_or_default());
+                    return r.approve_extension(&approver, comment.as_deref(), &ext_policies, now);
+                }
+                r.approve(&approver, comment.as_deref(), &policies, now)
+            }))
+            .await?;
+        if r.state == State::Active && ends_at(&before) != ends_at(&r) {
+            self.extend_in_target(&r).await;
+        }
+        self.after_change(r).await
+    }
+
+    /// Denies a pending request, or the pending extension of an active grant.
+    pub async fn deny(&self, caller: &Caller, id: &str, reason: Option<String>) -> Result<AccessRequest> {
+        self.visible(caller, RequestKey::Request(id.to_owned())).await?;
+        let config = self.config.clone();
+        let clock = self.clock.clone();
+        let by = caller.principal.clone();
+        let is_admin = caller.is_admin;
+        self.change(caller, "request.deny", RequestKey::Request(id.to_owned()), Box::new(move |r| {
+            let now = clock.now();
+            if r.state == State::Active && r.grant().and_then(|g| g.pending_extension()).is_some() {
+                let ext_policies = resolve(&config, &r.grant().and_then(|g| g.pending_extension()).map(|e| e.policies.clone()).unwrap_or_default());
+                return r.deny_extension(&by, is_admin, reason.as_deref(), &ext_policies, now);
+            }
+            r.deny(&by, is_admin, reason.as_deref(), &resolve(&config, &r.policies), now)
+        }))
+        .await
+    }
+
+    pub async fn cancel(&self, caller: &Caller, id: &str) -> Result<AccessRequest> {
+        self.visible(caller, RequestKey::Request(id.to_owned())).await?;
+        let clock = self.clock.clone();
+        let by = caller.principal.clone();
+        self.change(caller, "request.cancel", RequestKey::Request(id.to_owned()), Box::new(move |r| r.cancel(&by, clock.now()))).await
+    }
+
+    // ------------------------------------------------------------------ grants
+
+    pub async fn release(&self, caller: &Caller, grant_id: &str) -> Result<AccessRequest> {
+        self.visible(caller, RequestKey::Grant(grant_id.to_owned())).await?;
+        let clock = self.clock.clone();
+        let by = caller.principal.clone();
+        let r = self.change(caller, "grant.release", RequestKey::Grant(grant_id.to_owned()), Box::new(move |r| r.release(&by, clock.now()))).await?;
+        self.after_change(r).await
+    }
+
+    pub async fn revoke(&self, caller: &Caller, grant_id: &str, reason: Option<String>) -> Result<AccessRequest> {
+        if !caller.is_admin {
+            // Say no without revealing whether the grant exists.
+            let err = Error::Core(CoreError::Refused(format!("only admins may revoke grant {grant_id}; the holder may release it")));
+            let target = self.store.get_request(RequestKey::Grant(grant_id.to_owned())).await?;
+            return Err(self.refused(caller, "grant.revoke", target.as_ref(), err).await);
+        }
+        let clock = self.clock.clone();
+        let by = caller.principal.clone();
+        let r = self
+            .change(caller, "grant.revoke", RequestKey::Grant(grant_id.to_owned()), Box::new(move |r| r.revoke(&by, true, reason.as_deref(), clock.now())))
+            .await?;
+        self.after_change(r).await
+    }
+
+    pub async fn extend(&self, caller: &Caller, grant_id: &str, extra: &str, reason: Option<String>) -> Result<AccessRequest> {
+        let before = self.visible(caller, RequestKey::Grant(grant_id.to_owned())).await?;
+        let extra = duration::parse(extra)?;
+        let config = self.config.clone();
+        let clock = self.clock.clone();
+        let by = caller.principal.clone();
+        let r = self
+            .change(caller, "grant.extend", RequestKey::Grant(grant_id.to_owned()), Box::new(move |r| {
+                let now = clock.now();
+                // The same policies that allowed the request decide the extension, on its own length.
+                let policies: Vec<Policy> = resolve(&config, &r.policies).into_iter().cloned().collect();
+                let ask = AccessAsk {
+                    principal: &by,
+                    resource: &r.resource,
+                    role: &r.role,
+                    duration: extra,
+                    reason: reason.as_deref().or(r.reason.as_deref()),
+                    ticket: r.ticket.as_deref(),
+                    start_at: None,
+                    break_glass: false,
+                };
+                let decision = policy::evaluate(&policies, &ask, now)?;
+                r.request_extension(&by, extra, reason.as_deref(), decision, now)
+            }))
+            .await?;
+        if ends_at(&before) != ends_at(&r) {
+            self.extend_in_target(&r).await;
+        }
+        Ok(r)
+    }
+
+    pub async fn review(&self, caller: &Caller, grant_id: &str, comment: Option<String>) -> Result<AccessRequest> {
+        self.visible(caller, RequestKey::Grant(grant_id.to_owned())).await?;
+        let config = self.config.clone();
+        let clock = self.clock.clone();
+        let by = caller.principal.clone();
+        let is_admin = caller.is_admin;
+        self.change(caller, "grant.review", RequestKey::Grant(grant_id.to_owned()), Box::new(move |r| {
+            let may_review = is_admin || resolve(&config, &r.policies).iter().any(|p| Selector::any_matches(&p.approval.approvers, &by));
+            r.review(&by, may_review, comment.as_deref(), clock.now())
+        }))
+        .await
+    }
+
+    /// After an approval, a release or a revocation: do the connector work now rather than at the
+    /// scheduler's next round.
+    async fn after_change(&self, r: AccessRequest) -> Result<AccessRequest> {
+        self.wake.notify_one();
+        match r.state {
+            State::Approved | State::Revoking => self.drive(r).await,
+            _ => Ok(r),
+        }
+    }
+
+    async fn extend_in_target(&self, r: &AccessRequest) {
+        let (Some(g), Some(connector)) = (&r.grant, self.connectors.get(&r.resource)) else { return };
+        if let Some(handle) = &g.handle
+            && let Err(e) = connector.extend(handle, g.expires_at).await
+        {
+            // The grant stays valid in jitgate; the target's own end is only the fallback layer.
+            tracing::warn!(grant = %g.id, error = %e, "could not move the target's own expiry");
+        }
+    }
+
+    // ------------------------------------------------------------------ driving
+
+    /// Takes the request as far as it can go now: time-outs and expiries, then provisioning or
+    /// revocation in the target. Returns the request as it stands afterwards.
+    pub async fn drive(&self, known: AccessRequest) -> Result<AccessRequest> {
+        let id = known.id.clone();
+        if !self.in_flight.lock().expect("in-flight lock").insert(id.clone()) {
+            return Ok(known); // another task is driving it and will finish the job
+        }
+        let out = self.drive_claimed(known).await;
+        self.in_flight.lock().expect("in-flight lock").remove(&id);
+        out
+    }
+
+    /// Drives a request by id; used by the scheduler for what is due.
+    pub(crate) async fn drive_id(&self, id: String) -> Result<()> {
+        if !self.in_flight.lock().expect("in-flight lock").insert(id.clone()) {
+            return Ok(());
+        }
+        let clock = self.clock.clone();
+        let step = self
+            .store
+            .update_request(RequestKey::Request(id.clone()), Box::new(move |r| advance(r, clock.now())))
+            .await;
+        let out = match step {
+            Ok(r) => self.drive_claimed(r).await.map(|_| ()),
+            Err(e) => Err(e.into()),
+        };
+        self.in_flight.lock().expect("in-flight lock").remove(&id);
+        out
+    }
+
+    async fn drive_claimed(&self, r: AccessRequest) -> Result<AccessRequest> {
+        let now = self.now();
+        let key = RequestKey::Request(r.id.clone());
+        match r.due(now) {
+            Some(Due::Activate) => {
+                let spec = self.grant_spec(&r);
+                let provisioned = match self.connectors.get(&r.resource) {
+                    Some(c) => c.provision(&spec).await.map_err(|e| e.to_string()),
+                    None => Err(format!("resource {} is no longer configured", r.resource)),
+                };
+                let clock = self.clock.clone();
+                let result = match provisioned.clone() {
+                    Ok(handle) => self.store.update_request(key, Box::new(move |r| r.activate(handle, clock.now()))).await,
+                    Err(e) => self.store.update_request(key, Box::new(move |r| r.activation_failed(&e, clock.now()))).await,
+                };
+                match (result, provisioned) {
+                    (Ok(r), _) => {
+                        if r.state == State::Active {
+                            self.metrics.grants_activated.inc();
+                        }
+                        Ok(r)
+                    }
+                    // Cancelled or revoked while we provisioned: take back what was created.
+                    (Err(e), Ok(Some(handle))) => {
+                        if let Some(c) = self.connectors.get(&r.resource)
+                            && let Err(undo) = c.revoke(&handle).await
+                        {
+                            tracing::error!(request = %r.id, error = %undo, "could not undo a provision; the reconciler will remove it");
+                        }
+                        Err(e.into())
+                    }
+                    (Err(e), _) => Err(e.into()),
+                }
+            }
+            Some(Due::RetryRevoke) => {
+                let handle = r.grant.as_ref().and_then(|g| g.handle.clone());
+                let revoked = match (&handle, self.connectors.get(&r.resource)) {
+                    (None, _) => Ok(()),
+                    (Some(h), Some(c)) => c.revoke(h).await.map_err(|e| e.to_string()),
+                    (Some(_), None) => Err(format!("resource {} is no longer configured; restore it so the grant can be revoked", r.resource)),
+                };
+                let clock = self.clock.clone();
+                let r = match revoked {
+                    Ok(()) => self.store.update_request(key, Box::new(move |r| r.finish_revocation(clock.now()))).await?,
+                    Err(e) => {
+                        tracing::warn!(request = %r.id, error = %e, "revocation failed; will retry");
+                        self.store.update_request(key, Box::new(move |r| r.revocation_failed(&e, clock.now()))).await?
+                    }
+                };
+                if r.state.is_terminal() {
+                    self.metrics.grants_ended.inc();
+                    if let Some(g) = &r.grant
+                        && r.state == State::Expired
+                    {
+                        self.metrics.expiry_lag.observe(duration::until(g.expires_at, self.now()));
+                    }
+                }
+                Ok(r)
+            }
+            _ => Ok(r),
+        }
+    }
+
+    fn grant_spec(&self, r: &AccessRequest) -> GrantSpec {
+        let grants = self.config.resource(&r.resource).and_then(|res| res.roles.get(&r.role)).map(|d| d.grants.clone()).unwrap_or_default();
+        GrantSpec {
+            grant_id: r.grant_id.clone(),
+            principal: r.principal.clone(),
+            resource: r.resource.clone(),
+            role: r.role.clone(),
+            grants,
+            expires_at: r.grant.as_ref().map(|g| g.expires_at).unwrap_or(r.created_at),
+        }
+    }
+
+    // ------------------------------------------------------------------ reading
+
+    /// Policies under which the caller may approve, so approvers see what awaits them.
+    fn approvable_policies(&self, caller: &Caller) -> Vec<String> {
+        self.config.policies.iter().filter(|p| Selector::any_matches(&p.approval.approvers, &caller.principal)).map(|p| p.name.clone()).collect()
+    }
+
+    /// Loads a request the caller may see; anything else is "not found", so ids leak nothing.
+    pub async fn visible(&self, caller: &Caller, key: RequestKey) -> Result<AccessRequest> {
+        let r = self.store.get_request(key.clone()).await?.ok_or_else(|| Error::NotFound(key.to_string()))?;
+        let sees = caller.is_admin
+            || caller.is_auditor
+            || r.principal == caller.principal.name
+            || r.policies.iter().any(|p| self.approvable_policies(caller).contains(p));
+        if sees { Ok(r) } else { Err(Error::NotFound(key.to_string())) }
+    }
+
+    pub async fn list(&self, caller: &Caller, mut filter: RequestFilter) -> Result<Vec<AccessRequest>> {
+        if !(caller.is_admin || caller.is_auditor) {
+            filter.visible_to = Some((caller.principal.name.clone(), self.approvable_policies(caller)));
+        }
+        Ok(self.store.list_requests(filter).await?)
+    }
+
+    /// Searches the audit log: auditors and admins see everything, others what involves them.
+    pub async fn audit_search(&self, caller: &Caller, mut filter: EventFilter) -> Result<Vec<AuditEvent>> {
+        if !(caller.is_admin || caller.is_auditor) {
+            filter.involving = Some(caller.principal.name.clone());
+        }
+        Ok(self.store.search_events(filter).await?)
+    }
+
+    /// Runs everything that is due until nothing is; used first thing at startup so grants whose
+    /// window passed while jitgate was down end before anything else happens.
+    pub async fn catch_up(&self) -> Result<usize> {
+        let mut total = 0;
+        loop {
+            let due = self.store.due_requests(self.now(), 1000).await?;
+            if due.is_empty() {
+                return Ok(total);
+            }
+            let mut progressed = false;
+            let results = join_all(due.iter().map(|id| self.drive_id(id.clone()))).await;
+            for (id, r) in due.iter().zip(results) {
+                match r {
+                    Ok(()) => progressed = true,
+                    Err(e) => tracing::warn!(request = %id, error = %e, "catch-up step failed"),
+                }
+            }
+            total += due.len();
+            // What is left due is waiting on a retry backoff; the scheduler takes it from here.
+            let still = self.store.due_requests(self.now(), 1).await?;
+            if !progressed || still.first().is_some_and(|s| due.contains(s)) {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+fn ends_at(r: &AccessRequest) -> Option<Timestamp> {
+    r.grant.as_ref().map(|g| g.expires_at)
+}
+
+/// The state-only steps the scheduler takes when something is due.
+fn advance(r: &mut AccessRequest, now: Timestamp) -> std::result::Result<Vec<EventDraft>, CoreError> {
+    match r.due(now) {
+        Some(Due::TimeOut) => r.time_out(now),
+        Some(Due::ExpireUnused) => r.expire_unused(now),
+        Some(Due::Expire) => r.expire(now),
+        _ => Ok(vec![]),
+    }
+}
+
+/// The named policies as currently configured; a policy removed from the config no longer counts.
+fn resolve<'a>(config: &'a Config, names: &[String]) -> Vec<&'a Policy> {
+    names.iter().filter_map(|n| config.policy(n)).collect()
+}

@@ -1,0 +1,4 @@
+//! Integration tests: the real server on port 0 with a fresh SQLite store, driven over HTTP.
+
+mod api;
+mod helpers;
