@@ -16,7 +16,9 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     #[allow(clippy::disallowed_methods)] // the one sanctioned call
     fn now(&self) -> Timestamp {
-        Timestamp::now()
+        // Microseconds: what the store keeps, so a time reads back exactly as it was written.
+        let now = Timestamp::now();
+        Timestamp::from_microsecond(now.as_microsecond()).unwrap_or(now)
     }
 }
 

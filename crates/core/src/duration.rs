@@ -8,10 +8,15 @@ use crate::CoreError;
 
 /// Parses a humantime duration such as `30m`, `1h 30m` or `400d`; zero is refused.
 pub fn parse(text: &str) -> Result<Duration, CoreError> {
-    let d = humantime::parse_duration(text.trim())
-        .map_err(|e| CoreError::Invalid(format!("invalid duration {text:?}: {e} (examples: 30m, 4h, 400d)")))?;
+    let d = humantime::parse_duration(text.trim()).map_err(|e| {
+        CoreError::Invalid(format!(
+            "invalid duration {text:?}: {e} (examples: 30m, 4h, 400d)"
+        ))
+    })?;
     if d.is_zero() {
-        return Err(CoreError::Invalid(format!("duration {text:?} must be longer than zero")));
+        return Err(CoreError::Invalid(format!(
+            "duration {text:?} must be longer than zero"
+        )));
     }
     Ok(d)
 }

@@ -15,7 +15,7 @@ pub mod schedule;
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use error::CoreError;
 pub use event::{EventDraft, Outcome};
+pub use jiff::Timestamp;
 pub use lifecycle::{AccessRequest, EndReason, Grant, State};
 pub use policy::{AccessAsk, Decision, Policy};
 pub use principal::{Principal, PrincipalKind, Selector};
-pub use jiff::Timestamp;

@@ -73,7 +73,10 @@ impl State {
     }
 
     pub fn is_terminal(self) -> bool {
-        !matches!(self, State::Pending | State::Approved | State::Active | State::Revoking)
+        !matches!(
+            self,
+            State::Pending | State::Approved | State::Active | State::Revoking
+        )
     }
 }
 
@@ -87,10 +90,13 @@ impl FromStr for State {
     type Err = CoreError;
 
     fn from_str(s: &str) -> Result<Self, CoreError> {
-        State::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
-            let all: Vec<_> = State::ALL.iter().map(|s| s.as_str()).collect();
-            CoreError::Invalid(format!("unknown state {s:?}; one of: {}", all.join(", ")))
-        })
+        State::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                let all: Vec<_> = State::ALL.iter().map(|s| s.as_str()).collect();
+                CoreError::Invalid(format!("unknown state {s:?}; one of: {}", all.join(", ")))
+            })
     }
 }
 
@@ -181,7 +187,9 @@ pub struct Grant {
 
 impl Grant {
     pub fn pending_extension(&self) -> Option<&Extension> {
-        self.extensions.iter().find(|e| e.state == ExtensionState::Pending)
+        self.extensions
+            .iter()
+            .find(|e| e.state == ExtensionState::Pending)
     }
 }
 
@@ -229,18 +237,39 @@ pub enum Due {
 impl AccessRequest {
     /// A new request as the policy decided it, with its `request.created` event (and, when the
     /// decision approves at once, `request.approved`).
-    pub fn create(ask: &policy::AccessAsk<'_>, decision: Decision, now: Timestamp) -> Result<(Self, Vec<EventDraft>), CoreError> {
+    pub fn create(
+        ask: &policy::AccessAsk<'_>,
+        decision: Decision,
+        now: Timestamp,
+    ) -> Result<(Self, Vec<EventDraft>), CoreError> {
         if let Some(s) = ask.start_at
             && s < now
         {
             return Err(CoreError::Invalid(format!("start_at {s} is in the past")));
         }
         let (policies, rule, pending_timeout, break_glass) = match &decision {
-            Decision::NeedsApproval { policies, pending_timeout } => (policies.clone(), None, *pending_timeout, false),
-            Decision::AutoApproved { policy, rule } => (vec![policy.clone()], Some(format!("{policy}/{rule}")), Duration::ZERO, false),
-            Decision::BreakGlass { policy } => (vec![policy.clone()], Some(format!("{policy}/break_glass")), Duration::ZERO, true),
+            Decision::NeedsApproval {
+                policies,
+                pending_timeout,
+            } => (policies.clone(), None, *pending_timeout, false),
+            Decision::AutoApproved { policy, rule } => (
+                vec![policy.clone()],
+                Some(format!("{policy}/{rule}")),
+                Duration::ZERO,
+                false,
+            ),
+            Decision::BreakGlass { policy } => (
+                vec![policy.clone()],
+                Some(format!("{policy}/break_glass")),
+                Duration::ZERO,
+                true,
+            ),
         };
-        let clean = |s: Option<&str>| s.map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+        let clean = |s: Option<&str>| {
+            s.map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
         let mut req = AccessRequest {
             id: ids::new_id("req"),
             principal: ask.principal.name.clone(),
@@ -262,22 +291,29 @@ impl AccessRequest {
             grant_id: ids::new_id("grt"),
             grant: None,
         };
-        let mut events = vec![req.event(now, &req.principal.clone(), "request.created").details(json!({
-            "role": req.role,
-            "duration": duration::format(req.duration),
-            "reason": req.reason,
-            "ticket": req.ticket,
-            "start_at": req.start_at,
-            "policies": req.policies,
-            "break_glass": break_glass,
-            "decision": match &decision {
-                Decision::NeedsApproval { .. } => "needs_approval",
-                Decision::AutoApproved { .. } => "auto_approved",
-                Decision::BreakGlass { .. } => "break_glass",
-            },
-        }))];
+        let mut events = vec![
+            req.event(now, &req.principal.clone(), "request.created")
+                .details(json!({
+                    "role": req.role,
+                    "duration": duration::format(req.duration),
+                    "reason": req.reason,
+                    "ticket": req.ticket,
+                    "start_at": req.start_at,
+                    "policies": req.policies,
+                    "break_glass": break_glass,
+                    "decision": match &decision {
+                        Decision::NeedsApproval { .. } => "needs_approval",
+                        Decision::AutoApproved { .. } => "auto_approved",
+                        Decision::BreakGlass { .. } => "break_glass",
+                    },
+                })),
+        ];
         if let Some(rule) = rule {
-            events.push(req.approve_now(now, SYSTEM_ACTOR, json!({ "rule": rule, "break_glass": break_glass })));
+            events.push(req.approve_now(
+                now,
+                SYSTEM_ACTOR,
+                json!({ "rule": rule, "break_glass": break_glass }),
+            ));
         }
         Ok((req, events))
     }
@@ -294,7 +330,9 @@ impl AccessRequest {
     }
 
     fn grant_mut(&mut self) -> &mut Grant {
-        self.grant.as_mut().expect("a request past approval has a grant")
+        self.grant
+            .as_mut()
+            .expect("a request past approval has a grant")
     }
 
     pub fn grant(&self) -> Option<&Grant> {
@@ -302,11 +340,19 @@ impl AccessRequest {
     }
 
     fn invalid(&self, action: &'static str) -> CoreError {
-        CoreError::InvalidTransition { action, state: self.state }
+        CoreError::InvalidTransition {
+            action,
+            state: self.state,
+        }
     }
 
     /// Pending → approved: the window starts now, or at `start_at` if that is later.
-    fn approve_now(&mut self, now: Timestamp, actor: &str, details: serde_json::Value) -> EventDraft {
+    fn approve_now(
+        &mut self,
+        now: Timestamp,
+        actor: &str,
+        details: serde_json::Value,
+    ) -> EventDraft {
         let starts_at = self.start_at.unwrap_or(now).max(now);
         self.state = State::Approved;
         self.grant = Some(Grant {
@@ -331,31 +377,60 @@ impl AccessRequest {
 
     /// Records an approval; approves the request once any candidate policy's quorum is met.
     /// `policies` are the request's candidate policies as currently configured.
-    pub fn approve(&mut self, approver: &Principal, comment: Option<&str>, policies: &[&Policy], now: Timestamp) -> Result<Vec<EventDraft>, CoreError> {
-        if self.approvals.iter().any(|a| a.by == approver.name) && matches!(self.state, State::Pending | State::Approved | State::Active) {
+    pub fn approve(
+        &mut self,
+        approver: &Principal,
+        comment: Option<&str>,
+        policies: &[&Policy],
+        now: Timestamp,
+    ) -> Result<Vec<EventDraft>, CoreError> {
+        if self.approvals.iter().any(|a| a.by == approver.name)
+            && matches!(self.state, State::Pending | State::Approved | State::Active)
+        {
             return Ok(vec![]); // the same person approving again counts once
         }
         if self.state != State::Pending {
             return Err(self.invalid("approve"));
         }
-        let what = format!("request {} (role {} on {} for {})", self.id, self.role, self.resource, self.principal);
+        let what = format!(
+            "request {} (role {} on {} for {})",
+            self.id, self.role, self.resource, self.principal
+        );
         let counts_for = policy::approver_counts_for(policies, approver, &self.principal, &what)?;
         let comment = comment.map(str::to_owned);
-        self.approvals.push(Approval { by: approver.name.clone(), at: now, comment: comment.clone(), counts_for });
-        let quorum = policy::quorum_met(policies, self.approvals.iter().map(|a| a.counts_for.as_slice()));
+        self.approvals.push(Approval {
+            by: approver.name.clone(),
+            at: now,
+            comment: comment.clone(),
+            counts_for,
+        });
+        let quorum = policy::quorum_met(
+            policies,
+            self.approvals.iter().map(|a| a.counts_for.as_slice()),
+        );
         let approvers: Vec<&str> = self.approvals.iter().map(|a| a.by.as_str()).collect();
         match quorum {
             Some(policy) => Ok(vec![self.approve_now(now, &approver.name, json!({
                 "by": approver.name, "comment": comment, "approvals": approvers, "policy": policy,
             }))]),
-            None => Ok(vec![self.event(now, &approver.name, "request.approval_recorded").details(json!({
-                "by": approver.name, "comment": comment, "approvals": approvers,
-            }))]),
+            None => Ok(vec![
+                self.event(now, &approver.name, "request.approval_recorded")
+                    .details(json!({
+                        "by": approver.name, "comment": comment, "approvals": approvers,
+                    })),
+            ]),
         }
     }
 
     /// Pending → denied, by someone who could have approved it (or an admin).
-    pub fn deny(&mut self, by: &Principal, is_admin: bool, reason: Option<&str>, policies: &[&Policy], now: Timestamp) -> Result<Vec<EventDraft>, CoreError> {
+    pub fn deny(
+        &mut self,
+        by: &Principal,
+        is_admin: bool,
+        reason: Option<&str>,
+        policies: &[&Policy],
+        now: Timestamp,
+    ) -> Result<Vec<EventDraft>, CoreError> {
         if self.state == State::Denied && self.denial.as_ref().is_some_and(|d| d.by == by.name) {
             return Ok(vec![]);
         }
@@ -364,26 +439,44 @@ impl AccessRequest {
         }
         if !is_admin {
             let what = format!("request {}", self.id);
-            policy::approver_counts_for(policies, by, &self.principal, &what)
-                .map_err(|e| CoreError::Refused(e.to_string().replace("may not approve", "may not deny")))?;
+            policy::approver_counts_for(policies, by, &self.principal, &what).map_err(|e| {
+                CoreError::Refused(e.to_string().replace("may not approve", "may not deny"))
+            })?;
         }
         let reason = reason.map(str::to_owned);
         self.state = State::Denied;
-        self.denial = Some(Decided { by: by.name.clone(), at: now, comment: reason.clone() });
-        Ok(vec![self.event(now, &by.name, "request.denied").details(json!({ "by": by.name, "reason": reason }))])
+        self.denial = Some(Decided {
+            by: by.name.clone(),
+            at: now,
+            comment: reason.clone(),
+        });
+        Ok(vec![
+            self.event(now, &by.name, "request.denied")
+                .details(json!({ "by": by.name, "reason": reason })),
+        ])
     }
 
     /// Pending or approved-but-not-started → cancelled, by the requester.
     pub fn cancel(&mut self, by: &Principal, now: Timestamp) -> Result<Vec<EventDraft>, CoreError> {
         if by.name != self.principal {
-            return Err(CoreError::Refused(format!("only the requester ({}) may cancel request {}", self.principal, self.id)));
+            return Err(CoreError::Refused(format!(
+                "only the requester ({}) may cancel request {}",
+                self.principal, self.id
+            )));
         }
         match self.state {
             State::Cancelled => Ok(vec![]),
             State::Pending | State::Approved => {
                 self.state = State::Cancelled;
-                self.cancellation = Some(Decided { by: by.name.clone(), at: now, comment: None });
-                Ok(vec![self.event(now, &by.name, "request.cancelled").details(json!({ "by": by.name }))])
+                self.cancellation = Some(Decided {
+                    by: by.name.clone(),
+                    at: now,
+                    comment: None,
+                });
+                Ok(vec![
+                    self.event(now, &by.name, "request.cancelled")
+                        .details(json!({ "by": by.name })),
+                ])
             }
             _ => Err(self.invalid("cancel")),
         }
@@ -394,9 +487,15 @@ impl AccessRequest {
         match (self.state, &self.grant) {
             (State::Pending, _) if now >= self.pending_until => Some(Due::TimeOut),
             (State::Approved, Some(g)) if now >= g.expires_at => Some(Due::ExpireUnused),
-            (State::Approved, Some(g)) if now >= g.starts_at && g.retry_at.is_none_or(|r| now >= r) => Some(Due::Activate),
+            (State::Approved, Some(g))
+                if now >= g.starts_at && g.retry_at.is_none_or(|r| now >= r) =>
+            {
+                Some(Due::Activate)
+            }
             (State::Active, Some(g)) if now >= g.expires_at => Some(Due::Expire),
-            (State::Revoking, Some(g)) if g.retry_at.is_none_or(|r| now >= r) => Some(Due::RetryRevoke),
+            (State::Revoking, Some(g)) if g.retry_at.is_none_or(|r| now >= r) => {
+                Some(Due::RetryRevoke)
+            }
             _ => None,
         }
     }
@@ -405,7 +504,12 @@ impl AccessRequest {
     pub fn next_deadline(&self) -> Option<Timestamp> {
         match (self.state, &self.grant) {
             (State::Pending, _) => Some(self.pending_until),
-            (State::Approved, Some(g)) => Some(g.retry_at.unwrap_or(g.starts_at).max(g.starts_at).min(g.expires_at)),
+            (State::Approved, Some(g)) => Some(
+                g.retry_at
+                    .unwrap_or(g.starts_at)
+                    .max(g.starts_at)
+                    .min(g.expires_at),
+            ),
             (State::Active, Some(g)) => Some(g.expires_at),
             (State::Revoking, Some(g)) => Some(g.retry_at.unwrap_or(g.expires_at)),
             _ => None,
@@ -418,13 +522,20 @@ impl AccessRequest {
         }
         self.state = State::TimedOut;
         let approvers: Vec<&str> = self.approvals.iter().map(|a| a.by.as_str()).collect();
-        Ok(vec![self.event(now, SYSTEM_ACTOR, "request.timed_out").details(json!({
-            "pending_until": self.pending_until, "approvals": approvers,
-        }))])
+        Ok(vec![
+            self.event(now, SYSTEM_ACTOR, "request.timed_out")
+                .details(json!({
+                    "pending_until": self.pending_until, "approvals": approvers,
+                })),
+        ])
     }
 
     /// Approved → active, once the connector has provisioned the privilege.
-    pub fn activate(&mut self, handle: Option<serde_json::Value>, now: Timestamp) -> Result<Vec<EventDraft>, CoreError> {
+    pub fn activate(
+        &mut self,
+        handle: Option<serde_json::Value>,
+        now: Timestamp,
+    ) -> Result<Vec<EventDraft>, CoreError> {
         if self.due(now) != Some(Due::Activate) {
             return Err(self.invalid("activate"));
         }
@@ -441,14 +552,22 @@ impl AccessRequest {
     }
 
     /// The connector could not provision: stay approved and try again with backoff.
-    pub fn activation_failed(&mut self, error: &str, now: Timestamp) -> Result<Vec<EventDraft>, CoreError> {
+    pub fn activation_failed(
+        &mut self,
+        error: &str,
+        now: Timestamp,
+    ) -> Result<Vec<EventDraft>, CoreError> {
         if self.state != State::Approved {
             return Err(self.invalid("retry activating"));
         }
         let (attempt, retry_at) = self.schedule_retry(now);
-        Ok(vec![self.event(now, SYSTEM_ACTOR, "grant.activation_failed").outcome(Outcome::Failure).details(json!({
-            "error": error, "attempt": attempt, "retry_at": retry_at,
-        }))])
+        Ok(vec![
+            self.event(now, SYSTEM_ACTOR, "grant.activation_failed")
+                .outcome(Outcome::Failure)
+                .details(json!({
+                    "error": error, "attempt": attempt, "retry_at": retry_at,
+                })),
+        ])
     }
 
     /// Approved, but the whole window passed before it could be activated.
@@ -456,7 +575,12 @@ impl AccessRequest {
         if self.due(now) != Some(Due::ExpireUnused) {
             return Err(self.invalid("expire"));
         }
-        self.finish(EndReason::Expired, SYSTEM_ACTOR, Some("the window ended before the grant was activated"), now)
+        self.finish(
+            EndReason::Expired,
+            SYSTEM_ACTOR,
+            Some("the window ended before the grant was activated"),
+            now,
+        )
     }
 
     /// Active → revoking because the window is over.
@@ -468,39 +592,82 @@ impl AccessRequest {
     }
 
     /// "I'm done": the holder ends the grant at once.
-    pub fn release(&mut self, by: &Principal, now: Timestamp) -> Result<Vec<EventDraft>, CoreError> {
+    pub fn release(
+        &mut self,
+        by: &Principal,
+        now: Timestamp,
+    ) -> Result<Vec<EventDraft>, CoreError> {
         if by.name != self.principal {
-            return Err(CoreError::Refused(format!("only the holder ({}) may release grant {}; admins revoke", self.principal, self.grant_id)));
+            return Err(CoreError::Refused(format!(
+                "only the holder ({}) may release grant {}; admins revoke",
+                self.principal, self.grant_id
+            )));
         }
         self.end_by(EndReason::Released, by, None, "release", now)
     }
 
     /// An admin ends the grant at once.
-    pub fn revoke(&mut self, by: &Principal, is_admin: bool, reason: Option<&str>, now: Timestamp) -> Result<Vec<EventDraft>, CoreError> {
+    pub fn revoke(
+        &mut self,
+        by: &Principal,
+        is_admin: bool,
+        reason: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Vec<EventDraft>, CoreError> {
         if !is_admin {
-            return Err(CoreError::Refused(format!("only admins may revoke grant {}; the holder may release it", self.grant_id)));
+            return Err(CoreError::Refused(format!(
+                "only admins may revoke grant {}; the holder may release it",
+                self.grant_id
+            )));
         }
         self.end_by(EndReason::Revoked, by, reason, "revoke", now)
     }
 
-    fn end_by(&mut self, reason: EndReason, by: &Principal, comment: Option<&str>, action: &'static str, now: Timestamp) -> Result<Vec<EventDraft>, CoreError> {
-        let ending_reason = self.grant.as_ref().and_then(|g| g.ending.as_ref()).map(|e| e.reason);
+    fn end_by(
+        &mut self,
+        reason: EndReason,
+        by: &Principal,
+        comment: Option<&str>,
+        action: &'static str,
+        now: Timestamp,
+    ) -> Result<Vec<EventDraft>, CoreError> {
+        let ending_reason = self
+            .grant
+            .as_ref()
+            .and_then(|g| g.ending.as_ref())
+            .map(|e| e.reason);
         match self.state {
             State::Active => self.begin_end(reason, &by.name, comment, now),
             // Nothing was provisioned yet: it ends at once.
             State::Approved => self.finish(reason, &by.name, comment, now),
-            State::Revoking | State::Released | State::Revoked if ending_reason == Some(reason) => Ok(vec![]),
+            State::Revoking | State::Released | State::Revoked if ending_reason == Some(reason) => {
+                Ok(vec![])
+            }
             _ => Err(self.invalid(action)),
         }
     }
 
-    fn begin_end(&mut self, reason: EndReason, by: &str, comment: Option<&str>, now: Timestamp) -> Result<Vec<EventDraft>, CoreError> {
+    fn begin_end(
+        &mut self,
+        reason: EndReason,
+        by: &str,
+        comment: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Vec<EventDraft>, CoreError> {
         self.state = State::Revoking;
         let g = self.grant_mut();
-        g.ending = Some(Ending { reason, by: by.to_owned(), at: now, comment: comment.map(str::to_owned) });
+        g.ending = Some(Ending {
+            reason,
+            by: by.to_owned(),
+            at: now,
+            comment: comment.map(str::to_owned),
+        });
         g.attempts = 0;
         g.retry_at = None;
-        let mut events = vec![self.event(now, by, "grant.revoking").details(json!({ "reason": reason, "by": by, "comment": comment }))];
+        let mut events = vec![
+            self.event(now, by, "grant.revoking")
+                .details(json!({ "reason": reason, "by": by, "comment": comment })),
+        ];
         events.extend(self.lapse_extension(now));
         Ok(events)
     }
@@ -511,15 +678,29 @@ impl AccessRequest {
         if self.state != State::Revoking {
             return Err(self.invalid("finish revoking"));
         }
-        let e = self.grant().and_then(|g| g.ending.clone()).expect("revoking has an ending");
+        let e = self
+            .grant()
+            .and_then(|g| g.ending.clone())
+            .expect("revoking has an ending");
         self.finish(e.reason, &e.by, e.comment.as_deref(), now)
     }
 
-    fn finish(&mut self, reason: EndReason, by: &str, comment: Option<&str>, now: Timestamp) -> Result<Vec<EventDraft>, CoreError> {
+    fn finish(
+        &mut self,
+        reason: EndReason,
+        by: &str,
+        comment: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Vec<EventDraft>, CoreError> {
         self.state = reason.final_state();
         let g = self.grant_mut();
         let began = g.ending.as_ref().map(|e| e.at);
-        g.ending = Some(Ending { reason, by: by.to_owned(), at: began.unwrap_or(now), comment: comment.map(str::to_owned) });
+        g.ending = Some(Ending {
+            reason,
+            by: by.to_owned(),
+            at: began.unwrap_or(now),
+            comment: comment.map(str::to_owned),
+        });
         g.retry_at = None;
         let (expires_at, activated_at) = (g.expires_at, g.activated_at);
         let action = match reason {
@@ -535,20 +716,29 @@ impl AccessRequest {
     }
 
     /// The connector could not revoke: stay revoking, try again with backoff; never forgotten.
-    pub fn revocation_failed(&mut self, error: &str, now: Timestamp) -> Result<Vec<EventDraft>, CoreError> {
+    pub fn revocation_failed(
+        &mut self,
+        error: &str,
+        now: Timestamp,
+    ) -> Result<Vec<EventDraft>, CoreError> {
         if self.state != State::Revoking {
             return Err(self.invalid("retry revoking"));
         }
         let (attempt, retry_at) = self.schedule_retry(now);
-        Ok(vec![self.event(now, SYSTEM_ACTOR, "grant.revoke_failed").outcome(Outcome::Failure).details(json!({
-            "error": error, "attempt": attempt, "retry_at": retry_at,
-        }))])
+        Ok(vec![
+            self.event(now, SYSTEM_ACTOR, "grant.revoke_failed")
+                .outcome(Outcome::Failure)
+                .details(json!({
+                    "error": error, "attempt": attempt, "retry_at": retry_at,
+                })),
+        ])
     }
 
     fn schedule_retry(&mut self, now: Timestamp) -> (u32, Timestamp) {
         let g = self.grant_mut();
         g.attempts += 1;
-        let backoff = Duration::from_millis(500u64.saturating_mul(1 << g.attempts.min(10))).min(MAX_RETRY_BACKOFF);
+        let backoff = Duration::from_millis(500u64.saturating_mul(1 << g.attempts.min(10)))
+            .min(MAX_RETRY_BACKOFF);
         let at = duration::add(now, backoff);
         g.retry_at = Some(at);
         (g.attempts, at)
@@ -556,27 +746,52 @@ impl AccessRequest {
 
     fn lapse_extension(&mut self, now: Timestamp) -> Option<EventDraft> {
         let g = self.grant.as_mut()?;
-        let ext = g.extensions.iter_mut().find(|e| e.state == ExtensionState::Pending)?;
+        let ext = g
+            .extensions
+            .iter_mut()
+            .find(|e| e.state == ExtensionState::Pending)?;
         ext.state = ExtensionState::Lapsed;
         let d = ext.duration;
-        Some(self.event(now, SYSTEM_ACTOR, "grant.extension_lapsed").details(json!({ "duration": duration::format(d) })))
+        Some(
+            self.event(now, SYSTEM_ACTOR, "grant.extension_lapsed")
+                .details(json!({ "duration": duration::format(d) })),
+        )
     }
 
     /// The holder asks for more time. `decision` is the policy's verdict on the extension alone.
-    pub fn request_extension(&mut self, by: &Principal, extra: Duration, reason: Option<&str>, decision: Decision, now: Timestamp) -> Result<Vec<EventDraft>, CoreError> {
+    pub fn request_extension(
+        &mut self,
+        by: &Principal,
+        extra: Duration,
+        reason: Option<&str>,
+        decision: Decision,
+        now: Timestamp,
+    ) -> Result<Vec<EventDraft>, CoreError> {
         if by.name != self.principal {
-            return Err(CoreError::Refused(format!("only the holder ({}) may extend grant {}", self.principal, self.grant_id)));
+            return Err(CoreError::Refused(format!(
+                "only the holder ({}) may extend grant {}",
+                self.principal, self.grant_id
+            )));
         }
         if self.state != State::Active {
             return Err(self.invalid("extend"));
         }
         if self.grant().and_then(Grant::pending_extension).is_some() {
-            return Err(CoreError::Invalid(format!("grant {} already has an extension awaiting approval", self.grant_id)));
+            return Err(CoreError::Invalid(format!(
+                "grant {} already has an extension awaiting approval",
+                self.grant_id
+            )));
         }
         let (policies, rule) = match decision {
             Decision::NeedsApproval { policies, .. } => (policies, None),
-            Decision::AutoApproved { policy, rule } => (vec![policy.clone()], Some(format!("{policy}/{rule}"))),
-            Decision::BreakGlass { .. } => return Err(CoreError::Invalid("break-glass does not apply to extensions".into())),
+            Decision::AutoApproved { policy, rule } => {
+                (vec![policy.clone()], Some(format!("{policy}/{rule}")))
+            }
+            Decision::BreakGlass { .. } => {
+                return Err(CoreError::Invalid(
+                    "break-glass does not apply to extensions".into(),
+                ));
+            }
         };
         let ext = Extension {
             duration: extra,
@@ -588,9 +803,12 @@ impl AccessRequest {
             decided: None,
         };
         self.grant_mut().extensions.push(ext);
-        let mut events = vec![self.event(now, &by.name, "grant.extension_requested").details(json!({
-            "duration": duration::format(extra), "reason": reason, "policies": policies,
-        }))];
+        let mut events = vec![
+            self.event(now, &by.name, "grant.extension_requested")
+                .details(json!({
+                    "duration": duration::format(extra), "reason": reason, "policies": policies,
+                })),
+        ];
         if let Some(rule) = rule {
             events.push(self.apply_extension(SYSTEM_ACTOR, json!({ "rule": rule }), now));
         }
@@ -598,21 +816,45 @@ impl AccessRequest {
     }
 
     /// An approver approves the pending extension; applied once a quorum is met, with no gap.
-    pub fn approve_extension(&mut self, approver: &Principal, comment: Option<&str>, policies: &[&Policy], now: Timestamp) -> Result<Vec<EventDraft>, CoreError> {
+    pub fn approve_extension(
+        &mut self,
+        approver: &Principal,
+        comment: Option<&str>,
+        policies: &[&Policy],
+        now: Timestamp,
+    ) -> Result<Vec<EventDraft>, CoreError> {
         if self.state != State::Active {
             return Err(self.invalid("approve an extension of"));
         }
         let Some(ext) = self.grant().and_then(Grant::pending_extension) else {
-            return Err(CoreError::Invalid(format!("grant {} has no extension awaiting approval", self.grant_id)));
+            return Err(CoreError::Invalid(format!(
+                "grant {} has no extension awaiting approval",
+                self.grant_id
+            )));
         };
         if ext.approvals.iter().any(|a| a.by == approver.name) {
             return Ok(vec![]);
         }
-        let candidates: Vec<&Policy> = policies.iter().copied().filter(|p| ext.policies.contains(&p.name)).collect();
+        let candidates: Vec<&Policy> = policies
+            .iter()
+            .copied()
+            .filter(|p| ext.policies.contains(&p.name))
+            .collect();
         let what = format!("the extension of grant {}", self.grant_id);
-        let counts_for = policy::approver_counts_for(&candidates, approver, &self.principal, &what)?;
-        let approval = Approval { by: approver.name.clone(), at: now, comment: comment.map(str::to_owned), counts_for };
-        let ext = self.grant_mut().extensions.iter_mut().find(|e| e.state == ExtensionState::Pending).expect("checked");
+        let counts_for =
+            policy::approver_counts_for(&candidates, approver, &self.principal, &what)?;
+        let approval = Approval {
+            by: approver.name.clone(),
+            at: now,
+            comment: comment.map(str::to_owned),
+            counts_for,
+        };
+        let ext = self
+            .grant_mut()
+            .extensions
+            .iter_mut()
+            .find(|e| e.state == ExtensionState::Pending)
+            .expect("checked");
         ext.approvals.push(approval);
         let approvers: Vec<String> = ext.approvals.iter().map(|a| a.by.clone()).collect();
         match policy::quorum_met(&candidates, ext.approvals.iter().map(|a| a.counts_for.as_slice())) {
@@ -624,27 +866,67 @@ impl AccessRequest {
     }
 
     /// An approver (or an admin) denies the pending extension; the grant keeps its current end.
-    pub fn deny_extension(&mut self, by: &Principal, is_admin: bool, reason: Option<&str>, policies: &[&Policy], now: Timestamp) -> Result<Vec<EventDraft>, CoreError> {
+    pub fn deny_extension(
+        &mut self,
+        by: &Principal,
+        is_admin: bool,
+        reason: Option<&str>,
+        policies: &[&Policy],
+        now: Timestamp,
+    ) -> Result<Vec<EventDraft>, CoreError> {
         let Some(ext) = self.grant().and_then(Grant::pending_extension) else {
-            return Err(CoreError::Invalid(format!("grant {} has no extension awaiting approval", self.grant_id)));
+            return Err(CoreError::Invalid(format!(
+                "grant {} has no extension awaiting approval",
+                self.grant_id
+            )));
         };
         if !is_admin {
-            let candidates: Vec<&Policy> = policies.iter().copied().filter(|p| ext.policies.contains(&p.name)).collect();
+            let candidates: Vec<&Policy> = policies
+                .iter()
+                .copied()
+                .filter(|p| ext.policies.contains(&p.name))
+                .collect();
             let what = format!("the extension of grant {}", self.grant_id);
-            policy::approver_counts_for(&candidates, by, &self.principal, &what)
-                .map_err(|e| CoreError::Refused(e.to_string().replace("may not approve", "may not deny")))?;
+            policy::approver_counts_for(&candidates, by, &self.principal, &what).map_err(|e| {
+                CoreError::Refused(e.to_string().replace("may not approve", "may not deny"))
+            })?;
         }
-        let ext = self.grant_mut().extensions.iter_mut().find(|e| e.state == ExtensionState::Pending).expect("checked");
+        let ext = self
+            .grant_mut()
+            .extensions
+            .iter_mut()
+            .find(|e| e.state == ExtensionState::Pending)
+            .expect("checked");
         ext.state = ExtensionState::Denied;
-        ext.decided = Some(Decided { by: by.name.clone(), at: now, comment: reason.map(str::to_owned) });
-        Ok(vec![self.event(now, &by.name, "grant.extension_denied").details(json!({ "by": by.name, "reason": reason }))])
+        ext.decided = Some(Decided {
+            by: by.name.clone(),
+            at: now,
+            comment: reason.map(str::to_owned),
+        });
+        Ok(vec![
+            self.event(now, &by.name, "grant.extension_denied")
+                .details(json!({ "by": by.name, "reason": reason })),
+        ])
     }
 
-    fn apply_extension(&mut self, actor: &str, mut details: serde_json::Value, now: Timestamp) -> EventDraft {
+    fn apply_extension(
+        &mut self,
+        actor: &str,
+        mut details: serde_json::Value,
+        now: Timestamp,
+    ) -> EventDraft {
         let g = self.grant_mut();
-        let ext = g.extensions.iter_mut().find(|e| e.state == ExtensionState::Pending).expect("pending extension");
+        let ext = g
+            .extensions
+            .iter_mut()
+            .find(|e| e.state == ExtensionState::Pending)
+            .expect("pending extension");
         ext.state = ExtensionState::Approved;
-        ext.decided = Some(Decided { by: actor.to_owned(), at: now, comment: None });
+        ext.decided = Some(Decided {
+            by: actor.to_owned(),
+            at: now,
+            comment: None,
+        });
         let extra = ext.duration;
         let previous = g.expires_at;
         g.expires_at = duration::add(previous, extra);
@@ -655,27 +937,52 @@ impl AccessRequest {
     }
 
     /// Someone other than the holder reviews a break-glass grant.
-    pub fn review(&mut self, by: &Principal, may_review: bool, comment: Option<&str>, now: Timestamp) -> Result<Vec<EventDraft>, CoreError> {
+    pub fn review(
+        &mut self,
+        by: &Principal,
+        may_review: bool,
+        comment: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Vec<EventDraft>, CoreError> {
         let Some(g) = &self.grant else {
             return Err(self.invalid("review"));
         };
         if !g.needs_review {
             return match &g.review {
                 Some(r) if r.by == by.name => Ok(vec![]),
-                Some(r) => Err(CoreError::Invalid(format!("grant {} was already reviewed by {}", self.grant_id, r.by))),
-                None => Err(CoreError::Invalid(format!("grant {} does not need a review", self.grant_id))),
+                Some(r) => Err(CoreError::Invalid(format!(
+                    "grant {} was already reviewed by {}",
+                    self.grant_id, r.by
+                ))),
+                None => Err(CoreError::Invalid(format!(
+                    "grant {} does not need a review",
+                    self.grant_id
+                ))),
             };
         }
         if by.name == self.principal {
-            return Err(CoreError::Refused(format!("{} may not review their own break-glass grant {}", by.name, self.grant_id)));
+            return Err(CoreError::Refused(format!(
+                "{} may not review their own break-glass grant {}",
+                by.name, self.grant_id
+            )));
         }
         if !may_review {
-            return Err(CoreError::Refused(format!("only admins or the policy's approvers may review grant {}", self.grant_id)));
+            return Err(CoreError::Refused(format!(
+                "only admins or the policy's approvers may review grant {}",
+                self.grant_id
+            )));
         }
         let g = self.grant_mut();
         g.needs_review = false;
-        g.review = Some(Decided { by: by.name.clone(), at: now, comment: comment.map(str::to_owned) });
-        Ok(vec![self.event(now, &by.name, "grant.reviewed").details(json!({ "by": by.name, "comment": comment }))])
+        g.review = Some(Decided {
+            by: by.name.clone(),
+            at: now,
+            comment: comment.map(str::to_owned),
+        });
+        Ok(vec![
+            self.event(now, &by.name, "grant.reviewed")
+                .details(json!({ "by": by.name, "comment": comment })),
+        ])
     }
 }
 

@@ -59,7 +59,10 @@ fn created_event_carries_what_an_auditor_needs() {
     assert_eq!(e.details["reason"], "INC-1 fix");
     assert_eq!(e.details["ticket"], "INC-4411");
     assert_eq!(e.details["policies"], json!(["p"]));
-    assert_eq!(r.pending_until, duration::add(c.now(), Duration::from_secs(3600)));
+    assert_eq!(
+        r.pending_until,
+        duration::add(c.now(), Duration::from_secs(3600))
+    );
 }
 
 #[test]
@@ -71,10 +74,19 @@ fn approval_starts_the_clock_and_activation_follows() {
     let ev = r.approve(&dba("dora"), Some("ok"), &[&p], c.now()).unwrap();
     assert_eq!(actions(&ev), ["request.approved"]);
     let g = r.grant().unwrap();
-    assert_eq!(g.starts_at, c.now(), "the window starts at approval, not at the request");
-    assert_eq!(g.expires_at, duration::add(c.now(), Duration::from_secs(1800)));
+    assert_eq!(
+        g.starts_at,
+        c.now(),
+        "the window starts at approval, not at the request"
+    );
+    assert_eq!(
+        g.expires_at,
+        duration::add(c.now(), Duration::from_secs(1800))
+    );
     assert_eq!(r.due(c.now()), Some(Due::Activate));
-    let ev = r.activate(Some(json!({"role": "jit_alice"})), c.now()).unwrap();
+    let ev = r
+        .activate(Some(json!({"role": "jit_alice"})), c.now())
+        .unwrap();
     assert_eq!(actions(&ev), ["grant.activated"]);
     assert_eq!(r.state, State::Active);
     assert_eq!(ev[0].grant_id.as_deref(), Some(r.grant_id.as_str()));
@@ -84,11 +96,16 @@ fn approval_starts_the_clock_and_activation_follows() {
 fn self_approval_is_refused_unless_the_policy_allows_it() {
     let c = clock();
     let mut p = policy("p");
-    p.approval.approvers.push("group:engineering".parse().unwrap());
+    p.approval
+        .approvers
+        .push("group:engineering".parse().unwrap());
     let mut r = pending(&p, &c, 60);
     let e = r.approve(&alice(), None, &[&p], c.now()).unwrap_err();
     assert!(e.to_string().contains("you are the requester"), "{e}");
-    assert!(r.approvals.is_empty() && r.state == State::Pending, "a refusal changes nothing");
+    assert!(
+        r.approvals.is_empty() && r.state == State::Pending,
+        "a refusal changes nothing"
+    );
     p.approval.allow_self_approval = true;
     r.approve(&alice(), None, &[&p], c.now()).unwrap();
     assert_eq!(r.state, State::Approved);
@@ -99,9 +116,20 @@ fn approval_by_non_approver_is_refused() {
     let c = clock();
     let p = policy("p");
     let mut r = pending(&p, &c, 60);
-    let e = r.approve(&Principal::user("eve", &["engineering"]), None, &[&p], c.now()).unwrap_err();
+    let e = r
+        .approve(
+            &Principal::user("eve", &["engineering"]),
+            None,
+            &[&p],
+            c.now(),
+        )
+        .unwrap_err();
     assert!(matches!(e, CoreError::Refused(_)));
-    assert!(e.to_string().contains("needs 1 approval(s) from group:dba (policy p)"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("needs 1 approval(s) from group:dba (policy p)"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -112,13 +140,26 @@ fn k_of_n_counts_distinct_people() {
     let mut r = pending(&p, &c, 60);
     let ev = r.approve(&dba("dora"), None, &[&p], c.now()).unwrap();
     assert_eq!(actions(&ev), ["request.approval_recorded"]);
-    assert!(r.approve(&dba("dora"), None, &[&p], c.now()).unwrap().is_empty(), "same person counts once");
+    assert!(
+        r.approve(&dba("dora"), None, &[&p], c.now())
+            .unwrap()
+            .is_empty(),
+        "same person counts once"
+    );
     assert_eq!(r.state, State::Pending);
     let ev = r.approve(&dba("dan"), None, &[&p], c.now()).unwrap();
     assert_eq!(actions(&ev), ["request.approved"]);
     assert_eq!(r.state, State::Approved);
-    assert!(r.approve(&dba("dan"), None, &[&p], c.now()).unwrap().is_empty(), "idempotent after approval");
-    assert!(matches!(r.approve(&dba("dirk"), None, &[&p], c.now()), Err(CoreError::InvalidTransition { .. })));
+    assert!(
+        r.approve(&dba("dan"), None, &[&p], c.now())
+            .unwrap()
+            .is_empty(),
+        "idempotent after approval"
+    );
+    assert!(matches!(
+        r.approve(&dba("dirk"), None, &[&p], c.now()),
+        Err(CoreError::InvalidTransition { .. })
+    ));
 }
 
 #[test]
@@ -135,13 +176,33 @@ fn deny_by_approver_only() {
     let c = clock();
     let p = policy("p");
     let mut r = pending(&p, &c, 60);
-    assert!(r.deny(&alice(), false, None, &[&p], c.now()).unwrap_err().to_string().contains("may not deny"));
-    let ev = r.deny(&dba("dora"), false, Some("not during the freeze"), &[&p], c.now()).unwrap();
+    assert!(
+        r.deny(&alice(), false, None, &[&p], c.now())
+            .unwrap_err()
+            .to_string()
+            .contains("may not deny")
+    );
+    let ev = r
+        .deny(
+            &dba("dora"),
+            false,
+            Some("not during the freeze"),
+            &[&p],
+            c.now(),
+        )
+        .unwrap();
     assert_eq!(actions(&ev), ["request.denied"]);
     assert_eq!(ev[0].details["reason"], "not during the freeze");
     assert_eq!(r.state, State::Denied);
-    assert!(r.deny(&dba("dora"), false, None, &[&p], c.now()).unwrap().is_empty());
-    assert!(matches!(r.approve(&dba("dan"), None, &[&p], c.now()), Err(CoreError::InvalidTransition { .. })));
+    assert!(
+        r.deny(&dba("dora"), false, None, &[&p], c.now())
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        r.approve(&dba("dan"), None, &[&p], c.now()),
+        Err(CoreError::InvalidTransition { .. })
+    ));
 }
 
 #[test]
@@ -149,12 +210,24 @@ fn cancel_by_requester_before_start() {
     let c = clock();
     let p = policy("p");
     let mut r = pending(&p, &c, 60);
-    assert!(matches!(r.cancel(&dba("dora"), c.now()), Err(CoreError::Refused(_))));
-    assert_eq!(actions(&r.cancel(&alice(), c.now()).unwrap()), ["request.cancelled"]);
+    assert!(matches!(
+        r.cancel(&dba("dora"), c.now()),
+        Err(CoreError::Refused(_))
+    ));
+    assert_eq!(
+        actions(&r.cancel(&alice(), c.now()).unwrap()),
+        ["request.cancelled"]
+    );
     assert_eq!(r.state, State::Cancelled);
     assert!(r.cancel(&alice(), c.now()).unwrap().is_empty());
     let mut act = active(&p, &c, 60);
-    assert!(matches!(act.cancel(&alice(), c.now()), Err(CoreError::InvalidTransition { .. })), "active grants are released, not cancelled");
+    assert!(
+        matches!(
+            act.cancel(&alice(), c.now()),
+            Err(CoreError::InvalidTransition { .. })
+        ),
+        "active grants are released, not cancelled"
+    );
 }
 
 #[test]
@@ -168,7 +241,10 @@ fn pending_times_out_exactly_at_its_deadline() {
     assert!(r.time_out(c.now()).is_err());
     c.advance(MIN);
     assert_eq!(r.due(c.now()), Some(Due::TimeOut));
-    assert_eq!(actions(&r.time_out(c.now()).unwrap()), ["request.timed_out"]);
+    assert_eq!(
+        actions(&r.time_out(c.now()).unwrap()),
+        ["request.timed_out"]
+    );
     assert_eq!(r.state, State::TimedOut);
     assert_eq!(r.next_deadline(), None);
 }
@@ -190,7 +266,11 @@ fn scheduled_start_waits_for_start_at() {
     c.set(start);
     assert_eq!(r.due(c.now()), Some(Due::Activate));
     // start_at in the past is refused.
-    asked.start_at = Some(duration::add(c.now(), Duration::ZERO).checked_sub(jiff::SignedDuration::from_secs(1)).unwrap());
+    asked.start_at = Some(
+        duration::add(c.now(), Duration::ZERO)
+            .checked_sub(jiff::SignedDuration::from_secs(1))
+            .unwrap(),
+    );
     let d = evaluate(std::slice::from_ref(&p), &asked, c.now()).unwrap();
     assert!(AccessRequest::create(&asked, d, c.now()).is_err());
 }
@@ -240,13 +320,25 @@ fn release_is_for_the_holder_and_idempotent() {
     let c = clock();
     let p = policy("p");
     let mut r = active(&p, &c, 1800);
-    assert!(matches!(r.release(&dba("dora"), c.now()), Err(CoreError::Refused(_))));
-    assert_eq!(actions(&r.release(&alice(), c.now()).unwrap()), ["grant.revoking"]);
+    assert!(matches!(
+        r.release(&dba("dora"), c.now()),
+        Err(CoreError::Refused(_))
+    ));
+    assert_eq!(
+        actions(&r.release(&alice(), c.now()).unwrap()),
+        ["grant.revoking"]
+    );
     assert!(r.release(&alice(), c.now()).unwrap().is_empty());
-    assert_eq!(actions(&r.finish_revocation(c.now()).unwrap()), ["grant.released"]);
+    assert_eq!(
+        actions(&r.finish_revocation(c.now()).unwrap()),
+        ["grant.released"]
+    );
     assert_eq!(r.state, State::Released);
     assert!(r.release(&alice(), c.now()).unwrap().is_empty());
-    assert!(matches!(r.revoke(&admin(), true, None, c.now()), Err(CoreError::InvalidTransition { .. })));
+    assert!(matches!(
+        r.revoke(&admin(), true, None, c.now()),
+        Err(CoreError::InvalidTransition { .. })
+    ));
 }
 
 #[test]
@@ -254,8 +346,13 @@ fn revoke_is_for_admins() {
     let c = clock();
     let p = policy("p");
     let mut r = active(&p, &c, 1800);
-    assert!(matches!(r.revoke(&dba("dora"), false, None, c.now()), Err(CoreError::Refused(_))));
-    let ev = r.revoke(&admin(), true, Some("suspicious"), c.now()).unwrap();
+    assert!(matches!(
+        r.revoke(&dba("dora"), false, None, c.now()),
+        Err(CoreError::Refused(_))
+    ));
+    let ev = r
+        .revoke(&admin(), true, Some("suspicious"), c.now())
+        .unwrap();
     assert_eq!(ev[0].details["comment"], "suspicious");
     let ev = r.finish_revocation(c.now()).unwrap();
     assert_eq!(actions(&ev), ["grant.revoked"]);
@@ -268,14 +365,20 @@ fn approved_but_not_started_ends_without_revoking() {
     let p = policy("p");
     let mut r = pending(&p, &c, 60);
     r.approve(&dba("dora"), None, &[&p], c.now()).unwrap();
-    assert_eq!(actions(&r.revoke(&admin(), true, None, c.now()).unwrap()), ["grant.revoked"]);
+    assert_eq!(
+        actions(&r.revoke(&admin(), true, None, c.now()).unwrap()),
+        ["grant.revoked"]
+    );
     assert_eq!(r.state, State::Revoked);
     // and one whose whole window passed unused expires
     let mut r = pending(&p, &c, 60);
     r.approve(&dba("dora"), None, &[&p], c.now()).unwrap();
     c.advance(2 * MIN);
     assert_eq!(r.due(c.now()), Some(Due::ExpireUnused));
-    assert_eq!(actions(&r.expire_unused(c.now()).unwrap()), ["grant.expired"]);
+    assert_eq!(
+        actions(&r.expire_unused(c.now()).unwrap()),
+        ["grant.expired"]
+    );
 }
 
 #[test]
@@ -300,28 +403,71 @@ fn extension_needs_a_new_decision_and_leaves_no_gap() {
     p.approval.required = 1;
     let mut r = active(&p, &c, 1800);
     let end = r.grant().unwrap().expires_at;
-    let d = Decision::NeedsApproval { policies: vec!["p".into()], pending_timeout: Duration::from_secs(600) };
-    assert!(matches!(r.request_extension(&dba("dora"), MIN, None, d.clone(), c.now()), Err(CoreError::Refused(_))));
-    let ev = r.request_extension(&alice(), 30 * MIN, Some("still fixing"), d.clone(), c.now()).unwrap();
+    let d = Decision::NeedsApproval {
+        policies: vec!["p".into()],
+        pending_timeout: Duration::from_secs(600),
+    };
+    assert!(matches!(
+        r.request_extension(&dba("dora"), MIN, None, d.clone(), c.now()),
+        Err(CoreError::Refused(_))
+    ));
+    let ev = r
+        .request_extension(&alice(), 30 * MIN, Some("still fixing"), d.clone(), c.now())
+        .unwrap();
     assert_eq!(actions(&ev), ["grant.extension_requested"]);
-    assert_eq!(r.grant().unwrap().expires_at, end, "not extended before approval");
-    assert!(r.request_extension(&alice(), MIN, None, d, c.now()).is_err(), "one pending extension at a time");
-    assert!(r.approve_extension(&alice(), None, &[&p], c.now()).is_err(), "no self-approval");
-    let ev = r.approve_extension(&dba("dora"), None, &[&p], c.now()).unwrap();
+    assert_eq!(
+        r.grant().unwrap().expires_at,
+        end,
+        "not extended before approval"
+    );
+    assert!(
+        r.request_extension(&alice(), MIN, None, d, c.now())
+            .is_err(),
+        "one pending extension at a time"
+    );
+    assert!(
+        r.approve_extension(&alice(), None, &[&p], c.now()).is_err(),
+        "no self-approval"
+    );
+    let ev = r
+        .approve_extension(&dba("dora"), None, &[&p], c.now())
+        .unwrap();
     assert_eq!(actions(&ev), ["grant.extended"]);
     assert_eq!(r.grant().unwrap().expires_at, duration::add(end, 30 * MIN));
     assert_eq!(r.state, State::Active);
     // a denied extension leaves the end where it was
-    let d2 = Decision::NeedsApproval { policies: vec!["p".into()], pending_timeout: Duration::from_secs(600) };
-    r.request_extension(&alice(), MIN, None, d2, c.now()).unwrap();
+    let d2 = Decision::NeedsApproval {
+        policies: vec!["p".into()],
+        pending_timeout: Duration::from_secs(600),
+    };
+    r.request_extension(&alice(), MIN, None, d2, c.now())
+        .unwrap();
     let before = r.grant().unwrap().expires_at;
-    assert!(r.deny_extension(&alice(), false, None, &[&p], c.now()).is_err(), "the holder cannot deny");
-    assert_eq!(actions(&r.deny_extension(&dba("dora"), false, Some("enough"), &[&p], c.now()).unwrap()), ["grant.extension_denied"]);
+    assert!(
+        r.deny_extension(&alice(), false, None, &[&p], c.now())
+            .is_err(),
+        "the holder cannot deny"
+    );
+    assert_eq!(
+        actions(
+            &r.deny_extension(&dba("dora"), false, Some("enough"), &[&p], c.now())
+                .unwrap()
+        ),
+        ["grant.extension_denied"]
+    );
     assert_eq!(r.grant().unwrap().expires_at, before);
     // auto-approved extension applies at once
-    let d = Decision::AutoApproved { policy: "p".into(), rule: "oncall".into() };
-    let ev = r.request_extension(&alice(), 10 * MIN, None, d, c.now()).unwrap();
-    assert_eq!(actions(&ev), ["grant.extension_requested", "grant.extended"]);
+    let d = Decision::AutoApproved {
+        policy: "p".into(),
+        rule: "oncall".into(),
+    };
+    let ev = r
+        .request_extension(&alice(), 10 * MIN, None, d, c.now())
+        .unwrap();
+    assert_eq!(
+        actions(&ev),
+        ["grant.extension_requested", "grant.extended"]
+    );
     assert_eq!(ev[1].details["rule"], "p/oncall");
 }
 
@@ -330,18 +476,31 @@ fn pending_extension_lapses_when_the_grant_ends() {
     let c = clock();
     let p = policy("p");
     let mut r = active(&p, &c, 60);
-    let d = Decision::NeedsApproval { policies: vec!["p".into()], pending_timeout: Duration::from_secs(600) };
-    r.request_extension(&alice(), MIN, None, d, c.now()).unwrap();
+    let d = Decision::NeedsApproval {
+        policies: vec!["p".into()],
+        pending_timeout: Duration::from_secs(600),
+    };
+    r.request_extension(&alice(), MIN, None, d, c.now())
+        .unwrap();
     c.advance(MIN);
-    assert_eq!(actions(&r.expire(c.now()).unwrap()), ["grant.revoking", "grant.extension_lapsed"]);
-    assert!(r.approve_extension(&dba("dora"), None, &[&p], c.now()).is_err());
+    assert_eq!(
+        actions(&r.expire(c.now()).unwrap()),
+        ["grant.revoking", "grant.extension_lapsed"]
+    );
+    assert!(
+        r.approve_extension(&dba("dora"), None, &[&p], c.now())
+            .is_err()
+    );
 }
 
 #[test]
 fn break_glass_is_approved_at_once_and_needs_review_by_someone_else() {
     let c = clock();
     let mut p = policy("p");
-    p.break_glass = Some(BreakGlass { principals: vec!["group:engineering".parse().unwrap()], max_duration: Duration::from_secs(3600) });
+    p.break_glass = Some(BreakGlass {
+        principals: vec!["group:engineering".parse().unwrap()],
+        max_duration: Duration::from_secs(3600),
+    });
     let a = alice();
     let mut asked = ask(&a, 600);
     asked.break_glass = true;
@@ -350,9 +509,21 @@ fn break_glass_is_approved_at_once_and_needs_review_by_someone_else() {
     assert_eq!(actions(&ev), ["request.created", "request.approved"]);
     assert_eq!(ev[1].details["break_glass"], true);
     assert!(r.grant().unwrap().needs_review);
-    assert!(matches!(r.review(&alice(), true, None, c.now()), Err(CoreError::Refused(_))));
-    assert!(matches!(r.review(&Principal::user("eve", &[]), false, None, c.now()), Err(CoreError::Refused(_))));
-    assert_eq!(actions(&r.review(&admin(), true, Some("justified"), c.now()).unwrap()), ["grant.reviewed"]);
+    assert!(matches!(
+        r.review(&alice(), true, None, c.now()),
+        Err(CoreError::Refused(_))
+    ));
+    assert!(matches!(
+        r.review(&Principal::user("eve", &[]), false, None, c.now()),
+        Err(CoreError::Refused(_))
+    ));
+    assert_eq!(
+        actions(
+            &r.review(&admin(), true, Some("justified"), c.now())
+                .unwrap()
+        ),
+        ["grant.reviewed"]
+    );
     assert!(!r.grant().unwrap().needs_review);
     assert!(r.review(&admin(), true, None, c.now()).unwrap().is_empty());
 }
@@ -361,7 +532,12 @@ fn break_glass_is_approved_at_once_and_needs_review_by_someone_else() {
 fn auto_approval_names_the_rule() {
     let c = clock();
     let mut p = policy("p");
-    p.auto_approve.push(AutoApprove { name: "oncall".into(), principals: vec!["group:engineering".parse().unwrap()], max_duration: Duration::from_secs(1800), schedule: None });
+    p.auto_approve.push(AutoApprove {
+        name: "oncall".into(),
+        principals: vec!["group:engineering".parse().unwrap()],
+        max_duration: Duration::from_secs(1800),
+        schedule: None,
+    });
     let a = alice();
     let asked = ask(&a, 600);
     let d = evaluate(std::slice::from_ref(&p), &asked, c.now()).unwrap();

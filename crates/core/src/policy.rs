@@ -40,12 +40,34 @@ pub struct Policy {
     pub roles: Vec<Pattern>,
     pub max_duration: Duration,
     pub require_reason: bool,
-    /// Must match the whole ticket.
-    pub ticket_pattern: Option<Regex>,
+    pub ticket_pattern: Option<TicketPattern>,
     pub pending_timeout: Duration,
     pub approval: ApprovalRule,
     pub auto_approve: Vec<AutoApprove>,
     pub break_glass: Option<BreakGlass>,
+}
+
+/// A regular expression a ticket must match as a whole.
+#[derive(Debug, Clone)]
+pub struct TicketPattern {
+    /// As written in the config, for messages.
+    pub text: String,
+    anchored: Regex,
+}
+
+impl TicketPattern {
+    pub fn new(text: &str) -> Result<Self, CoreError> {
+        let anchored = Regex::new(&format!("^(?:{text})$"))
+            .map_err(|e| CoreError::Invalid(format!("invalid regular expression: {e}")))?;
+        Ok(Self {
+            text: text.to_owned(),
+            anchored,
+        })
+    }
+
+    pub fn matches(&self, ticket: &str) -> bool {
+        self.anchored.is_match(ticket)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -87,9 +109,17 @@ pub struct AccessAsk<'a> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    NeedsApproval { policies: Vec<String>, pending_timeout: Duration },
-    AutoApproved { policy: String, rule: String },
-    BreakGlass { policy: String },
+    NeedsApproval {
+        policies: Vec<String>,
+        pending_timeout: Duration,
+    },
+    AutoApproved {
+        policy: String,
+        rule: String,
+    },
+    BreakGlass {
+        policy: String,
+    },
 }
 
 impl Policy {
@@ -121,9 +151,11 @@ impl Policy {
         }
         if let Some(re) = &self.ticket_pattern {
             match ask.ticket.map(str::trim) {
-                None | Some("") => return Some(format!("a ticket matching {} is required", re.as_str())),
-                Some(t) if !re.is_match(t) => {
-                    return Some(format!("ticket {t:?} does not match {}", re.as_str()));
+                None | Some("") => {
+                    return Some(format!("a ticket matching {} is required", re.text));
+                }
+                Some(t) if !re.matches(t) => {
+                    return Some(format!("ticket {t:?} does not match {}", re.text));
                 }
                 Some(_) => {}
             }
@@ -133,7 +165,11 @@ impl Policy {
 }
 
 /// Evaluates an ask against every policy; see the module docs for how candidates combine.
-pub fn evaluate(policies: &[Policy], ask: &AccessAsk<'_>, now: Timestamp) -> Result<Decision, CoreError> {
+pub fn evaluate(
+    policies: &[Policy],
+    ask: &AccessAsk<'_>,
+    now: Timestamp,
+) -> Result<Decision, CoreError> {
     let mut candidates: Vec<&Policy> = policies
         .iter()
         .filter(|p| p.covers(ask.principal, ask.resource, ask.role))
@@ -204,7 +240,11 @@ pub fn evaluate(policies: &[Policy], ask: &AccessAsk<'_>, now: Timestamp) -> Res
     }
     if !waiting.is_empty() {
         return Ok(Decision::NeedsApproval {
-            pending_timeout: waiting.iter().map(|p| p.pending_timeout).min().unwrap_or_default(),
+            pending_timeout: waiting
+                .iter()
+                .map(|p| p.pending_timeout)
+                .min()
+                .unwrap_or_default(),
             policies: waiting.iter().map(|p| p.name.clone()).collect(),
         });
     }
@@ -244,7 +284,11 @@ pub fn approver_counts_for(
             )
         })
         .collect();
-    let self_note = if approver.name == requester && policies.iter().any(|p| Selector::any_matches(&p.approval.approvers, approver)) {
+    let self_note = if approver.name == requester
+        && policies
+            .iter()
+            .any(|p| Selector::any_matches(&p.approval.approvers, approver))
+    {
         "; you are the requester and self-approval is not allowed"
     } else {
         ""
@@ -262,7 +306,10 @@ pub fn approver_counts_for(
 }
 
 /// Whether the approvals given (each with the policies it counted for) meet any policy's quorum.
-pub fn quorum_met<'a>(policies: &[&Policy], counted: impl Iterator<Item = &'a [String]> + Clone) -> Option<String> {
+pub fn quorum_met<'a>(
+    policies: &[&Policy],
+    counted: impl Iterator<Item = &'a [String]> + Clone,
+) -> Option<String> {
     policies
         .iter()
         .find(|p| {
@@ -317,13 +364,18 @@ pub(crate) mod tests {
     fn no_matching_policy_is_default_deny() {
         let alice = Principal::user("alice", &["sales"]);
         let e = evaluate(&[policy("p")], &ask(&alice, 60), now()).unwrap_err();
-        assert!(matches!(&e, CoreError::Refused(m) if m.contains("default deny")), "{e}");
+        assert!(
+            matches!(&e, CoreError::Refused(m) if m.contains("default deny")),
+            "{e}"
+        );
     }
 
     #[test]
     fn too_long_is_refused_with_the_limit() {
         let alice = Principal::user("alice", &["engineering"]);
-        let e = evaluate(&[policy("p")], &ask(&alice, 5 * 3600), now()).unwrap_err().to_string();
+        let e = evaluate(&[policy("p")], &ask(&alice, 5 * 3600), now())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("exceeds max_duration 4h"), "{e}");
     }
 
@@ -331,15 +383,38 @@ pub(crate) mod tests {
     fn reason_and_ticket_pattern_are_enforced() {
         let alice = Principal::user("alice", &["engineering"]);
         let mut p = policy("p");
-        p.ticket_pattern = Some(Regex::new("^(?:(INC|CHG)-[0-9]+)$").unwrap());
+        p.ticket_pattern = Some(TicketPattern::new("(INC|CHG)-[0-9]+").unwrap());
         let mut a = ask(&alice, 60);
-        assert!(evaluate(&[p.clone()], &a, now()).unwrap_err().to_string().contains("ticket matching"));
+        assert!(
+            evaluate(&[p.clone()], &a, now())
+                .unwrap_err()
+                .to_string()
+                .contains("ticket matching (INC|CHG)-[0-9]+ is required")
+        );
         a.ticket = Some("BUG-7");
-        assert!(evaluate(&[p.clone()], &a, now()).unwrap_err().to_string().contains("does not match"));
+        assert!(
+            evaluate(&[p.clone()], &a, now())
+                .unwrap_err()
+                .to_string()
+                .contains("does not match")
+        );
+        a.ticket = Some("xINC-4411");
+        assert!(
+            evaluate(&[p.clone()], &a, now()).is_err(),
+            "the whole ticket must match"
+        );
         a.ticket = Some("INC-4411");
-        assert!(matches!(evaluate(&[p.clone()], &a, now()), Ok(Decision::NeedsApproval { .. })));
+        assert!(matches!(
+            evaluate(&[p.clone()], &a, now()),
+            Ok(Decision::NeedsApproval { .. })
+        ));
         a.reason = Some("  ");
-        assert!(evaluate(&[p], &a, now()).unwrap_err().to_string().contains("reason is required"));
+        assert!(
+            evaluate(&[p], &a, now())
+                .unwrap_err()
+                .to_string()
+                .contains("reason is required")
+        );
     }
 
     #[test]
@@ -353,15 +428,30 @@ pub(crate) mod tests {
             schedule: Some(Schedule::parse("Mon-Fri 08:00-18:00 Europe/Berlin").unwrap()),
         });
         let inside = evaluate(&[p.clone()], &ask(&bob, 1800), now()).unwrap();
-        assert_eq!(inside, Decision::AutoApproved { policy: "p".into(), rule: "oncall-office-hours".into() });
+        assert_eq!(
+            inside,
+            Decision::AutoApproved {
+                policy: "p".into(),
+                rule: "oncall-office-hours".into()
+            }
+        );
         let saturday: Timestamp = "2026-01-17T10:00:00Z".parse().unwrap();
-        assert!(matches!(evaluate(&[p.clone()], &ask(&bob, 1800), saturday), Ok(Decision::NeedsApproval { .. })));
+        assert!(matches!(
+            evaluate(&[p.clone()], &ask(&bob, 1800), saturday),
+            Ok(Decision::NeedsApproval { .. })
+        ));
         // Longer than the rule allows: falls back to approval.
-        assert!(matches!(evaluate(&[p.clone()], &ask(&bob, 3600), now()), Ok(Decision::NeedsApproval { .. })));
+        assert!(matches!(
+            evaluate(&[p.clone()], &ask(&bob, 3600), now()),
+            Ok(Decision::NeedsApproval { .. })
+        ));
         // A scheduled start outside the window is judged at the start time.
         let mut later = ask(&bob, 1800);
         later.start_at = Some(saturday);
-        assert!(matches!(evaluate(&[p], &later, now()), Ok(Decision::NeedsApproval { .. })));
+        assert!(matches!(
+            evaluate(&[p], &later, now()),
+            Ok(Decision::NeedsApproval { .. })
+        ));
     }
 
     #[test]
@@ -384,19 +474,36 @@ pub(crate) mod tests {
         }
         assert_eq!(
             evaluate(&all, &ask(&alice, 300), now()).unwrap(),
-            Decision::AutoApproved { policy: "open".into(), rule: "no approval required".into() }
+            Decision::AutoApproved {
+                policy: "open".into(),
+                rule: "no approval required".into()
+            }
         );
         assert_eq!(
             evaluate(&all, &ask(&alice, 3600), now()).unwrap(),
-            Decision::NeedsApproval { policies: vec!["lax".into(), "strict".into()], pending_timeout: Duration::from_secs(3600) }
+            Decision::NeedsApproval {
+                policies: vec!["lax".into(), "strict".into()],
+                pending_timeout: Duration::from_secs(3600)
+            }
         );
         assert_eq!(
             evaluate(&all, &ask(&alice, 6 * 3600), now()).unwrap(),
-            Decision::NeedsApproval { policies: vec!["lax".into()], pending_timeout: Duration::from_secs(3600) }
+            Decision::NeedsApproval {
+                policies: vec!["lax".into()],
+                pending_timeout: Duration::from_secs(3600)
+            }
         );
-        let e = evaluate(&all, &ask(&alice, 9 * 3600), now()).unwrap_err().to_string();
-        assert!(e.contains("policy lax: duration 9h exceeds max_duration 8h"), "{e}");
-        assert!(e.find("policy lax").unwrap() < e.find("policy open").unwrap(), "sorted by name: {e}");
+        let e = evaluate(&all, &ask(&alice, 9 * 3600), now())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("policy lax: duration 9h exceeds max_duration 8h"),
+            "{e}"
+        );
+        assert!(
+            e.find("policy lax").unwrap() < e.find("policy open").unwrap(),
+            "sorted by name: {e}"
+        );
     }
 
     #[test]
@@ -409,14 +516,33 @@ pub(crate) mod tests {
             max_duration: Duration::from_secs(3600),
         });
         let mut a = ask(&sre, 1800);
-        assert!(matches!(evaluate(&[p.clone()], &a, now()), Ok(Decision::NeedsApproval { .. })), "not implicit");
+        assert!(
+            matches!(
+                evaluate(&[p.clone()], &a, now()),
+                Ok(Decision::NeedsApproval { .. })
+            ),
+            "not implicit"
+        );
         a.break_glass = true;
-        assert_eq!(evaluate(&[p.clone()], &a, now()).unwrap(), Decision::BreakGlass { policy: "p".into() });
+        assert_eq!(
+            evaluate(&[p.clone()], &a, now()).unwrap(),
+            Decision::BreakGlass { policy: "p".into() }
+        );
         a.duration = Duration::from_secs(7200);
-        assert!(evaluate(&[p.clone()], &a, now()).unwrap_err().to_string().contains("break-glass"));
+        assert!(
+            evaluate(&[p.clone()], &a, now())
+                .unwrap_err()
+                .to_string()
+                .contains("break-glass")
+        );
         let mut b = ask(&alice, 60);
         b.break_glass = true;
-        assert!(evaluate(&[p], &b, now()).unwrap_err().to_string().contains("break-glass is for group:sre"));
+        assert!(
+            evaluate(&[p], &b, now())
+                .unwrap_err()
+                .to_string()
+                .contains("break-glass is for group:sre")
+        );
     }
 
     #[test]
@@ -424,10 +550,20 @@ pub(crate) mod tests {
         let p = policy("p");
         let dba = Principal::user("dora", &["dba"]);
         let eng = Principal::user("eve", &["engineering"]);
-        assert_eq!(approver_counts_for(&[&p], &dba, "alice", "it").unwrap(), vec!["p".to_owned()]);
-        let e = approver_counts_for(&[&p], &eng, "alice", "request r").unwrap_err().to_string();
-        assert!(e.contains("needs 1 approval(s) from group:dba (policy p)"), "{e}");
-        let e = approver_counts_for(&[&p], &dba, "dora", "request r").unwrap_err().to_string();
+        assert_eq!(
+            approver_counts_for(&[&p], &dba, "alice", "it").unwrap(),
+            vec!["p".to_owned()]
+        );
+        let e = approver_counts_for(&[&p], &eng, "alice", "request r")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("needs 1 approval(s) from group:dba (policy p)"),
+            "{e}"
+        );
+        let e = approver_counts_for(&[&p], &dba, "dora", "request r")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("you are the requester"), "{e}");
         let mut selfok = policy("p");
         selfok.approval.allow_self_approval = true;

@@ -106,7 +106,11 @@ impl fmt::Display for Selector {
 
 /// Writes a list of selectors for a message: `group:dba, user:dave`.
 pub fn describe(selectors: &[Selector]) -> String {
-    selectors.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    selectors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -119,9 +123,17 @@ mod tests {
         let bot = Principal::service("alice", &[]);
         let user: Selector = "user:alice".parse().unwrap();
         assert!(user.matches(&alice));
-        assert!(!user.matches(&bot), "user:alice must not match a service named alice");
+        assert!(
+            !user.matches(&bot),
+            "user:alice must not match a service named alice"
+        );
         assert!("service:alice".parse::<Selector>().unwrap().matches(&bot));
-        assert!("group:engineering".parse::<Selector>().unwrap().matches(&alice));
+        assert!(
+            "group:engineering"
+                .parse::<Selector>()
+                .unwrap()
+                .matches(&alice)
+        );
         assert!(!"group:dba".parse::<Selector>().unwrap().matches(&alice));
         assert!("*".parse::<Selector>().unwrap().matches(&bot));
     }

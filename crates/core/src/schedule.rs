@@ -27,7 +27,11 @@ pub struct Schedule {
 
 impl Schedule {
     pub fn parse(text: &str) -> Result<Self, CoreError> {
-        let bad = |why: String| CoreError::Invalid(format!("invalid schedule {text:?}: {why} (example: \"Mon-Fri 08:00-18:00 Europe/Berlin\")"));
+        let bad = |why: String| {
+            CoreError::Invalid(format!(
+                "invalid schedule {text:?}: {why} (example: \"Mon-Fri 08:00-18:00 Europe/Berlin\")"
+            ))
+        };
         let parts: Vec<&str> = text.split_whitespace().collect();
         let [days, times, zone] = parts[..] else {
             return Err(bad("expected three parts: DAYS START-END ZONE".into()));
@@ -44,8 +48,15 @@ impl Schedule {
         if start_min == 24 * 60 {
             return Err(bad("a window cannot start at 24:00".into()));
         }
-        let tz = TimeZone::get(zone).map_err(|e| bad(format!("unknown time zone {zone:?}: {e}")))?;
-        Ok(Self { text: text.to_owned(), days, start_min, end_min, tz })
+        let tz =
+            TimeZone::get(zone).map_err(|e| bad(format!("unknown time zone {zone:?}: {e}")))?;
+        Ok(Self {
+            text: text.to_owned(),
+            days,
+            start_min,
+            end_min,
+            tz,
+        })
     }
 
     /// Whether the instant `t` falls inside the window, in the schedule's own time zone.
@@ -58,7 +69,8 @@ impl Schedule {
             opens_on(day) && minute >= self.start_min && minute < self.end_min
         } else {
             let yesterday = (day + 6) % 7;
-            (opens_on(day) && minute >= self.start_min) || (opens_on(yesterday) && minute < self.end_min)
+            (opens_on(day) && minute >= self.start_min)
+                || (opens_on(yesterday) && minute < self.end_min)
         }
     }
 }
@@ -134,7 +146,10 @@ mod tests {
         assert!(!s.contains(at("2026-07-15T16:00:00Z")));
         // The Monday after the spring change (2026-03-29).
         assert!(s.contains(at("2026-03-30T06:30:00Z")));
-        assert!(!s.contains(at("2026-03-27T06:30:00Z")), "Friday before the change is still UTC+1");
+        assert!(
+            !s.contains(at("2026-03-27T06:30:00Z")),
+            "Friday before the change is still UTC+1"
+        );
         // Weekend.
         assert!(!s.contains(at("2026-01-17T10:00:00Z")));
     }

@@ -11,10 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use glob::Pattern;
-use jitgate_core::policy::{ApprovalRule, AutoApprove, BreakGlass, Policy};
+use jitgate_core::policy::{ApprovalRule, AutoApprove, BreakGlass, Policy, TicketPattern};
 use jitgate_core::schedule::Schedule;
 use jitgate_core::{Principal, PrincipalKind, Selector, duration};
-use regex::Regex;
 use serde::Deserialize;
 
 use crate::error::ConfigError;
@@ -65,8 +64,10 @@ pub struct RoleDef {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::Read { path: path.to_owned(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
         let mut config = Self::parse(&text, &path.display().to_string())?;
         // Relative paths are relative to the config file, so `serve` works from any directory.
         let dir = path.parent().unwrap_or(Path::new("."));
@@ -83,14 +84,24 @@ impl Config {
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start));
-            ConfigError::Invalid(vec![Problem { origin: origin.to_owned(), line, key: String::new(), message: e.message().trim().to_owned() }])
+            ConfigError::Invalid(vec![Problem {
+                origin: origin.to_owned(),
+                line,
+                key: String::new(),
+                message: e.message().trim().to_owned(),
+            }])
         })?;
         validate(raw).map_err(|problems| {
             let located = Locator::new(text);
             ConfigError::Invalid(
                 problems
                     .into_iter()
-                    .map(|(path, message)| Problem { origin: origin.to_owned(), line: located.line(&path), key: path_string(&path), message })
+                    .map(|(path, message)| Problem {
+                        origin: origin.to_owned(),
+                        line: located.line(&path),
+                        key: path_string(&path),
+                        message,
+                    })
                     .collect(),
             )
         })
@@ -155,7 +166,12 @@ struct RawServer {
 
 impl Default for RawServer {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8080".into(), data_dir: "./jitgate-data".into(), admins: vec![], auditors: vec![] }
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: "./jitgate-data".into(),
+            admins: vec![],
+            auditors: vec![],
+        }
     }
 }
 
@@ -167,7 +183,9 @@ struct RawStorage {
 
 impl Default for RawStorage {
     fn default() -> Self {
-        Self { url: "sqlite://jitgate.db".into() }
+        Self {
+            url: "sqlite://jitgate.db".into(),
+        }
     }
 }
 
@@ -285,7 +303,8 @@ impl Check {
     }
 
     fn duration(&mut self, path: KeyPath, text: &str) -> Duration {
-        self.ok(path, duration::parse(text)).unwrap_or(Duration::from_secs(1))
+        self.ok(path, duration::parse(text))
+            .unwrap_or(Duration::from_secs(1))
     }
 
     fn patterns(&mut self, path: KeyPath, items: &[String], what: &str) -> Vec<Pattern> {
@@ -295,7 +314,12 @@ impl Check {
         items
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| self.ok(with(&path, Seg::Index(i)), Pattern::new(s).map_err(|e| format!("invalid glob {s:?}: {e}"))))
+            .filter_map(|(i, s)| {
+                self.ok(
+                    with(&path, Seg::Index(i)),
+                    Pattern::new(s).map_err(|e| format!("invalid glob {s:?}: {e}")),
+                )
+            })
             .collect()
     }
 }
@@ -310,7 +334,13 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<(KeyPath, String)>> {
     let mut c = Check::default();
     let server = vec![Seg::Key("server")];
     let listen = c
-        .ok(with(&server, Seg::Key("listen")), raw.server.listen.parse::<SocketAddr>().map_err(|e| format!("{:?} is not HOST:PORT ({e})", raw.server.listen)))
+        .ok(
+            with(&server, Seg::Key("listen")),
+            raw.server
+                .listen
+                .parse::<SocketAddr>()
+                .map_err(|e| format!("{:?} is not HOST:PORT ({e})", raw.server.listen)),
+        )
         .unwrap_or_else(|| ([127, 0, 0, 1], 8080).into());
     let admins = c.selectors(with(&server, Seg::Key("admins")), &raw.server.admins);
     let auditors = c.selectors(with(&server, Seg::Key("auditors")), &raw.server.auditors);
@@ -319,45 +349,78 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<(KeyPath, String)>> {
     let database_path = match raw.storage.url.strip_prefix("sqlite://") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
         _ if raw.storage.url.starts_with("postgres") => {
-            c.add(url_path, "PostgreSQL storage is not available in this version yet; use sqlite://FILE");
+            c.add(
+                url_path,
+                "PostgreSQL storage is not available in this version yet; use sqlite://FILE",
+            );
             PathBuf::new()
         }
         _ => {
-            c.add(url_path, format!("{:?} is not a storage URL; expected sqlite://FILE (relative to data_dir)", raw.storage.url));
+            c.add(
+                url_path,
+                format!(
+                    "{:?} is not a storage URL; expected sqlite://FILE (relative to data_dir)",
+                    raw.storage.url
+                ),
+            );
             PathBuf::new()
         }
     };
-    let database_path = if database_path.is_relative() { raw.server.data_dir.join(database_path) } else { database_path };
+    let database_path = if database_path.is_relative() {
+        raw.server.data_dir.join(database_path)
+    } else {
+        database_path
+    };
 
     let mut principals = Vec::new();
     let mut names = HashSet::new();
     let mut digests = HashMap::new();
     for (i, p) in raw.principals.iter().enumerate() {
         let path = vec![Seg::Key("principals"), Seg::Index(i)];
-        if p.name.trim().is_empty() || p.name.contains(':') || p.name.chars().any(char::is_control) {
-            c.add(with(&path, Seg::Key("name")), format!("{:?} is not a valid principal name (non-empty, no ':' or control characters)", p.name));
+        if p.name.trim().is_empty() || p.name.contains(':') || p.name.chars().any(char::is_control)
+        {
+            c.add(
+                with(&path, Seg::Key("name")),
+                format!(
+                    "{:?} is not a valid principal name (non-empty, no ':' or control characters)",
+                    p.name
+                ),
+            );
         }
         if !names.insert(p.name.clone()) {
-            c.add(with(&path, Seg::Key("name")), format!("principal {:?} is defined twice", p.name));
+            c.add(
+                with(&path, Seg::Key("name")),
+                format!("principal {:?} is defined twice", p.name),
+            );
         }
         let token_sha256 = p.token_sha256.as_deref().and_then(|hexed| {
             let bytes = hex::decode(hexed.trim()).ok().filter(|b| b.len() == 32);
             let digest: Option<[u8; 32]> = bytes.and_then(|b| b.try_into().ok());
             match digest {
                 None => {
-                    c.add(with(&path, Seg::Key("token_sha256")), "must be 64 hex digits (the SHA-256 printed by `jitgate token new`)");
+                    c.add(
+                        with(&path, Seg::Key("token_sha256")),
+                        "must be 64 hex digits (the SHA-256 printed by `jitgate token new`)",
+                    );
                     None
                 }
                 Some(d) => {
                     if let Some(other) = digests.insert(d, p.name.clone()) {
-                        c.add(with(&path, Seg::Key("token_sha256")), format!("the same token digest is already used by principal {other:?}"));
+                        c.add(
+                            with(&path, Seg::Key("token_sha256")),
+                            format!("the same token digest is already used by principal {other:?}"),
+                        );
                     }
                     Some(d)
                 }
             }
         });
         principals.push(PrincipalEntry {
-            principal: Principal { name: p.name.clone(), kind: p.kind, groups: p.groups.clone() },
+            principal: Principal {
+                name: p.name.clone(),
+                kind: p.kind,
+                groups: p.groups.clone(),
+            },
             token_sha256,
         });
     }
@@ -366,11 +429,24 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<(KeyPath, String)>> {
     let mut resource_names = HashSet::new();
     for (i, r) in raw.resources.into_iter().enumerate() {
         let path = vec![Seg::Key("resources"), Seg::Index(i)];
-        if r.name.trim().is_empty() || r.name.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
-            c.add(with(&path, Seg::Key("name")), format!("{:?} is not a valid resource name (non-empty, no spaces)", r.name));
+        if r.name.trim().is_empty()
+            || r.name
+                .chars()
+                .any(|ch| ch.is_whitespace() || ch.is_control())
+        {
+            c.add(
+                with(&path, Seg::Key("name")),
+                format!(
+                    "{:?} is not a valid resource name (non-empty, no spaces)",
+                    r.name
+                ),
+            );
         }
         if !resource_names.insert(r.name.clone()) {
-            c.add(with(&path, Seg::Key("name")), format!("resource {:?} is defined twice", r.name));
+            c.add(
+                with(&path, Seg::Key("name")),
+                format!("resource {:?} is defined twice", r.name),
+            );
         }
         let kind = match r.kind.as_str() {
             "none" => ResourceKind::None,
@@ -379,14 +455,25 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<(KeyPath, String)>> {
                 ResourceKind::None
             }
             other => {
-                c.add(with(&path, Seg::Key("kind")), format!("unknown resource kind {other:?}; one of: none"));
+                c.add(
+                    with(&path, Seg::Key("kind")),
+                    format!("unknown resource kind {other:?}; one of: none"),
+                );
                 ResourceKind::None
             }
         };
         if r.roles.is_empty() {
-            c.add(with(&path, Seg::Key("roles")), "a resource needs at least one role ([resources.roles.NAME])");
+            c.add(
+                with(&path, Seg::Key("roles")),
+                "a resource needs at least one role ([resources.roles.NAME])",
+            );
         }
-        resources.push(Resource { name: r.name, kind, description: r.description, roles: r.roles });
+        resources.push(Resource {
+            name: r.name,
+            kind,
+            description: r.description,
+            roles: r.roles,
+        });
     }
 
     let mut policies = Vec::new();
@@ -398,22 +485,33 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<(KeyPath, String)>> {
             c.add(at("name"), "a policy needs a name");
         }
         if !policy_names.insert(p.name.clone()) {
-            c.add(at("name"), format!("policy {:?} is defined twice; names must be unique", p.name));
+            c.add(
+                at("name"),
+                format!("policy {:?} is defined twice; names must be unique", p.name),
+            );
         }
         if p.principals.is_empty() {
-            c.add(at("principals"), "must name at least one principal selector (user:NAME, service:NAME, group:NAME)");
+            c.add(
+                at("principals"),
+                "must name at least one principal selector (user:NAME, service:NAME, group:NAME)",
+            );
         }
         let max_duration = c.duration(at("max_duration"), &p.max_duration);
-        let ticket_pattern = p.ticket_pattern.as_ref().and_then(|t| {
-            c.ok(at("ticket_pattern"), Regex::new(&format!("^(?:{t})$")).map_err(|e| format!("invalid regular expression: {e}")))
-        });
+        let ticket_pattern = p
+            .ticket_pattern
+            .as_ref()
+            .and_then(|t| c.ok(at("ticket_pattern"), TicketPattern::new(t)));
         let approval = match &p.approval {
             Some(a) => ApprovalRule {
                 approvers: c.selectors(with(&at("approval"), Seg::Key("approvers")), &a.approvers),
                 required: a.required,
                 allow_self_approval: a.allow_self_approval,
             },
-            None => ApprovalRule { approvers: vec![], required: 1, allow_self_approval: false },
+            None => ApprovalRule {
+                approvers: vec![],
+                required: 1,
+                allow_self_approval: false,
+            },
         };
         if approval.required > 0 && p.approval.as_ref().is_none_or(|a| a.approvers.is_empty()) {
             c.add(at("approval"), format!("requires {} approval(s) but names no approvers; set approval.approvers, or required = 0 to approve without review", approval.required));
@@ -425,10 +523,16 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<(KeyPath, String)>> {
             .map(|(j, a)| {
                 let ap = with(&at("auto_approve"), Seg::Index(j));
                 AutoApprove {
-                    name: a.name.clone().unwrap_or_else(|| format!("auto_approve[{j}]")),
+                    name: a
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| format!("auto_approve[{j}]")),
                     principals: c.selectors(with(&ap, Seg::Key("principals")), &a.principals),
                     max_duration: c.duration(with(&ap, Seg::Key("max_duration")), &a.max_duration),
-                    schedule: a.schedule.as_ref().and_then(|s| c.ok(with(&ap, Seg::Key("schedule")), Schedule::parse(s))),
+                    schedule: a
+                        .schedule
+                        .as_ref()
+                        .and_then(|s| c.ok(with(&ap, Seg::Key("schedule")), Schedule::parse(s))),
                 }
             })
             .collect();
@@ -455,10 +559,28 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<(KeyPath, String)>> {
     }
     // A policy for a role that no matching resource defines is almost always a typo.
     for (i, p) in policies.iter().enumerate() {
-        let matched: Vec<&Resource> = resources.iter().filter(|r| p.resources.iter().any(|g| g.matches(&r.name))).collect();
+        let matched: Vec<&Resource> = resources
+            .iter()
+            .filter(|r| p.resources.iter().any(|g| g.matches(&r.name)))
+            .collect();
         for (j, role) in p.roles.iter().enumerate() {
-            if !matched.is_empty() && !matched.iter().any(|r| r.roles.keys().any(|k| role.matches(k))) {
-                c.add(vec![Seg::Key("policies"), Seg::Index(i), Seg::Key("roles"), Seg::Index(j)], format!("no resource matching this policy defines role {:?}", role.as_str()));
+            if !matched.is_empty()
+                && !matched
+                    .iter()
+                    .any(|r| r.roles.keys().any(|k| role.matches(k)))
+            {
+                c.add(
+                    vec![
+                        Seg::Key("policies"),
+                        Seg::Index(i),
+                        Seg::Key("roles"),
+                        Seg::Index(j),
+                    ],
+                    format!(
+                        "no resource matching this policy defines role {:?}",
+                        role.as_str()
+                    ),
+                );
             }
         }
     }
@@ -466,13 +588,26 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<(KeyPath, String)>> {
     if !c.problems.is_empty() {
         return Err(c.problems);
     }
-    Ok(Config { listen, data_dir: raw.server.data_dir, admins, auditors, database_path, principals, resources, policies })
+    Ok(Config {
+        listen,
+        data_dir: raw.server.data_dir,
+        admins,
+        auditors,
+        database_path,
+        principals,
+        resources,
+        policies,
+    })
 }
 
 // ---------------------------------------------------------------- locating keys
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
 }
 
 fn path_string(path: &KeyPath) -> String {
@@ -499,7 +634,10 @@ struct Locator<'a> {
 
 impl<'a> Locator<'a> {
     fn new(text: &'a str) -> Self {
-        Self { text, doc: toml_edit::Document::parse(text).ok() }
+        Self {
+            text,
+            doc: toml_edit::Document::parse(text).ok(),
+        }
     }
 
     /// The line of the deepest part of `path` that exists in the file.
@@ -566,8 +704,21 @@ schedule = "Mon-Fri 08:00-18:00 Europe/Berlin"
         assert_eq!(c.principals[0].principal.name, "alice");
         assert_eq!(c.policies[0].max_duration, Duration::from_secs(4 * 3600));
         assert_eq!(c.policies[0].auto_approve[0].name, "auto_approve[0]");
-        assert!(c.policies[0].ticket_pattern.as_ref().unwrap().is_match("INC-1"));
-        assert!(!c.policies[0].ticket_pattern.as_ref().unwrap().is_match("xINC-1x"), "anchored");
+        assert!(
+            c.policies[0]
+                .ticket_pattern
+                .as_ref()
+                .unwrap()
+                .matches("INC-1")
+        );
+        assert!(
+            !c.policies[0]
+                .ticket_pattern
+                .as_ref()
+                .unwrap()
+                .matches("xINC-1x"),
+            "anchored"
+        );
         assert_eq!(c.database_path, PathBuf::from("./jitgate-data/jitgate.db"));
     }
 
@@ -580,7 +731,10 @@ schedule = "Mon-Fri 08:00-18:00 Europe/Berlin"
 
     #[test]
     fn unknown_keys_name_file_line_and_key() {
-        let text = GOOD.replace("require_reason", "x").replace("max_duration = \"4h\"", "max_duration = \"4h\"\nmax_duraton = \"5h\"");
+        let text = GOOD.replace("require_reason", "x").replace(
+            "max_duration = \"4h\"",
+            "max_duration = \"4h\"\nmax_duraton = \"5h\"",
+        );
         let p = problems(&text);
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(p[0].starts_with("jitgate.toml:23: "), "{p:?}");
@@ -595,17 +749,39 @@ schedule = "Mon-Fri 08:00-18:00 Europe/Berlin"
             .replace("group:dba", "dba");
         let p = problems(&text);
         assert_eq!(p.len(), 3, "{p:?}");
-        assert!(p.iter().any(|m| m.starts_with("jitgate.toml:22: policies[0].max_duration: invalid duration")), "{p:?}");
-        assert!(p.iter().any(|m| m.starts_with("jitgate.toml:25: policies[0].approval.approvers[0]: invalid principal selector")), "{p:?}");
-        assert!(p.iter().any(|m| m.contains("policies[0].auto_approve[0].schedule") && m.contains("Europe/Gotham") && m.starts_with("jitgate.toml:30")), "{p:?}");
+        assert!(
+            p.iter()
+                .any(|m| m
+                    .starts_with("jitgate.toml:22: policies[0].max_duration: invalid duration")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|m| m.starts_with(
+                "jitgate.toml:25: policies[0].approval.approvers[0]: invalid principal selector"
+            )),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|m| m.contains("policies[0].auto_approve[0].schedule")
+                    && m.contains("Europe/Gotham")
+                    && m.starts_with("jitgate.toml:30")),
+            "{p:?}"
+        );
     }
 
     #[test]
     fn approval_without_approvers_and_unknown_roles_are_refused() {
-        let text = GOOD.replace("approvers = [\"group:dba\"]\n", "").replace("roles = [\"read\"]", "roles = [\"raed\"]");
+        let text = GOOD
+            .replace("approvers = [\"group:dba\"]\n", "")
+            .replace("roles = [\"read\"]", "roles = [\"raed\"]");
         let p = problems(&text);
         assert!(p.iter().any(|m| m.contains("names no approvers")), "{p:?}");
-        assert!(p.iter().any(|m| m.contains("does not define role") || m.contains("defines role \"raed\"")), "{p:?}");
+        assert!(
+            p.iter()
+                .any(|m| m.contains("does not define role") || m.contains("defines role \"raed\"")),
+            "{p:?}"
+        );
     }
 
     #[test]

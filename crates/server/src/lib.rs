@@ -42,7 +42,9 @@ impl Running {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
             tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
         }
         #[cfg(not(unix))]
@@ -57,7 +59,8 @@ impl Running {
 pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Error> {
     create_private_dir(&config.data_dir)?;
     if let Some(parent) = config.database_path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| Error::Io(format!("cannot create {}: {e}", parent.display())))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Error::Io(format!("cannot create {}: {e}", parent.display())))?;
     }
     let store = SqliteStore::open(&config.database_path)?;
     let listen = config.listen;
@@ -66,11 +69,18 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Err
     // First thing: grants whose window passed while we were down end now, before serving.
     let caught_up = app.catch_up().await?;
     if caught_up > 0 {
-        tracing::info!(requests = caught_up, "ended or advanced what fell due while jitgate was down");
+        tracing::info!(
+            requests = caught_up,
+            "ended or advanced what fell due while jitgate was down"
+        );
     }
 
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| Error::Io(format!("cannot listen on {listen}: {e}")))?;
-    let addr = listener.local_addr().map_err(|e| Error::Io(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Error::Io(format!("cannot listen on {listen}: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Io(e.to_string()))?;
     let (shutdown, rx) = watch::channel(false);
     let mut http_rx = rx.clone();
     let router = api::router(app.clone());
@@ -78,17 +88,26 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Err
         let stop = async move {
             let _ = http_rx.changed().await;
         };
-        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(stop)
+            .await
+        {
             tracing::error!(error = %e, "HTTP server failed");
         }
     });
     let sched = tokio::spawn(scheduler::run(app.clone(), rx));
     tracing::info!(%addr, "jitgate listening");
-    Ok(Running { addr, app, shutdown, tasks: vec![http, sched] })
+    Ok(Running {
+        addr,
+        app,
+        shutdown,
+        tasks: vec![http, sched],
+    })
 }
 
 fn create_private_dir(dir: &std::path::Path) -> Result<(), Error> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::Io(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::Io(format!("cannot create {}: {e}", dir.display())))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -28,7 +28,10 @@ pub struct Histogram {
 
 impl Histogram {
     fn new(bounds: &'static [f64]) -> Self {
-        Self { bounds, state: Mutex::new((vec![0; bounds.len()], 0.0, 0)) }
+        Self {
+            bounds,
+            state: Mutex::new((vec![0; bounds.len()], 0.0, 0)),
+        }
     }
 
     pub fn observe(&self, d: Duration) {
@@ -49,7 +52,11 @@ impl Histogram {
         for (b, c) in self.bounds.iter().zip(&s.0) {
             let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {c}");
         }
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}", s.2, s.1, s.2);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}",
+            s.2, s.1, s.2
+        );
     }
 }
 
@@ -78,14 +85,38 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         for (name, help, c) in [
-            ("jitgate_requests_created_total", "Access requests accepted (pending or approved).", &self.requests_created),
-            ("jitgate_refusals_total", "Actions refused by policy or authorisation.", &self.refusals),
-            ("jitgate_grants_activated_total", "Grants that became active.", &self.grants_activated),
-            ("jitgate_grants_ended_total", "Grants fully ended (expired, released or revoked).", &self.grants_ended),
+            (
+                "jitgate_requests_created_total",
+                "Access requests accepted (pending or approved).",
+                &self.requests_created,
+            ),
+            (
+                "jitgate_refusals_total",
+                "Actions refused by policy or authorisation.",
+                &self.refusals,
+            ),
+            (
+                "jitgate_grants_activated_total",
+                "Grants that became active.",
+                &self.grants_activated,
+            ),
+            (
+                "jitgate_grants_ended_total",
+                "Grants fully ended (expired, released or revoked).",
+                &self.grants_ended,
+            ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", c.get());
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                c.get()
+            );
         }
-        self.expiry_lag.render(&mut out, "jitgate_expiry_lag_seconds", "From a grant's expires_at to it being fully expired.");
+        self.expiry_lag.render(
+            &mut out,
+            "jitgate_expiry_lag_seconds",
+            "From a grant's expires_at to it being fully expired.",
+        );
         out
     }
 }

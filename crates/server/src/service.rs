@@ -6,14 +6,16 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use futures_util::future::join_all;
 use jitgate_audit::{AuditEvent, EventFilter};
 use jitgate_connectors::{Connector, GrantSpec, NoneConnector};
 use jitgate_core::event::Outcome;
 use jitgate_core::lifecycle::Due;
 use jitgate_core::policy::{self, AccessAsk, Policy};
-use jitgate_core::{AccessRequest, Clock, CoreError, EventDraft, Selector, State, Timestamp, duration};
+use jitgate_core::{
+    AccessRequest, Clock, CoreError, EventDraft, Selector, State, Timestamp, duration,
+};
 use jitgate_store::{Change, RequestFilter, RequestKey, Store};
-use futures_util::future::join_all;
 use serde_json::json;
 use tokio::sync::Notify;
 
@@ -78,10 +80,18 @@ impl App {
     }
 
     /// Writes a refusal to the audit log before handing it back to the caller.
-    async fn refused(&self, caller: &Caller, action: &str, target: Option<&AccessRequest>, err: Error) -> Error {
+    async fn refused(
+        &self,
+        caller: &Caller,
+        action: &str,
+        target: Option<&AccessRequest>,
+        err: Error,
+    ) -> Error {
         if let Error::Core(CoreError::Refused(message)) = &err {
             self.metrics.refusals.inc();
-            let mut e = EventDraft::new(self.now(), &caller.principal.name, action).outcome(Outcome::Denied).details(json!({ "message": message }));
+            let mut e = EventDraft::new(self.now(), &caller.principal.name, action)
+                .outcome(Outcome::Denied)
+                .details(json!({ "message": message }));
             if let Some(r) = target {
                 e.resource = Some(r.resource.clone());
                 e.subject = Some(r.principal.clone());
@@ -101,12 +111,27 @@ impl App {
     pub async fn create_request(&self, caller: &Caller, new: NewRequest) -> Result<AccessRequest> {
         let now = self.now();
         let resource = self.config.resource(&new.resource).ok_or_else(|| {
-            let known: Vec<&str> = self.config.resources.iter().map(|r| r.name.as_str()).collect();
-            CoreError::Invalid(format!("unknown resource {:?}; known resources: {}", new.resource, known.join(", ")))
+            let known: Vec<&str> = self
+                .config
+                .resources
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect();
+            CoreError::Invalid(format!(
+                "unknown resource {:?}; known resources: {}",
+                new.resource,
+                known.join(", ")
+            ))
         })?;
         if !resource.roles.contains_key(&new.role) {
             let roles: Vec<&str> = resource.roles.keys().map(String::as_str).collect();
-            return Err(CoreError::Invalid(format!("resource {} has no role {:?}; its roles: {}", resource.name, new.role, roles.join(", "))).into());
+            return Err(CoreError::Invalid(format!(
+                "resource {} has no role {:?}; its roles: {}",
+                resource.name,
+                new.role,
+                roles.join(", ")
+            ))
+            .into());
         }
         let requested = duration::parse(&new.duration)?;
         let ask = AccessAsk {
@@ -144,7 +169,13 @@ impl App {
     }
 
     /// Applies `change` to the request behind `key`, auditing a refusal.
-    async fn change(&self, caller: &Caller, action: &str, key: RequestKey, change: Change) -> Result<AccessRequest> {
+    async fn change(
+        &self,
+        caller: &Caller,
+        action: &str,
+        key: RequestKey,
+        change: Change,
+    ) -> Result<AccessRequest> {
         match self.store.update_request(key.clone(), change).await {
             Ok(r) => Ok(r),
             Err(e) => {
@@ -159,21 +190,46 @@ impl App {
     }
 
     /// Approves a pending request, or the pending extension of an active grant.
-    pub async fn approve(&self, caller: &Caller, id: &str, comment: Option<String>) -> Result<AccessRequest> {
-        let before = self.visible(caller, RequestKey::Request(id.to_owned())).await?;
+    pub async fn approve(
+        &self,
+        caller: &Caller,
+        id: &str,
+        comment: Option<String>,
+    ) -> Result<AccessRequest> {
+        let before = self
+            .visible(caller, RequestKey::Request(id.to_owned()))
+            .await?;
         let config = self.config.clone();
         let clock = self.clock.clone();
         let approver = caller.principal.clone();
         let r = self
-            .change(caller, "request.approve", RequestKey::Request(id.to_owned()), Box::new(move |r| {
-                let policies = resolve(&config, &r.policies);
-                let now = clock.now();
-                if r.state == State::Active && r.grant().and_then(|g| g.pending_extension()).is_some() {
-                    let ext_policies = resolve(&config, &r.grant().and_then(|g| g.pending_extension()).map(|e| e.policies.clone()).unwrap_or_default());
-                    return r.approve_extension(&approver, comment.as_deref(), &ext_policies, now);
-                }
-                r.approve(&approver, comment.as_deref(), &policies, now)
-            }))
+            .change(
+                caller,
+                "request.approve",
+                RequestKey::Request(id.to_owned()),
+                Box::new(move |r| {
+                    let policies = resolve(&config, &r.policies);
+                    let now = clock.now();
+                    if r.state == State::Active
+                        && r.grant().and_then(|g| g.pending_extension()).is_some()
+                    {
+                        let ext_policies = resolve(
+                            &config,
+                            &r.grant()
+                                .and_then(|g| g.pending_extension())
+                                .map(|e| e.policies.clone())
+                                .unwrap_or_default(),
+                        );
+                        return r.approve_extension(
+                            &approver,
+                            comment.as_deref(),
+                            &ext_policies,
+                            now,
+                        );
+                    }
+                    r.approve(&approver, comment.as_deref(), &policies, now)
+                }),
+            )
             .await?;
         if r.state == State::Active && ends_at(&before) != ends_at(&r) {
             self.extend_in_target(&r).await;
@@ -182,79 +238,150 @@ impl App {
     }
 
     /// Denies a pending request, or the pending extension of an active grant.
-    pub async fn deny(&self, caller: &Caller, id: &str, reason: Option<String>) -> Result<AccessRequest> {
-        self.visible(caller, RequestKey::Request(id.to_owned())).await?;
+    pub async fn deny(
+        &self,
+        caller: &Caller,
+        id: &str,
+        reason: Option<String>,
+    ) -> Result<AccessRequest> {
+        self.visible(caller, RequestKey::Request(id.to_owned()))
+            .await?;
         let config = self.config.clone();
         let clock = self.clock.clone();
         let by = caller.principal.clone();
         let is_admin = caller.is_admin;
-        self.change(caller, "request.deny", RequestKey::Request(id.to_owned()), Box::new(move |r| {
-            let now = clock.now();
-            if r.state == State::Active && r.grant().and_then(|g| g.pending_extension()).is_some() {
-                let ext_policies = resolve(&config, &r.grant().and_then(|g| g.pending_extension()).map(|e| e.policies.clone()).unwrap_or_default());
-                return r.deny_extension(&by, is_admin, reason.as_deref(), &ext_policies, now);
-            }
-            r.deny(&by, is_admin, reason.as_deref(), &resolve(&config, &r.policies), now)
-        }))
+        self.change(
+            caller,
+            "request.deny",
+            RequestKey::Request(id.to_owned()),
+            Box::new(move |r| {
+                let now = clock.now();
+                if r.state == State::Active
+                    && r.grant().and_then(|g| g.pending_extension()).is_some()
+                {
+                    let ext_policies = resolve(
+                        &config,
+                        &r.grant()
+                            .and_then(|g| g.pending_extension())
+                            .map(|e| e.policies.clone())
+                            .unwrap_or_default(),
+                    );
+                    return r.deny_extension(&by, is_admin, reason.as_deref(), &ext_policies, now);
+                }
+                r.deny(
+                    &by,
+                    is_admin,
+                    reason.as_deref(),
+                    &resolve(&config, &r.policies),
+                    now,
+                )
+            }),
+        )
         .await
     }
 
     pub async fn cancel(&self, caller: &Caller, id: &str) -> Result<AccessRequest> {
-        self.visible(caller, RequestKey::Request(id.to_owned())).await?;
+        self.visible(caller, RequestKey::Request(id.to_owned()))
+            .await?;
         let clock = self.clock.clone();
         let by = caller.principal.clone();
-        self.change(caller, "request.cancel", RequestKey::Request(id.to_owned()), Box::new(move |r| r.cancel(&by, clock.now()))).await
+        self.change(
+            caller,
+            "request.cancel",
+            RequestKey::Request(id.to_owned()),
+            Box::new(move |r| r.cancel(&by, clock.now())),
+        )
+        .await
     }
 
     // ------------------------------------------------------------------ grants
 
     pub async fn release(&self, caller: &Caller, grant_id: &str) -> Result<AccessRequest> {
-        self.visible(caller, RequestKey::Grant(grant_id.to_owned())).await?;
-        let clock = self.clock.clone();
-        let by = caller.principal.clone();
-        let r = self.change(caller, "grant.release", RequestKey::Grant(grant_id.to_owned()), Box::new(move |r| r.release(&by, clock.now()))).await?;
-        self.after_change(r).await
-    }
-
-    pub async fn revoke(&self, caller: &Caller, grant_id: &str, reason: Option<String>) -> Result<AccessRequest> {
-        if !caller.is_admin {
-            // Say no without revealing whether the grant exists.
-            let err = Error::Core(CoreError::Refused(format!("only admins may revoke grant {grant_id}; the holder may release it")));
-            let target = self.store.get_request(RequestKey::Grant(grant_id.to_owned())).await?;
-            return Err(self.refused(caller, "grant.revoke", target.as_ref(), err).await);
-        }
+        self.visible(caller, RequestKey::Grant(grant_id.to_owned()))
+            .await?;
         let clock = self.clock.clone();
         let by = caller.principal.clone();
         let r = self
-            .change(caller, "grant.revoke", RequestKey::Grant(grant_id.to_owned()), Box::new(move |r| r.revoke(&by, true, reason.as_deref(), clock.now())))
+            .change(
+                caller,
+                "grant.release",
+                RequestKey::Grant(grant_id.to_owned()),
+                Box::new(move |r| r.release(&by, clock.now())),
+            )
             .await?;
         self.after_change(r).await
     }
 
-    pub async fn extend(&self, caller: &Caller, grant_id: &str, extra: &str, reason: Option<String>) -> Result<AccessRequest> {
-        let before = self.visible(caller, RequestKey::Grant(grant_id.to_owned())).await?;
+    pub async fn revoke(
+        &self,
+        caller: &Caller,
+        grant_id: &str,
+        reason: Option<String>,
+    ) -> Result<AccessRequest> {
+        if !caller.is_admin {
+            // Say no without revealing whether the grant exists.
+            let err = Error::Core(CoreError::Refused(format!(
+                "only admins may revoke grant {grant_id}; the holder may release it"
+            )));
+            let target = self
+                .store
+                .get_request(RequestKey::Grant(grant_id.to_owned()))
+                .await?;
+            return Err(self
+                .refused(caller, "grant.revoke", target.as_ref(), err)
+                .await);
+        }
+        let clock = self.clock.clone();
+        let by = caller.principal.clone();
+        let r = self
+            .change(
+                caller,
+                "grant.revoke",
+                RequestKey::Grant(grant_id.to_owned()),
+                Box::new(move |r| r.revoke(&by, true, reason.as_deref(), clock.now())),
+            )
+            .await?;
+        self.after_change(r).await
+    }
+
+    pub async fn extend(
+        &self,
+        caller: &Caller,
+        grant_id: &str,
+        extra: &str,
+        reason: Option<String>,
+    ) -> Result<AccessRequest> {
+        let before = self
+            .visible(caller, RequestKey::Grant(grant_id.to_owned()))
+            .await?;
         let extra = duration::parse(extra)?;
         let config = self.config.clone();
         let clock = self.clock.clone();
         let by = caller.principal.clone();
         let r = self
-            .change(caller, "grant.extend", RequestKey::Grant(grant_id.to_owned()), Box::new(move |r| {
-                let now = clock.now();
-                // The same policies that allowed the request decide the extension, on its own length.
-                let policies: Vec<Policy> = resolve(&config, &r.policies).into_iter().cloned().collect();
-                let ask = AccessAsk {
-                    principal: &by,
-                    resource: &r.resource,
-                    role: &r.role,
-                    duration: extra,
-                    reason: reason.as_deref().or(r.reason.as_deref()),
-                    ticket: r.ticket.as_deref(),
-                    start_at: None,
-                    break_glass: false,
-                };
-                let decision = policy::evaluate(&policies, &ask, now)?;
-                r.request_extension(&by, extra, reason.as_deref(), decision, now)
-            }))
+            .change(
+                caller,
+                "grant.extend",
+                RequestKey::Grant(grant_id.to_owned()),
+                Box::new(move |r| {
+                    let now = clock.now();
+                    // The same policies that allowed the request decide the extension, on its own length.
+                    let policies: Vec<Policy> =
+                        resolve(&config, &r.policies).into_iter().cloned().collect();
+                    let ask = AccessAsk {
+                        principal: &by,
+                        resource: &r.resource,
+                        role: &r.role,
+                        duration: extra,
+                        reason: reason.as_deref().or(r.reason.as_deref()),
+                        ticket: r.ticket.as_deref(),
+                        start_at: None,
+                        break_glass: false,
+                    };
+                    let decision = policy::evaluate(&policies, &ask, now)?;
+                    r.request_extension(&by, extra, reason.as_deref(), decision, now)
+                }),
+            )
             .await?;
         if ends_at(&before) != ends_at(&r) {
             self.extend_in_target(&r).await;
@@ -262,16 +389,30 @@ impl App {
         Ok(r)
     }
 
-    pub async fn review(&self, caller: &Caller, grant_id: &str, comment: Option<String>) -> Result<AccessRequest> {
-        self.visible(caller, RequestKey::Grant(grant_id.to_owned())).await?;
+    pub async fn review(
+        &self,
+        caller: &Caller,
+        grant_id: &str,
+        comment: Option<String>,
+    ) -> Result<AccessRequest> {
+        self.visible(caller, RequestKey::Grant(grant_id.to_owned()))
+            .await?;
         let config = self.config.clone();
         let clock = self.clock.clone();
         let by = caller.principal.clone();
         let is_admin = caller.is_admin;
-        self.change(caller, "grant.review", RequestKey::Grant(grant_id.to_owned()), Box::new(move |r| {
-            let may_review = is_admin || resolve(&config, &r.policies).iter().any(|p| Selector::any_matches(&p.approval.approvers, &by));
-            r.review(&by, may_review, comment.as_deref(), clock.now())
-        }))
+        self.change(
+            caller,
+            "grant.review",
+            RequestKey::Grant(grant_id.to_owned()),
+            Box::new(move |r| {
+                let may_review = is_admin
+                    || resolve(&config, &r.policies)
+                        .iter()
+                        .any(|p| Selector::any_matches(&p.approval.approvers, &by));
+                r.review(&by, may_review, comment.as_deref(), clock.now())
+            }),
+        )
         .await
     }
 
@@ -286,7 +427,9 @@ impl App {
     }
 
     async fn extend_in_target(&self, r: &AccessRequest) {
-        let (Some(g), Some(connector)) = (&r.grant, self.connectors.get(&r.resource)) else { return };
+        let (Some(g), Some(connector)) = (&r.grant, self.connectors.get(&r.resource)) else {
+            return;
+        };
         if let Some(handle) = &g.handle
             && let Err(e) = connector.extend(handle, g.expires_at).await
         {
@@ -301,7 +444,12 @@ impl App {
     /// revocation in the target. Returns the request as it stands afterwards.
     pub async fn drive(&self, known: AccessRequest) -> Result<AccessRequest> {
         let id = known.id.clone();
-        if !self.in_flight.lock().expect("in-flight lock").insert(id.clone()) {
+        if !self
+            .in_flight
+            .lock()
+            .expect("in-flight lock")
+            .insert(id.clone())
+        {
             return Ok(known); // another task is driving it and will finish the job
         }
         let out = self.drive_claimed(known).await;
@@ -311,13 +459,21 @@ impl App {
 
     /// Drives a request by id; used by the scheduler for what is due.
     pub(crate) async fn drive_id(&self, id: String) -> Result<()> {
-        if !self.in_flight.lock().expect("in-flight lock").insert(id.clone()) {
+        if !self
+            .in_flight
+            .lock()
+            .expect("in-flight lock")
+            .insert(id.clone())
+        {
             return Ok(());
         }
         let clock = self.clock.clone();
         let step = self
             .store
-            .update_request(RequestKey::Request(id.clone()), Box::new(move |r| advance(r, clock.now())))
+            .update_request(
+                RequestKey::Request(id.clone()),
+                Box::new(move |r| advance(r, clock.now())),
+            )
             .await;
         let out = match step {
             Ok(r) => self.drive_claimed(r).await.map(|_| ()),
@@ -339,8 +495,19 @@ impl App {
                 };
                 let clock = self.clock.clone();
                 let result = match provisioned.clone() {
-                    Ok(handle) => self.store.update_request(key, Box::new(move |r| r.activate(handle, clock.now()))).await,
-                    Err(e) => self.store.update_request(key, Box::new(move |r| r.activation_failed(&e, clock.now()))).await,
+                    Ok(handle) => {
+                        self.store
+                            .update_request(key, Box::new(move |r| r.activate(handle, clock.now())))
+                            .await
+                    }
+                    Err(e) => {
+                        self.store
+                            .update_request(
+                                key,
+                                Box::new(move |r| r.activation_failed(&e, clock.now())),
+                            )
+                            .await
+                    }
                 };
                 match (result, provisioned) {
                     (Ok(r), _) => {
@@ -366,14 +533,29 @@ impl App {
                 let revoked = match (&handle, self.connectors.get(&r.resource)) {
                     (None, _) => Ok(()),
                     (Some(h), Some(c)) => c.revoke(h).await.map_err(|e| e.to_string()),
-                    (Some(_), None) => Err(format!("resource {} is no longer configured; restore it so the grant can be revoked", r.resource)),
+                    (Some(_), None) => Err(format!(
+                        "resource {} is no longer configured; restore it so the grant can be revoked",
+                        r.resource
+                    )),
                 };
                 let clock = self.clock.clone();
                 let r = match revoked {
-                    Ok(()) => self.store.update_request(key, Box::new(move |r| r.finish_revocation(clock.now()))).await?,
+                    Ok(()) => {
+                        self.store
+                            .update_request(
+                                key,
+                                Box::new(move |r| r.finish_revocation(clock.now())),
+                            )
+                            .await?
+                    }
                     Err(e) => {
                         tracing::warn!(request = %r.id, error = %e, "revocation failed; will retry");
-                        self.store.update_request(key, Box::new(move |r| r.revocation_failed(&e, clock.now()))).await?
+                        self.store
+                            .update_request(
+                                key,
+                                Box::new(move |r| r.revocation_failed(&e, clock.now())),
+                            )
+                            .await?
                     }
                 };
                 if r.state.is_terminal() {
@@ -381,7 +563,9 @@ impl App {
                     if let Some(g) = &r.grant
                         && r.state == State::Expired
                     {
-                        self.metrics.expiry_lag.observe(duration::until(g.expires_at, self.now()));
+                        self.metrics
+                            .expiry_lag
+                            .observe(duration::until(g.expires_at, self.now()));
                     }
                 }
                 Ok(r)
@@ -391,14 +575,23 @@ impl App {
     }
 
     fn grant_spec(&self, r: &AccessRequest) -> GrantSpec {
-        let grants = self.config.resource(&r.resource).and_then(|res| res.roles.get(&r.role)).map(|d| d.grants.clone()).unwrap_or_default();
+        let grants = self
+            .config
+            .resource(&r.resource)
+            .and_then(|res| res.roles.get(&r.role))
+            .map(|d| d.grants.clone())
+            .unwrap_or_default();
         GrantSpec {
             grant_id: r.grant_id.clone(),
             principal: r.principal.clone(),
             resource: r.resource.clone(),
             role: r.role.clone(),
             grants,
-            expires_at: r.grant.as_ref().map(|g| g.expires_at).unwrap_or(r.created_at),
+            expires_at: r
+                .grant
+                .as_ref()
+                .map(|g| g.expires_at)
+                .unwrap_or(r.created_at),
         }
     }
 
@@ -406,28 +599,54 @@ impl App {
 
     /// Policies under which the caller may approve, so approvers see what awaits them.
     fn approvable_policies(&self, caller: &Caller) -> Vec<String> {
-        self.config.policies.iter().filter(|p| Selector::any_matches(&p.approval.approvers, &caller.principal)).map(|p| p.name.clone()).collect()
+        self.config
+            .policies
+            .iter()
+            .filter(|p| Selector::any_matches(&p.approval.approvers, &caller.principal))
+            .map(|p| p.name.clone())
+            .collect()
     }
 
     /// Loads a request the caller may see; anything else is "not found", so ids leak nothing.
     pub async fn visible(&self, caller: &Caller, key: RequestKey) -> Result<AccessRequest> {
-        let r = self.store.get_request(key.clone()).await?.ok_or_else(|| Error::NotFound(key.to_string()))?;
+        let r = self
+            .store
+            .get_request(key.clone())
+            .await?
+            .ok_or_else(|| Error::NotFound(key.to_string()))?;
         let sees = caller.is_admin
             || caller.is_auditor
             || r.principal == caller.principal.name
-            || r.policies.iter().any(|p| self.approvable_policies(caller).contains(p));
-        if sees { Ok(r) } else { Err(Error::NotFound(key.to_string())) }
+            || r.policies
+                .iter()
+                .any(|p| self.approvable_policies(caller).contains(p));
+        if sees {
+            Ok(r)
+        } else {
+            Err(Error::NotFound(key.to_string()))
+        }
     }
 
-    pub async fn list(&self, caller: &Caller, mut filter: RequestFilter) -> Result<Vec<AccessRequest>> {
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        mut filter: RequestFilter,
+    ) -> Result<Vec<AccessRequest>> {
         if !(caller.is_admin || caller.is_auditor) {
-            filter.visible_to = Some((caller.principal.name.clone(), self.approvable_policies(caller)));
+            filter.visible_to = Some((
+                caller.principal.name.clone(),
+                self.approvable_policies(caller),
+            ));
         }
         Ok(self.store.list_requests(filter).await?)
     }
 
     /// Searches the audit log: auditors and admins see everything, others what involves them.
-    pub async fn audit_search(&self, caller: &Caller, mut filter: EventFilter) -> Result<Vec<AuditEvent>> {
+    pub async fn audit_search(
+        &self,
+        caller: &Caller,
+        mut filter: EventFilter,
+    ) -> Result<Vec<AuditEvent>> {
         if !(caller.is_admin || caller.is_auditor) {
             filter.involving = Some(caller.principal.name.clone());
         }
@@ -466,7 +685,10 @@ fn ends_at(r: &AccessRequest) -> Option<Timestamp> {
 }
 
 /// The state-only steps the scheduler takes when something is due.
-fn advance(r: &mut AccessRequest, now: Timestamp) -> std::result::Result<Vec<EventDraft>, CoreError> {
+fn advance(
+    r: &mut AccessRequest,
+    now: Timestamp,
+) -> std::result::Result<Vec<EventDraft>, CoreError> {
     match r.due(now) {
         Some(Due::TimeOut) => r.time_out(now),
         Some(Due::ExpireUnused) => r.expire_unused(now),

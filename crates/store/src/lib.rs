@@ -50,11 +50,19 @@ pub struct RequestFilter {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Writes a new request and its events.
-    async fn insert_request(&self, request: AccessRequest, events: Vec<EventDraft>) -> Result<(), StoreError>;
+    async fn insert_request(
+        &self,
+        request: AccessRequest,
+        events: Vec<EventDraft>,
+    ) -> Result<(), StoreError>;
 
     /// Loads a request, applies `change`, and writes the result with its events atomically.
     /// Changes to the same request are serialised, so no update is lost.
-    async fn update_request(&self, key: RequestKey, change: Change) -> Result<AccessRequest, StoreError>;
+    async fn update_request(
+        &self,
+        key: RequestKey,
+        change: Change,
+    ) -> Result<AccessRequest, StoreError>;
 
     /// Writes events that change no request (a refused request, credentials issued).
     async fn append_events(&self, events: Vec<EventDraft>) -> Result<(), StoreError>;

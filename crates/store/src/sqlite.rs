@@ -34,7 +34,10 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, applies migrations, starts the writer.
     pub fn open(path: &Path) -> Result<Self> {
-        let mut conn = open_connection(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
+        let mut conn = open_connection(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
@@ -42,7 +45,13 @@ impl SqliteStore {
             .name("jitgate-sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| StoreError::Db(format!("cannot start the writer thread: {e}")))?;
-        Ok(Self { writer: tx, readers: Arc::new(ReadPool { path: path.to_owned(), idle: Mutex::new(Vec::new()) }) })
+        Ok(Self {
+            writer: tx,
+            readers: Arc::new(ReadPool {
+                path: path.to_owned(),
+                idle: Mutex::new(Vec::new()),
+            }),
+        })
     }
 
     async fn write<T, F>(&self, work: F) -> Result<T>
@@ -51,8 +60,15 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job: Box<dyn Job> = Box::new(Pending { work: Some(work), result: None, reply });
-        self.writer.send(job).await.map_err(|_| StoreError::Closed)?;
+        let job: Box<dyn Job> = Box::new(Pending {
+            work: Some(work),
+            result: None,
+            reply,
+        });
+        self.writer
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -214,7 +230,8 @@ fn insert_events(conn: &Connection, events: &[EventDraft]) -> Result<()> {
 }
 
 fn write_request(conn: &Connection, r: &AccessRequest, insert: bool) -> Result<()> {
-    let body = serde_json::to_string(r).map_err(|e| StoreError::Db(format!("cannot encode request {}: {e}", r.id)))?;
+    let body = serde_json::to_string(r)
+        .map_err(|e| StoreError::Db(format!("cannot encode request {}: {e}", r.id)))?;
     let deadline = r.next_deadline().map(us);
     if insert {
         conn.prepare_cached(
@@ -222,7 +239,8 @@ fn write_request(conn: &Connection, r: &AccessRequest, insert: bool) -> Result<(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?
         .execute(params![r.id, r.grant_id, r.principal, r.resource, r.state.as_str(), r.grant.is_some(), us(r.created_at), deadline, body])?;
-        let mut link = conn.prepare_cached("INSERT INTO request_policies (policy, request_id) VALUES (?1, ?2)")?;
+        let mut link = conn
+            .prepare_cached("INSERT INTO request_policies (policy, request_id) VALUES (?1, ?2)")?;
         for p in &r.policies {
             link.execute(params![p, r.id])?;
         }
@@ -236,17 +254,25 @@ fn write_request(conn: &Connection, r: &AccessRequest, insert: bool) -> Result<(
 fn load_request(conn: &Connection, key: &RequestKey) -> Result<Option<AccessRequest>> {
     let (sql, id) = match key {
         RequestKey::Request(id) => ("SELECT id, body FROM requests WHERE id = ?1", id),
-        RequestKey::Grant(id) => ("SELECT id, body FROM requests WHERE grant_id = ?1 AND has_grant", id),
+        RequestKey::Grant(id) => (
+            "SELECT id, body FROM requests WHERE grant_id = ?1 AND has_grant",
+            id,
+        ),
     };
     let row = conn
         .prepare_cached(sql)?
-        .query_row([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .query_row([id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
         .optional()?;
     row.map(|(id, body)| decode(&id, &body)).transpose()
 }
 
 fn decode(id: &str, body: &str) -> Result<AccessRequest> {
-    serde_json::from_str(body).map_err(|e| StoreError::Corrupt { id: id.to_owned(), why: e.to_string() })
+    serde_json::from_str(body).map_err(|e| StoreError::Corrupt {
+        id: id.to_owned(),
+        why: e.to_string(),
+    })
 }
 
 fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEvent> {
@@ -293,7 +319,11 @@ impl Where {
     }
 
     fn sql(&self) -> String {
-        if self.clauses.is_empty() { String::new() } else { format!("WHERE {}", self.clauses.join(" AND ")) }
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", self.clauses.join(" AND "))
+        }
     }
 }
 
@@ -309,7 +339,8 @@ impl Store for SqliteStore {
 
     async fn update_request(&self, key: RequestKey, change: Change) -> Result<AccessRequest> {
         self.write(move |conn| {
-            let mut request = load_request(conn, &key)?.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+            let mut request =
+                load_request(conn, &key)?.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
             let events = change(&mut request)?;
             if !events.is_empty() {
                 write_request(conn, &request, false)?;
@@ -342,7 +373,9 @@ impl Store for SqliteStore {
                 w.params.push(who.into());
                 if !policies.is_empty() {
                     let first = w.next();
-                    let marks: Vec<String> = (first..first + policies.len()).map(|i| format!("?{i}")).collect();
+                    let marks: Vec<String> = (first..first + policies.len())
+                        .map(|i| format!("?{i}"))
+                        .collect();
                     alt += &format!(
                         " OR id IN (SELECT request_id FROM request_policies WHERE policy IN ({}))",
                         marks.join(", ")
@@ -351,10 +384,19 @@ impl Store for SqliteStore {
                 }
                 w.clauses.push(format!("({alt})"));
             }
-            let limit = if f.limit == 0 { 100 } else { f.limit.min(MAX_LIST) };
-            let sql = format!("SELECT id, body FROM requests {} ORDER BY created_us DESC, id LIMIT {limit}", w.sql());
+            let limit = if f.limit == 0 {
+                100
+            } else {
+                f.limit.min(MAX_LIST)
+            };
+            let sql = format!(
+                "SELECT id, body FROM requests {} ORDER BY created_us DESC, id LIMIT {limit}",
+                w.sql()
+            );
             let mut stmt = conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(params_from_iter(w.params), |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let rows = stmt.query_map(params_from_iter(w.params), |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?;
             rows.map(|row| {
                 let (id, body) = row?;
                 decode(&id, &body)
@@ -378,7 +420,9 @@ impl Store for SqliteStore {
     async fn next_deadline(&self) -> Result<Option<Timestamp>> {
         self.read(|conn| {
             let v: Option<i64> = conn
-                .prepare_cached("SELECT min(next_deadline_us) FROM requests WHERE next_deadline_us IS NOT NULL")?
+                .prepare_cached(
+                    "SELECT min(next_deadline_us) FROM requests WHERE next_deadline_us IS NOT NULL",
+                )?
                 .query_row([], |r| r.get(0))?;
             Ok(v.map(from_us))
         })

@@ -24,7 +24,10 @@ fn new_request(who: &str, policy: &str) -> (AccessRequest, Vec<EventDraft>) {
         start_at: None,
         break_glass: false,
     };
-    let d = Decision::NeedsApproval { policies: vec![policy.into()], pending_timeout: Duration::from_secs(60) };
+    let d = Decision::NeedsApproval {
+        policies: vec![policy.into()],
+        pending_timeout: Duration::from_secs(60),
+    };
     AccessRequest::create(&ask, d, now()).unwrap()
 }
 
@@ -39,9 +42,19 @@ async fn request_and_its_events_are_written_together() {
     let (_d, s) = store();
     let (r, ev) = new_request("alice", "p");
     s.insert_request(r.clone(), ev).await.unwrap();
-    let back = s.get_request(RequestKey::Request(r.id.clone())).await.unwrap().unwrap();
+    let back = s
+        .get_request(RequestKey::Request(r.id.clone()))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(back, r);
-    let events = s.search_events(EventFilter { request_id: Some(r.id.clone()), ..Default::default() }).await.unwrap();
+    let events = s
+        .search_events(EventFilter {
+            request_id: Some(r.id.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].action, "request.created");
     assert_eq!(events[0].details["role"], "read");
@@ -72,11 +85,34 @@ async fn a_refused_change_writes_nothing_and_others_in_the_batch_still_commit() 
         Box::new(|r| r.cancel(&Principal::user("bob", &[]), now())),
     );
     let (refused, ok) = (refused.await.unwrap(), ok.await);
-    assert!(matches!(refused, Err(StoreError::Domain(CoreError::Refused(_)))));
+    assert!(matches!(
+        refused,
+        Err(StoreError::Domain(CoreError::Refused(_)))
+    ));
     assert_eq!(ok.unwrap().state, State::Cancelled);
-    assert_eq!(s.get_request(RequestKey::Request(a.id.clone())).await.unwrap().unwrap().state, State::Pending);
-    assert_eq!(s.get_request(RequestKey::Request(b.id.clone())).await.unwrap().unwrap().state, State::Cancelled);
-    let a_events = s.search_events(EventFilter { request_id: Some(a.id), ..Default::default() }).await.unwrap();
+    assert_eq!(
+        s.get_request(RequestKey::Request(a.id.clone()))
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        State::Pending
+    );
+    assert_eq!(
+        s.get_request(RequestKey::Request(b.id.clone()))
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        State::Cancelled
+    );
+    let a_events = s
+        .search_events(EventFilter {
+            request_id: Some(a.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(a_events.len(), 1, "only request.created");
 }
 
@@ -93,7 +129,12 @@ async fn concurrent_changes_to_one_request_are_not_lost() {
             s.update_request(
                 RequestKey::Request(id),
                 Box::new(move |r| {
-                    r.approvals.push(jitgate_core::lifecycle::Approval { by: format!("a{i}"), at: now(), comment: None, counts_for: vec![] });
+                    r.approvals.push(jitgate_core::lifecycle::Approval {
+                        by: format!("a{i}"),
+                        at: now(),
+                        comment: None,
+                        counts_for: vec![],
+                    });
                     Ok(vec![EventDraft::new(now(), "t", "test.touch")])
                 }),
             )
@@ -103,19 +144,37 @@ async fn concurrent_changes_to_one_request_are_not_lost() {
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    let back = s.get_request(RequestKey::Request(r.id)).await.unwrap().unwrap();
+    let back = s
+        .get_request(RequestKey::Request(r.id))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(back.approvals.len(), 50);
 }
 
 #[tokio::test]
 async fn unknown_keys_are_not_found() {
     let (_d, s) = store();
-    let e = s.update_request(RequestKey::Grant("grt_nope".into()), Box::new(|_| Ok(vec![]))).await.unwrap_err();
-    assert!(matches!(e, StoreError::NotFound(ref k) if k == "grant grt_nope"), "{e}");
+    let e = s
+        .update_request(
+            RequestKey::Grant("grt_nope".into()),
+            Box::new(|_| Ok(vec![])),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, StoreError::NotFound(ref k) if k == "grant grt_nope"),
+        "{e}"
+    );
     // a request without a grant yet is not found by its reserved grant id
     let (r, ev) = new_request("alice", "p");
     s.insert_request(r.clone(), ev).await.unwrap();
-    assert!(s.get_request(RequestKey::Grant(r.grant_id)).await.unwrap().is_none());
+    assert!(
+        s.get_request(RequestKey::Grant(r.grant_id))
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -123,9 +182,13 @@ async fn audit_events_are_append_only_in_the_database() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jitgate.db");
     let s = SqliteStore::open(&path).unwrap();
-    s.append_events(vec![EventDraft::new(now(), "x", "test.one")]).await.unwrap();
+    s.append_events(vec![EventDraft::new(now(), "x", "test.one")])
+        .await
+        .unwrap();
     let conn = rusqlite::Connection::open(&path).unwrap();
-    let e = conn.execute("UPDATE audit_events SET actor = 'mallory'", []).unwrap_err();
+    let e = conn
+        .execute("UPDATE audit_events SET actor = 'mallory'", [])
+        .unwrap_err();
     assert!(e.to_string().contains("append-only"), "{e}");
     let e = conn.execute("DELETE FROM audit_events", []).unwrap_err();
     assert!(e.to_string().contains("append-only"), "{e}");
@@ -143,9 +206,21 @@ async fn visibility_filter_shows_own_requests_and_those_awaiting_my_policies() {
         n.sort();
         n
     };
-    let mine = s.list_requests(RequestFilter { visible_to: Some(("bob".into(), vec![])), ..Default::default() }).await.unwrap();
+    let mine = s
+        .list_requests(RequestFilter {
+            visible_to: Some(("bob".into(), vec![])),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(names(mine), ["bob"]);
-    let approver = s.list_requests(RequestFilter { visible_to: Some(("dora".into(), vec!["p".into()])), ..Default::default() }).await.unwrap();
+    let approver = s
+        .list_requests(RequestFilter {
+            visible_to: Some(("dora".into(), vec!["p".into()])),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(names(approver), ["alice", "carol"]);
     let all = s.list_requests(RequestFilter::default()).await.unwrap();
     assert_eq!(all.len(), 3);
@@ -156,27 +231,76 @@ async fn event_search_filters_and_pages() {
     let (_d, s) = store();
     let mut events = Vec::new();
     for i in 0..10 {
-        let mut e = EventDraft::new(duration::add(now(), Duration::from_secs(i)), if i % 2 == 0 { "alice" } else { "bob" }, if i < 5 { "request.created" } else { "grant.expired" });
+        let mut e = EventDraft::new(
+            duration::add(now(), Duration::from_secs(i)),
+            if i % 2 == 0 { "alice" } else { "bob" },
+            if i < 5 {
+                "request.created"
+            } else {
+                "grant.expired"
+            },
+        );
         e.subject = Some("carol".into());
         events.push(e);
     }
     s.append_events(events).await.unwrap();
-    let by_glob = s.search_events(EventFilter { action: Some("grant.*".into()), ..Default::default() }).await.unwrap();
+    let by_glob = s
+        .search_events(EventFilter {
+            action: Some("grant.*".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(by_glob.len(), 5);
-    let by_actor = s.search_events(EventFilter { actor: Some("alice".into()), ..Default::default() }).await.unwrap();
+    let by_actor = s
+        .search_events(EventFilter {
+            actor: Some("alice".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(by_actor.len(), 5);
     let window = s
-        .search_events(EventFilter { since: Some(duration::add(now(), Duration::from_secs(2))), until: Some(duration::add(now(), Duration::from_secs(4))), ..Default::default() })
+        .search_events(EventFilter {
+            since: Some(duration::add(now(), Duration::from_secs(2))),
+            until: Some(duration::add(now(), Duration::from_secs(4))),
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(window.len(), 2);
-    let page1 = s.search_events(EventFilter { limit: 4, ..Default::default() }).await.unwrap();
-    let page2 = s.search_events(EventFilter { limit: 4, after_seq: Some(page1[3].seq), ..Default::default() }).await.unwrap();
+    let page1 = s
+        .search_events(EventFilter {
+            limit: 4,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let page2 = s
+        .search_events(EventFilter {
+            limit: 4,
+            after_seq: Some(page1[3].seq),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(page2.len(), 4);
     assert!(page2[0].seq > page1[3].seq);
-    let involving = s.search_events(EventFilter { involving: Some("carol".into()), ..Default::default() }).await.unwrap();
+    let involving = s
+        .search_events(EventFilter {
+            involving: Some("carol".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(involving.len(), 10, "subject counts as involvement");
-    let underscore = s.search_events(EventFilter { action: Some("request_created".into()), ..Default::default() }).await.unwrap();
+    let underscore = s
+        .search_events(EventFilter {
+            action: Some("request_created".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert!(underscore.is_empty(), "_ in a glob is literal");
 }
 
@@ -190,6 +314,17 @@ async fn reopening_keeps_everything() {
         s.insert_request(r.clone(), ev).await.unwrap();
     }
     let s = SqliteStore::open(&path).unwrap();
-    assert_eq!(s.get_request(RequestKey::Request(r.id.clone())).await.unwrap().unwrap(), r);
-    assert_eq!(s.due_requests(duration::add(now(), Duration::from_secs(61)), 10).await.unwrap(), vec![r.id]);
+    assert_eq!(
+        s.get_request(RequestKey::Request(r.id.clone()))
+            .await
+            .unwrap()
+            .unwrap(),
+        r
+    );
+    assert_eq!(
+        s.due_requests(duration::add(now(), Duration::from_secs(61)), 10)
+            .await
+            .unwrap(),
+        vec![r.id]
+    );
 }

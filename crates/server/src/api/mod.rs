@@ -42,7 +42,9 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/grants/{id}/extend", post(extend))
         .route("/api/v1/grants/{id}/review", post(review))
         .route("/api/v1/audit/events", get(audit_events))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
         .with_state(app)
 }
 
@@ -71,7 +73,11 @@ pub struct ErrorDetail {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     fn bad_request(message: impl Into<String>) -> Self {
@@ -82,15 +88,31 @@ impl ApiError {
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         match e {
-            Error::Unauthenticated => Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string()),
-            Error::NotFound(what) => Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found")),
+            Error::Unauthenticated => {
+                Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string())
+            }
+            Error::NotFound(what) => Self::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("{what} not found"),
+            ),
             Error::Core(CoreError::Refused(m)) => Self::new(StatusCode::FORBIDDEN, "forbidden", m),
             Error::Core(CoreError::Invalid(m)) => Self::bad_request(m),
-            Error::Core(c @ CoreError::InvalidTransition { .. }) => Self::new(StatusCode::CONFLICT, "conflict", c.to_string()),
-            Error::Store(StoreError::Closed) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "jitgate is shutting down"),
+            Error::Core(c @ CoreError::InvalidTransition { .. }) => {
+                Self::new(StatusCode::CONFLICT, "conflict", c.to_string())
+            }
+            Error::Store(StoreError::Closed) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "jitgate is shutting down",
+            ),
             other => {
                 tracing::error!(error = ?other, "internal error");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; see the server log",
+                )
             }
         }
     }
@@ -98,7 +120,12 @@ impl From<Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code.into(), message: self.message } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.into(),
+                message: self.message,
+            },
+        };
         (self.status, Json(body)).into_response()
     }
 }
@@ -121,7 +148,11 @@ impl FromRequestParts<AppState> for Auth {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or_else(|| ApiError::from(Error::Unauthenticated))?;
-        app.auth.authenticate(token).cloned().map(Auth).ok_or_else(|| Error::Unauthenticated.into())
+        app.auth
+            .authenticate(token)
+            .cloned()
+            .map(Auth)
+            .ok_or_else(|| Error::Unauthenticated.into())
     }
 }
 
@@ -132,9 +163,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| ApiError::bad_request(e.body_text()))?;
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
-        serde_json::from_slice(bytes).map(Body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(bytes)
+            .map(Body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
     }
 }
 
@@ -145,7 +184,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        Query::<T>::from_request_parts(parts, state).await.map(|Query(v)| Params(v)).map_err(|e| ApiError::bad_request(e.body_text()))
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| Params(v))
+            .map_err(|e| ApiError::bad_request(e.body_text()))
     }
 }
 
@@ -223,9 +265,18 @@ pub struct AuditQuery {
 
 impl ListQuery {
     fn filter(self) -> Result<RequestFilter, ApiError> {
-        let state = self.state.as_deref().map(str::parse::<State>).transpose().map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let state = self
+            .state
+            .as_deref()
+            .map(str::parse::<State>)
+            .transpose()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
         Ok(RequestFilter {
-            state: if self.active == Some(true) { Some(State::Active) } else { state },
+            state: if self.active == Some(true) {
+                Some(State::Active)
+            } else {
+                state
+            },
             principal: self.principal,
             resource: self.resource,
             limit: self.limit.unwrap_or(100),
@@ -241,7 +292,13 @@ async fn healthz() -> &'static str {
 }
 
 async fn metrics(AxState(app): AxState<AppState>) -> impl IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render())
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        app.metrics.render(),
+    )
 }
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
@@ -253,7 +310,10 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 async fn whoami(Auth(c): Auth) -> Json<WhoAmI> {
     Json(WhoAmI {
         name: c.principal.name,
-        kind: serde_json::to_value(c.principal.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+        kind: serde_json::to_value(c.principal.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
         groups: c.principal.groups,
         admin: c.is_admin,
         auditor: c.is_auditor,
@@ -265,46 +325,88 @@ async fn whoami(Auth(c): Auth) -> Json<WhoAmI> {
 #[utoipa::path(post, path = "/api/v1/requests", request_body = CreateRequestBody,
     responses((status = 201, body = RequestView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody, description = "refused by policy (default deny)")),
     security(("bearer" = [])))]
-async fn create_request(AxState(app): AxState<AppState>, Auth(c): Auth, Body(b): Body<CreateRequestBody>) -> Result<(StatusCode, Json<RequestView>), ApiError> {
-    let new = NewRequest { resource: b.resource, role: b.role, duration: b.duration, reason: b.reason, ticket: b.ticket, start_at: b.start_at, break_glass: b.break_glass };
+async fn create_request(
+    AxState(app): AxState<AppState>,
+    Auth(c): Auth,
+    Body(b): Body<CreateRequestBody>,
+) -> Result<(StatusCode, Json<RequestView>), ApiError> {
+    let new = NewRequest {
+        resource: b.resource,
+        role: b.role,
+        duration: b.duration,
+        reason: b.reason,
+        ticket: b.ticket,
+        start_at: b.start_at,
+        break_glass: b.break_glass,
+    };
     let r = app.create_request(&c, new).await?;
     Ok((StatusCode::CREATED, Json(RequestView::from(&r))))
 }
 
 /// Requests the caller may see: their own, those awaiting their approval; all for admins and auditors.
 #[utoipa::path(get, path = "/api/v1/requests", params(ListQuery), responses((status = 200, body = Vec<RequestView>)), security(("bearer" = [])))]
-async fn list_requests(AxState(app): AxState<AppState>, Auth(c): Auth, Params(q): Params<ListQuery>) -> ApiResult<Vec<RequestView>> {
+async fn list_requests(
+    AxState(app): AxState<AppState>,
+    Auth(c): Auth,
+    Params(q): Params<ListQuery>,
+) -> ApiResult<Vec<RequestView>> {
     let list = app.list(&c, q.filter()?).await?;
     Ok(Json(list.iter().map(RequestView::from).collect()))
 }
 
 #[utoipa::path(get, path = "/api/v1/requests/{id}", params(("id" = String, Path)), responses((status = 200, body = RequestView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
-async fn get_request(AxState(app): AxState<AppState>, Auth(c): Auth, Path(id): Path<String>) -> ApiResult<RequestView> {
-    Ok(Json(RequestView::from(&app.visible(&c, RequestKey::Request(id)).await?)))
+async fn get_request(
+    AxState(app): AxState<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<RequestView> {
+    Ok(Json(RequestView::from(
+        &app.visible(&c, RequestKey::Request(id)).await?,
+    )))
 }
 
 /// Approve a pending request, or the pending extension of its active grant.
 #[utoipa::path(post, path = "/api/v1/requests/{id}/approve", params(("id" = String, Path)), request_body = CommentBody,
     responses((status = 200, body = RequestView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
-async fn approve(AxState(app): AxState<AppState>, Auth(c): Auth, Path(id): Path<String>, Body(b): Body<CommentBody>) -> ApiResult<RequestView> {
-    Ok(Json(RequestView::from(&app.approve(&c, &id, b.comment).await?)))
+async fn approve(
+    AxState(app): AxState<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+    Body(b): Body<CommentBody>,
+) -> ApiResult<RequestView> {
+    Ok(Json(RequestView::from(
+        &app.approve(&c, &id, b.comment).await?,
+    )))
 }
 
 /// Deny a pending request, or the pending extension of its active grant.
 #[utoipa::path(post, path = "/api/v1/requests/{id}/deny", params(("id" = String, Path)), request_body = ReasonBody,
     responses((status = 200, body = RequestView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
-async fn deny(AxState(app): AxState<AppState>, Auth(c): Auth, Path(id): Path<String>, Body(b): Body<ReasonBody>) -> ApiResult<RequestView> {
+async fn deny(
+    AxState(app): AxState<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+    Body(b): Body<ReasonBody>,
+) -> ApiResult<RequestView> {
     Ok(Json(RequestView::from(&app.deny(&c, &id, b.reason).await?)))
 }
 
 #[utoipa::path(post, path = "/api/v1/requests/{id}/cancel", params(("id" = String, Path)),
     responses((status = 200, body = RequestView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
-async fn cancel(AxState(app): AxState<AppState>, Auth(c): Auth, Path(id): Path<String>) -> ApiResult<RequestView> {
+async fn cancel(
+    AxState(app): AxState<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<RequestView> {
     Ok(Json(RequestView::from(&app.cancel(&c, &id).await?)))
 }
 
 #[utoipa::path(get, path = "/api/v1/grants", params(ListQuery), responses((status = 200, body = Vec<GrantView>)), security(("bearer" = [])))]
-async fn list_grants(AxState(app): AxState<AppState>, Auth(c): Auth, Params(q): Params<ListQuery>) -> ApiResult<Vec<GrantView>> {
+async fn list_grants(
+    AxState(app): AxState<AppState>,
+    Auth(c): Auth,
+    Params(q): Params<ListQuery>,
+) -> ApiResult<Vec<GrantView>> {
     let mut filter = q.filter()?;
     filter.with_grant = true;
     let list = app.list(&c, filter).await?;
@@ -312,45 +414,74 @@ async fn list_grants(AxState(app): AxState<AppState>, Auth(c): Auth, Params(q): 
 }
 
 #[utoipa::path(get, path = "/api/v1/grants/{id}", params(("id" = String, Path)), responses((status = 200, body = GrantView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
-async fn get_grant(AxState(app): AxState<AppState>, Auth(c): Auth, Path(id): Path<String>) -> ApiResult<GrantView> {
+async fn get_grant(
+    AxState(app): AxState<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<GrantView> {
     grant_view(&app.visible(&c, RequestKey::Grant(id)).await?)
 }
 
 fn grant_view(r: &jitgate_core::AccessRequest) -> ApiResult<GrantView> {
-    GrantView::of(r).map(Json).ok_or_else(|| Error::NotFound(format!("grant of request {}", r.id)).into())
+    GrantView::of(r)
+        .map(Json)
+        .ok_or_else(|| Error::NotFound(format!("grant of request {}", r.id)).into())
 }
 
 /// "I'm done": the holder ends the grant now.
 #[utoipa::path(post, path = "/api/v1/grants/{id}/release", params(("id" = String, Path)),
     responses((status = 200, body = GrantView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
-async fn release(AxState(app): AxState<AppState>, Auth(c): Auth, Path(id): Path<String>) -> ApiResult<GrantView> {
+async fn release(
+    AxState(app): AxState<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<GrantView> {
     grant_view(&app.release(&c, &id).await?)
 }
 
 /// An admin ends the grant now.
 #[utoipa::path(post, path = "/api/v1/grants/{id}/revoke", params(("id" = String, Path)), request_body = ReasonBody,
     responses((status = 200, body = GrantView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
-async fn revoke(AxState(app): AxState<AppState>, Auth(c): Auth, Path(id): Path<String>, Body(b): Body<ReasonBody>) -> ApiResult<GrantView> {
+async fn revoke(
+    AxState(app): AxState<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+    Body(b): Body<ReasonBody>,
+) -> ApiResult<GrantView> {
     grant_view(&app.revoke(&c, &id, b.reason).await?)
 }
 
 /// Ask for more time under the same policy; approved like a request, applied without a gap.
 #[utoipa::path(post, path = "/api/v1/grants/{id}/extend", params(("id" = String, Path)), request_body = ExtendBody,
     responses((status = 200, body = GrantView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
-async fn extend(AxState(app): AxState<AppState>, Auth(c): Auth, Path(id): Path<String>, Body(b): Body<ExtendBody>) -> ApiResult<GrantView> {
+async fn extend(
+    AxState(app): AxState<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+    Body(b): Body<ExtendBody>,
+) -> ApiResult<GrantView> {
     grant_view(&app.extend(&c, &id, &b.duration, b.reason).await?)
 }
 
 /// Review a break-glass grant (admins or the policy's approvers, never the holder).
 #[utoipa::path(post, path = "/api/v1/grants/{id}/review", params(("id" = String, Path)), request_body = CommentBody,
     responses((status = 200, body = GrantView), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
-async fn review(AxState(app): AxState<AppState>, Auth(c): Auth, Path(id): Path<String>, Body(b): Body<CommentBody>) -> ApiResult<GrantView> {
+async fn review(
+    AxState(app): AxState<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+    Body(b): Body<CommentBody>,
+) -> ApiResult<GrantView> {
     grant_view(&app.review(&c, &id, b.comment).await?)
 }
 
 /// The audit log, oldest first. Auditors and admins see all events; others those they took part in.
 #[utoipa::path(get, path = "/api/v1/audit/events", params(AuditQuery), responses((status = 200, body = Vec<EventView>)), security(("bearer" = [])))]
-async fn audit_events(AxState(app): AxState<AppState>, Auth(c): Auth, Params(q): Params<AuditQuery>) -> ApiResult<Vec<EventView>> {
+async fn audit_events(
+    AxState(app): AxState<AppState>,
+    Auth(c): Auth,
+    Params(q): Params<AuditQuery>,
+) -> ApiResult<Vec<EventView>> {
     let filter = EventFilter {
         since: q.since,
         until: q.until,
@@ -384,6 +515,9 @@ impl utoipa::Modify for BearerAuth {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let components = doc.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
     }
 }

@@ -118,11 +118,19 @@ pub struct WhoAmI {
 }
 
 fn approval(a: &Approval) -> ApprovalView {
-    ApprovalView { by: a.by.clone(), at: a.at, comment: a.comment.clone() }
+    ApprovalView {
+        by: a.by.clone(),
+        at: a.at,
+        comment: a.comment.clone(),
+    }
 }
 
 fn decided(d: &Decided) -> DecisionView {
-    DecisionView { by: d.by.clone(), at: d.at, comment: d.comment.clone() }
+    DecisionView {
+        by: d.by.clone(),
+        at: d.at,
+        comment: d.comment.clone(),
+    }
 }
 
 fn extension(e: &Extension) -> ExtensionView {
@@ -157,7 +165,12 @@ impl GrantView {
             expires_at: g.expires_at,
             needs_review: g.needs_review,
             activated_at: g.activated_at,
-            end_reason: ending.map(|e| serde_json::to_value(e.reason).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()),
+            end_reason: ending.map(|e| {
+                serde_json::to_value(e.reason)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            }),
             ended_by: ending.map(|e| e.by.clone()),
             ended_at: ending.map(|e| e.at),
             end_comment: ending.and_then(|e| e.comment.clone()),

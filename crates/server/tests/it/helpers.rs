@@ -32,7 +32,9 @@ pub fn config_text(data_dir: &std::path::Path, extra: &str) -> String {
     );
     for (name, kind, groups) in PRINCIPALS {
         let digest = hex::encode(Sha256::digest(token(name).as_bytes()));
-        s += &format!("[[principals]]\nname = \"{name}\"\nkind = \"{kind}\"\ngroups = {groups:?}\ntoken_sha256 = \"{digest}\"\n\n");
+        s += &format!(
+            "[[principals]]\nname = \"{name}\"\nkind = \"{kind}\"\ngroups = {groups:?}\ntoken_sha256 = \"{digest}\"\n\n"
+        );
     }
     s + extra
 }
@@ -100,14 +102,22 @@ impl TestApp {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("jitgate.toml");
         std::fs::write(&config_path, config_text(&dir.path().join("data"), extra)).unwrap();
-        let mut app = TestApp { _dir: dir, config_path, running: None, base: String::new(), http: reqwest::Client::new() };
+        let mut app = TestApp {
+            _dir: dir,
+            config_path,
+            running: None,
+            base: String::new(),
+            http: reqwest::Client::new(),
+        };
         app.boot().await;
         app
     }
 
     pub async fn boot(&mut self) {
         let config = Config::load(&self.config_path).unwrap();
-        let running = jitgate_server::start(config, Arc::new(SystemClock)).await.unwrap();
+        let running = jitgate_server::start(config, Arc::new(SystemClock))
+            .await
+            .unwrap();
         self.base = format!("http://{}", running.addr);
         self.running = Some(running);
     }
@@ -118,15 +128,27 @@ impl TestApp {
         }
     }
 
-    pub async fn call(&self, who: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(token(who));
+    pub async fn call(
+        &self,
+        who: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token(who));
         if let Some(b) = body {
             req = req.json(&b);
         }
         let resp = req.send().await.unwrap();
         let status = resp.status();
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn get(&self, who: &str, path: &str) -> (StatusCode, Value) {
@@ -158,14 +180,27 @@ impl TestApp {
             if v["state"] == state {
                 return v;
             }
-            assert!(start.elapsed() < within, "request {id} still {} after {within:?}, expected {state}", v["state"]);
+            assert!(
+                start.elapsed() < within,
+                "request {id} still {} after {within:?}, expected {state}",
+                v["state"]
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     pub async fn actions(&self, request_id: &str) -> Vec<String> {
-        let (_, v) = self.get("root", &format!("/api/v1/audit/events?request={request_id}")).await;
-        v.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap().to_owned()).collect()
+        let (_, v) = self
+            .get(
+                "root",
+                &format!("/api/v1/audit/events?request={request_id}"),
+            )
+            .await;
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["action"].as_str().unwrap().to_owned())
+            .collect()
     }
 }
 

@@ -1,0 +1,688 @@
+//! `jitgate`: the server (`serve`, `demo`) and its command-line client.
+//!
+//! Exit codes: 0 success, 1 a refused or failed action, 2 bad usage.
+
+mod client;
+mod demo;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use jitgate_core::{Clock, SystemClock, Timestamp, duration};
+use jitgate_server::Config;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use client::{Client, Failure, query, usage};
+
+#[derive(Parser)]
+#[command(
+    name = "jitgate",
+    version,
+    about = "Just-in-time privileged access: ask, approve, use, and lose it on time."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Conn {
+    /// The jitgate server.
+    #[arg(
+        long,
+        env = "JITGATE_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    url: String,
+    /// Your API token.
+    #[arg(long, env = "JITGATE_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Table, global = true)]
+    output: Output,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the jitgate server.
+    Serve {
+        #[arg(long, env = "JITGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Start a demo server with demo principals and a guided tour. No setup needed.
+    Demo {
+        /// Where the demo keeps its config and data (reused on the next run).
+        #[arg(long, default_value = "./jitgate-demo")]
+        dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
+    /// Configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Access requests: ask, approve, deny, cancel.
+    Request {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        command: RequestCommand,
+    },
+    /// Grants: see, release, revoke, extend, review.
+    Grant {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        command: GrantCommand,
+    },
+    /// The audit log.
+    Audit {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Show who your token belongs to.
+    Whoami {
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file; every mistake is named with its file, line and key.
+    Check {
+        #[arg(long, env = "JITGATE_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a new random API token and print it with the SHA-256 digest for the config.
+    New {
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
+enum RequestCommand {
+    /// Ask for a role on a resource.
+    Create {
+        #[arg(long)]
+        resource: String,
+        #[arg(long)]
+        role: String,
+        /// How long, e.g. 30m, 2h.
+        #[arg(long)]
+        duration: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        ticket: Option<String>,
+        /// When the grant should start: RFC 3339, or +DURATION from now (e.g. +2h).
+        #[arg(long)]
+        start_at: Option<String>,
+        /// Emergency access: approved at once where a policy allows it, flagged for review.
+        #[arg(long)]
+        break_glass: bool,
+        /// Wait until the request is decided (and active), printing the final state.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List requests you may see.
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    Show {
+        id: String,
+    },
+    /// Approve a request (or the pending extension of its grant).
+    Approve {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Deny a request (or the pending extension of its grant).
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Withdraw your own request before it starts.
+    Cancel {
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum GrantCommand {
+    List {
+        /// Only active grants.
+        #[arg(long)]
+        active: bool,
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    Show {
+        id: String,
+    },
+    /// "I'm done": end your grant now.
+    Release {
+        id: String,
+    },
+    /// End someone's grant now (admins).
+    Revoke {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Ask for more time under the same policy.
+    Extend {
+        id: String,
+        #[arg(long)]
+        duration: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Review a break-glass grant.
+    Review {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Search the audit log (oldest first).
+    Search {
+        /// RFC 3339, or a duration meaning that long ago (e.g. 1h).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        actor: Option<String>,
+        /// Glob on the action, e.g. 'grant.*'.
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long)]
+        resource: Option<String>,
+        #[arg(long)]
+        request: Option<String>,
+        #[arg(long)]
+        grant: Option<String>,
+        #[arg(long)]
+        session: Option<String>,
+        #[arg(long)]
+        outcome: Option<String>,
+        /// Events after this seq (paging).
+        #[arg(long)]
+        after: Option<i64>,
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = match e.downcast_ref::<Failure>() {
+                Some(Failure::Usage(_)) => 2,
+                _ => 1,
+            };
+            eprintln!("jitgate: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("JITGATE_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config } => {
+            init_logging();
+            let config = Config::load(&config)?;
+            let running = jitgate_server::start(config, Arc::new(SystemClock)).await?;
+            running.until_signal().await;
+            Ok(())
+        }
+        Command::Demo { dir, listen } => {
+            init_logging();
+            demo::run(&dir, &listen).await
+        }
+        Command::Config {
+            command: ConfigCommand::Check { config },
+        } => {
+            let c = Config::load(&config)?;
+            println!(
+                "{}: ok ({} principals, {} resources, {} policies)",
+                config.display(),
+                c.principals.len(),
+                c.resources.len(),
+                c.policies.len()
+            );
+            Ok(())
+        }
+        Command::Token {
+            command: TokenCommand::New { output },
+        } => {
+            let token = jitgate_core::ids::new_token();
+            let digest = hex::encode(Sha256::digest(token.as_bytes()));
+            if output == Output::Json {
+                println!("{}", json!({ "token": token, "token_sha256": digest }));
+            } else {
+                println!(
+                    "token:        {token}\ntoken_sha256: {digest}\n\nGive the token to its owner; put only token_sha256 in the config."
+                );
+            }
+            Ok(())
+        }
+        Command::Request { conn, command } => request(&conn, command).await,
+        Command::Grant { conn, command } => grant(&conn, command).await,
+        Command::Audit {
+            conn,
+            command:
+                AuditCommand::Search {
+                    since,
+                    until,
+                    actor,
+                    action,
+                    resource,
+                    request,
+                    grant,
+                    session,
+                    outcome,
+                    after,
+                    limit,
+                },
+        } => {
+            let client = Client::new(&conn.url, conn.token.clone())?;
+            let q = query(&[
+                ("since", since.map(|s| when(&s, true)).transpose()?),
+                ("until", until.map(|s| when(&s, true)).transpose()?),
+                ("actor", actor),
+                ("action", action),
+                ("resource", resource),
+                ("request", request),
+                ("grant", grant),
+                ("session", session),
+                ("outcome", outcome),
+                ("after", after.map(|a| a.to_string())),
+                ("limit", limit.map(|l| l.to_string())),
+            ]);
+            let events = client.get(&format!("/api/v1/audit/events{q}")).await?;
+            print_events(&conn, &events);
+            Ok(())
+        }
+        Command::Whoami { conn } => {
+            let client = Client::new(&conn.url, conn.token.clone())?;
+            let me = client.get("/api/v1/whoami").await?;
+            if conn.output == Output::Json {
+                println!("{me}");
+            } else {
+                output::fields(&me, &["name", "kind", "groups", "admin", "auditor"]);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A time on the command line: RFC 3339, or a duration (`+2h` ahead, or `1h` ago for searches).
+fn when(text: &str, ago: bool) -> anyhow::Result<String> {
+    if let Ok(t) = text.parse::<Timestamp>() {
+        return Ok(t.to_string());
+    }
+    let (ahead, d) = match text.strip_prefix('+') {
+        Some(rest) => (true, rest),
+        None if ago => (false, text),
+        None => {
+            return Err(usage(format!(
+                "{text:?} is not a time: use RFC 3339 (2026-01-14T10:00:00Z) or +DURATION (+2h)"
+            )));
+        }
+    };
+    let d = duration::parse(d).map_err(|e| usage(e.to_string()))?;
+    let now = SystemClock.now();
+    let t = if ahead {
+        duration::add(now, d)
+    } else {
+        now.checked_sub(jiff::SignedDuration::try_from(d).context("duration too large")?)
+            .context("too far back")?
+    };
+    Ok(t.to_string())
+}
+
+async fn request(conn: &Conn, command: RequestCommand) -> anyhow::Result<()> {
+    let client = Client::new(&conn.url, conn.token.clone())?;
+    let r = match command {
+        RequestCommand::Create {
+            resource,
+            role,
+            duration,
+            reason,
+            ticket,
+            start_at,
+            break_glass,
+            wait,
+        } => {
+            let start_at = start_at.map(|s| when(&s, false)).transpose()?;
+            let body = json!({
+                "resource": resource, "role": role, "duration": duration, "reason": reason,
+                "ticket": ticket, "start_at": start_at, "break_glass": break_glass,
+            });
+            let mut r = client.post("/api/v1/requests", body).await?;
+            if wait {
+                if conn.output == Output::Table && r["state"] == "pending" {
+                    eprintln!("request {} is pending approval; waiting…", cell(&r["id"]));
+                }
+                while matches!(r["state"].as_str(), Some("pending" | "approved")) {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    r = client
+                        .get(&format!("/api/v1/requests/{}", cell(&r["id"])))
+                        .await?;
+                }
+                print_request(conn, &r);
+                if r["state"] != "active" {
+                    return Err(Failure::Refused(format!(
+                        "request {} ended {}",
+                        cell(&r["id"]),
+                        cell(&r["state"])
+                    ))
+                    .into());
+                }
+                return Ok(());
+            }
+            r
+        }
+        RequestCommand::List { state, limit } => {
+            let q = query(&[("state", state), ("limit", limit.map(|l| l.to_string()))]);
+            let list = client.get(&format!("/api/v1/requests{q}")).await?;
+            if conn.output == Output::Json {
+                println!("{list}");
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| {
+                        [
+                            "id",
+                            "state",
+                            "principal",
+                            "resource",
+                            "role",
+                            "duration",
+                            "created_at",
+                            "grant_id",
+                        ]
+                        .iter()
+                        .map(|k| cell(&r[*k]))
+                        .collect()
+                    })
+                    .collect();
+                output::table(
+                    &[
+                        "ID",
+                        "STATE",
+                        "PRINCIPAL",
+                        "RESOURCE",
+                        "ROLE",
+                        "DURATION",
+                        "CREATED",
+                        "GRANT",
+                    ],
+                    &rows,
+                );
+            }
+            return Ok(());
+        }
+        RequestCommand::Show { id } => {
+            client
+                .get(&format!("/api/v1/requests/{}", client::enc(&id)))
+                .await?
+        }
+        RequestCommand::Approve { id, comment } => {
+            client
+                .post(
+                    &format!("/api/v1/requests/{}/approve", client::enc(&id)),
+                    json!({ "comment": comment }),
+                )
+                .await?
+        }
+        RequestCommand::Deny { id, reason } => {
+            client
+                .post(
+                    &format!("/api/v1/requests/{}/deny", client::enc(&id)),
+                    json!({ "reason": reason }),
+                )
+                .await?
+        }
+        RequestCommand::Cancel { id } => {
+            client
+                .post(
+                    &format!("/api/v1/requests/{}/cancel", client::enc(&id)),
+                    json!({}),
+                )
+                .await?
+        }
+    };
+    print_request(conn, &r);
+    Ok(())
+}
+
+async fn grant(conn: &Conn, command: GrantCommand) -> anyhow::Result<()> {
+    let client = Client::new(&conn.url, conn.token.clone())?;
+    let path = |id: &str, verb: &str| format!("/api/v1/grants/{}/{verb}", client::enc(id));
+    let g = match command {
+        GrantCommand::List { active, limit } => {
+            let q = query(&[
+                ("active", active.then(|| "true".to_owned())),
+                ("limit", limit.map(|l| l.to_string())),
+            ]);
+            let list = client.get(&format!("/api/v1/grants{q}")).await?;
+            if conn.output == Output::Json {
+                println!("{list}");
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|g| {
+                        [
+                            "id",
+                            "state",
+                            "principal",
+                            "resource",
+                            "role",
+                            "starts_at",
+                            "expires_at",
+                            "needs_review",
+                        ]
+                        .iter()
+                        .map(|k| cell(&g[*k]))
+                        .collect()
+                    })
+                    .collect();
+                output::table(
+                    &[
+                        "ID",
+                        "STATE",
+                        "PRINCIPAL",
+                        "RESOURCE",
+                        "ROLE",
+                        "STARTS",
+                        "EXPIRES",
+                        "NEEDS_REVIEW",
+                    ],
+                    &rows,
+                );
+            }
+            return Ok(());
+        }
+        GrantCommand::Show { id } => {
+            client
+                .get(&format!("/api/v1/grants/{}", client::enc(&id)))
+                .await?
+        }
+        GrantCommand::Release { id } => client.post(&path(&id, "release"), json!({})).await?,
+        GrantCommand::Revoke { id, reason } => {
+            client
+                .post(&path(&id, "revoke"), json!({ "reason": reason }))
+                .await?
+        }
+        GrantCommand::Extend {
+            id,
+            duration,
+            reason,
+        } => {
+            client
+                .post(
+                    &path(&id, "extend"),
+                    json!({ "duration": duration, "reason": reason }),
+                )
+                .await?
+        }
+        GrantCommand::Review { id, comment } => {
+            client
+                .post(&path(&id, "review"), json!({ "comment": comment }))
+                .await?
+        }
+    };
+    if conn.output == Output::Json {
+        println!("{g}");
+    } else {
+        output::fields(
+            &g,
+            &[
+                "id",
+                "request_id",
+                "state",
+                "principal",
+                "resource",
+                "role",
+                "starts_at",
+                "expires_at",
+                "needs_review",
+                "end_reason",
+                "ended_by",
+            ],
+        );
+        if let Some(ext) = g["extensions"].as_array().and_then(|e| e.last()) {
+            println!(
+                "extension:    {} ({})",
+                cell(&ext["duration"]),
+                cell(&ext["state"])
+            );
+        }
+    }
+    Ok(())
+}
+
+fn cell(v: &Value) -> String {
+    output::cell(v)
+}
+
+fn print_request(conn: &Conn, r: &Value) {
+    if conn.output == Output::Json {
+        println!("{r}");
+        return;
+    }
+    output::fields(
+        r,
+        &[
+            "id",
+            "state",
+            "principal",
+            "resource",
+            "role",
+            "duration",
+            "reason",
+            "ticket",
+            "policies",
+            "approved_by_rule",
+            "pending_until",
+            "grant_id",
+        ],
+    );
+    if let Some(a) = r["approvals"].as_array().filter(|a| !a.is_empty()) {
+        let by: Vec<String> = a.iter().map(|x| cell(&x["by"])).collect();
+        println!("approvals:        {}", by.join(", "));
+    }
+    if let Some(g) = r.get("grant").filter(|g| !g.is_null()) {
+        println!("expires_at:       {}", cell(&g["expires_at"]));
+        if g["needs_review"] == true {
+            println!("needs_review:     true (break-glass)");
+        }
+    }
+}
+
+fn print_events(conn: &Conn, events: &Value) {
+    if conn.output == Output::Json {
+        println!("{events}");
+        return;
+    }
+    let rows: Vec<Vec<String>> = events
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            [
+                "seq",
+                "ts",
+                "actor",
+                "action",
+                "outcome",
+                "resource",
+                "request_id",
+                "grant_id",
+            ]
+            .iter()
+            .map(|k| cell(&e[*k]))
+            .collect()
+        })
+        .collect();
+    output::table(
+        &[
+            "SEQ", "TS", "ACTOR", "ACTION", "OUTCOME", "RESOURCE", "REQUEST", "GRANT",
+        ],
+        &rows,
+    );
+}

@@ -1,0 +1,55 @@
+//! Human output: aligned tables and key/value listings. `-o json` bypasses all of this.
+
+use serde_json::Value;
+
+/// The text of a JSON value for a table cell: strings bare, null as `-`.
+pub fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        // Times to the second for people; -o json keeps full precision.
+        Value::String(s) => match s.parse::<jiff::Timestamp>() {
+            Ok(t) => t
+                .round(jiff::Unit::Second)
+                .map(|t| t.to_string())
+                .unwrap_or_else(|_| s.clone()),
+            Err(_) => s.clone(),
+        },
+        Value::Array(a) => a.iter().map(cell).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+/// Prints rows under headers, each column as wide as its widest cell.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+/// Prints `key: value` lines for the given fields of an object.
+pub fn fields(v: &Value, keys: &[&str]) {
+    let width = keys.iter().map(|k| k.len()).max().unwrap_or(0) + 1;
+    for k in keys {
+        if let Some(x) = v.get(*k) {
+            println!("{:<width$} {}", format!("{k}:"), cell(x));
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! The `jitgate` binary end to end: a real server process, driven by the real CLI.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const BIN: &str = env!("CARGO_BIN_EXE_jitgate");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn digest(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn config(dir: &Path, port: u16) -> PathBuf {
+    let mut s = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nadmins = [\"group:security\"]\n\n"
+    );
+    for (name, kind, groups) in [
+        ("alice", "user", "\"engineering\""),
+        ("dora", "user", "\"dba\""),
+        ("ci-bot", "service", "\"ci\""),
+        ("root", "user", "\"security\""),
+    ] {
+        s += &format!(
+            "[[principals]]\nname = \"{name}\"\nkind = \"{kind}\"\ngroups = [{groups}]\ntoken_sha256 = \"{}\"\n\n",
+            digest(&format!("tok-{name}"))
+        );
+    }
+    s += r#"
+[[resources]]
+name = "orders-db"
+kind = "none"
+[resources.roles.read]
+[resources.roles.deploy]
+
+[[policies]]
+name = "read"
+principals = ["group:engineering"]
+resources = ["orders-db"]
+roles = ["read"]
+max_duration = "1h"
+[policies.approval]
+approvers = ["group:dba"]
+
+[[policies]]
+name = "ci"
+principals = ["service:ci-bot"]
+resources = ["orders-db"]
+roles = ["deploy"]
+max_duration = "10m"
+[policies.approval]
+required = 0
+"#;
+    let path = dir.join("jitgate.toml");
+    std::fs::write(&path, s).unwrap();
+    path
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(config: &Path, port: u16) -> Server {
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Server { child, url }
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap(); // SIGKILL: no shutdown path runs
+        self.child.wait().unwrap();
+    }
+
+    fn cli(&self, who: &str, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("JITGATE_URL", &self.url)
+            .env("JITGATE_TOKEN", format!("tok-{who}"))
+            .output()
+            .unwrap()
+    }
+
+    fn json(&self, who: &str, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let out = self.cli(who, &all);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn config_check_names_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), 1);
+    let ok = Command::new(BIN)
+        .args(["config", "check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&ok.stdout).contains("ok (4 principals, 1 resources, 2 policies)")
+    );
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("max_duration = \"1h\"", "max_duration = \"1 fortnight\"");
+    std::fs::write(&path, text).unwrap();
+    let bad = Command::new(BIN)
+        .args(["config", "check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains(&format!("{}:", path.display()))
+            && err.contains("policies[0].max_duration: invalid duration"),
+        "{err}"
+    );
+}
+
+#[test]
+fn token_new_prints_a_token_and_its_digest() {
+    let out = Command::new(BIN)
+        .args(["token", "new", "-o", "json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = v["token"].as_str().unwrap();
+    assert!(token.starts_with("jg_") && token.len() > 40);
+    assert_eq!(v["token_sha256"], digest(token));
+}
+
+#[test]
+fn lifecycle_through_the_cli_with_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let s = Server::start(&config(dir.path(), port), port);
+    let r = s.json(
+        "alice",
+        &[
+            "request",
+            "create",
+            "--resource",
+            "orders-db",
+            "--role",
+            "read",
+            "--duration",
+            "10m",
+            "--reason",
+            "INC-1",
+        ],
+    );
+    assert_eq!(r["state"], "pending");
+    let id = r["id"].as_str().unwrap();
+    let out = s.cli("alice", &["request", "approve", id]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "refused: self-approval is not allowed"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("may not approve"));
+    let r = s.json("dora", &["request", "approve", id, "--comment", "ok"]);
+    assert_eq!(r["state"], "active");
+    let grants = s.json("alice", &["grant", "list", "--active"]);
+    let gid = grants[0]["id"].as_str().unwrap();
+    let table = String::from_utf8(s.cli("alice", &["grant", "list", "--active"]).stdout).unwrap();
+    assert!(table.starts_with("ID") && table.contains(gid), "{table}");
+    let g = s.json("alice", &["grant", "release", gid]);
+    assert_eq!(g["state"], "released");
+    let events = s.json("root", &["audit", "search", "--request", id]);
+    let actions: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "request.created",
+            "request.approve",
+            "request.approved",
+            "grant.activated",
+            "grant.revoking",
+            "grant.released"
+        ]
+    );
+    // bad usage exits 2: a malformed duration, an unknown flag, no token
+    assert_eq!(
+        s.cli(
+            "alice",
+            &[
+                "request",
+                "create",
+                "--resource",
+                "orders-db",
+                "--role",
+                "read",
+                "--duration",
+                "soon"
+            ]
+        )
+        .status
+        .code(),
+        Some(2)
+    );
+    assert_eq!(
+        s.cli("alice", &["request", "create", "--bogus"])
+            .status
+            .code(),
+        Some(2)
+    );
+    let no_token = Command::new(BIN)
+        .args(["request", "list"])
+        .env("JITGATE_URL", &s.url)
+        .env_remove("JITGATE_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(no_token.status.code(), Some(2));
+    // a server that is not there is a failure, not a usage error
+    let gone = Command::new(BIN)
+        .args(["whoami"])
+        .env("JITGATE_URL", "http://127.0.0.1:1")
+        .env("JITGATE_TOKEN", "x")
+        .output()
+        .unwrap();
+    assert_eq!(gone.status.code(), Some(1));
+}
+
+#[test]
+fn wait_returns_once_an_approver_decides() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let s = Server::start(&config(dir.path(), port), port);
+    let waiter = Command::new(BIN)
+        .args([
+            "request",
+            "create",
+            "--resource",
+            "orders-db",
+            "--role",
+            "read",
+            "--duration",
+            "5m",
+            "--wait",
+            "-o",
+            "json",
+        ])
+        .env("JITGATE_URL", &s.url)
+        .env("JITGATE_TOKEN", "tok-alice")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let id = loop {
+        let list = s.json("dora", &["request", "list", "--state", "pending"]);
+        if let Some(id) = list[0]["id"].as_str() {
+            break id.to_owned();
+        }
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    s.json("dora", &["request", "approve", &id]);
+    let out = waiter.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["state"], "active");
+}
+
+#[test]
+fn restart_after_kill_9_ends_overdue_grants_first_thing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = config(dir.path(), port);
+    let s = Server::start(&cfg, port);
+    let r = s.json(
+        "ci-bot",
+        &[
+            "request",
+            "create",
+            "--resource",
+            "orders-db",
+            "--role",
+            "deploy",
+            "--duration",
+            "1s",
+        ],
+    );
+    assert_eq!(r["state"], "active");
+    let id = r["id"].as_str().unwrap().to_owned();
+    s.kill9();
+    std::thread::sleep(Duration::from_millis(2000));
+    let s = Server::start(&cfg, port);
+    // the first answer of the restarted server already shows the grant ended
+    let r = s.json("root", &["request", "show", &id]);
+    assert_eq!(r["state"], "expired", "{r}");
+    let events = s.json(
+        "root",
+        &[
+            "audit",
+            "search",
+            "--grant",
+            r["grant_id"].as_str().unwrap(),
+            "--action",
+            "grant.expired",
+        ],
+    );
+    assert_eq!(events.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn demo_starts_with_no_setup_and_its_tokens_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut demo = Command::new(BIN)
+        .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+    let mut printed = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        printed += &line;
+        printed.push('\n');
+        if line.contains("audit search") {
+            break;
+        }
+    }
+    assert!(
+        printed.contains(&format!("running at http://127.0.0.1:{port}")),
+        "{printed}"
+    );
+    let env = std::fs::read_to_string(dir.path().join("jitgate-demo/demo.env")).unwrap();
+    let token = env
+        .lines()
+        .find_map(|l| l.strip_prefix("export ALICE_TOKEN="))
+        .unwrap()
+        .to_owned();
+    assert!(printed.contains(&token), "tokens are printed");
+    let who = Command::new(BIN)
+        .args(["whoami", "-o", "json"])
+        .env("JITGATE_URL", format!("http://127.0.0.1:{port}"))
+        .env("JITGATE_TOKEN", &token)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&who.stdout).unwrap();
+    assert_eq!(v["name"], "alice");
+    demo.kill().unwrap();
+    demo.wait().unwrap();
+    // a second run reuses the same tokens
+    let before = std::fs::read_to_string(dir.path().join("jitgate-demo/demo-tokens.json")).unwrap();
+    let mut again = Command::new(BIN)
+        .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    again.kill().unwrap();
+    again.wait().unwrap();
+    assert_eq!(
+        before,
+        std::fs::read_to_string(dir.path().join("jitgate-demo/demo-tokens.json")).unwrap()
+    );
+}
