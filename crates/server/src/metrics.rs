@@ -82,6 +82,31 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts what the events say happened.
+    pub fn observe(&self, events: &[jitgate_core::EventDraft]) {
+        for e in events {
+            match e.action.as_str() {
+                "request.created" => self.requests_created.inc(),
+                "grant.activated" => self.grants_activated.inc(),
+                "grant.released" | "grant.revoked" => self.grants_ended.inc(),
+                "grant.expired" => {
+                    self.grants_ended.inc();
+                    if let Some(end) = e.details["expires_at"]
+                        .as_str()
+                        .and_then(|t| t.parse::<jitgate_core::Timestamp>().ok())
+                    {
+                        self.expiry_lag
+                            .observe(jitgate_core::duration::until(end, e.ts));
+                    }
+                }
+                _ => {}
+            }
+            if e.outcome == jitgate_core::Outcome::Denied {
+                self.refusals.inc();
+            }
+        }
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         for (name, help, c) in [

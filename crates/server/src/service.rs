@@ -3,7 +3,7 @@
 //! Connector work (provisioning, revoking) happens in [`App::drive`], shared by the API and the
 //! expiry scheduler.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::join_all;
@@ -15,7 +15,7 @@ use jitgate_core::policy::{self, AccessAsk, Policy};
 use jitgate_core::{
     AccessRequest, Clock, CoreError, EventDraft, Selector, State, Timestamp, duration,
 };
-use jitgate_store::{Change, RequestFilter, RequestKey, Store};
+use jitgate_store::{Change, RequestFilter, RequestKey, Store, StoreError};
 use serde_json::json;
 use tokio::sync::Notify;
 
@@ -43,10 +43,10 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub auth: Authenticator,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     connectors: HashMap<String, Arc<dyn Connector>>,
     /// Requests some task is driving right now, so two never provision or revoke the same one.
-    in_flight: Mutex<HashSet<String>>,
+    in_flight: InFlight,
     /// Wakes the scheduler when a new, possibly earlier, deadline appears.
     pub(crate) wake: Notify,
 }
@@ -68,9 +68,9 @@ impl App {
             config: Arc::new(config),
             store,
             clock,
-            metrics: Metrics::default(),
+            metrics: Arc::new(Metrics::default()),
             connectors,
-            in_flight: Mutex::new(HashSet::new()),
+            in_flight: InFlight::default(),
             wake: Notify::new(),
         }
     }
@@ -88,7 +88,6 @@ impl App {
         err: Error,
     ) -> Error {
         if let Error::Core(CoreError::Refused(message)) = &err {
-            self.metrics.refusals.inc();
             let mut e = EventDraft::new(self.now(), &caller.principal.name, action)
                 .outcome(Outcome::Denied)
                 .details(json!({ "message": message }));
@@ -98,7 +97,7 @@ impl App {
                 e.request_id = Some(r.id.clone());
                 e.grant_id = r.grant.as_ref().map(|g| g.id.clone());
             }
-            if let Err(write) = self.store.append_events(vec![e]).await {
+            if let Err(write) = self.append(vec![e]).await {
                 tracing::error!(error = %write, "could not audit a refusal");
                 return write.into();
             }
@@ -153,19 +152,38 @@ impl App {
                 }));
                 ev.resource = Some(new.resource.clone());
                 ev.subject = Some(caller.principal.name.clone());
-                self.store.append_events(vec![ev]).await?;
-                self.metrics.refusals.inc();
+                self.append(vec![ev]).await?;
                 return Err(e.into());
             }
         };
         let (request, events) = AccessRequest::create(&ask, decision, now)?;
+        self.metrics.observe(&events);
         self.store.insert_request(request.clone(), events).await?;
-        self.metrics.requests_created.inc();
         self.wake.notify_one();
         if request.state == State::Approved {
             return self.drive(request).await;
         }
         Ok(request)
+    }
+
+    /// Every change to a request goes through here, so metrics follow from the events written.
+    async fn update(
+        &self,
+        key: RequestKey,
+        change: Change,
+    ) -> std::result::Result<AccessRequest, StoreError> {
+        let metrics = self.metrics.clone();
+        let counted: Change = Box::new(move |r| {
+            let events = change(r)?;
+            metrics.observe(&events);
+            Ok(events)
+        });
+        self.store.update_request(key, counted).await
+    }
+
+    async fn append(&self, events: Vec<EventDraft>) -> std::result::Result<(), StoreError> {
+        self.metrics.observe(&events);
+        self.store.append_events(events).await
     }
 
     /// Applies `change` to the request behind `key`, auditing a refusal.
@@ -176,7 +194,7 @@ impl App {
         key: RequestKey,
         change: Change,
     ) -> Result<AccessRequest> {
-        match self.store.update_request(key.clone(), change).await {
+        match self.update(key.clone(), change).await {
             Ok(r) => Ok(r),
             Err(e) => {
                 let err: Error = e.into();
@@ -306,7 +324,7 @@ impl App {
                 caller,
                 "grant.release",
                 RequestKey::Grant(grant_id.to_owned()),
-                Box::new(move |r| r.release(&by, clock.now())),
+                Box::new(move |r| settle(r.release(&by, clock.now()), r, clock.now())),
             )
             .await?;
         self.after_change(r).await
@@ -338,7 +356,13 @@ impl App {
                 caller,
                 "grant.revoke",
                 RequestKey::Grant(grant_id.to_owned()),
-                Box::new(move |r| r.revoke(&by, true, reason.as_deref(), clock.now())),
+                Box::new(move |r| {
+                    settle(
+                        r.revoke(&by, true, reason.as_deref(), clock.now()),
+                        r,
+                        clock.now(),
+                    )
+                }),
             )
             .await?;
         self.after_change(r).await
@@ -441,46 +465,35 @@ impl App {
     // ------------------------------------------------------------------ driving
 
     /// Takes the request as far as it can go now: time-outs and expiries, then provisioning or
-    /// revocation in the target. Returns the request as it stands afterwards.
+    /// revocation in the target. Returns the request as it stands afterwards; if another task is
+    /// already driving it, waits for that task and returns what it achieved.
     pub async fn drive(&self, known: AccessRequest) -> Result<AccessRequest> {
         let id = known.id.clone();
-        if !self
-            .in_flight
-            .lock()
-            .expect("in-flight lock")
-            .insert(id.clone())
-        {
-            return Ok(known); // another task is driving it and will finish the job
+        match self.in_flight.claim(&id) {
+            Claim::Mine(_guard) => self.drive_claimed(known).await,
+            Claim::Theirs(done) => {
+                done.await;
+                self.store
+                    .get_request(RequestKey::Request(id.clone()))
+                    .await?
+                    .ok_or_else(|| Error::NotFound(format!("request {id}")))
+            }
         }
-        let out = self.drive_claimed(known).await;
-        self.in_flight.lock().expect("in-flight lock").remove(&id);
-        out
     }
 
-    /// Drives a request by id; used by the scheduler for what is due.
+    /// Drives a request by id if nobody else is; used by the scheduler for what is due.
     pub(crate) async fn drive_id(&self, id: String) -> Result<()> {
-        if !self
-            .in_flight
-            .lock()
-            .expect("in-flight lock")
-            .insert(id.clone())
-        {
+        let Claim::Mine(_guard) = self.in_flight.claim(&id) else {
             return Ok(());
-        }
+        };
         let clock = self.clock.clone();
-        let step = self
-            .store
-            .update_request(
-                RequestKey::Request(id.clone()),
+        let r = self
+            .update(
+                RequestKey::Request(id),
                 Box::new(move |r| advance(r, clock.now())),
             )
-            .await;
-        let out = match step {
-            Ok(r) => self.drive_claimed(r).await.map(|_| ()),
-            Err(e) => Err(e.into()),
-        };
-        self.in_flight.lock().expect("in-flight lock").remove(&id);
-        out
+            .await?;
+        self.drive_claimed(r).await.map(|_| ())
     }
 
     async fn drive_claimed(&self, r: AccessRequest) -> Result<AccessRequest> {
@@ -494,28 +507,13 @@ impl App {
                     None => Err(format!("resource {} is no longer configured", r.resource)),
                 };
                 let clock = self.clock.clone();
-                let result = match provisioned.clone() {
-                    Ok(handle) => {
-                        self.store
-                            .update_request(key, Box::new(move |r| r.activate(handle, clock.now())))
-                            .await
-                    }
-                    Err(e) => {
-                        self.store
-                            .update_request(
-                                key,
-                                Box::new(move |r| r.activation_failed(&e, clock.now())),
-                            )
-                            .await
-                    }
+                let change: Change = match provisioned.clone() {
+                    Ok(handle) => Box::new(move |r| r.activate(handle, clock.now())),
+                    Err(e) => Box::new(move |r| r.activation_failed(&e, clock.now())),
                 };
+                let result = self.update(key, change).await;
                 match (result, provisioned) {
-                    (Ok(r), _) => {
-                        if r.state == State::Active {
-                            self.metrics.grants_activated.inc();
-                        }
-                        Ok(r)
-                    }
+                    (Ok(r), _) => Ok(r),
                     // Cancelled or revoked while we provisioned: take back what was created.
                     (Err(e), Ok(Some(handle))) => {
                         if let Some(c) = self.connectors.get(&r.resource)
@@ -539,36 +537,14 @@ impl App {
                     )),
                 };
                 let clock = self.clock.clone();
-                let r = match revoked {
-                    Ok(()) => {
-                        self.store
-                            .update_request(
-                                key,
-                                Box::new(move |r| r.finish_revocation(clock.now())),
-                            )
-                            .await?
-                    }
+                let change: Change = match revoked {
+                    Ok(()) => Box::new(move |r| r.finish_revocation(clock.now())),
                     Err(e) => {
                         tracing::warn!(request = %r.id, error = %e, "revocation failed; will retry");
-                        self.store
-                            .update_request(
-                                key,
-                                Box::new(move |r| r.revocation_failed(&e, clock.now())),
-                            )
-                            .await?
+                        Box::new(move |r| r.revocation_failed(&e, clock.now()))
                     }
                 };
-                if r.state.is_terminal() {
-                    self.metrics.grants_ended.inc();
-                    if let Some(g) = &r.grant
-                        && r.state == State::Expired
-                    {
-                        self.metrics
-                            .expiry_lag
-                            .observe(duration::until(g.expires_at, self.now()));
-                    }
-                }
-                Ok(r)
+                Ok(self.update(key, change).await?)
             }
             _ => Ok(r),
         }
@@ -692,12 +668,73 @@ fn advance(
     match r.due(now) {
         Some(Due::TimeOut) => r.time_out(now),
         Some(Due::ExpireUnused) => r.expire_unused(now),
-        Some(Due::Expire) => r.expire(now),
+        Some(Due::Expire) => settle(r.expire(now), r, now),
         _ => Ok(vec![]),
     }
+}
+
+/// A grant that holds nothing in a target (no connector handle) has nothing to revoke there: it
+/// finishes ending in the same transaction instead of a second round trip.
+fn settle(
+    began: std::result::Result<Vec<EventDraft>, CoreError>,
+    r: &mut AccessRequest,
+    now: Timestamp,
+) -> std::result::Result<Vec<EventDraft>, CoreError> {
+    let mut events = began?;
+    if r.state == State::Revoking && r.grant().is_some_and(|g| g.handle.is_none()) {
+        events.extend(r.finish_revocation(now)?);
+    }
+    Ok(events)
 }
 
 /// The named policies as currently configured; a policy removed from the config no longer counts.
 fn resolve<'a>(config: &'a Config, names: &[String]) -> Vec<&'a Policy> {
     names.iter().filter_map(|n| config.policy(n)).collect()
+}
+
+/// Which requests are being driven, and a way to wait for a driver to finish.
+#[derive(Default)]
+struct InFlight(Arc<Mutex<HashMap<String, Arc<Notify>>>>);
+
+enum Claim {
+    /// This task drives the request until the guard drops.
+    Mine(ClaimGuard),
+    /// Another task is driving it; resolves when that task is done.
+    Theirs(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>),
+}
+
+struct ClaimGuard {
+    map: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
+    id: String,
+}
+
+impl InFlight {
+    fn claim(&self, id: &str) -> Claim {
+        let mut map = self.0.lock().expect("in-flight lock");
+        match map.get(id) {
+            None => {
+                map.insert(id.to_owned(), Arc::new(Notify::new()));
+                Claim::Mine(ClaimGuard {
+                    map: self.0.clone(),
+                    id: id.to_owned(),
+                })
+            }
+            Some(notify) => {
+                let notify = notify.clone();
+                // Registered while the lock is held, so the driver's notify_waiters cannot be missed.
+                let mut done = Box::pin(notify.notified_owned());
+                done.as_mut().enable();
+                Claim::Theirs(done)
+            }
+        }
+    }
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        let notify = self.map.lock().expect("in-flight lock").remove(&self.id);
+        if let Some(n) = notify {
+            n.notify_waiters();
+        }
+    }
 }

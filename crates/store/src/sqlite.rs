@@ -183,12 +183,11 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<()> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let outcome = (|| {
         for job in batch.iter_mut() {
-            conn.execute_batch("SAVEPOINT job")?;
-            if job.run(conn) {
-                conn.execute_batch("RELEASE job")?;
-            } else {
-                conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+            if !job.run(conn) {
+                conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
             }
+            conn.prepare_cached("RELEASE job")?.execute([])?;
         }
         conn.execute_batch("COMMIT")?;
         Ok(())
