@@ -90,6 +90,10 @@ fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection> {
     // FULL: a commit is on disk when it returns, WAL or not.
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Each change runs in a savepoint; keep savepoint sub-journals in memory, not in temp files.
+    // Durability comes from the WAL, which this does not touch.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.pragma_update(None, "cache_size", -65536)?; // 64 MiB
     Ok(conn)
 }
 
