@@ -218,15 +218,15 @@ async fn lifecycle(time: Duration, concurrency: usize) -> anyhow::Result<()> {
                 .json()
                 .await?;
             let id = r["id"].as_str().unwrap_or_default();
-            let a: serde_json::Value = c
+            let resp = c
                 .post(format!("{base}/api/v1/requests/{id}/approve"))
                 .bearer_auth("tok-dora")
                 .json(&json!({}))
                 .send()
-                .await?
-                .error_for_status()?
-                .json()
                 .await?;
+            let status = resp.status();
+            let a: serde_json::Value = resp.json().await?;
+            anyhow::ensure!(status.is_success(), "approve {id}: {status} {a}");
             anyhow::ensure!(a["state"] == "active", "approval did not activate: {a}");
             Ok(())
         }

@@ -468,16 +468,24 @@ impl App {
     /// revocation in the target. Returns the request as it stands afterwards; if another task is
     /// already driving it, waits for that task and returns what it achieved.
     pub async fn drive(&self, known: AccessRequest) -> Result<AccessRequest> {
-        let id = known.id.clone();
-        match self.in_flight.claim(&id) {
-            Claim::Mine(_guard) => self.drive_claimed(known).await,
+        let id = known.id;
+        let guard = match self.in_flight.claim(&id) {
+            Claim::Mine(guard) => Some(guard),
             Claim::Theirs(done) => {
                 done.await;
-                self.store
-                    .get_request(RequestKey::Request(id.clone()))
-                    .await?
-                    .ok_or_else(|| Error::NotFound(format!("request {id}")))
+                None
             }
+        };
+        // Read under the claim (or after the other driver finished): acting on a copy read before
+        // the claim could provision or revoke twice.
+        let fresh = self
+            .store
+            .get_request(RequestKey::Request(id.clone()))
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("request {id}")))?;
+        match guard {
+            Some(_guard) => self.drive_claimed(fresh).await,
+            None => Ok(fresh),
         }
     }
 

@@ -748,3 +748,37 @@ async fn health_metrics_and_openapi_are_served() {
     }
     assert!(doc["components"]["schemas"]["RequestView"]["properties"]["grant_id"].is_object());
 }
+
+#[tokio::test]
+async fn driving_a_stale_copy_never_provisions_twice() {
+    let app = TestApp::start(STANDARD).await;
+    let start = jitgate_core::duration::add(
+        jitgate_core::Clock::now(&jitgate_core::SystemClock),
+        Duration::from_millis(500),
+    );
+    let mut body = read("10m");
+    body["start_at"] = json!(start.to_string());
+    let r = app.request("bob", body).await;
+    let running = app.running.as_ref().unwrap();
+    let stale = running
+        .app
+        .store
+        .get_request(jitgate_store::RequestKey::Request(id(&r)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stale.state, jitgate_core::State::Approved);
+    app.wait_state(&id(&r), "active", Duration::from_secs(5))
+        .await;
+    // The scheduler activated it; a driver holding the old copy must see that, not activate again.
+    let now = running.app.drive(stale).await.unwrap();
+    assert_eq!(now.state, jitgate_core::State::Active);
+    assert_eq!(
+        app.actions(&id(&r))
+            .await
+            .iter()
+            .filter(|a| *a == "grant.activated")
+            .count(),
+        1
+    );
+}
