@@ -375,15 +375,20 @@ impl AccessRequest {
         self.event(now, actor, "request.approved").details(details)
     }
 
-    /// Records an approval; approves the request once any candidate policy's quorum is met.
-    /// `policies` are the request's candidate policies as currently configured.
+    /// Records an approval of the pending request, or of the pending extension of its active
+    /// grant; approves it once any candidate policy's quorum is met. `configured` are the
+    /// policies as configured now: a policy removed since no longer counts.
     pub fn approve(
         &mut self,
         approver: &Principal,
         comment: Option<&str>,
-        policies: &[&Policy],
+        configured: &[Policy],
         now: Timestamp,
     ) -> Result<Vec<EventDraft>, CoreError> {
+        if self.state == State::Active && self.grant().and_then(Grant::pending_extension).is_some()
+        {
+            return self.approve_extension(approver, comment, configured, now);
+        }
         if self.approvals.iter().any(|a| a.by == approver.name)
             && matches!(self.state, State::Pending | State::Approved | State::Active)
         {
@@ -396,41 +401,42 @@ impl AccessRequest {
             "request {} (role {} on {} for {})",
             self.id, self.role, self.resource, self.principal
         );
-        let counts_for = policy::approver_counts_for(policies, approver, &self.principal, &what)?;
-        let comment = comment.map(str::to_owned);
-        self.approvals.push(Approval {
-            by: approver.name.clone(),
-            at: now,
-            comment: comment.clone(),
-            counts_for,
-        });
-        let quorum = policy::quorum_met(
-            policies,
-            self.approvals.iter().map(|a| a.counts_for.as_slice()),
-        );
-        let approvers: Vec<&str> = self.approvals.iter().map(|a| a.by.as_str()).collect();
-        match quorum {
-            Some(policy) => Ok(vec![self.approve_now(now, &approver.name, json!({
-                "by": approver.name, "comment": comment, "approvals": approvers, "policy": policy,
-            }))]),
-            None => Ok(vec![
-                self.event(now, &approver.name, "request.approval_recorded")
-                    .details(json!({
-                        "by": approver.name, "comment": comment, "approvals": approvers,
-                    })),
-            ]),
-        }
+        let candidates = policy::named(configured, &self.policies);
+        let requester = self.principal.clone();
+        let (mut details, quorum) = record_approval(
+            &mut self.approvals,
+            &candidates,
+            approver,
+            &requester,
+            comment,
+            &what,
+            now,
+        )?;
+        Ok(vec![match quorum {
+            Some(policy) => {
+                details["policy"] = json!(policy);
+                self.approve_now(now, &approver.name, details)
+            }
+            None => self
+                .event(now, &approver.name, "request.approval_recorded")
+                .details(details),
+        }])
     }
 
-    /// Pending → denied, by someone who could have approved it (or an admin).
+    /// Denies the pending request, or the pending extension of its active grant, by someone
+    /// who could have approved it (or an admin).
     pub fn deny(
         &mut self,
         by: &Principal,
         is_admin: bool,
         reason: Option<&str>,
-        policies: &[&Policy],
+        configured: &[Policy],
         now: Timestamp,
     ) -> Result<Vec<EventDraft>, CoreError> {
+        if self.state == State::Active && self.grant().and_then(Grant::pending_extension).is_some()
+        {
+            return self.deny_extension(by, is_admin, reason, configured, now);
+        }
         if self.state == State::Denied && self.denial.as_ref().is_some_and(|d| d.by == by.name) {
             return Ok(vec![]);
         }
@@ -439,9 +445,13 @@ impl AccessRequest {
         }
         if !is_admin {
             let what = format!("request {}", self.id);
-            policy::approver_counts_for(policies, by, &self.principal, &what).map_err(|e| {
-                CoreError::Refused(e.to_string().replace("may not approve", "may not deny"))
-            })?;
+            policy::approver_counts_for(
+                &policy::named(configured, &self.policies),
+                by,
+                &self.principal,
+                "deny",
+                &what,
+            )?;
         }
         let reason = reason.map(str::to_owned);
         self.state = State::Denied;
@@ -816,87 +826,61 @@ impl AccessRequest {
     }
 
     /// An approver approves the pending extension; applied once a quorum is met, with no gap.
-    pub fn approve_extension(
+    fn approve_extension(
         &mut self,
         approver: &Principal,
         comment: Option<&str>,
-        policies: &[&Policy],
+        configured: &[Policy],
         now: Timestamp,
     ) -> Result<Vec<EventDraft>, CoreError> {
-        if self.state != State::Active {
-            return Err(self.invalid("approve an extension of"));
-        }
-        let Some(ext) = self.grant().and_then(Grant::pending_extension) else {
-            return Err(CoreError::Invalid(format!(
-                "grant {} has no extension awaiting approval",
-                self.grant_id
-            )));
-        };
+        let what = format!("the extension of grant {}", self.grant_id);
+        let requester = self.principal.clone();
+        let ext = self.pending_extension_mut()?;
         if ext.approvals.iter().any(|a| a.by == approver.name) {
             return Ok(vec![]);
         }
-        let candidates: Vec<&Policy> = policies
-            .iter()
-            .copied()
-            .filter(|p| ext.policies.contains(&p.name))
-            .collect();
-        let what = format!("the extension of grant {}", self.grant_id);
-        let counts_for =
-            policy::approver_counts_for(&candidates, approver, &self.principal, &what)?;
-        let approval = Approval {
-            by: approver.name.clone(),
-            at: now,
-            comment: comment.map(str::to_owned),
-            counts_for,
-        };
-        let ext = self
-            .grant_mut()
-            .extensions
-            .iter_mut()
-            .find(|e| e.state == ExtensionState::Pending)
-            .expect("checked");
-        ext.approvals.push(approval);
-        let approvers: Vec<String> = ext.approvals.iter().map(|a| a.by.clone()).collect();
-        match policy::quorum_met(&candidates, ext.approvals.iter().map(|a| a.counts_for.as_slice())) {
-            Some(policy) => Ok(vec![self.apply_extension(&approver.name, json!({ "by": approver.name, "comment": comment, "approvals": approvers, "policy": policy }), now)]),
-            None => Ok(vec![self.event(now, &approver.name, "grant.extension_approval_recorded").details(json!({
-                "by": approver.name, "comment": comment, "approvals": approvers,
-            }))]),
-        }
+        let candidates = policy::named(configured, &ext.policies);
+        let (mut details, quorum) = record_approval(
+            &mut ext.approvals,
+            &candidates,
+            approver,
+            &requester,
+            comment,
+            &what,
+            now,
+        )?;
+        Ok(vec![match quorum {
+            Some(policy) => {
+                details["policy"] = json!(policy);
+                self.apply_extension(&approver.name, details, now)
+            }
+            None => self
+                .event(now, &approver.name, "grant.extension_approval_recorded")
+                .details(details),
+        }])
     }
 
     /// An approver (or an admin) denies the pending extension; the grant keeps its current end.
-    pub fn deny_extension(
+    fn deny_extension(
         &mut self,
         by: &Principal,
         is_admin: bool,
         reason: Option<&str>,
-        policies: &[&Policy],
+        configured: &[Policy],
         now: Timestamp,
     ) -> Result<Vec<EventDraft>, CoreError> {
-        let Some(ext) = self.grant().and_then(Grant::pending_extension) else {
-            return Err(CoreError::Invalid(format!(
-                "grant {} has no extension awaiting approval",
-                self.grant_id
-            )));
-        };
+        let what = format!("the extension of grant {}", self.grant_id);
+        let requester = self.principal.clone();
+        let ext = self.pending_extension_mut()?;
         if !is_admin {
-            let candidates: Vec<&Policy> = policies
-                .iter()
-                .copied()
-                .filter(|p| ext.policies.contains(&p.name))
-                .collect();
-            let what = format!("the extension of grant {}", self.grant_id);
-            policy::approver_counts_for(&candidates, by, &self.principal, &what).map_err(|e| {
-                CoreError::Refused(e.to_string().replace("may not approve", "may not deny"))
-            })?;
+            policy::approver_counts_for(
+                &policy::named(configured, &ext.policies),
+                by,
+                &requester,
+                "deny",
+                &what,
+            )?;
         }
-        let ext = self
-            .grant_mut()
-            .extensions
-            .iter_mut()
-            .find(|e| e.state == ExtensionState::Pending)
-            .expect("checked");
         ext.state = ExtensionState::Denied;
         ext.decided = Some(Decided {
             by: by.name.clone(),
@@ -907,6 +891,22 @@ impl AccessRequest {
             self.event(now, &by.name, "grant.extension_denied")
                 .details(json!({ "by": by.name, "reason": reason })),
         ])
+    }
+
+    fn pending_extension_mut(&mut self) -> Result<&mut Extension, CoreError> {
+        let grant_id = self.grant_id.clone();
+        self.grant
+            .as_mut()
+            .and_then(|g| {
+                g.extensions
+                    .iter_mut()
+                    .find(|e| e.state == ExtensionState::Pending)
+            })
+            .ok_or_else(|| {
+                CoreError::Invalid(format!(
+                    "grant {grant_id} has no extension awaiting approval"
+                ))
+            })
     }
 
     fn apply_extension(
@@ -936,11 +936,13 @@ impl AccessRequest {
         self.event(now, actor, "grant.extended").details(details)
     }
 
-    /// Someone other than the holder reviews a break-glass grant.
+    /// Someone other than the holder reviews a break-glass grant: an admin, or an approver
+    /// under one of the request's policies.
     pub fn review(
         &mut self,
         by: &Principal,
-        may_review: bool,
+        is_admin: bool,
+        configured: &[Policy],
         comment: Option<&str>,
         now: Timestamp,
     ) -> Result<Vec<EventDraft>, CoreError> {
@@ -960,6 +962,10 @@ impl AccessRequest {
                 ))),
             };
         }
+        let may_review = is_admin
+            || policy::named(configured, &self.policies)
+                .iter()
+                .any(|p| crate::Selector::any_matches(&p.approval.approvers, by));
         if by.name == self.principal {
             return Err(CoreError::Refused(format!(
                 "{} may not review their own break-glass grant {}",
@@ -984,6 +990,35 @@ impl AccessRequest {
                 .details(json!({ "by": by.name, "comment": comment })),
         ])
     }
+}
+
+/// Adds `approver`'s approval if they count under one of `candidates`; returns the event details
+/// (who approved so far) and the policy whose quorum is now met, if any.
+fn record_approval(
+    approvals: &mut Vec<Approval>,
+    candidates: &[&Policy],
+    approver: &Principal,
+    requester: &str,
+    comment: Option<&str>,
+    what: &str,
+    now: Timestamp,
+) -> Result<(serde_json::Value, Option<String>), CoreError> {
+    let counts_for = policy::approver_counts_for(candidates, approver, requester, "approve", what)?;
+    approvals.push(Approval {
+        by: approver.name.clone(),
+        at: now,
+        comment: comment.map(str::to_owned),
+        counts_for,
+    });
+    let quorum = policy::quorum_met(
+        candidates,
+        approvals.iter().map(|a| a.counts_for.as_slice()),
+    );
+    let approvers: Vec<&str> = approvals.iter().map(|a| a.by.as_str()).collect();
+    Ok((
+        json!({ "by": approver.name, "comment": comment, "approvals": approvers }),
+        quorum,
+    ))
 }
 
 #[cfg(test)]

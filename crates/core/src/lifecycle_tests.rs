@@ -37,7 +37,8 @@ fn actions(events: &[EventDraft]) -> Vec<&str> {
 
 fn active(p: &Policy, c: &FakeClock, secs: u64) -> AccessRequest {
     let mut r = pending(p, c, secs);
-    r.approve(&dba("dora"), None, &[p], c.now()).unwrap();
+    r.approve(&dba("dora"), None, std::slice::from_ref(p), c.now())
+        .unwrap();
     r.activate(None, c.now()).unwrap();
     r
 }
@@ -71,7 +72,9 @@ fn approval_starts_the_clock_and_activation_follows() {
     let p = policy("p");
     let mut r = pending(&p, &c, 1800);
     c.advance(10 * MIN);
-    let ev = r.approve(&dba("dora"), Some("ok"), &[&p], c.now()).unwrap();
+    let ev = r
+        .approve(&dba("dora"), Some("ok"), std::slice::from_ref(&p), c.now())
+        .unwrap();
     assert_eq!(actions(&ev), ["request.approved"]);
     let g = r.grant().unwrap();
     assert_eq!(
@@ -100,14 +103,17 @@ fn self_approval_is_refused_unless_the_policy_allows_it() {
         .approvers
         .push("group:engineering".parse().unwrap());
     let mut r = pending(&p, &c, 60);
-    let e = r.approve(&alice(), None, &[&p], c.now()).unwrap_err();
+    let e = r
+        .approve(&alice(), None, std::slice::from_ref(&p), c.now())
+        .unwrap_err();
     assert!(e.to_string().contains("you are the requester"), "{e}");
     assert!(
         r.approvals.is_empty() && r.state == State::Pending,
         "a refusal changes nothing"
     );
     p.approval.allow_self_approval = true;
-    r.approve(&alice(), None, &[&p], c.now()).unwrap();
+    r.approve(&alice(), None, std::slice::from_ref(&p), c.now())
+        .unwrap();
     assert_eq!(r.state, State::Approved);
 }
 
@@ -120,7 +126,7 @@ fn approval_by_non_approver_is_refused() {
         .approve(
             &Principal::user("eve", &["engineering"]),
             None,
-            &[&p],
+            std::slice::from_ref(&p),
             c.now(),
         )
         .unwrap_err();
@@ -138,26 +144,30 @@ fn k_of_n_counts_distinct_people() {
     let mut p = policy("p");
     p.approval.required = 2;
     let mut r = pending(&p, &c, 60);
-    let ev = r.approve(&dba("dora"), None, &[&p], c.now()).unwrap();
+    let ev = r
+        .approve(&dba("dora"), None, std::slice::from_ref(&p), c.now())
+        .unwrap();
     assert_eq!(actions(&ev), ["request.approval_recorded"]);
     assert!(
-        r.approve(&dba("dora"), None, &[&p], c.now())
+        r.approve(&dba("dora"), None, std::slice::from_ref(&p), c.now())
             .unwrap()
             .is_empty(),
         "same person counts once"
     );
     assert_eq!(r.state, State::Pending);
-    let ev = r.approve(&dba("dan"), None, &[&p], c.now()).unwrap();
+    let ev = r
+        .approve(&dba("dan"), None, std::slice::from_ref(&p), c.now())
+        .unwrap();
     assert_eq!(actions(&ev), ["request.approved"]);
     assert_eq!(r.state, State::Approved);
     assert!(
-        r.approve(&dba("dan"), None, &[&p], c.now())
+        r.approve(&dba("dan"), None, std::slice::from_ref(&p), c.now())
             .unwrap()
             .is_empty(),
         "idempotent after approval"
     );
     assert!(matches!(
-        r.approve(&dba("dirk"), None, &[&p], c.now()),
+        r.approve(&dba("dirk"), None, std::slice::from_ref(&p), c.now()),
         Err(CoreError::InvalidTransition { .. })
     ));
 }
@@ -177,7 +187,7 @@ fn deny_by_approver_only() {
     let p = policy("p");
     let mut r = pending(&p, &c, 60);
     assert!(
-        r.deny(&alice(), false, None, &[&p], c.now())
+        r.deny(&alice(), false, None, std::slice::from_ref(&p), c.now())
             .unwrap_err()
             .to_string()
             .contains("may not deny")
@@ -187,7 +197,7 @@ fn deny_by_approver_only() {
             &dba("dora"),
             false,
             Some("not during the freeze"),
-            &[&p],
+            std::slice::from_ref(&p),
             c.now(),
         )
         .unwrap();
@@ -195,12 +205,12 @@ fn deny_by_approver_only() {
     assert_eq!(ev[0].details["reason"], "not during the freeze");
     assert_eq!(r.state, State::Denied);
     assert!(
-        r.deny(&dba("dora"), false, None, &[&p], c.now())
+        r.deny(&dba("dora"), false, None, std::slice::from_ref(&p), c.now())
             .unwrap()
             .is_empty()
     );
     assert!(matches!(
-        r.approve(&dba("dan"), None, &[&p], c.now()),
+        r.approve(&dba("dan"), None, std::slice::from_ref(&p), c.now()),
         Err(CoreError::InvalidTransition { .. })
     ));
 }
@@ -259,7 +269,8 @@ fn scheduled_start_waits_for_start_at() {
     asked.start_at = Some(start);
     let d = evaluate(std::slice::from_ref(&p), &asked, c.now()).unwrap();
     let (mut r, _) = AccessRequest::create(&asked, d, c.now()).unwrap();
-    r.approve(&dba("dora"), None, &[&p], c.now()).unwrap();
+    r.approve(&dba("dora"), None, std::slice::from_ref(&p), c.now())
+        .unwrap();
     assert_eq!(r.grant().unwrap().starts_at, start);
     assert_eq!(r.due(c.now()), None);
     assert_eq!(r.next_deadline(), Some(start));
@@ -364,7 +375,8 @@ fn approved_but_not_started_ends_without_revoking() {
     let c = clock();
     let p = policy("p");
     let mut r = pending(&p, &c, 60);
-    r.approve(&dba("dora"), None, &[&p], c.now()).unwrap();
+    r.approve(&dba("dora"), None, std::slice::from_ref(&p), c.now())
+        .unwrap();
     assert_eq!(
         actions(&r.revoke(&admin(), true, None, c.now()).unwrap()),
         ["grant.revoked"]
@@ -372,7 +384,8 @@ fn approved_but_not_started_ends_without_revoking() {
     assert_eq!(r.state, State::Revoked);
     // and one whose whole window passed unused expires
     let mut r = pending(&p, &c, 60);
-    r.approve(&dba("dora"), None, &[&p], c.now()).unwrap();
+    r.approve(&dba("dora"), None, std::slice::from_ref(&p), c.now())
+        .unwrap();
     c.advance(2 * MIN);
     assert_eq!(r.due(c.now()), Some(Due::ExpireUnused));
     assert_eq!(
@@ -386,7 +399,8 @@ fn activation_failure_retries_until_the_window_ends() {
     let c = clock();
     let p = policy("p");
     let mut r = pending(&p, &c, 60);
-    r.approve(&dba("dora"), None, &[&p], c.now()).unwrap();
+    r.approve(&dba("dora"), None, std::slice::from_ref(&p), c.now())
+        .unwrap();
     let ev = r.activation_failed("target down", c.now()).unwrap();
     assert_eq!(ev[0].outcome, Outcome::Failure);
     assert_eq!(r.due(c.now()), None);
@@ -426,11 +440,12 @@ fn extension_needs_a_new_decision_and_leaves_no_gap() {
         "one pending extension at a time"
     );
     assert!(
-        r.approve_extension(&alice(), None, &[&p], c.now()).is_err(),
+        r.approve(&alice(), None, std::slice::from_ref(&p), c.now())
+            .is_err(),
         "no self-approval"
     );
     let ev = r
-        .approve_extension(&dba("dora"), None, &[&p], c.now())
+        .approve_extension(&dba("dora"), None, std::slice::from_ref(&p), c.now())
         .unwrap();
     assert_eq!(actions(&ev), ["grant.extended"]);
     assert_eq!(r.grant().unwrap().expires_at, duration::add(end, 30 * MIN));
@@ -444,14 +459,20 @@ fn extension_needs_a_new_decision_and_leaves_no_gap() {
         .unwrap();
     let before = r.grant().unwrap().expires_at;
     assert!(
-        r.deny_extension(&alice(), false, None, &[&p], c.now())
+        r.deny(&alice(), false, None, std::slice::from_ref(&p), c.now())
             .is_err(),
         "the holder cannot deny"
     );
     assert_eq!(
         actions(
-            &r.deny_extension(&dba("dora"), false, Some("enough"), &[&p], c.now())
-                .unwrap()
+            &r.deny(
+                &dba("dora"),
+                false,
+                Some("enough"),
+                std::slice::from_ref(&p),
+                c.now()
+            )
+            .unwrap()
         ),
         ["grant.extension_denied"]
     );
@@ -488,7 +509,7 @@ fn pending_extension_lapses_when_the_grant_ends() {
         ["grant.revoking", "grant.extension_lapsed"]
     );
     assert!(
-        r.approve_extension(&dba("dora"), None, &[&p], c.now())
+        r.approve(&dba("dora"), None, std::slice::from_ref(&p), c.now())
             .is_err()
     );
 }
@@ -510,22 +531,26 @@ fn break_glass_is_approved_at_once_and_needs_review_by_someone_else() {
     assert_eq!(ev[1].details["break_glass"], true);
     assert!(r.grant().unwrap().needs_review);
     assert!(matches!(
-        r.review(&alice(), true, None, c.now()),
+        r.review(&alice(), true, &[], None, c.now()),
         Err(CoreError::Refused(_))
     ));
     assert!(matches!(
-        r.review(&Principal::user("eve", &[]), false, None, c.now()),
+        r.review(&Principal::user("eve", &[]), false, &[], None, c.now()),
         Err(CoreError::Refused(_))
     ));
     assert_eq!(
         actions(
-            &r.review(&admin(), true, Some("justified"), c.now())
+            &r.review(&admin(), true, &[], Some("justified"), c.now())
                 .unwrap()
         ),
         ["grant.reviewed"]
     );
     assert!(!r.grant().unwrap().needs_review);
-    assert!(r.review(&admin(), true, None, c.now()).unwrap().is_empty());
+    assert!(
+        r.review(&admin(), true, &[], None, c.now())
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]

@@ -257,12 +257,23 @@ pub fn evaluate(
     )))
 }
 
+/// The configured policies with these names, in config order; names no longer configured are
+/// skipped, so a removed policy stops counting.
+pub fn named<'a>(configured: &'a [Policy], names: &[String]) -> Vec<&'a Policy> {
+    configured
+        .iter()
+        .filter(|p| names.contains(&p.name))
+        .collect()
+}
+
 /// The names of `policies` under which `approver` counts for a request by `requester`, or a
-/// refusal that says, in the policies' terms, who would count.
+/// refusal that says, in the policies' terms, who would count. `verb` is what they try to do
+/// (`approve`, `deny`).
 pub fn approver_counts_for(
     policies: &[&Policy],
     approver: &Principal,
     requester: &str,
+    verb: &str,
     what: &str,
 ) -> Result<Vec<String>, CoreError> {
     let names: Vec<String> = policies
@@ -295,11 +306,11 @@ pub fn approver_counts_for(
     };
     if needs.is_empty() {
         return Err(CoreError::Refused(format!(
-            "{what} has no policy in force that names approvers; nobody can approve it"
+            "{what} has no policy in force that names approvers; nobody can {verb} it"
         )));
     }
     Err(CoreError::Refused(format!(
-        "{} may not approve {what}: it needs {}{self_note}",
+        "{} may not {verb} {what}: it needs {}{self_note}",
         approver.name,
         needs.join(" or ")
     )))
@@ -551,22 +562,22 @@ pub(crate) mod tests {
         let dba = Principal::user("dora", &["dba"]);
         let eng = Principal::user("eve", &["engineering"]);
         assert_eq!(
-            approver_counts_for(&[&p], &dba, "alice", "it").unwrap(),
+            approver_counts_for(&[&p], &dba, "alice", "approve", "it").unwrap(),
             vec!["p".to_owned()]
         );
-        let e = approver_counts_for(&[&p], &eng, "alice", "request r")
+        let e = approver_counts_for(&[&p], &eng, "alice", "approve", "request r")
             .unwrap_err()
             .to_string();
         assert!(
             e.contains("needs 1 approval(s) from group:dba (policy p)"),
             "{e}"
         );
-        let e = approver_counts_for(&[&p], &dba, "dora", "request r")
+        let e = approver_counts_for(&[&p], &dba, "dora", "approve", "request r")
             .unwrap_err()
             .to_string();
         assert!(e.contains("you are the requester"), "{e}");
         let mut selfok = policy("p");
         selfok.approval.allow_self_approval = true;
-        assert!(approver_counts_for(&[&selfok], &dba, "dora", "it").is_ok());
+        assert!(approver_counts_for(&[&selfok], &dba, "dora", "approve", "it").is_ok());
     }
 }

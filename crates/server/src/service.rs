@@ -226,26 +226,7 @@ impl App {
                 "request.approve",
                 RequestKey::Request(id.to_owned()),
                 Box::new(move |r| {
-                    let policies = resolve(&config, &r.policies);
-                    let now = clock.now();
-                    if r.state == State::Active
-                        && r.grant().and_then(|g| g.pending_extension()).is_some()
-                    {
-                        let ext_policies = resolve(
-                            &config,
-                            &r.grant()
-                                .and_then(|g| g.pending_extension())
-                                .map(|e| e.policies.clone())
-                                .unwrap_or_default(),
-                        );
-                        return r.approve_extension(
-                            &approver,
-                            comment.as_deref(),
-                            &ext_policies,
-                            now,
-                        );
-                    }
-                    r.approve(&approver, comment.as_deref(), &policies, now)
+                    r.approve(&approver, comment.as_deref(), &config.policies, clock.now())
                 }),
             )
             .await?;
@@ -273,25 +254,12 @@ impl App {
             "request.deny",
             RequestKey::Request(id.to_owned()),
             Box::new(move |r| {
-                let now = clock.now();
-                if r.state == State::Active
-                    && r.grant().and_then(|g| g.pending_extension()).is_some()
-                {
-                    let ext_policies = resolve(
-                        &config,
-                        &r.grant()
-                            .and_then(|g| g.pending_extension())
-                            .map(|e| e.policies.clone())
-                            .unwrap_or_default(),
-                    );
-                    return r.deny_extension(&by, is_admin, reason.as_deref(), &ext_policies, now);
-                }
                 r.deny(
                     &by,
                     is_admin,
                     reason.as_deref(),
-                    &resolve(&config, &r.policies),
-                    now,
+                    &config.policies,
+                    clock.now(),
                 )
             }),
         )
@@ -390,8 +358,10 @@ impl App {
                 Box::new(move |r| {
                     let now = clock.now();
                     // The same policies that allowed the request decide the extension, on its own length.
-                    let policies: Vec<Policy> =
-                        resolve(&config, &r.policies).into_iter().cloned().collect();
+                    let policies: Vec<Policy> = policy::named(&config.policies, &r.policies)
+                        .into_iter()
+                        .cloned()
+                        .collect();
                     let ask = AccessAsk {
                         principal: &by,
                         resource: &r.resource,
@@ -430,11 +400,13 @@ impl App {
             "grant.review",
             RequestKey::Grant(grant_id.to_owned()),
             Box::new(move |r| {
-                let may_review = is_admin
-                    || resolve(&config, &r.policies)
-                        .iter()
-                        .any(|p| Selector::any_matches(&p.approval.approvers, &by));
-                r.review(&by, may_review, comment.as_deref(), clock.now())
+                r.review(
+                    &by,
+                    is_admin,
+                    &config.policies,
+                    comment.as_deref(),
+                    clock.now(),
+                )
             }),
         )
         .await
@@ -598,12 +570,11 @@ impl App {
             .get_request(key.clone())
             .await?
             .ok_or_else(|| Error::NotFound(key.to_string()))?;
-        let sees = caller.is_admin
-            || caller.is_auditor
-            || r.principal == caller.principal.name
-            || r.policies
-                .iter()
-                .any(|p| self.approvable_policies(caller).contains(p));
+        let sees =
+            caller.is_admin || caller.is_auditor || r.principal == caller.principal.name || {
+                let mine = self.approvable_policies(caller);
+                r.policies.iter().any(|p| mine.contains(p))
+            };
         if sees {
             Ok(r)
         } else {
@@ -693,11 +664,6 @@ fn settle(
         events.extend(r.finish_revocation(now)?);
     }
     Ok(events)
-}
-
-/// The named policies as currently configured; a policy removed from the config no longer counts.
-fn resolve<'a>(config: &'a Config, names: &[String]) -> Vec<&'a Policy> {
-    names.iter().filter_map(|n| config.policy(n)).collect()
 }
 
 /// Which requests are being driven, and a way to wait for a driver to finish.
