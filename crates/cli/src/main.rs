@@ -53,6 +53,8 @@ struct Conn {
 enum Output {
     Table,
     Json,
+    /// `NAME=value` lines for a shell (credentials only).
+    Env,
 }
 
 #[derive(Subcommand)]
@@ -100,6 +102,12 @@ enum Command {
         conn: Conn,
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Connection credentials for your active grant's ephemeral login (-o env for PG*/MYSQL_* lines).
+    Credentials {
+        #[command(flatten)]
+        conn: Conn,
+        grant_id: String,
     },
     /// Show who your token belongs to.
     Whoami {
@@ -276,6 +284,14 @@ fn init_logging() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Request { conn, .. }
+    | Command::Grant { conn, .. }
+    | Command::Audit { conn, .. }
+    | Command::Whoami { conn } = &cli.command
+        && conn.output == Output::Env
+    {
+        return Err(usage("-o env is only for `jitgate credentials`"));
+    }
     match cli.command {
         Command::Serve { config } => {
             init_logging();
@@ -350,6 +366,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ]);
             let events = client.get(&format!("/api/v1/audit/events{q}")).await?;
             print_events(&conn, &events);
+            Ok(())
+        }
+        Command::Credentials { conn, grant_id } => {
+            let client = Client::new(&conn.url, conn.token.clone())?;
+            let c = client
+                .get(&format!(
+                    "/api/v1/grants/{}/credentials",
+                    client::enc(&grant_id)
+                ))
+                .await?;
+            match conn.output {
+                Output::Json => println!("{c}"),
+                Output::Env => {
+                    for (k, v) in c["env"].as_object().into_iter().flatten() {
+                        println!("{k}={}", shell_quote(v.as_str().unwrap_or_default()));
+                    }
+                }
+                Output::Table => {
+                    output::fields(&c, &["grant_id", "username", "dsn"]);
+                    eprintln!(
+                        "(-o env prints lines for the target's own clients; the password is in the dsn)"
+                    );
+                }
+            }
             Ok(())
         }
         Command::Whoami { conn } => {
@@ -614,6 +654,18 @@ async fn grant(conn: &Conn, command: GrantCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Quotes a value for a POSIX shell when it needs it.
+fn shell_quote(v: &str) -> String {
+    if !v.is_empty()
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./:@%+=,".contains(c))
+    {
+        v.to_owned()
+    } else {
+        format!("'{}'", v.replace('\'', "'\\''"))
+    }
 }
 
 fn cell(v: &Value) -> String {

@@ -1,15 +1,18 @@
-//! Connectors make a grant real in the target system (an ephemeral database login, say) and take
-//! it away again. One module per target kind, behind the [`Connector`] trait.
+//! Connectors make a grant real in the target system (an ephemeral database login) and take it
+//! away again. One module per target kind, behind the [`Connector`] trait.
 
 mod error;
+pub mod mysql;
+pub mod naming;
+pub mod postgres;
 
 use async_trait::async_trait;
 use jitgate_core::Timestamp;
 
 pub use error::ConnectorError;
 
-/// What the connector needs to remove a privilege it created (e.g. the role's name). Stored with
-/// the grant, so revocation survives restarts.
+/// What the connector needs to remove a privilege it created (e.g. the login's name). Stored
+/// with the grant, so revocation survives restarts. Never holds a secret.
 pub type Handle = serde_json::Value;
 
 /// The grant a connector provisions.
@@ -19,17 +22,46 @@ pub struct GrantSpec {
     pub principal: String,
     pub resource: String,
     pub role: String,
-    /// The connector-level privileges the role maps to (e.g. PostgreSQL roles to inherit).
+    /// The target-level roles the grant's role maps to (PostgreSQL or MariaDB roles).
     pub grants: Vec<String>,
+    /// The database the credentials point at, if the role names one.
+    pub database: Option<String>,
     pub expires_at: Timestamp,
+}
+
+/// How the grantee connects with the grant's login.
+#[derive(Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+    /// A URL that libpq/psql (or mysql clients) accept.
+    pub dsn: String,
+    /// Environment lines for the target's own clients (`PGHOST=…`).
+    pub env: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A privilege the connector finds in the target, for reconciliation.
+#[derive(Debug, Clone)]
+pub struct Managed {
+    pub grant_id: String,
+    pub handle: Handle,
 }
 
 #[async_trait]
 pub trait Connector: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
 
-    /// Creates the privilege for the grant. Must be idempotent per grant id: a retry after a
-    /// crash converges on one privilege, never two.
+    /// Creates the privilege for the grant. Idempotent per grant id: a retry after a crash
+    /// converges on one privilege, never two.
     async fn provision(&self, grant: &GrantSpec) -> Result<Option<Handle>, ConnectorError>;
 
     /// Moves the privilege's own end (e.g. `VALID UNTIL`) when a grant is extended.
@@ -39,12 +71,14 @@ pub trait Connector: Send + Sync + 'static {
     /// what is already gone succeeds.
     async fn revoke(&self, handle: &Handle) -> Result<(), ConnectorError>;
 
-    /// Everything this connector created that still exists, for reconciliation.
-    async fn list_managed(&self) -> Result<Vec<Handle>, ConnectorError>;
+    /// Everything this connector created (for this jitgate instance) that still exists.
+    async fn list_managed(&self) -> Result<Vec<Managed>, ConnectorError>;
+
+    /// Credentials for an active grant's login, for its grantee.
+    async fn credentials(&self, handle: &Handle) -> Result<Option<Credentials>, ConnectorError>;
 }
 
-/// `kind = "none"`: jitgate tracks the grant (lifecycle, audit, gateway) but creates nothing in
-/// the target.
+/// `kind = "none"`: jitgate tracks the grant (lifecycle, audit) but creates nothing in a target.
 #[derive(Debug, Default)]
 pub struct NoneConnector;
 
@@ -66,7 +100,19 @@ impl Connector for NoneConnector {
         Ok(())
     }
 
-    async fn list_managed(&self) -> Result<Vec<Handle>, ConnectorError> {
+    async fn list_managed(&self) -> Result<Vec<Managed>, ConnectorError> {
         Ok(vec![])
     }
+
+    async fn credentials(&self, _handle: &Handle) -> Result<Option<Credentials>, ConnectorError> {
+        Ok(None)
+    }
+}
+
+/// Reads a string field of a handle.
+fn handle_str<'a>(handle: &'a Handle, key: &str) -> Result<&'a str, ConnectorError> {
+    handle
+        .get(key)
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| ConnectorError::Invalid(format!("handle {handle} has no {key:?}")))
 }

@@ -46,10 +46,51 @@ pub struct Resource {
     pub roles: BTreeMap<String, RoleDef>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResourceKind {
     /// Tracked by jitgate only: lifecycle and audit, nothing created in a target.
     None,
+    /// An ephemeral PostgreSQL login role per grant.
+    Postgres(Target),
+    /// An ephemeral MariaDB/MySQL user per grant.
+    Mysql(Target),
+}
+
+impl ResourceKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ResourceKind::None => "none",
+            ResourceKind::Postgres(_) => "postgres",
+            ResourceKind::Mysql(_) => "mysql",
+        }
+    }
+}
+
+/// How jitgate reaches a database target to create and remove logins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub admin_url: Secret,
+    pub owner_role: Option<String>,
+    pub databases: Vec<String>,
+    pub client_host: Option<String>,
+    pub client_port: Option<u16>,
+    pub role_prefix: String,
+}
+
+/// A secret string: its Debug and Display never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<secret>")
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -68,9 +109,9 @@ impl Config {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
-        let mut config = Self::parse(&text, &path.display().to_string())?;
         // Relative paths are relative to the config file, so `serve` works from any directory.
         let dir = path.parent().unwrap_or(Path::new("."));
+        let mut config = Self::parse_in(&text, &path.display().to_string(), dir)?;
         if config.data_dir.is_relative() {
             config.data_dir = dir.join(&config.data_dir);
         }
@@ -82,6 +123,11 @@ impl Config {
 
     /// Parses and validates config text; `origin` names it in messages.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        Self::parse_in(text, origin, Path::new("."))
+    }
+
+    /// Like [`Config::parse`]; relative secret files are read from `base`.
+    pub fn parse_in(text: &str, origin: &str, base: &Path) -> Result<Self, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start));
             ConfigError::Invalid(vec![Problem {
@@ -91,7 +137,7 @@ impl Config {
                 message: e.message().trim().to_owned(),
             }])
         })?;
-        validate(raw).map_err(|problems| {
+        validate(raw, base).map_err(|problems| {
             let located = Locator::new(text);
             ConfigError::Invalid(
                 problems
@@ -212,6 +258,16 @@ struct RawResource {
     description: Option<String>,
     #[serde(default)]
     roles: BTreeMap<String, RoleDef>,
+    /// postgres/mysql: exactly one of these three gives the admin connection URL.
+    admin_url: Option<String>,
+    admin_url_env: Option<String>,
+    admin_url_file: Option<PathBuf>,
+    owner_role: Option<String>,
+    #[serde(default)]
+    databases: Vec<String>,
+    client_host: Option<String>,
+    client_port: Option<u16>,
+    role_prefix: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -330,7 +386,7 @@ fn with(path: &KeyPath, seg: Seg) -> KeyPath {
     p
 }
 
-fn validate(raw: RawConfig) -> Result<Config, Vec<(KeyPath, String)>> {
+fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<(KeyPath, String)>> {
     let mut c = Check::default();
     let server = vec![Seg::Key("server")];
     let listen = c
@@ -449,15 +505,34 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<(KeyPath, String)>> {
             );
         }
         let kind = match r.kind.as_str() {
-            "none" => ResourceKind::None,
-            "postgres" | "mysql" => {
-                c.add(with(&path, Seg::Key("kind")), format!("the {} connector is not available in this version yet; use kind = \"none\" to track grants without a connector", r.kind));
+            "none" => {
+                let extra = [
+                    ("admin_url", r.admin_url.is_some()),
+                    ("admin_url_env", r.admin_url_env.is_some()),
+                    ("admin_url_file", r.admin_url_file.is_some()),
+                    ("owner_role", r.owner_role.is_some()),
+                ];
+                for (key, set) in extra {
+                    if set {
+                        c.add(with(&path, Seg::Key(key)), "only postgres and mysql resources take a connection; kind \"none\" creates nothing in a target");
+                    }
+                }
                 ResourceKind::None
+            }
+            "postgres" => ResourceKind::Postgres(target(&mut c, &path, &r, base)),
+            "mysql" => {
+                if r.owner_role.is_some() {
+                    c.add(
+                        with(&path, Seg::Key("owner_role")),
+                        "MariaDB/MySQL objects have no owner to reassign; remove owner_role",
+                    );
+                }
+                ResourceKind::Mysql(target(&mut c, &path, &r, base))
             }
             other => {
                 c.add(
                     with(&path, Seg::Key("kind")),
-                    format!("unknown resource kind {other:?}; one of: none"),
+                    format!("unknown resource kind {other:?}; one of: none, postgres, mysql"),
                 );
                 ResourceKind::None
             }
@@ -598,6 +673,82 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<(KeyPath, String)>> {
         resources,
         policies,
     })
+}
+
+/// The connection settings of a postgres or mysql resource; the admin URL from exactly one of
+/// `admin_url`, `admin_url_env` (an environment variable) or `admin_url_file`.
+fn target(c: &mut Check, path: &KeyPath, r: &RawResource, base: &Path) -> Target {
+    let sources = [
+        r.admin_url.is_some(),
+        r.admin_url_env.is_some(),
+        r.admin_url_file.is_some(),
+    ]
+    .iter()
+    .filter(|s| **s)
+    .count();
+    let url = match (&r.admin_url, &r.admin_url_env, &r.admin_url_file) {
+        _ if sources > 1 => {
+            c.add(
+                path.clone(),
+                "set only one of admin_url, admin_url_env, admin_url_file",
+            );
+            String::new()
+        }
+        (Some(url), _, _) => url.clone(),
+        (_, Some(var), _) => std::env::var(var).unwrap_or_else(|_| {
+            c.add(
+                with(path, Seg::Key("admin_url_env")),
+                format!("environment variable {var} is not set"),
+            );
+            String::new()
+        }),
+        (_, _, Some(file)) => {
+            let file = if file.is_relative() {
+                base.join(file)
+            } else {
+                file.clone()
+            };
+            std::fs::read_to_string(&file)
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_else(|e| {
+                    c.add(
+                        with(path, Seg::Key("admin_url_file")),
+                        format!("cannot read {}: {e}", file.display()),
+                    );
+                    String::new()
+                })
+        }
+        _ => {
+            c.add(
+                path.clone(),
+                format!(
+                    "a {} resource needs admin_url, admin_url_env or admin_url_file",
+                    r.kind
+                ),
+            );
+            String::new()
+        }
+    };
+    let prefix = r.role_prefix.clone().unwrap_or_else(|| "jit_".into());
+    if prefix.is_empty()
+        || prefix.len() > 12
+        || !prefix
+            .chars()
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_')
+    {
+        c.add(
+            with(path, Seg::Key("role_prefix")),
+            "must be 1 to 12 characters of a-z, 0-9 and _",
+        );
+    }
+    Target {
+        admin_url: Secret(url),
+        owner_role: r.owner_role.clone(),
+        databases: r.databases.clone(),
+        client_host: r.client_host.clone(),
+        client_port: r.client_port,
+        role_prefix: prefix,
+    }
 }
 
 // ---------------------------------------------------------------- locating keys
@@ -793,8 +944,36 @@ schedule = "Mon-Fri 08:00-18:00 Europe/Berlin"
     }
 
     #[test]
-    fn connectors_not_yet_built_fail_closed() {
+    fn database_resources_need_exactly_one_admin_url() {
         let p = problems(&GOOD.replace("kind = \"none\"", "kind = \"postgres\""));
-        assert!(p[0].contains("connector is not available"), "{p:?}");
+        assert!(
+            p[0].contains("needs admin_url, admin_url_env or admin_url_file"),
+            "{p:?}"
+        );
+        let two = GOOD.replace(
+            "kind = \"none\"",
+            "kind = \"postgres\"\nadmin_url = \"postgres://x@h/db\"\nadmin_url_env = \"X\"",
+        );
+        assert!(problems(&two)[0].contains("only one of"));
+        let env = GOOD.replace(
+            "kind = \"none\"",
+            "kind = \"mysql\"\nadmin_url_env = \"JITGATE_TEST_SURELY_UNSET\"",
+        );
+        assert!(problems(&env)[0].contains("JITGATE_TEST_SURELY_UNSET is not set"));
+        let none_with_url = GOOD.replace(
+            "kind = \"none\"",
+            "kind = \"none\"\nadmin_url = \"postgres://x@h/db\"",
+        );
+        assert!(problems(&none_with_url)[0].contains("creates nothing"));
+        let ok = GOOD.replace(
+            "kind = \"none\"",
+            "kind = \"postgres\"\nadmin_url = \"postgres://postgres:s3cret@127.0.0.1/orders\"",
+        );
+        let c = Config::parse(&ok, "jitgate.toml").unwrap();
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cret"),
+            "the admin URL never shows in Debug output"
+        );
     }
 }

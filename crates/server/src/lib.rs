@@ -63,8 +63,9 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Err
             .map_err(|e| Error::Io(format!("cannot create {}: {e}", parent.display())))?;
     }
     let store = SqliteStore::open(&config.database_path)?;
+    let instance = instance_id(&config.data_dir)?;
     let listen = config.listen;
-    let app = Arc::new(App::new(config, Arc::new(store), clock));
+    let app = Arc::new(App::new(config, Arc::new(store), clock, &instance)?);
 
     // First thing: grants whose window passed while we were down end now, before serving.
     let caught_up = app.catch_up().await?;
@@ -73,6 +74,11 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Err
             requests = caught_up,
             "ended or advanced what fell due while jitgate was down"
         );
+    }
+    // Then anything jitgate created in a target that no live grant accounts for goes.
+    let orphans = app.reconcile().await?;
+    if orphans > 0 {
+        tracing::warn!(orphans, "removed logins that no live grant accounted for");
     }
 
     let listener = tokio::net::TcpListener::bind(listen)
@@ -103,6 +109,20 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Err
         shutdown,
         tasks: vec![http, sched],
     })
+}
+
+/// This installation's id: made once, kept in the data dir.
+fn instance_id(data_dir: &std::path::Path) -> Result<String, Error> {
+    let path = data_dir.join("instance_id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
+        _ => {
+            let id = jitgate_core::ids::new_id("jg");
+            std::fs::write(&path, &id)
+                .map_err(|e| Error::Io(format!("cannot write {}: {e}", path.display())))?;
+            Ok(id)
+        }
+    }
 }
 
 fn create_private_dir(dir: &std::path::Path) -> Result<(), Error> {

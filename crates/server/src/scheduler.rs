@@ -13,11 +13,20 @@ use crate::service::App;
 const ROUND: u32 = 10_000;
 /// The longest it sleeps without looking, so a deadline written by another process is not missed.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
+/// How often targets are checked for logins that no live grant accounts for.
+const RECONCILE_EVERY: Duration = Duration::from_secs(60);
 /// When everything due is already being driven, look again after this long.
 const BUSY_SLEEP: Duration = Duration::from_millis(20);
 
 pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    let mut next_reconcile = tokio::time::Instant::now() + RECONCILE_EVERY;
     loop {
+        if tokio::time::Instant::now() >= next_reconcile {
+            next_reconcile = tokio::time::Instant::now() + RECONCILE_EVERY;
+            if let Err(e) = app.reconcile().await {
+                tracing::error!(error = %e, "reconciliation failed; retrying later");
+            }
+        }
         let wait = match round(&app).await {
             Ok(wait) => wait,
             Err(e) => {

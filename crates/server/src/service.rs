@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::future::join_all;
 use jitgate_audit::{AuditEvent, EventFilter};
+use jitgate_connectors::mysql::{MysqlConnector, MysqlSettings};
+use jitgate_connectors::postgres::{PostgresConnector, PostgresSettings};
 use jitgate_connectors::{Connector, GrantSpec, NoneConnector};
 use jitgate_core::event::Outcome;
 use jitgate_core::lifecycle::Due;
@@ -52,18 +54,19 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(config: Config, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
-        let connectors = config
-            .resources
-            .iter()
-            .map(|r| {
-                let c: Arc<dyn Connector> = match r.kind {
-                    ResourceKind::None => Arc::new(NoneConnector),
-                };
-                (r.name.clone(), c)
-            })
-            .collect();
-        Self {
+    /// `instance` identifies this installation in what connectors create, so reconciliation
+    /// never touches another installation's logins.
+    pub fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        instance: &str,
+    ) -> Result<Self> {
+        let mut connectors = HashMap::new();
+        for r in &config.resources {
+            connectors.insert(r.name.clone(), connector_for(r, instance)?);
+        }
+        Ok(Self {
             auth: Authenticator::new(&config),
             config: Arc::new(config),
             store,
@@ -72,7 +75,7 @@ impl App {
             connectors,
             in_flight: InFlight::default(),
             wake: Notify::new(),
-        }
+        })
     }
 
     fn now(&self) -> Timestamp {
@@ -531,24 +534,120 @@ impl App {
     }
 
     fn grant_spec(&self, r: &AccessRequest) -> GrantSpec {
-        let grants = self
+        let role = self
             .config
             .resource(&r.resource)
-            .and_then(|res| res.roles.get(&r.role))
-            .map(|d| d.grants.clone())
-            .unwrap_or_default();
+            .and_then(|res| res.roles.get(&r.role));
         GrantSpec {
             grant_id: r.grant_id.clone(),
             principal: r.principal.clone(),
             resource: r.resource.clone(),
             role: r.role.clone(),
-            grants,
+            grants: role.map(|d| d.grants.clone()).unwrap_or_default(),
+            database: role.and_then(|d| d.database.clone()),
             expires_at: r
                 .grant
                 .as_ref()
                 .map(|g| g.expires_at)
                 .unwrap_or(r.created_at),
         }
+    }
+
+    /// Removes what connectors created that no live grant accounts for (a crash between
+    /// provisioning and recording, a grant ended while its revocation was lost), each audited as
+    /// `connector.orphan_removed`. Runs at startup and periodically.
+    pub async fn reconcile(&self) -> Result<usize> {
+        let mut removed = 0;
+        for (resource, connector) in &self.connectors {
+            let managed = match connector.list_managed().await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(%resource, error = %e, "cannot list what the connector manages; will try again");
+                    continue;
+                }
+            };
+            for m in managed {
+                let live = self
+                    .store
+                    .get_request(RequestKey::Grant(m.grant_id.clone()))
+                    .await?
+                    .is_some_and(|r| {
+                        matches!(r.state, State::Approved | State::Active | State::Revoking)
+                    });
+                if live {
+                    continue;
+                }
+                match connector.revoke(&m.handle).await {
+                    Ok(()) => {
+                        removed += 1;
+                        let mut e = EventDraft::new(
+                            self.now(),
+                            jitgate_core::event::SYSTEM_ACTOR,
+                            "connector.orphan_removed",
+                        )
+                        .details(json!({ "kind": connector.kind(), "handle": m.handle }));
+                        e.resource = Some(resource.clone());
+                        e.grant_id = Some(m.grant_id.clone());
+                        self.append(vec![e]).await?;
+                    }
+                    Err(e) => {
+                        tracing::warn!(%resource, grant = %m.grant_id, error = %e, "cannot remove an orphan; will try again")
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Connection credentials for an active grant, for its grantee alone. Each issue is audited;
+    /// the secret itself never is.
+    pub async fn credentials(
+        &self,
+        caller: &Caller,
+        grant_id: &str,
+    ) -> Result<jitgate_connectors::Credentials> {
+        let r = self
+            .visible(caller, RequestKey::Grant(grant_id.to_owned()))
+            .await?;
+        if r.principal != caller.principal.name {
+            let err = Error::Core(CoreError::Refused(format!(
+                "only the grantee ({}) may read the credentials of grant {grant_id}",
+                r.principal
+            )));
+            return Err(self
+                .refused(caller, "grant.credentials", Some(&r), err)
+                .await);
+        }
+        if r.state != State::Active {
+            return Err(CoreError::InvalidTransition {
+                action: "issue credentials for",
+                state: r.state,
+            }
+            .into());
+        }
+        let handle = r.grant.as_ref().and_then(|g| g.handle.clone());
+        let (Some(handle), Some(connector)) = (handle, self.connectors.get(&r.resource)) else {
+            return Err(CoreError::Invalid(format!(
+                "resource {} has no connector that issues credentials (kind none)",
+                r.resource
+            ))
+            .into());
+        };
+        let creds = connector.credentials(&handle).await?.ok_or_else(|| {
+            CoreError::Invalid(format!("resource {} issues no credentials", r.resource))
+        })?;
+        let mut e = EventDraft::new(
+            self.now(),
+            &caller.principal.name,
+            "grant.credentials_issued",
+        )
+        .details(json!({ "username": creds.username }));
+        e.resource = Some(r.resource.clone());
+        e.subject = Some(r.principal.clone());
+        e.request_id = Some(r.id.clone());
+        e.grant_id = Some(r.grant_id.clone());
+        self.append(vec![e]).await?;
+        Ok(creds)
     }
 
     // ------------------------------------------------------------------ reading
@@ -664,6 +763,30 @@ fn settle(
         events.extend(r.finish_revocation(now)?);
     }
     Ok(events)
+}
+
+/// The connector a resource's kind calls for.
+fn connector_for(r: &crate::config::Resource, instance: &str) -> Result<Arc<dyn Connector>> {
+    Ok(match &r.kind {
+        ResourceKind::None => Arc::new(NoneConnector),
+        ResourceKind::Postgres(t) => Arc::new(PostgresConnector::new(PostgresSettings {
+            resource: r.name.clone(),
+            admin_url: t.admin_url.expose().to_owned(),
+            owner_role: t.owner_role.clone(),
+            databases: t.databases.clone(),
+            client_host: t.client_host.clone(),
+            client_port: t.client_port,
+            role_prefix: t.role_prefix.clone(),
+            instance: instance.to_owned(),
+        })?),
+        ResourceKind::Mysql(t) => Arc::new(MysqlConnector::new(MysqlSettings {
+            resource: r.name.clone(),
+            admin_url: t.admin_url.expose().to_owned(),
+            client_host: t.client_host.clone(),
+            client_port: t.client_port,
+            role_prefix: t.role_prefix.clone(),
+        })?),
+    })
 }
 
 /// Which requests are being driven, and a way to wait for a driver to finish.

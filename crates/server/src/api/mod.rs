@@ -41,6 +41,7 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/grants/{id}/revoke", post(revoke))
         .route("/api/v1/grants/{id}/extend", post(extend))
         .route("/api/v1/grants/{id}/review", post(review))
+        .route("/api/v1/grants/{id}/credentials", get(credentials))
         .route("/api/v1/audit/events", get(audit_events))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
@@ -475,6 +476,29 @@ async fn review(
     grant_view(&app.review(&c, &id, b.comment).await?)
 }
 
+/// Connection credentials for an active grant's ephemeral login; only its grantee may read them,
+/// and each read is audited.
+#[utoipa::path(get, path = "/api/v1/grants/{id}/credentials", params(("id" = String, Path)),
+    responses((status = 200, body = views::CredentialsView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+async fn credentials(
+    AxState(app): AxState<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let creds = app.credentials(&c, &id).await?;
+    let view = views::CredentialsView {
+        grant_id: id,
+        username: creds.username,
+        password: creds.password,
+        dsn: creds.dsn,
+        env: creds.env.into_iter().collect(),
+    };
+    Ok((
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        Json(view),
+    ))
+}
+
 /// The audit log, oldest first. Auditors and admins see all events; others those they took part in.
 #[utoipa::path(get, path = "/api/v1/audit/events", params(AuditQuery), responses((status = 200, body = Vec<EventView>)), security(("bearer" = [])))]
 async fn audit_events(
@@ -503,8 +527,8 @@ async fn audit_events(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "jitgate", description = "Just-in-time privileged access: requests, approvals, grants, audit."),
-    paths(whoami, create_request, list_requests, get_request, approve, deny, cancel, list_grants, get_grant, release, revoke, extend, review, audit_events),
-    components(schemas(ErrorBody, ErrorDetail, CreateRequestBody, CommentBody, ReasonBody, ExtendBody, RequestView, GrantView, EventView, WhoAmI)),
+    paths(whoami, create_request, list_requests, get_request, approve, deny, cancel, list_grants, get_grant, release, revoke, extend, review, credentials, audit_events),
+    components(schemas(ErrorBody, ErrorDetail, CreateRequestBody, CommentBody, ReasonBody, ExtendBody, RequestView, GrantView, EventView, WhoAmI, views::CredentialsView)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

@@ -108,6 +108,18 @@ pub struct EventView {
     pub details: serde_json::Value,
 }
 
+/// How to connect with a grant's ephemeral login. Secret: never cache or log it.
+#[derive(Serialize, ToSchema)]
+pub struct CredentialsView {
+    pub grant_id: String,
+    pub username: String,
+    pub password: String,
+    /// A URL that psql/libpq (or mysql clients) accept.
+    pub dsn: String,
+    /// Environment variables for the target's own clients (PGHOST, PGUSER, …).
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WhoAmI {
     pub name: String,

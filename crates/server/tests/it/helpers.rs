@@ -207,3 +207,62 @@ impl TestApp {
 pub fn read(duration: &str) -> Value {
     json!({ "resource": "orders-db", "role": "read", "duration": duration, "reason": "INC-1 look at orders" })
 }
+
+impl TestApp {
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("data")
+    }
+}
+
+/// A TCP forwarder in front of a real service, which a test can take down and bring back up on
+/// the same port: the target "goes away" without touching the real service.
+pub struct Forwarder {
+    pub port: u16,
+    target: String,
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Forwarder {
+    pub async fn start(target: &str) -> Forwarder {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let f = Forwarder {
+            port,
+            target: target.to_owned(),
+            tasks: Default::default(),
+        };
+        f.serve(listener);
+        f
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let (target, tasks) = (self.target.clone(), self.tasks.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                tasks.lock().unwrap().push(conn.abort_handle());
+            }
+        });
+        self.tasks.lock().unwrap().push(accept.abort_handle());
+    }
+
+    /// Stops listening and cuts every forwarded connection.
+    pub async fn down(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    pub async fn up(&self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        self.serve(listener);
+    }
+}

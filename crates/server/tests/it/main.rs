@@ -2,3 +2,6 @@
 
 mod api;
 mod helpers;
+mod mysql;
+mod postgres;
+mod services;

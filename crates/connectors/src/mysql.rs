@@ -1,0 +1,267 @@
+//! MariaDB / MySQL: one ephemeral user per grant.
+//!
+//! Provision: `CREATE USER 'jit_<principal>_<grant>'@'%' IDENTIFIED BY …`, `GRANT` the role's
+//! MariaDB roles and `SET DEFAULT ROLE` (the first one). Revoke: `ACCOUNT LOCK`, kill the user's
+//! connections, `DROP USER`.
+//!
+//! MariaDB has no `VALID UNTIL`: while jitgate is down, an ephemeral user keeps working until
+//! jitgate is back and revokes it (first thing at startup). DESIGN.md's other layers (the
+//! gateway's own deadline) still apply; see docs/connectors.md.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use jitgate_core::Timestamp;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
+use serde_json::json;
+
+use crate::naming::{self, my_ident, my_literal};
+use crate::{Connector, ConnectorError, Credentials, GrantSpec, Handle, Managed, handle_str};
+
+/// MySQL 8 limits user names to 32 characters (MariaDB allows 80); stay within both.
+const MAX_NAME: usize = 32;
+
+#[derive(Debug, Clone)]
+pub struct MysqlSettings {
+    pub resource: String,
+    /// A user with CREATE USER, GRANT OPTION on the roles, and CONNECTION ADMIN/SUPER. A secret.
+    pub admin_url: String,
+    pub client_host: Option<String>,
+    pub client_port: Option<u16>,
+    /// Login names start with this (default `jit_`). MariaDB users carry no comment, so this
+    /// prefix is what tells this installation's users apart: give each jitgate installation
+    /// that shares a MariaDB server its own prefix.
+    pub role_prefix: String,
+}
+
+pub struct MysqlConnector {
+    settings: MysqlSettings,
+    opts: Opts,
+    pool: Pool,
+    passwords: Mutex<HashMap<String, String>>,
+}
+
+impl MysqlConnector {
+    pub fn new(settings: MysqlSettings) -> Result<Self, ConnectorError> {
+        let opts = Opts::from_url(&settings.admin_url).map_err(|e| {
+            ConnectorError::Invalid(format!(
+                "resource {}: admin_url is not a MySQL URL: {e}",
+                settings.resource
+            ))
+        })?;
+        let constraints = PoolConstraints::new(0, 8).expect("valid pool bounds");
+        let pooled = OptsBuilder::from_opts(opts.clone())
+            .pool_opts(PoolOpts::default().with_constraints(constraints));
+        Ok(Self {
+            pool: Pool::new(pooled),
+            settings,
+            opts,
+            passwords: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn target_err(&self, e: impl std::fmt::Display) -> ConnectorError {
+        ConnectorError::Target {
+            target: format!("mysql resource {}", self.settings.resource),
+            message: e.to_string(),
+        }
+    }
+
+    async fn conn(&self) -> Result<mysql_async::Conn, ConnectorError> {
+        tokio::time::timeout(std::time::Duration::from_secs(5), self.pool.get_conn())
+            .await
+            .map_err(|_| self.target_err("timed out connecting"))?
+            .map_err(|e| self.target_err(e))
+    }
+
+    fn user(login: &str) -> String {
+        format!("{}@'%'", my_literal(login))
+    }
+}
+
+#[async_trait]
+impl Connector for MysqlConnector {
+    fn kind(&self) -> &'static str {
+        "mysql"
+    }
+
+    async fn provision(&self, grant: &GrantSpec) -> Result<Option<Handle>, ConnectorError> {
+        let login = naming::login_name(
+            &self.settings.role_prefix,
+            &grant.principal,
+            &grant.grant_id,
+            MAX_NAME,
+        );
+        let password = naming::password();
+        let user = Self::user(&login);
+        let mut conn = self.conn().await?;
+        let exists: Option<u8> = conn
+            .exec_first(
+                "SELECT 1 FROM mysql.user WHERE User = ? AND Host = '%'",
+                (login.as_str(),),
+            )
+            .await
+            .map_err(|e| self.target_err(e))?;
+        // DDL is not transactional here: a retry finds the user and converges on it.
+        let create = if exists.is_some() {
+            format!(
+                "ALTER USER {user} IDENTIFIED BY {} ACCOUNT UNLOCK",
+                my_literal(&password)
+            )
+        } else {
+            format!("CREATE USER {user} IDENTIFIED BY {}", my_literal(&password))
+        };
+        conn.query_drop(create)
+            .await
+            .map_err(|e| self.target_err(e))?;
+        if !grant.grants.is_empty() {
+            let roles: Vec<String> = grant.grants.iter().map(|g| my_ident(g)).collect();
+            conn.query_drop(format!("GRANT {} TO {user}", roles.join(", ")))
+                .await
+                .map_err(|e| self.target_err(e))?;
+            conn.query_drop(format!("SET DEFAULT ROLE {} FOR {user}", roles[0]))
+                .await
+                .map_err(|e| self.target_err(e))?;
+        }
+        self.passwords
+            .lock()
+            .expect("password lock")
+            .insert(login.clone(), password);
+        Ok(Some(
+            json!({ "login": login, "grant_id": grant.grant_id, "database": grant.database }),
+        ))
+    }
+
+    async fn extend(&self, _handle: &Handle, _expires_at: Timestamp) -> Result<(), ConnectorError> {
+        Ok(()) // no server-side expiry to move; the grant's end is jitgate's to enforce
+    }
+
+    async fn revoke(&self, handle: &Handle) -> Result<(), ConnectorError> {
+        let login = handle_str(handle, "login")?.to_owned();
+        let user = Self::user(&login);
+        let mut conn = self.conn().await?;
+        let exists: Option<u8> = conn
+            .exec_first(
+                "SELECT 1 FROM mysql.user WHERE User = ? AND Host = '%'",
+                (login.as_str(),),
+            )
+            .await
+            .map_err(|e| self.target_err(e))?;
+        if exists.is_some() {
+            conn.query_drop(format!("ALTER USER {user} ACCOUNT LOCK"))
+                .await
+                .map_err(|e| self.target_err(e))?;
+            let ids: Vec<u64> = conn
+                .exec(
+                    "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ?",
+                    (login.as_str(),),
+                )
+                .await
+                .map_err(|e| self.target_err(e))?;
+            for id in ids {
+                // A connection that ended meanwhile is fine ("Unknown thread id").
+                if let Err(e) = conn.query_drop(format!("KILL CONNECTION {id}")).await {
+                    tracing::debug!(login = %login, id, error = %e, "connection already gone");
+                }
+            }
+            conn.query_drop(format!("DROP USER IF EXISTS {user}"))
+                .await
+                .map_err(|e| self.target_err(e))?;
+        }
+        self.passwords.lock().expect("password lock").remove(&login);
+        Ok(())
+    }
+
+    async fn list_managed(&self) -> Result<Vec<Managed>, ConnectorError> {
+        let mut conn = self.conn().await?;
+        let logins: Vec<String> = conn
+            .exec(
+                "SELECT User FROM mysql.user WHERE Host = '%' AND LEFT(User, CHAR_LENGTH(?)) = ?",
+                (
+                    self.settings.role_prefix.as_str(),
+                    self.settings.role_prefix.as_str(),
+                ),
+            )
+            .await
+            .map_err(|e| self.target_err(e))?;
+        Ok(logins
+            .into_iter()
+            .filter_map(|login| {
+                let grant_id = naming::grant_id_of(&login)?;
+                Some(Managed {
+                    handle: json!({ "login": login, "grant_id": grant_id }),
+                    grant_id,
+                })
+            })
+            .collect())
+    }
+
+    async fn credentials(&self, handle: &Handle) -> Result<Option<Credentials>, ConnectorError> {
+        let login = handle_str(handle, "login")?;
+        let known = self
+            .passwords
+            .lock()
+            .expect("password lock")
+            .get(login)
+            .cloned();
+        let password = match known {
+            Some(p) => p,
+            None => {
+                let p = naming::password();
+                let mut conn = self.conn().await?;
+                conn.query_drop(format!(
+                    "ALTER USER {} IDENTIFIED BY {}",
+                    Self::user(login),
+                    my_literal(&p)
+                ))
+                .await
+                .map_err(|e| self.target_err(e))?;
+                self.passwords
+                    .lock()
+                    .expect("password lock")
+                    .insert(login.to_owned(), p.clone());
+                p
+            }
+        };
+        let host = self
+            .settings
+            .client_host
+            .clone()
+            .unwrap_or_else(|| self.opts.ip_or_hostname().to_owned());
+        let port = self
+            .settings
+            .client_port
+            .unwrap_or_else(|| self.opts.tcp_port());
+        let database = handle
+            .get("database")
+            .and_then(|d| d.as_str())
+            .map(str::to_owned)
+            .or_else(|| self.opts.db_name().map(str::to_owned));
+        let dsn = format!(
+            "mysql://{}:{}@{host}:{port}/{}",
+            naming::url_component(login),
+            naming::url_component(&password),
+            database
+                .as_deref()
+                .map(naming::url_component)
+                .unwrap_or_default()
+        );
+        let mut env = vec![
+            ("MYSQL_HOST".to_owned(), host),
+            ("MYSQL_TCP_PORT".to_owned(), port.to_string()),
+            ("MYSQL_USER".to_owned(), login.to_owned()),
+            ("MYSQL_PWD".to_owned(), password.clone()),
+        ];
+        if let Some(db) = database {
+            env.push(("MYSQL_DATABASE".to_owned(), db));
+        }
+        Ok(Some(Credentials {
+            username: login.to_owned(),
+            password,
+            dsn,
+            env,
+        }))
+    }
+}

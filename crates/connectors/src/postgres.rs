@@ -1,0 +1,349 @@
+//! PostgreSQL: one ephemeral login role per grant.
+//!
+//! Provision: `CREATE ROLE jit_<principal>_<grant> LOGIN PASSWORD … VALID UNTIL <end> IN ROLE
+//! <grants>`, with a comment tying it to this jitgate instance and the grant. `VALID UNTIL` means
+//! PostgreSQL itself refuses new logins after the window even if jitgate is down.
+//! Revoke: `NOLOGIN`, terminate the role's backends, `REASSIGN OWNED` to the owner role and
+//! `DROP OWNED` in every database jitgate manages, then `DROP ROLE`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use jitgate_core::Timestamp;
+use serde_json::json;
+use tokio_postgres::NoTls;
+
+use crate::naming::{self, pg_ident, pg_literal};
+use crate::{Connector, ConnectorError, Credentials, GrantSpec, Handle, Managed, handle_str};
+
+/// PostgreSQL limits identifiers to 63 bytes.
+const MAX_NAME: usize = 63;
+
+#[derive(Debug, Clone)]
+pub struct PostgresSettings {
+    pub resource: String,
+    /// A superuser or a role with CREATEROLE and pg_signal_backend. A secret.
+    pub admin_url: String,
+    /// Receives objects the ephemeral role created (`REASSIGN OWNED`); default: the admin user.
+    pub owner_role: Option<String>,
+    /// Databases besides the admin URL's in which the role may own objects or hold privileges.
+    pub databases: Vec<String>,
+    /// Where grantees connect; default: the admin URL's host and port.
+    pub client_host: Option<String>,
+    pub client_port: Option<u16>,
+    /// Login names start with this (default `jit_`).
+    pub role_prefix: String,
+    /// This jitgate installation, written into each role's comment so reconciliation only ever
+    /// touches roles that this installation created.
+    pub instance: String,
+}
+
+pub struct PostgresConnector {
+    settings: PostgresSettings,
+    admin: tokio_postgres::Config,
+    pool: Pool,
+    /// Passwords of live logins, in memory only. After a restart, asking for credentials sets
+    /// a new password (open sessions are not affected).
+    passwords: Mutex<HashMap<String, String>>,
+}
+
+impl PostgresConnector {
+    pub fn new(settings: PostgresSettings) -> Result<Self, ConnectorError> {
+        let admin: tokio_postgres::Config = settings.admin_url.parse().map_err(|e| {
+            ConnectorError::Invalid(format!(
+                "resource {}: admin_url is not a PostgreSQL URL: {e}",
+                settings.resource
+            ))
+        })?;
+        let mut admin = admin;
+        admin.connect_timeout(std::time::Duration::from_secs(5));
+        let manager = Manager::from_config(
+            admin.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Verified,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(8)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .create_timeout(Some(std::time::Duration::from_secs(5)))
+            .wait_timeout(Some(std::time::Duration::from_secs(10)))
+            .build()
+            .map_err(|e| ConnectorError::Invalid(format!("resource {}: {e}", settings.resource)))?;
+        Ok(Self {
+            settings,
+            admin,
+            pool,
+            passwords: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn target_err(&self, e: impl std::fmt::Display) -> ConnectorError {
+        ConnectorError::Target {
+            target: format!("postgres resource {}", self.settings.resource),
+            message: e.to_string(),
+        }
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, ConnectorError> {
+        self.pool.get().await.map_err(|e| self.target_err(e))
+    }
+
+    fn comment(&self, grant: &GrantSpec) -> String {
+        format!(
+            "jitgate instance={} grant={} principal={}",
+            self.settings.instance, grant.grant_id, grant.principal
+        )
+    }
+
+    fn admin_database(&self) -> String {
+        self.admin
+            .get_dbname()
+            .map(str::to_owned)
+            .or_else(|| self.admin.get_user().map(str::to_owned))
+            .unwrap_or_else(|| "postgres".into())
+    }
+
+    fn client_host_port(&self) -> (String, u16) {
+        let host = self.settings.client_host.clone().unwrap_or_else(|| {
+            self.admin
+                .get_hosts()
+                .first()
+                .map(|h| match h {
+                    tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                    #[cfg(unix)]
+                    tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+                })
+                .unwrap_or_else(|| "localhost".into())
+        });
+        let port = self
+            .settings
+            .client_port
+            .or_else(|| self.admin.get_ports().first().copied())
+            .unwrap_or(5432);
+        (host, port)
+    }
+
+    async fn set_password(&self, login: &str) -> Result<String, ConnectorError> {
+        let password = naming::password();
+        let client = self.client().await?;
+        client
+            .batch_execute(&format!(
+                "ALTER ROLE {} PASSWORD {}",
+                pg_ident(login),
+                pg_literal(&password)
+            ))
+            .await
+            .map_err(|e| self.target_err(e))?;
+        self.passwords
+            .lock()
+            .expect("password lock")
+            .insert(login.to_owned(), password.clone());
+        Ok(password)
+    }
+}
+
+#[async_trait]
+impl Connector for PostgresConnector {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn provision(&self, grant: &GrantSpec) -> Result<Option<Handle>, ConnectorError> {
+        let login = naming::login_name(
+            &self.settings.role_prefix,
+            &grant.principal,
+            &grant.grant_id,
+            MAX_NAME,
+        );
+        let password = naming::password();
+        let until = pg_literal(&grant.expires_at.to_string());
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.target_err(e))?;
+        let exists = tx
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&login])
+            .await
+            .map_err(|e| self.target_err(e))?
+            .is_some();
+        let role = pg_ident(&login);
+        // A retry after a crash finds the role and converges on it, with a fresh password.
+        let mut sql = if exists {
+            format!(
+                "ALTER ROLE {role} LOGIN PASSWORD {} VALID UNTIL {until};",
+                pg_literal(&password)
+            )
+        } else {
+            format!(
+                "CREATE ROLE {role} LOGIN PASSWORD {} VALID UNTIL {until};",
+                pg_literal(&password)
+            )
+        };
+        if !grant.grants.is_empty() {
+            let granted: Vec<String> = grant.grants.iter().map(|g| pg_ident(g)).collect();
+            sql += &format!("GRANT {} TO {role};", granted.join(", "));
+        }
+        sql += &format!(
+            "COMMENT ON ROLE {role} IS {};",
+            pg_literal(&self.comment(grant))
+        );
+        tx.batch_execute(&sql)
+            .await
+            .map_err(|e| self.target_err(e))?;
+        tx.commit().await.map_err(|e| self.target_err(e))?;
+        self.passwords
+            .lock()
+            .expect("password lock")
+            .insert(login.clone(), password);
+        Ok(Some(
+            json!({ "login": login, "grant_id": grant.grant_id, "database": grant.database }),
+        ))
+    }
+
+    async fn extend(&self, handle: &Handle, expires_at: Timestamp) -> Result<(), ConnectorError> {
+        let login = handle_str(handle, "login")?;
+        let client = self.client().await?;
+        client
+            .batch_execute(&format!(
+                "ALTER ROLE {} VALID UNTIL {}",
+                pg_ident(login),
+                pg_literal(&expires_at.to_string())
+            ))
+            .await
+            .map_err(|e| self.target_err(e))
+    }
+
+    async fn revoke(&self, handle: &Handle) -> Result<(), ConnectorError> {
+        let login = handle_str(handle, "login")?.to_owned();
+        let client = self.client().await?;
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&login])
+            .await
+            .map_err(|e| self.target_err(e))?
+            .is_some();
+        if !exists {
+            self.passwords.lock().expect("password lock").remove(&login);
+            return Ok(());
+        }
+        let role = pg_ident(&login);
+        // No new logins, then cut every session of the role, in every database.
+        client
+            .batch_execute(&format!("ALTER ROLE {role} NOLOGIN"))
+            .await
+            .map_err(|e| self.target_err(e))?;
+        client
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+                &[&login],
+            )
+            .await
+            .map_err(|e| self.target_err(e))?;
+        let owner = self
+            .settings
+            .owner_role
+            .as_deref()
+            .map(pg_ident)
+            .unwrap_or_else(|| "CURRENT_USER".into());
+        let cleanup = format!("REASSIGN OWNED BY {role} TO {owner}; DROP OWNED BY {role};");
+        client
+            .batch_execute(&cleanup)
+            .await
+            .map_err(|e| self.target_err(e))?;
+        let admin_db = self.admin_database();
+        for db in self.settings.databases.iter().filter(|d| **d != admin_db) {
+            let mut config = self.admin.clone();
+            config.dbname(db);
+            let (other, conn) = config
+                .connect(NoTls)
+                .await
+                .map_err(|e| self.target_err(format!("database {db}: {e}")))?;
+            let task = tokio::spawn(conn);
+            let done = other.batch_execute(&cleanup).await;
+            drop(other);
+            let _ = task.await;
+            done.map_err(|e| self.target_err(format!("database {db}: {e}")))?;
+        }
+        client
+            .batch_execute(&format!("DROP ROLE IF EXISTS {role}"))
+            .await
+            .map_err(|e| self.target_err(e))?;
+        self.passwords.lock().expect("password lock").remove(&login);
+        Ok(())
+    }
+
+    async fn list_managed(&self) -> Result<Vec<Managed>, ConnectorError> {
+        let client = self.client().await?;
+        let prefix = format!("jitgate instance={} grant=", self.settings.instance);
+        let rows = client
+            .query(
+                "SELECT r.rolname, d.description FROM pg_roles r
+                 JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass
+                 WHERE starts_with(d.description, $1)",
+                &[&prefix],
+            )
+            .await
+            .map_err(|e| self.target_err(e))?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                let login: String = row.get(0);
+                let description: String = row.get(1);
+                let grant_id = description
+                    .strip_prefix(&prefix)?
+                    .split_whitespace()
+                    .next()?
+                    .to_owned();
+                Some(Managed {
+                    handle: json!({ "login": login, "grant_id": grant_id }),
+                    grant_id,
+                })
+            })
+            .collect())
+    }
+
+    async fn credentials(&self, handle: &Handle) -> Result<Option<Credentials>, ConnectorError> {
+        let login = handle_str(handle, "login")?;
+        let known = self
+            .passwords
+            .lock()
+            .expect("password lock")
+            .get(login)
+            .cloned();
+        let password = match known {
+            Some(p) => p,
+            None => self.set_password(login).await?,
+        };
+        let database = handle
+            .get("database")
+            .and_then(|d| d.as_str())
+            .map(str::to_owned)
+            .unwrap_or_else(|| self.admin_database());
+        let (host, port) = self.client_host_port();
+        let dsn = format!(
+            "postgresql://{}:{}@{}:{port}/{}",
+            naming::url_component(login),
+            naming::url_component(&password),
+            if host.starts_with('/') {
+                naming::url_component(&host)
+            } else {
+                host.clone()
+            },
+            naming::url_component(&database)
+        );
+        let env = vec![
+            ("PGHOST".to_owned(), host),
+            ("PGPORT".to_owned(), port.to_string()),
+            ("PGDATABASE".to_owned(), database),
+            ("PGUSER".to_owned(), login.to_owned()),
+            ("PGPASSWORD".to_owned(), password.clone()),
+        ];
+        Ok(Some(Credentials {
+            username: login.to_owned(),
+            password,
+            dsn,
+            env,
+        }))
+    }
+}

@@ -1,0 +1,200 @@
+//! The MariaDB connector against the machine's real MariaDB.
+
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::TestApp;
+use crate::services::MyDb;
+
+fn config(db: &MyDb, read_role: &str) -> String {
+    format!(
+        r#"
+[[resources]]
+name = "shop-db"
+kind = "mysql"
+admin_url = "{url}"
+role_prefix = "{prefix}"
+[resources.roles.read]
+grants = [{read}]
+
+[[policies]]
+name = "read"
+principals = ["group:engineering", "service:ci-bot"]
+resources = ["shop-db"]
+roles = ["read"]
+max_duration = "1h"
+[policies.approval]
+approvers = ["group:dba"]
+[[policies.auto_approve]]
+principals = ["service:ci-bot"]
+max_duration = "10m"
+"#,
+        url = db.admin_url,
+        prefix = db.prefix,
+        read = serde_json::to_string(read_role).unwrap(),
+    )
+}
+
+async fn setup(role_name: &str) -> Option<(MyDb, String)> {
+    let mut db = MyDb::create().await?;
+    let read = format!("{}{role_name}", db.prefix);
+    let grant = format!("GRANT SELECT ON {}.orders TO {{role}}", db.name);
+    db.role(&read, &grant).await;
+    Some((db, read))
+}
+
+async fn credentials(app: &TestApp, who: &str, grant: &str) -> Value {
+    let (s, c) = app
+        .get(who, &format!("/api/v1/grants/{grant}/credentials"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    c
+}
+
+async fn connect(dsn: &str) -> Result<mysql_async::Conn, mysql_async::Error> {
+    mysql_async::Conn::from_url(dsn).await
+}
+
+#[tokio::test]
+async fn grant_gives_the_role_and_ends_with_it() {
+    let Some((db, read)) = setup("read").await else {
+        return;
+    };
+    let app = TestApp::start(&config(&db, &read)).await;
+    let r = app
+        .request(
+            "alice",
+            json!({"resource": "shop-db", "role": "read", "duration": "30m"}),
+        )
+        .await;
+    let (_, r) = app
+        .post(
+            "dora",
+            &format!("/api/v1/requests/{}/approve", r["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r["state"], "active", "{r}");
+    let grant = r["grant_id"].as_str().unwrap();
+    let (s, _) = app
+        .get("root", &format!("/api/v1/grants/{grant}/credentials"))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let c = credentials(&app, "alice", grant).await;
+    let login = c["username"].as_str().unwrap().to_owned();
+    assert!(
+        login.len() <= 32 && login.starts_with(&db.prefix),
+        "{login}"
+    );
+    assert_eq!(c["env"]["MYSQL_USER"], login.as_str());
+
+    let mut session = connect(c["dsn"].as_str().unwrap()).await.unwrap();
+    let n: Option<i64> = session
+        .query_first("SELECT count(*) FROM orders")
+        .await
+        .unwrap();
+    assert_eq!(n, Some(2), "the default role is active on login");
+    let denied = session
+        .query_drop("INSERT INTO orders VALUES (3, 'pen')")
+        .await
+        .unwrap_err();
+    assert!(denied.to_string().contains("denied"), "{denied}");
+
+    let (s, g) = app
+        .post(
+            "alice",
+            &format!("/api/v1/grants/{grant}/release"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{g}");
+    assert_eq!(g["state"], "released");
+    assert!(
+        session.query_drop("SELECT 1").await.is_err(),
+        "the open connection was killed"
+    );
+    assert!(
+        connect(c["dsn"].as_str().unwrap()).await.is_err(),
+        "the login no longer works"
+    );
+    let left = db.users().await;
+    assert!(
+        left.is_empty(),
+        "the user is dropped: {left:?} (login {login})"
+    );
+}
+
+#[tokio::test]
+async fn open_connection_is_killed_within_one_second_of_expiry() {
+    let Some((db, read)) = setup("read").await else {
+        return;
+    };
+    let app = TestApp::start(&config(&db, &read)).await;
+    let r = app
+        .request(
+            "ci-bot",
+            json!({"resource": "shop-db", "role": "read", "duration": "2s"}),
+        )
+        .await;
+    assert_eq!(r["state"], "active", "{r}");
+    let expires: jiff::Timestamp = r["grant"]["expires_at"].as_str().unwrap().parse().unwrap();
+    let c = credentials(&app, "ci-bot", r["grant_id"].as_str().unwrap()).await;
+    let mut session = connect(c["dsn"].as_str().unwrap()).await.unwrap();
+    let started = Instant::now();
+    let cut = loop {
+        if session.query_drop("SELECT 1").await.is_err() {
+            break jitgate_core::Clock::now(&jitgate_core::SystemClock);
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never cut");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let lag = cut.duration_since(expires);
+    assert!(
+        lag < jiff::SignedDuration::from_secs(1),
+        "cut {lag:?} after the end"
+    );
+    app.wait_state(r["id"].as_str().unwrap(), "expired", Duration::from_secs(5))
+        .await;
+    assert!(db.users().await.is_empty());
+}
+
+#[tokio::test]
+async fn orphans_are_reconciled_and_hostile_role_names_are_quoted() {
+    let Some((db, read)) = setup("we`ird 'role'; DROP DATABASE x; --").await else {
+        return;
+    };
+    let app = TestApp::start(&config(&db, &read)).await;
+    let live = app
+        .request(
+            "ci-bot",
+            json!({"resource": "shop-db", "role": "read", "duration": "5m"}),
+        )
+        .await;
+    assert_eq!(live["state"], "active", "{live}");
+    let c = credentials(&app, "ci-bot", live["grant_id"].as_str().unwrap()).await;
+    let mut s = connect(c["dsn"].as_str().unwrap()).await.unwrap();
+    let n: Option<i64> = s.query_first("SELECT count(*) FROM orders").await.unwrap();
+    assert_eq!(n, Some(2), "granted through the oddly named role");
+    s.disconnect().await.unwrap();
+    let orphan = format!("{}lost_abcdefghijkl", db.prefix);
+    db.exec(&format!("CREATE USER '{orphan}'@'%' IDENTIFIED BY 'x'"))
+        .await;
+    let running = app.running.as_ref().unwrap();
+    assert_eq!(running.app.reconcile().await.unwrap(), 1);
+    let users = db.users().await;
+    assert!(!users.contains(&orphan), "{users:?}");
+    assert!(
+        users.contains(&c["username"].as_str().unwrap().to_owned()),
+        "the live grant's user stays"
+    );
+    let (_, ev) = app
+        .get(
+            "root",
+            "/api/v1/audit/events?action=connector.orphan_removed",
+        )
+        .await;
+    assert_eq!(ev[0]["grant_id"], "grt_abcdefghijkl");
+}
