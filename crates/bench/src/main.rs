@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+mod connector;
+
 use clap::{Parser, Subcommand};
 use jitgate_audit::EventFilter;
 use jitgate_core::{Clock, SystemClock, Timestamp, duration};
@@ -31,6 +33,13 @@ enum Bench {
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
     },
+    /// A database connector: provision/revoke latency, and N grants ending at once.
+    Connector {
+        #[arg(long, value_parser = ["postgres", "mysql"])]
+        kind: String,
+        #[arg(long, default_value_t = 200)]
+        grants: usize,
+    },
     /// N grants ending in the same instant: lag from expires_at to fully expired.
     Expiry {
         #[arg(long, default_value_t = 10_000)]
@@ -53,6 +62,7 @@ fn main() -> anyhow::Result<()> {
                 concurrency,
             } => lifecycle(Duration::from_secs(seconds), concurrency).await,
             Bench::Expiry { grants, duration } => expiry(grants, &duration).await,
+            Bench::Connector { kind, grants } => connector::run(&kind, grants).await,
         }
     })
 }
@@ -106,7 +116,13 @@ required = 0
 "#;
 
 async fn start(dir: &std::path::Path) -> anyhow::Result<Running> {
-    let text = CONFIG
+    start_with(dir, "").await
+}
+
+/// Starts a server with the bench principals and policies, plus `extra` config.
+async fn start_with(dir: &std::path::Path, extra: &str) -> anyhow::Result<Running> {
+    let text = CONFIG.to_owned() + extra;
+    let text = text
         .replace("ALICE", &hex::encode(Sha256::digest(b"tok-alice")))
         .replace("DORA", &hex::encode(Sha256::digest(b"tok-dora")));
     let path = dir.join("jitgate.toml");
@@ -114,7 +130,7 @@ async fn start(dir: &std::path::Path) -> anyhow::Result<Running> {
     Ok(jitgate_server::start(Config::load(&path)?, Arc::new(SystemClock)).await?)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
