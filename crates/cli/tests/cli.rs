@@ -412,3 +412,114 @@ fn demo_starts_with_no_setup_and_its_tokens_work() {
         std::fs::read_to_string(dir.path().join("jitgate-demo/demo-tokens.json")).unwrap()
     );
 }
+
+/// psql as a user would run it, with what `jitgate credentials -o env` prints.
+#[test]
+fn credentials_env_lines_work_with_psql() {
+    let psql = |env: &[(String, String)], sql: &str| {
+        Command::new("psql")
+            .args(["-X", "-At", "-c", sql])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap())
+            .envs(env.iter().cloned())
+            .output()
+            .unwrap()
+    };
+    let admin = [
+        ("PGHOST".to_owned(), "127.0.0.1".to_owned()),
+        ("PGUSER".to_owned(), "postgres".to_owned()),
+        ("PGDATABASE".to_owned(), "postgres".to_owned()),
+    ];
+    if !psql(&admin, "SELECT 1").status.success() {
+        assert!(
+            std::env::var("JITGATE_REQUIRE_SERVICES").as_deref() != Ok("1"),
+            "PostgreSQL is unreachable"
+        );
+        eprintln!("SKIPPED: PostgreSQL is unreachable");
+        return;
+    }
+    let tag = format!("p{}", std::process::id()); // one such test per test process
+    let (db, role) = (format!("jg_cli_{tag}"), format!("jc{tag}_read"));
+    assert!(
+        psql(&admin, &format!("CREATE DATABASE {db}"))
+            .status
+            .success()
+    );
+    let mut in_db = admin.clone();
+    in_db[2].1 = db.clone();
+    assert!(psql(&in_db, &format!("CREATE TABLE orders (id int); INSERT INTO orders VALUES (1), (2); CREATE ROLE {role}; GRANT SELECT ON orders TO {role};")).status.success());
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = config(dir.path(), port);
+    let text = std::fs::read_to_string(&path).unwrap()
+        + &format!(
+            "\n[[resources]]\nname = \"pg\"\nkind = \"postgres\"\nadmin_url = \"postgres://postgres@127.0.0.1:5432/{db}\"\nrole_prefix = \"jc{tag}_\"\n[resources.roles.read]\ngrants = [\"{role}\"]\n\n[[policies]]\nname = \"ci-pg\"\nprincipals = [\"service:ci-bot\"]\nresources = [\"pg\"]\nroles = [\"read\"]\nmax_duration = \"10m\"\n[policies.approval]\nrequired = 0\n"
+        );
+    std::fs::write(&path, text).unwrap();
+    let s = Server::start(&path, port);
+    let r = s.json(
+        "ci-bot",
+        &[
+            "request",
+            "create",
+            "--resource",
+            "pg",
+            "--role",
+            "read",
+            "--duration",
+            "5m",
+        ],
+    );
+    let gid = r["grant_id"].as_str().unwrap().to_owned();
+    let out = s.cli("ci-bot", &["credentials", &gid, "-o", "env"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env: Vec<(String, String)> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.trim_matches('\'').to_owned()))
+        })
+        .collect();
+    assert!(env.iter().any(|(k, _)| k == "PGPASSWORD"), "{env:?}");
+    let counted = psql(&env, "SELECT count(*) FROM orders");
+    assert_eq!(
+        String::from_utf8_lossy(&counted.stdout).trim(),
+        "2",
+        "{}",
+        String::from_utf8_lossy(&counted.stderr)
+    );
+    let json = s.json("ci-bot", &["credentials", &gid]);
+    let via_dsn = Command::new("psql")
+        .args([
+            "-X",
+            "-At",
+            "-c",
+            "SELECT current_user",
+            json["dsn"].as_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&via_dsn.stdout).starts_with(&format!("jc{tag}_ci_bot_")),
+        "the dsn works as a psql argument"
+    );
+    assert_eq!(
+        s.cli("root", &["credentials", &gid]).status.code(),
+        Some(1),
+        "nobody but the grantee"
+    );
+    s.json("ci-bot", &["grant", "release", &gid]);
+    assert!(
+        !psql(&env, "SELECT 1").status.success(),
+        "the login is gone after release"
+    );
+    drop(s);
+    psql(&admin, &format!("DROP DATABASE {db} WITH (FORCE)"));
+    psql(&admin, &format!("DROP ROLE {role}"));
+}
