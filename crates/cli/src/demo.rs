@@ -42,18 +42,18 @@ const PEOPLE: &[(&str, &str, &[&str], &str)] = &[
 #[derive(Serialize, Deserialize)]
 struct Tokens(Vec<(String, String)>);
 
-const POLICIES: &str = r#"
+/// The demo resource when no PostgreSQL is reachable.
+const TRACKED_ONLY: &str = r#"
 [[resources]]
 name = "orders-db"
 kind = "none"
-description = "Orders database (tracked by jitgate only: no database connector in this version)"
+description = "Orders database (tracked by jitgate only: no PostgreSQL was reachable when the demo was set up)"
 [resources.roles.read]
-grants = ["pg_read_all_data"]
 [resources.roles.admin]
-grants = ["orders_admin"]
 [resources.roles.deploy]
-grants = ["orders_migrator"]
+"#;
 
+const POLICIES: &str = r#"
 [[policies]]
 name = "engineers-read-orders"
 principals = ["group:engineering"]
@@ -95,10 +95,22 @@ max_duration = "15m"
 required = 0
 "#;
 
-pub async fn run(dir: &Path, listen: &str) -> anyhow::Result<()> {
+/// Where the demo keeps its state, where it listens, and which PostgreSQL it may use.
+pub struct Options {
+    pub dir: std::path::PathBuf,
+    pub listen: String,
+    /// An admin URL for the local PostgreSQL, or "none" to track grants without a database.
+    pub postgres: String,
+    /// The demo database (and its roles' prefix) on that PostgreSQL.
+    pub database: String,
+}
+
+pub async fn run(o: &Options) -> anyhow::Result<()> {
+    let dir = o.dir.as_path();
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let tokens_path = dir.join("demo-tokens.json");
     let config_path = dir.join("jitgate.toml");
+    let mut fresh = false;
     let tokens = match fs::read_to_string(&tokens_path)
         .ok()
         .and_then(|t| serde_json::from_str::<Tokens>(&t).ok())
@@ -112,14 +124,37 @@ pub async fn run(dir: &Path, listen: &str) -> anyhow::Result<()> {
                     .collect(),
             );
             write_private(&tokens_path, &serde_json::to_string_pretty(&t)?)?;
-            fs::write(&config_path, config_text(&t, listen))?;
+            let resource = match postgres_resource(o).await {
+                Ok(block) => block,
+                Err(e) => {
+                    eprintln!(
+                        "jitgate demo: no PostgreSQL for the demo ({e:#}); orders-db will be tracked by jitgate only"
+                    );
+                    TRACKED_ONLY.to_owned()
+                }
+            };
+            write_private(&config_path, &config_text(&t, &o.listen, &resource))?;
+            fresh = true;
             t
         }
     };
     let mut config = Config::load(&config_path)?;
-    config.listen = listen
+    config.listen = o
+        .listen
         .parse()
-        .with_context(|| format!("--listen {listen:?} is not HOST:PORT"))?;
+        .with_context(|| format!("--listen {:?} is not HOST:PORT", o.listen))?;
+    let real = config
+        .resources
+        .iter()
+        .any(|r| r.kind != jitgate_server::config::ResourceKind::None);
+    if real && !fresh {
+        // The config was written when PostgreSQL was there; make sure the demo schema still is.
+        if let Err(e) = prepare_database(o).await {
+            eprintln!(
+                "jitgate demo: warning: the demo database is not ready ({e:#}); grants will retry until it is"
+            );
+        }
+    }
     let running = jitgate_server::start(config, Arc::new(SystemClock))
         .await
         .map_err(|e| {
@@ -132,16 +167,120 @@ pub async fn run(dir: &Path, listen: &str) -> anyhow::Result<()> {
         env += &format!("export {}_TOKEN={token}\n", var(name));
     }
     write_private(&env_path, &env)?;
-    print_tour(&url, dir, &tokens, &env_path);
+    print_tour(
+        &url,
+        dir,
+        &tokens,
+        &env_path,
+        real.then_some(o.database.as_str()),
+    );
     running.until_signal().await;
     Ok(())
+}
+
+/// The admin URL of the demo database: `--postgres` with its database swapped for the demo's.
+fn database_url(o: &Options) -> String {
+    let base = o.postgres.trim_end_matches('/');
+    let host_start = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let root = match base[host_start..].find('/') {
+        Some(i) => &base[..host_start + i],
+        None => base,
+    };
+    format!("{root}/{}", o.database)
+}
+
+async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .with_context(|| format!("{url:?} is not a PostgreSQL URL"))?;
+    config.connect_timeout(std::time::Duration::from_secs(2));
+    let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// Creates (if missing) the demo database, its `orders` table with a few rows, and the roles
+/// grants map to: `<db>_read`, `<db>_admin`, and `<db>_owner` for what ephemeral logins create.
+async fn prepare_database(o: &Options) -> anyhow::Result<()> {
+    let db = &o.database;
+    anyhow::ensure!(
+        !db.is_empty()
+            && db
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+        "--database must be lowercase letters, digits and _"
+    );
+    let admin = connect(&o.postgres).await?;
+    if admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[db])
+        .await?
+        .is_none()
+    {
+        admin
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .await?;
+    }
+    let roles = [
+        format!("{db}_read"),
+        format!("{db}_admin"),
+        format!("{db}_owner"),
+    ];
+    for r in &roles {
+        if admin
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[r])
+            .await?
+            .is_none()
+        {
+            admin
+                .batch_execute(&format!("CREATE ROLE {r} NOLOGIN"))
+                .await?;
+        }
+    }
+    let demo = connect(&database_url(o)).await?;
+    demo.batch_execute(&format!(
+        "SET client_min_messages = warning;
+         CREATE TABLE IF NOT EXISTS orders (id int PRIMARY KEY, customer text NOT NULL, email text, total numeric(10,2), placed_at timestamptz DEFAULT now());
+         INSERT INTO orders (id, customer, email, total) VALUES
+           (1, 'Ada Lovelace', 'ada@example.com', 129.90), (2, 'Alan Turing', 'alan@example.com', 42.00),
+           (3, 'Grace Hopper', 'grace@example.com', 310.50), (4, 'Edsger Dijkstra', 'edsger@example.com', 18.75)
+         ON CONFLICT (id) DO NOTHING;
+         GRANT CONNECT ON DATABASE {db} TO {db}_read, {db}_admin;
+         GRANT SELECT ON orders TO {db}_read;
+         GRANT ALL ON orders TO {db}_admin;
+         GRANT CREATE ON SCHEMA public TO {db}_admin;"
+    ))
+    .await?;
+    Ok(())
+}
+
+async fn postgres_resource(o: &Options) -> anyhow::Result<String> {
+    anyhow::ensure!(o.postgres != "none", "--postgres none");
+    prepare_database(o).await?;
+    let db = &o.database;
+    Ok(format!(
+        r#"
+[[resources]]
+name = "orders-db"
+kind = "postgres"
+description = "Orders database {db} on the local PostgreSQL: each grant is a real, ephemeral login"
+admin_url = "{url}"
+owner_role = "{db}_owner"
+[resources.roles.read]
+grants = ["{db}_read"]
+[resources.roles.admin]
+grants = ["{db}_admin"]
+[resources.roles.deploy]
+grants = ["{db}_admin"]
+"#,
+        url = database_url(o)
+    ))
 }
 
 fn var(name: &str) -> String {
     name.to_uppercase().replace('-', "_")
 }
 
-fn config_text(tokens: &Tokens, listen: &str) -> String {
+fn config_text(tokens: &Tokens, listen: &str, resource: &str) -> String {
     let mut s = format!(
         "# Written by `jitgate demo`. Edit freely; delete this directory to start over.\n[server]\nlisten = \"{listen}\"\ndata_dir = \"data\"\nadmins = [\"group:security\"]\nauditors = [\"group:security\"]\n\n[storage]\nurl = \"sqlite://jitgate.db\"\n\n"
     );
@@ -151,7 +290,7 @@ fn config_text(tokens: &Tokens, listen: &str) -> String {
             "# {what}\n[[principals]]\nname = \"{name}\"\nkind = \"{kind}\"\ngroups = {groups:?}\ntoken_sha256 = \"{digest}\"\n\n"
         );
     }
-    s + POLICIES
+    s + resource + POLICIES
 }
 
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
@@ -164,7 +303,7 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_tour(url: &str, dir: &Path, tokens: &Tokens, env_path: &Path) {
+fn print_tour(url: &str, dir: &Path, tokens: &Tokens, env_path: &Path, database: Option<&str>) {
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "jitgate".into());
@@ -172,14 +311,31 @@ fn print_tour(url: &str, dir: &Path, tokens: &Tokens, env_path: &Path) {
         "\njitgate demo is running at {url}   (Ctrl-C stops it; state is kept in {})\n",
         dir.display()
     );
-    println!(
-        "Resources set up: orders-db (kind \"none\": jitgate tracks grants and audits them; no database"
-    );
-    println!("connector in this version, so nothing is created in a real database yet).\n");
+    match database {
+        Some(db) => println!(
+            "Resources set up: orders-db = database {db} on the local PostgreSQL (table orders). Each grant\n\
+             creates a real login there, for exactly its window, and removes it (and its sessions) at the end.\n"
+        ),
+        None => println!(
+            "Resources set up: orders-db, tracked by jitgate only (kind \"none\"): no PostgreSQL was reachable\n\
+             when the demo was set up, so grants are recorded and audited but create nothing in a database.\n\
+             Delete {} and run the demo again once PostgreSQL is up.\n",
+            dir.display()
+        ),
+    }
     println!("Demo principals and their API tokens:");
     for ((name, _, _, what), (_, token)) in PEOPLE.iter().zip(&tokens.0) {
         println!("  {name:<7} {token}   {what}");
     }
+    let psql = if database.is_some() {
+        r#"  # 3. with her grant's own login, alice can read orders, and only read them
+  eval "$(JITGATE_TOKEN=$ALICE_TOKEN $J credentials GRANT_ID -o env | sed 's/^/export /')"
+  psql -c "select id, customer, total from orders"
+  psql -c "delete from orders"                  # refused: the read role cannot delete
+"#
+    } else {
+        ""
+    };
     println!(
         r#"
 A five-minute tour, in another terminal:
@@ -188,24 +344,29 @@ A five-minute tour, in another terminal:
   J={exe}
 
   # 1. alice asks to read orders-db; the policy routes it to a DBA
-  JITGATE_TOKEN=$ALICE_TOKEN $J request create --resource orders-db --role read --duration 2m --reason "INC-4411 check orders"
-  # 2. dora sees what awaits her and approves it: the 2 minutes start now
+  JITGATE_TOKEN=$ALICE_TOKEN $J request create --resource orders-db --role read --duration 5m --reason "INC-4411 check orders"
+  # 2. dora sees what awaits her and approves it: the 5 minutes start now
   JITGATE_TOKEN=$DORA_TOKEN $J request list --state pending
   JITGATE_TOKEN=$DORA_TOKEN $J request approve REQUEST_ID --comment "ok for INC-4411"
-  # 3. alice has an active grant, asks for 10 more minutes (dora approves with the same command), then says she is done
+{psql}  # 4. alice asks for 10 more minutes (dora approves with the same command), then says she is done
   JITGATE_TOKEN=$ALICE_TOKEN $J grant list --active
   JITGATE_TOKEN=$ALICE_TOKEN $J grant extend GRANT_ID --duration 10m --reason "almost there"
   JITGATE_TOKEN=$ALICE_TOKEN $J grant release GRANT_ID
-  # 4. refused: too long, and admin without a ticket (default deny says why)
+{after}  # 5. refused: too long, and admin without a ticket (default deny says why)
   JITGATE_TOKEN=$ALICE_TOKEN $J request create --resource orders-db --role read --duration 8h --reason x
   JITGATE_TOKEN=$ALICE_TOKEN $J request create --resource orders-db --role admin --duration 10m --reason x
-  # 5. oscar is on call: approved at once, and the audit event names the rule
+  # 6. oscar is on call: approved at once, and the audit event names the rule
   JITGATE_TOKEN=$OSCAR_TOKEN $J request create --resource orders-db --role read --duration 15m --reason "pager: slow orders"
-  # 6. the CI job gets 1 minute of deploy rights with no human in the loop; watch it expire by itself
+  # 7. the CI job gets 1 minute of deploy rights with no human in the loop; watch it expire by itself
   JITGATE_TOKEN=$CI_BOT_TOKEN $J request create --resource orders-db --role deploy --duration 1m -o json
-  # 7. the whole story, as the auditor sees it
+  # 8. the whole story, as the auditor sees it
   JITGATE_TOKEN=$ROOT_TOKEN $J audit search
 "#,
-        env = env_path.display()
+        env = env_path.display(),
+        after = if database.is_some() {
+            "  psql -c \"select 1\"                          # fails: the login is gone\n"
+        } else {
+            ""
+        },
     );
 }

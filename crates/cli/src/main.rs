@@ -71,6 +71,16 @@ enum Command {
         dir: PathBuf,
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
+        /// An admin URL of a PostgreSQL for the demo database, or "none" to create nothing.
+        #[arg(
+            long,
+            env = "JITGATE_DEMO_POSTGRES",
+            default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+        )]
+        postgres: String,
+        /// The demo database on that PostgreSQL (its roles are named after it).
+        #[arg(long, default_value = "jitgate_demo")]
+        database: String,
     },
     /// Configuration.
     Config {
@@ -300,9 +310,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             running.until_signal().await;
             Ok(())
         }
-        Command::Demo { dir, listen } => {
+        Command::Demo {
+            dir,
+            listen,
+            postgres,
+            database,
+        } => {
             init_logging();
-            demo::run(&dir, &listen).await
+            demo::run(&demo::Options {
+                dir,
+                listen,
+                postgres,
+                database,
+            })
+            .await
         }
         Command::Config {
             command: ConfigCommand::Check { config },

@@ -357,9 +357,21 @@ fn restart_after_kill_9_ends_overdue_grants_first_thing() {
 fn demo_starts_with_no_setup_and_its_tokens_work() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut demo = Command::new(BIN)
-        .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+    let database = format!("jg_demo_p{}", std::process::id());
+    let demo_cmd = || {
+        let mut c = Command::new(BIN);
+        c.args([
+            "demo",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--database",
+            &database,
+        ])
         .current_dir(dir.path())
+        .env_remove("JITGATE_DEMO_POSTGRES");
+        c
+    };
+    let mut demo = demo_cmd()
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -379,27 +391,83 @@ fn demo_starts_with_no_setup_and_its_tokens_work() {
         "{printed}"
     );
     let env = std::fs::read_to_string(dir.path().join("jitgate-demo/demo.env")).unwrap();
-    let token = env
-        .lines()
-        .find_map(|l| l.strip_prefix("export ALICE_TOKEN="))
-        .unwrap()
-        .to_owned();
-    assert!(printed.contains(&token), "tokens are printed");
-    let who = Command::new(BIN)
-        .args(["whoami", "-o", "json"])
-        .env("JITGATE_URL", format!("http://127.0.0.1:{port}"))
-        .env("JITGATE_TOKEN", &token)
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&who.stdout).unwrap();
-    assert_eq!(v["name"], "alice");
+    let token = |who: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("export {who}_TOKEN=")))
+            .unwrap()
+            .to_owned()
+    };
+    assert!(printed.contains(&token("ALICE")), "tokens are printed");
+    let url = format!("http://127.0.0.1:{port}");
+    let run = |who: &str, args: &[&str]| -> Value {
+        let out = Command::new(BIN)
+            .args(args)
+            .args(["-o", "json"])
+            .env("JITGATE_URL", &url)
+            .env("JITGATE_TOKEN", token(who))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(run("ALICE", &["whoami"])["name"], "alice");
+    // The tour's first steps, as printed.
+    let r = run(
+        "ALICE",
+        &[
+            "request",
+            "create",
+            "--resource",
+            "orders-db",
+            "--role",
+            "read",
+            "--duration",
+            "5m",
+            "--reason",
+            "INC-4411",
+        ],
+    );
+    let r = run("DORA", &["request", "approve", r["id"].as_str().unwrap()]);
+    assert_eq!(r["state"], "active");
+    if printed.contains("on the local PostgreSQL") {
+        // With PostgreSQL there, the grant is a real login that can read orders.
+        let creds = run("ALICE", &["credentials", r["grant_id"].as_str().unwrap()]);
+        let out = Command::new("psql")
+            .args([
+                "-X",
+                "-At",
+                "-c",
+                "select count(*) from orders",
+                creds["dsn"].as_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "4",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        run(
+            "ALICE",
+            &["grant", "release", r["grant_id"].as_str().unwrap()],
+        );
+    } else {
+        assert!(
+            std::env::var("JITGATE_REQUIRE_SERVICES").as_deref() != Ok("1"),
+            "the demo found no PostgreSQL: {printed}"
+        );
+        eprintln!("SKIPPED: the demo's PostgreSQL part (no PostgreSQL reachable)");
+    }
     demo.kill().unwrap();
     demo.wait().unwrap();
-    // a second run reuses the same tokens
+    // A second run reuses the same tokens and config.
     let before = std::fs::read_to_string(dir.path().join("jitgate-demo/demo-tokens.json")).unwrap();
-    let mut again = Command::new(BIN)
-        .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
-        .current_dir(dir.path())
+    let mut again = demo_cmd()
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -411,6 +479,27 @@ fn demo_starts_with_no_setup_and_its_tokens_work() {
         before,
         std::fs::read_to_string(dir.path().join("jitgate-demo/demo-tokens.json")).unwrap()
     );
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+        format!("DROP ROLE IF EXISTS {database}_read"),
+        format!("DROP ROLE IF EXISTS {database}_admin"),
+        format!("DROP ROLE IF EXISTS {database}_owner"),
+    ] {
+        let _ = Command::new("psql")
+            .args([
+                "-X",
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                &sql,
+            ])
+            .output();
+    }
 }
 
 /// psql as a user would run it, with what `jitgate credentials -o env` prints.
