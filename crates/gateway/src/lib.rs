@@ -1,4 +1,165 @@
-//! The gateway: wire-protocol proxies (PostgreSQL first) that let a client through only while it
-//! holds an active grant, record every statement, and cut the session at the grant's end.
+//! The jitgate gateway: a PostgreSQL wire-protocol proxy. A client logs in with its principal
+//! name and jitgate token, and names the resource as the database. It is let through only while
+//! it holds an active grant, every statement is written to the audit log (durably, before it is
+//! forwarded, unless the operator chose asynchronous auditing), and the session is cut at the
+//! instant its grant ends.
 //!
-//! Not built yet: this crate holds the gateway's place in the workspace (DESIGN.md, "Parts").
+//! The gateway knows nothing of policies or stores: the control plane plugs in as an
+//! [`Authority`], and ends sessions through the [`Registry`].
+
+pub mod codec;
+mod error;
+mod registry;
+mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use jitgate_core::{Clock, EventDraft, Timestamp};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+pub use error::{CodecError, GatewayError};
+pub use registry::Registry;
+
+/// How statements are audited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditMode {
+    /// A statement is forwarded only after its event is durable; if the audit log cannot be
+    /// written, the session ends instead of running unaudited (fail closed).
+    Durable,
+    /// Statements are forwarded at once and their events written shortly after, in batches. A
+    /// crash can lose the last moments of the record; the statements themselves still ran.
+    Async,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    /// Allow logins over plain TCP from addresses other than loopback (the token travels in the
+    /// clear). Off by default.
+    pub allow_plaintext_remote: bool,
+    pub audit: AuditMode,
+    /// Record bind parameters of extended-protocol statements.
+    pub record_params: bool,
+    /// Largest message a client may send.
+    pub max_message: usize,
+}
+
+/// Where and as whom the gateway connects upstream for a session.
+#[derive(Clone)]
+pub struct Upstream {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    pub database: String,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("database", &self.database)
+            .finish()
+    }
+}
+
+/// An active grant that lets a session through.
+#[derive(Debug, Clone)]
+pub struct SessionGrant {
+    pub principal: String,
+    pub resource: String,
+    pub grant_id: String,
+    pub request_id: String,
+    pub expires_at: Timestamp,
+    pub upstream: Upstream,
+}
+
+/// Why a login is refused: a SQLSTATE (`28P01` bad token, `28000` no grant) and a message.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// The control plane, as the gateway sees it.
+#[async_trait]
+pub trait Authority: Send + Sync + 'static {
+    /// Checks the token and finds the principal's active grant on the resource named by
+    /// `database` (`resource` or `resource/database`).
+    async fn authorize(
+        &self,
+        user: &str,
+        token: &str,
+        database: &str,
+    ) -> Result<SessionGrant, Refusal>;
+
+    /// Writes audit events durably. An error means the gateway must not go on (fail closed).
+    async fn record(&self, events: Vec<EventDraft>) -> Result<(), String>;
+}
+
+pub(crate) struct Shared {
+    pub config: GatewayConfig,
+    pub authority: Arc<dyn Authority>,
+    pub clock: Arc<dyn Clock>,
+    pub registry: Arc<Registry>,
+    /// Events that need not hold a statement back (results, and statements in async mode).
+    pub background: mpsc::Sender<EventDraft>,
+}
+
+/// A listening gateway.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub task: JoinHandle<()>,
+}
+
+/// Binds the listener and serves sessions until the task is aborted.
+pub async fn start(
+    config: GatewayConfig,
+    authority: Arc<dyn Authority>,
+    clock: Arc<dyn Clock>,
+    registry: Arc<Registry>,
+) -> Result<Running, GatewayError> {
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let (background, rx) = mpsc::channel(65_536);
+    tokio::spawn(write_in_background(authority.clone(), rx));
+    let shared = Arc::new(Shared {
+        config,
+        authority,
+        clock,
+        registry,
+        background,
+    });
+    let task = tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(session::serve(stream, peer, shared.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "gateway accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    tracing::info!(%addr, "gateway listening (PostgreSQL protocol)");
+    Ok(Running { addr, task })
+}
+
+/// Batches background events into as few writes as possible.
+async fn write_in_background(authority: Arc<dyn Authority>, mut rx: mpsc::Receiver<EventDraft>) {
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, 4096).await > 0 {
+        if let Err(e) = authority.record(std::mem::take(&mut batch)).await {
+            tracing::error!(error = %e, "could not write gateway audit events");
+        }
+    }
+}

@@ -22,6 +22,8 @@ use crate::error::ConfigError;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// The PostgreSQL gateway, when configured.
+    pub gateway: Option<GatewayConfig>,
     pub data_dir: PathBuf,
     pub admins: Vec<Selector>,
     pub auditors: Vec<Selector>,
@@ -29,6 +31,14 @@ pub struct Config {
     pub principals: Vec<PrincipalEntry>,
     pub resources: Vec<Resource>,
     pub policies: Vec<Policy>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    pub audit: jitgate_gateway::AuditMode,
+    pub record_params: bool,
+    pub allow_plaintext_remote: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -199,6 +209,39 @@ struct RawConfig {
     resources: Vec<RawResource>,
     #[serde(default)]
     policies: Vec<RawPolicy>,
+    gateway: Option<RawGateway>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    postgres: Option<RawPgGateway>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPgGateway {
+    #[serde(default = "default_gateway_listen")]
+    listen: String,
+    /// "durable" (default: a statement runs only once its event is on disk) or "async".
+    #[serde(default = "default_audit")]
+    audit: String,
+    #[serde(default = "yes")]
+    record_params: bool,
+    #[serde(default)]
+    allow_plaintext_remote: bool,
+}
+
+fn default_gateway_listen() -> String {
+    "127.0.0.1:6432".into()
+}
+
+fn default_audit() -> String {
+    "durable".into()
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -399,6 +442,37 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<(KeyPath, String)
         )
         .unwrap_or_else(|| ([127, 0, 0, 1], 8080).into());
     let admins = c.selectors(with(&server, Seg::Key("admins")), &raw.server.admins);
+    let gateway = raw
+        .gateway
+        .as_ref()
+        .and_then(|g| g.postgres.as_ref())
+        .map(|g| {
+            let at = |k: &'static str| vec![Seg::Key("gateway"), Seg::Key("postgres"), Seg::Key(k)];
+            let audit = match g.audit.as_str() {
+                "durable" => jitgate_gateway::AuditMode::Durable,
+                "async" => jitgate_gateway::AuditMode::Async,
+                other => {
+                    c.add(
+                        at("audit"),
+                        format!("{other:?} is not an audit mode; use \"durable\" or \"async\""),
+                    );
+                    jitgate_gateway::AuditMode::Durable
+                }
+            };
+            GatewayConfig {
+                listen: c
+                    .ok(
+                        at("listen"),
+                        g.listen
+                            .parse::<SocketAddr>()
+                            .map_err(|e| format!("{:?} is not HOST:PORT ({e})", g.listen)),
+                    )
+                    .unwrap_or_else(|| ([127, 0, 0, 1], 6432).into()),
+                audit,
+                record_params: g.record_params,
+                allow_plaintext_remote: g.allow_plaintext_remote,
+            }
+        });
     let auditors = c.selectors(with(&server, Seg::Key("auditors")), &raw.server.auditors);
 
     let url_path = vec![Seg::Key("storage"), Seg::Key("url")];
@@ -665,6 +739,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<(KeyPath, String)
     }
     Ok(Config {
         listen,
+        gateway,
         data_dir: raw.server.data_dir,
         admins,
         auditors,

@@ -4,6 +4,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 mod error;
+mod gateway;
 pub mod metrics;
 mod scheduler;
 pub mod service;
@@ -23,14 +24,20 @@ pub use service::App;
 /// A running server: its address, and a way to stop it.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The PostgreSQL gateway's address, when one is configured.
+    pub gateway_addr: Option<SocketAddr>,
     pub app: Arc<App>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    gateway_task: Option<JoinHandle<()>>,
 }
 
 impl Running {
     /// Stops accepting requests, finishes those in flight, and stops the scheduler.
     pub async fn stop(self) {
+        if let Some(g) = &self.gateway_task {
+            g.abort(); // stops accepting; open sessions end with their tasks
+        }
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = t.await;
@@ -102,12 +109,37 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Err
         }
     });
     let sched = tokio::spawn(scheduler::run(app.clone(), rx));
+    let tasks = vec![http, sched];
+    let mut gateway_task = None;
+    let gateway_addr = match app.config.gateway.clone() {
+        Some(g) => {
+            let config = jitgate_gateway::GatewayConfig {
+                listen: g.listen,
+                allow_plaintext_remote: g.allow_plaintext_remote,
+                audit: g.audit,
+                record_params: g.record_params,
+                max_message: 256 << 20,
+            };
+            let authority: Arc<dyn jitgate_gateway::Authority> = app.clone();
+            let gw =
+                jitgate_gateway::start(config, authority, app.clock.clone(), app.sessions.clone())
+                    .await
+                    .map_err(|e| {
+                        Error::Io(format!("cannot start the gateway on {}: {e}", g.listen))
+                    })?;
+            gateway_task = Some(gw.task);
+            Some(gw.addr)
+        }
+        None => None,
+    };
     tracing::info!(%addr, "jitgate listening");
     Ok(Running {
         addr,
+        gateway_addr,
+        gateway_task,
         app,
         shutdown,
-        tasks: vec![http, sched],
+        tasks,
     })
 }
 

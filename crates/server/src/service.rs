@@ -51,6 +51,8 @@ pub struct App {
     in_flight: InFlight,
     /// Wakes the scheduler when a new, possibly earlier, deadline appears.
     pub(crate) wake: Notify,
+    /// Open gateway sessions by grant, ended the moment their grant is.
+    pub sessions: Arc<jitgate_gateway::Registry>,
 }
 
 impl App {
@@ -75,6 +77,7 @@ impl App {
             connectors,
             in_flight: InFlight::default(),
             wake: Notify::new(),
+            sessions: Arc::new(jitgate_gateway::Registry::default()),
         })
     }
 
@@ -181,10 +184,29 @@ impl App {
             metrics.observe(&events);
             Ok(events)
         });
-        self.store.update_request(key, counted).await
+        let r = self.store.update_request(key, counted).await?;
+        // Sessions never outlive their grant: the end starts at "revoking", not at "expired".
+        if let Some(g) = &r.grant {
+            match r.state {
+                State::Active => self.sessions.set_deadline(&g.id, g.expires_at),
+                State::Revoking | State::Expired | State::Released | State::Revoked => {
+                    let why = g.ending.as_ref().map(|e| match e.reason {
+                        jitgate_core::EndReason::Expired => "expired",
+                        jitgate_core::EndReason::Released => "was released by its holder",
+                        jitgate_core::EndReason::Revoked => "was revoked by an admin",
+                    });
+                    self.sessions.close_grant(&g.id, why.unwrap_or("ended"));
+                }
+                _ => {}
+            }
+        }
+        Ok(r)
     }
 
-    async fn append(&self, events: Vec<EventDraft>) -> std::result::Result<(), StoreError> {
+    pub(crate) async fn append(
+        &self,
+        events: Vec<EventDraft>,
+    ) -> std::result::Result<(), StoreError> {
         self.metrics.observe(&events);
         self.store.append_events(events).await
     }
@@ -618,6 +640,27 @@ impl App {
                 .refused(caller, "grant.credentials", Some(&r), err)
                 .await);
         }
+        let creds = self.login_of(&r).await?;
+        let mut e = EventDraft::new(
+            self.now(),
+            &caller.principal.name,
+            "grant.credentials_issued",
+        )
+        .details(json!({ "username": creds.username }));
+        e.resource = Some(r.resource.clone());
+        e.subject = Some(r.principal.clone());
+        e.request_id = Some(r.id.clone());
+        e.grant_id = Some(r.grant_id.clone());
+        self.append(vec![e]).await?;
+        Ok(creds)
+    }
+
+    /// The login of an active grant, from its connector; used for the grantee's credentials
+    /// and by the gateway to connect upstream.
+    pub(crate) async fn login_of(
+        &self,
+        r: &AccessRequest,
+    ) -> Result<jitgate_connectors::Credentials> {
         if r.state != State::Active {
             return Err(CoreError::InvalidTransition {
                 action: "issue credentials for",
@@ -633,21 +676,9 @@ impl App {
             ))
             .into());
         };
-        let creds = connector.credentials(&handle).await?.ok_or_else(|| {
+        Ok(connector.credentials(&handle).await?.ok_or_else(|| {
             CoreError::Invalid(format!("resource {} issues no credentials", r.resource))
-        })?;
-        let mut e = EventDraft::new(
-            self.now(),
-            &caller.principal.name,
-            "grant.credentials_issued",
-        )
-        .details(json!({ "username": creds.username }));
-        e.resource = Some(r.resource.clone());
-        e.subject = Some(r.principal.clone());
-        e.request_id = Some(r.id.clone());
-        e.grant_id = Some(r.grant_id.clone());
-        self.append(vec![e]).await?;
-        Ok(creds)
+        })?)
     }
 
     // ------------------------------------------------------------------ reading

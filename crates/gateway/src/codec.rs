@@ -1,0 +1,337 @@
+//! PostgreSQL wire-protocol framing: the startup packet, frame boundaries, and the few frontend
+//! messages the gateway looks inside (Query, Parse, Bind). Everything else is relayed as opaque
+//! frames. These functions see untrusted bytes: they never panic and never allocate more than
+//! the frame in hand; a fuzz target and property tests exercise them.
+
+use bytes::{BufMut, BytesMut};
+
+use crate::error::CodecError;
+
+pub const SSL_REQUEST: i32 = 80877103;
+pub const GSSENC_REQUEST: i32 = 80877104;
+pub const CANCEL_REQUEST: i32 = 80877102;
+pub const PROTOCOL_3_0: i32 = 196608;
+/// PostgreSQL's own limit for a startup packet.
+pub const MAX_STARTUP: usize = 10_000;
+
+/// What a client's first packet asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Startup {
+    Ssl,
+    GssEnc,
+    Cancel { pid: i32, secret: i32 },
+    Start { params: Vec<(String, String)> },
+}
+
+/// The length of a startup packet (from its first 4 bytes), checked.
+pub fn startup_len(head: [u8; 4]) -> Result<usize, CodecError> {
+    let len = i32::from_be_bytes(head);
+    if !(8..=MAX_STARTUP as i32).contains(&len) {
+        return Err(CodecError::Malformed(format!(
+            "startup packet length {len} is out of range"
+        )));
+    }
+    Ok(len as usize)
+}
+
+/// Parses a startup packet's body (everything after its length).
+pub fn parse_startup(body: &[u8]) -> Result<Startup, CodecError> {
+    let code = read_i32(body, 0)?;
+    match code {
+        SSL_REQUEST => Ok(Startup::Ssl),
+        GSSENC_REQUEST => Ok(Startup::GssEnc),
+        CANCEL_REQUEST => Ok(Startup::Cancel {
+            pid: read_i32(body, 4)?,
+            secret: read_i32(body, 8)?,
+        }),
+        PROTOCOL_3_0 => {
+            let mut params = Vec::new();
+            let mut rest = &body[4..];
+            loop {
+                let (key, after) = cstr(rest)?;
+                if key.is_empty() {
+                    break;
+                }
+                let (value, after) = cstr(after)?;
+                params.push((key.to_owned(), value.to_owned()));
+                rest = after;
+            }
+            Ok(Startup::Start { params })
+        }
+        other => Err(CodecError::Malformed(format!(
+            "unsupported protocol version or request code {other}"
+        ))),
+    }
+}
+
+/// If `buf` starts with a complete regular frame (type byte, 4-byte length), its type and total
+/// size; `None` if more bytes are needed. A length over `max` is an error.
+pub fn frame(buf: &[u8], max: usize) -> Result<Option<(u8, usize)>, CodecError> {
+    if buf.len() < 5 {
+        return Ok(None);
+    }
+    let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+    if len < 4 {
+        return Err(CodecError::Malformed(format!(
+            "message length {len} is below 4"
+        )));
+    }
+    let total = len as usize + 1;
+    if total > max {
+        return Err(CodecError::TooLarge { size: total, max });
+    }
+    Ok((buf.len() >= total).then_some((buf[0], total)))
+}
+
+/// The SQL of a Query ('Q') message body.
+pub fn query(body: &[u8]) -> Result<&str, CodecError> {
+    Ok(cstr(body)?.0)
+}
+
+/// A Parse ('P') message body: statement name and SQL.
+pub fn parse(body: &[u8]) -> Result<(&str, &str), CodecError> {
+    let (name, rest) = cstr(body)?;
+    let (sql, _) = cstr(rest)?;
+    Ok((name, sql))
+}
+
+/// A Bind ('B') message body: portal, statement, and the parameters as text where they are text
+/// format (binary ones as `<binary N bytes>`, NULL as `None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    pub portal: String,
+    pub statement: String,
+    pub params: Vec<Option<String>>,
+}
+
+pub fn bind(body: &[u8]) -> Result<Bind, CodecError> {
+    let (portal, rest) = cstr(body)?;
+    let (statement, rest) = cstr(rest)?;
+    let mut at = 0;
+    let nformats = read_i16(rest, at)? as usize;
+    at += 2;
+    let mut formats = Vec::with_capacity(nformats.min(1024));
+    for _ in 0..nformats {
+        formats.push(read_i16(rest, at)?);
+        at += 2;
+    }
+    let nparams = read_i16(rest, at)?;
+    if nparams < 0 {
+        return Err(CodecError::Malformed("negative parameter count".into()));
+    }
+    at += 2;
+    let mut params = Vec::with_capacity((nparams as usize).min(1024));
+    for i in 0..nparams as usize {
+        let len = read_i32(rest, at)?;
+        at += 4;
+        if len < 0 {
+            params.push(None);
+            continue;
+        }
+        let end = at
+            .checked_add(len as usize)
+            .filter(|e| *e <= rest.len())
+            .ok_or_else(|| CodecError::Malformed("parameter runs past the message".into()))?;
+        let format = match formats.len() {
+            0 => 0,
+            1 => formats[0],
+            _ => *formats.get(i).unwrap_or(&0),
+        };
+        let value = &rest[at..end];
+        params.push(Some(match (format, std::str::from_utf8(value)) {
+            (0, Ok(text)) => text.to_owned(),
+            _ => format!("<binary {} bytes>", value.len()),
+        }));
+        at = end;
+    }
+    Ok(Bind {
+        portal: portal.to_owned(),
+        statement: statement.to_owned(),
+        params,
+    })
+}
+
+/// The portal named by an Execute ('E') message body.
+pub fn execute(body: &[u8]) -> Result<&str, CodecError> {
+    Ok(cstr(body)?.0)
+}
+
+/// The SQLSTATE of an ErrorResponse ('E') body from the server.
+pub fn error_code(body: &[u8]) -> Option<String> {
+    let mut rest = body;
+    while let Some((&field, after)) = rest.split_first() {
+        if field == 0 {
+            break;
+        }
+        let (value, after) = cstr(after).ok()?;
+        if field == b'C' {
+            return Some(value.to_owned());
+        }
+        rest = after;
+    }
+    None
+}
+
+/// An ErrorResponse frame.
+pub fn error_response(severity: &str, code: &str, message: &str) -> BytesMut {
+    let mut body = Vec::new();
+    for (field, value) in [
+        (b'S', severity),
+        (b'V', severity),
+        (b'C', code),
+        (b'M', message),
+    ] {
+        body.push(field);
+        body.extend_from_slice(value.replace('\0', " ").as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    frame_of(b'E', &body)
+}
+
+/// A frame with the given type and body.
+pub fn frame_of(kind: u8, body: &[u8]) -> BytesMut {
+    let mut out = BytesMut::with_capacity(body.len() + 5);
+    out.put_u8(kind);
+    out.put_i32(body.len() as i32 + 4);
+    out.put_slice(body);
+    out
+}
+
+fn read_i32(buf: &[u8], at: usize) -> Result<i32, CodecError> {
+    buf.get(at..at + 4)
+        .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or_else(|| CodecError::Malformed("message ends early".into()))
+}
+
+fn read_i16(buf: &[u8], at: usize) -> Result<i16, CodecError> {
+    buf.get(at..at + 2)
+        .map(|b| i16::from_be_bytes([b[0], b[1]]))
+        .ok_or_else(|| CodecError::Malformed("message ends early".into()))
+}
+
+/// A NUL-terminated UTF-8 string and what follows it.
+fn cstr(buf: &[u8]) -> Result<(&str, &[u8]), CodecError> {
+    let end = buf
+        .iter()
+        .position(|b| *b == 0)
+        .ok_or_else(|| CodecError::Malformed("string without terminator".into()))?;
+    let s = std::str::from_utf8(&buf[..end])
+        .map_err(|_| CodecError::Malformed("string is not UTF-8".into()))?;
+    Ok((s, &buf[end + 1..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn startup_bytes(params: &[(String, String)]) -> Vec<u8> {
+        let mut buf = BytesMut::new();
+        postgres_protocol::message::frontend::startup_message(
+            params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            &mut buf,
+        )
+        .unwrap();
+        buf.to_vec()
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        "[^\u{0}]{0,40}"
+    }
+
+    proptest! {
+        #[test]
+        fn startup_round_trips(params in proptest::collection::vec(("[^\u{0}]{1,20}", text()), 0..8)) {
+            let bytes = startup_bytes(&params);
+            let len = startup_len([bytes[0], bytes[1], bytes[2], bytes[3]]);
+            prop_assume!(len.is_ok());
+            prop_assert_eq!(parse_startup(&bytes[4..]).unwrap(), Startup::Start { params });
+        }
+
+        #[test]
+        fn query_and_parse_round_trip(sql in text(), name in text()) {
+            let mut buf = BytesMut::new();
+            postgres_protocol::message::frontend::query(&sql, &mut buf).unwrap();
+            let (kind, total) = frame(&buf, 1 << 20).unwrap().unwrap();
+            prop_assert_eq!((kind, total), (b'Q', buf.len()));
+            prop_assert_eq!(query(&buf[5..]).unwrap(), sql.as_str());
+            let mut buf = BytesMut::new();
+            postgres_protocol::message::frontend::parse(&name, &sql, std::iter::empty(), &mut buf).unwrap();
+            prop_assert_eq!(parse(&buf[5..]).unwrap(), (name.as_str(), sql.as_str()));
+        }
+
+        #[test]
+        fn bind_round_trips(params in proptest::collection::vec(proptest::option::of(text()), 0..10), portal in text()) {
+            let mut buf = BytesMut::new();
+            postgres_protocol::message::frontend::bind(
+                &portal,
+                "s1",
+                Some(0),
+                params.iter(),
+                |p, out| match p {
+                    Some(t) => { out.extend_from_slice(t.as_bytes()); Ok(postgres_protocol::IsNull::No) }
+                    None => Ok(postgres_protocol::IsNull::Yes),
+                },
+                Some(0),
+                &mut buf,
+            ).map_err(|_| ()).unwrap();
+            let b = bind(&buf[5..]).unwrap();
+            prop_assert_eq!(b, Bind { portal: portal.clone(), statement: "s1".into(), params });
+        }
+
+        #[test]
+        fn frames_are_found_in_any_split(bodies in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 1..6), cut in 0usize..2000) {
+            let mut all = BytesMut::new();
+            for b in &bodies { all.extend_from_slice(&frame_of(b'd', b)); }
+            let cut = cut.min(all.len());
+            let head = &all[..cut];
+            // Whole frames inside the cut are found, a partial one asks for more.
+            let mut at = 0;
+            let mut found = 0;
+            while let Some((_, total)) = frame(&head[at..], 1 << 20).unwrap() { at += total; found += 1; }
+            let whole: usize = bodies.iter().scan(0, |acc, b| { *acc += b.len() + 5; Some(*acc) }).filter(|end| *end <= cut).count();
+            prop_assert_eq!(found, whole);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = parse_startup(&bytes);
+            let _ = frame(&bytes, 1 << 16);
+            let _ = bind(&bytes);
+            let _ = parse(&bytes);
+            let _ = query(&bytes);
+            let _ = error_code(&bytes);
+        }
+    }
+
+    #[test]
+    fn refusals_are_clear() {
+        assert!(startup_len(100_000i32.to_be_bytes()).is_err());
+        assert!(startup_len(3i32.to_be_bytes()).is_err());
+        let huge = [b'Q', 0x7f, 0xff, 0xff, 0xff];
+        assert!(matches!(
+            frame(&huge, 1 << 20),
+            Err(CodecError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            frame(&[b'Q', 0, 0, 0, 1], 1 << 20),
+            Err(CodecError::Malformed(_))
+        ));
+        assert_eq!(
+            parse_startup(
+                &CANCEL_REQUEST
+                    .to_be_bytes()
+                    .iter()
+                    .chain(&7i32.to_be_bytes())
+                    .chain(&9i32.to_be_bytes())
+                    .copied()
+                    .collect::<Vec<_>>()
+            )
+            .unwrap(),
+            Startup::Cancel { pid: 7, secret: 9 }
+        );
+        let e = error_response("FATAL", "28000", "no grant");
+        assert_eq!(error_code(&e[5..]).as_deref(), Some("28000"));
+    }
+}

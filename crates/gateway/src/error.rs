@@ -1,0 +1,21 @@
+use thiserror::Error;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum CodecError {
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("message of {size} bytes exceeds the limit of {max}")]
+    TooLarge { size: usize, max: usize },
+}
+
+#[derive(Debug, Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Protocol(String),
+    #[error("timed out {0}")]
+    Timeout(&'static str),
+}

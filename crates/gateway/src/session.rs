@@ -1,0 +1,647 @@
+//! One client session: startup and login, the upstream connection, then the relay loop that
+//! audits statements and ends the session at its grant's deadline.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use jitgate_core::event::Outcome;
+use jitgate_core::{EventDraft, duration, ids};
+use postgres_protocol::authentication::{md5_hash, sasl};
+use postgres_protocol::message::frontend;
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::codec::{self, Startup};
+use crate::registry::{CancelTarget, Control};
+use crate::{AuditMode, GatewayError, SessionGrant, Shared};
+
+/// Startup and login must finish within this.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
+const UPSTREAM_MAX: usize = 1 << 30;
+
+type Result<T> = std::result::Result<T, GatewayError>;
+
+pub(crate) async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let login = tokio::time::timeout(LOGIN_TIMEOUT, login(&mut client, peer, &shared)).await;
+    let (grant, upstream, key, target, app) = match login {
+        Ok(Ok(Some(ready))) => ready,
+        Ok(Ok(None)) => return, // a cancel request, or a refusal already answered
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "gateway login failed");
+            let _ = client
+                .write_all(&codec::error_response(
+                    "FATAL",
+                    "08P01",
+                    &format!("invalid startup: {e}"),
+                ))
+                .await;
+            return;
+        }
+        Err(_) => {
+            let _ = client
+                .write_all(&codec::error_response("FATAL", "08P01", "login timed out"))
+                .await;
+            return;
+        }
+    };
+    let session_id = ids::new_id("ses");
+    let (reg_id, control) = shared.registry.register(&grant.grant_id, grant.expires_at);
+    let mut s = Session::new(&shared, &grant, &session_id);
+    let opened = s.event("session.opened").details(json!({ "client_addr": peer.to_string(), "application_name": app, "upstream_user": grant.upstream.user }));
+    let outcome = match shared.authority.record(vec![opened]).await {
+        Ok(()) => s.relay(client, upstream, control, target).await,
+        Err(e) => {
+            let _ = client
+                .write_all(&codec::error_response(
+                    "FATAL",
+                    "58000",
+                    &format!("the audit log cannot be written; refusing unaudited access ({e})"),
+                ))
+                .await;
+            Err(GatewayError::Protocol("audit unavailable".into()))
+        }
+    };
+    shared.registry.unregister(&grant.grant_id, reg_id);
+    shared.registry.forget_cancel_key(key);
+    let reason = match &outcome {
+        Ok(reason) => reason.clone(),
+        Err(e) => format!("error: {e}"),
+    };
+    let closed = s.event("session.closed").details(json!({
+        "reason": reason, "bytes_in": s.bytes_in, "bytes_out": s.bytes_out, "statements": s.statements,
+        "duration_ms": s.opened.elapsed().as_millis() as u64,
+    }));
+    let _ = shared.background.send(closed).await;
+}
+
+type Ready = (
+    SessionGrant,
+    TcpStream,
+    (i32, i32),
+    CancelTarget,
+    Option<String>,
+);
+
+/// Reads the startup packet, checks the token and grant, logs in upstream, and hands the client
+/// the upstream's parameters under a cancel key of our own.
+async fn login(client: &mut TcpStream, peer: SocketAddr, shared: &Shared) -> Result<Option<Ready>> {
+    let params = loop {
+        let mut head = [0u8; 4];
+        client.read_exact(&mut head).await?;
+        let len = codec::startup_len(head)?;
+        let mut body = vec![0u8; len - 4];
+        client.read_exact(&mut body).await?;
+        match codec::parse_startup(&body)? {
+            Startup::Ssl | Startup::GssEnc => client.write_all(b"N").await?, // no TLS on this listener
+            Startup::Cancel { pid, secret } => {
+                forward_cancel(shared, (pid, secret)).await;
+                return Ok(None);
+            }
+            Startup::Start { params } => break params,
+        }
+    };
+    let param = |k: &str| {
+        params
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    let user = param("user")
+        .ok_or_else(|| GatewayError::Protocol("no user in the startup packet".into()))?;
+    let database = param("database").unwrap_or_else(|| user.clone());
+    let who = Claimed {
+        user: &user,
+        database: &database,
+        peer,
+    };
+    if !peer.ip().is_loopback() && !shared.config.allow_plaintext_remote {
+        refuse(
+            client,
+            shared,
+            &who,
+            "28000",
+            "jitgate requires TLS from non-loopback addresses; this gateway has none configured",
+        )
+        .await?;
+        return Ok(None);
+    }
+    client
+        .write_all(&codec::frame_of(b'R', &3i32.to_be_bytes()))
+        .await?; // cleartext password
+    let token = read_password(client).await?;
+    let grant = match shared.authority.authorize(&user, &token, &database).await {
+        Ok(g) => g,
+        Err(r) => {
+            refuse(client, shared, &who, r.code, &r.message).await?;
+            return Ok(None);
+        }
+    };
+    let addr = tokio::net::lookup_host((grant.upstream.host.as_str(), grant.upstream.port))
+        .await?
+        .next()
+        .ok_or_else(|| GatewayError::Protocol(format!("cannot resolve {}", grant.upstream.host)))?;
+    let mut upstream = match TcpStream::connect(addr).await {
+        Ok(u) => u,
+        Err(e) => {
+            client
+                .write_all(&codec::error_response(
+                    "FATAL",
+                    "08006",
+                    &format!("jitgate cannot reach {}: {e}", grant.resource),
+                ))
+                .await?;
+            return Ok(None);
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    let mut forwarded: Vec<(&str, &str)> = params
+        .iter()
+        .filter(|(k, _)| k != "user" && k != "database")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    forwarded.push(("user", &grant.upstream.user));
+    forwarded.push(("database", &grant.upstream.database));
+    let mut out = BytesMut::new();
+    frontend::startup_message(forwarded.iter().copied(), &mut out)?;
+    upstream.write_all(&out).await?;
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut greeting = BytesMut::new();
+    greeting.extend_from_slice(&codec::frame_of(b'R', &0i32.to_be_bytes()));
+    let mut scram: Option<sasl::ScramSha256> = None;
+    let mut key = None;
+    loop {
+        let (kind, frame) = read_frame(&mut upstream, &mut buf, UPSTREAM_MAX).await?;
+        let body = &frame[5..];
+        match kind {
+            b'R' => {
+                let code = i32::from_be_bytes(
+                    body.get(..4)
+                        .and_then(|b| b.try_into().ok())
+                        .unwrap_or_default(),
+                );
+                let mut reply = BytesMut::new();
+                match code {
+                    0 => {}
+                    3 => {
+                        frontend::password_message(grant.upstream.password.as_bytes(), &mut reply)?
+                    }
+                    5 => {
+                        let salt: [u8; 4] = body
+                            .get(4..8)
+                            .and_then(|b| b.try_into().ok())
+                            .ok_or_else(|| GatewayError::Protocol("bad MD5 request".into()))?;
+                        let hash = md5_hash(
+                            grant.upstream.user.as_bytes(),
+                            grant.upstream.password.as_bytes(),
+                            salt,
+                        );
+                        frontend::password_message(hash.as_bytes(), &mut reply)?;
+                    }
+                    10 => {
+                        let s = sasl::ScramSha256::new(
+                            grant.upstream.password.as_bytes(),
+                            sasl::ChannelBinding::unsupported(),
+                        );
+                        frontend::sasl_initial_response(
+                            sasl::SCRAM_SHA_256,
+                            s.message(),
+                            &mut reply,
+                        )?;
+                        scram = Some(s);
+                    }
+                    11 => {
+                        let s = scram.as_mut().ok_or_else(|| {
+                            GatewayError::Protocol("SASL continue before start".into())
+                        })?;
+                        s.update(&body[4..])?;
+                        frontend::sasl_response(s.message(), &mut reply)?;
+                    }
+                    12 => scram
+                        .as_mut()
+                        .ok_or_else(|| GatewayError::Protocol("SASL final before start".into()))?
+                        .finish(&body[4..])?,
+                    other => {
+                        return Err(GatewayError::Protocol(format!(
+                            "unsupported upstream authentication method {other}"
+                        )));
+                    }
+                }
+                if !reply.is_empty() {
+                    upstream.write_all(&reply).await?;
+                }
+            }
+            b'K' => {
+                let pid = i32::from_be_bytes(
+                    body.get(..4)
+                        .and_then(|b| b.try_into().ok())
+                        .unwrap_or_default(),
+                );
+                let secret = i32::from_be_bytes(
+                    body.get(4..8)
+                        .and_then(|b| b.try_into().ok())
+                        .unwrap_or_default(),
+                );
+                let target = CancelTarget { addr, pid, secret };
+                let mine = shared.registry.issue_cancel_key(target);
+                let mut kbody = Vec::with_capacity(8);
+                kbody.extend_from_slice(&mine.0.to_be_bytes());
+                kbody.extend_from_slice(&mine.1.to_be_bytes());
+                greeting.extend_from_slice(&codec::frame_of(b'K', &kbody));
+                key = Some((mine, target));
+            }
+            b'E' => {
+                // The upstream refused (e.g. the login is gone): the client hears it as it is.
+                client.write_all(&frame).await?;
+                return Ok(None);
+            }
+            b'Z' => {
+                greeting.extend_from_slice(&frame);
+                client.write_all(&greeting).await?;
+                let (key, target) = key.ok_or_else(|| {
+                    GatewayError::Protocol("upstream sent no BackendKeyData".into())
+                })?;
+                return Ok(Some((
+                    grant,
+                    upstream,
+                    key,
+                    target,
+                    param("application_name"),
+                )));
+            }
+            _ => greeting.extend_from_slice(&frame), // ParameterStatus, NoticeResponse
+        }
+    }
+}
+
+/// Who a refused client claimed to be.
+struct Claimed<'a> {
+    user: &'a str,
+    database: &'a str,
+    peer: SocketAddr,
+}
+
+/// Audits a refused login and tells the client why, with its SQLSTATE.
+async fn refuse(
+    client: &mut TcpStream,
+    shared: &Shared,
+    who: &Claimed<'_>,
+    code: &str,
+    message: &str,
+) -> Result<()> {
+    // Before authentication the claimed name is all we have; the record says so.
+    let actor = format!("{} (unauthenticated)", who.user);
+    let e = EventDraft::new(shared.clock.now(), &actor, "session.refused").outcome(Outcome::Denied).details(json!({
+        "user": who.user, "database": who.database, "client_addr": who.peer.to_string(), "code": code, "message": message,
+    }));
+    let _ = shared.background.send(e).await;
+    client
+        .write_all(&codec::error_response("FATAL", code, message))
+        .await?;
+    Ok(())
+}
+
+async fn read_password(client: &mut TcpStream) -> Result<String> {
+    let mut buf = BytesMut::with_capacity(256);
+    let (kind, frame) = read_frame(client, &mut buf, 64 * 1024).await?;
+    if kind != b'p' {
+        return Err(GatewayError::Protocol(format!(
+            "expected a password message, got {:?}",
+            kind as char
+        )));
+    }
+    Ok(codec::query(&frame[5..])?.to_owned())
+}
+
+/// Reads one whole frame from `r`, keeping any bytes after it in `buf`.
+async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<(u8, BytesMut)> {
+    loop {
+        if let Some((kind, total)) = codec::frame(buf, max)? {
+            return Ok((kind, buf.split_to(total)));
+        }
+        if r.read_buf(buf).await? == 0 {
+            return Err(GatewayError::Protocol(
+                "connection closed mid-message".into(),
+            ));
+        }
+    }
+}
+
+/// Sends a client's CancelRequest on to the upstream backend its key stands for.
+async fn forward_cancel(shared: &Shared, key: (i32, i32)) {
+    if let Some(t) = shared.registry.cancel_target(key) {
+        send_cancel(t).await;
+    }
+}
+
+async fn send_cancel(t: CancelTarget) {
+    let mut out = BytesMut::new();
+    frontend::cancel_request(t.pid, t.secret, &mut out);
+    if let Ok(Ok(mut s)) =
+        tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(t.addr)).await
+    {
+        let _ = s.write_all(&out).await;
+    }
+}
+
+/// A statement waiting for its outcome.
+struct Pending {
+    n: u64,
+    started: Instant,
+    /// A simple-protocol Query completes at ReadyForQuery; an Execute at its own completion.
+    simple: bool,
+    tags: Vec<String>,
+}
+
+struct Session<'a> {
+    shared: &'a Shared,
+    grant: &'a SessionGrant,
+    id: &'a str,
+    opened: Instant,
+    bytes_in: u64,
+    bytes_out: u64,
+    statements: u64,
+    /// Prepared statements' SQL by name, and portals' statement and parameters by name.
+    prepared: HashMap<String, String>,
+    portals: HashMap<String, (String, Vec<Option<String>>)>,
+    pending: VecDeque<Pending>,
+    /// What each expected ReadyForQuery answers, in order: a simple Query (its statement) or a
+    /// Sync. Every Query and every Sync earns exactly one.
+    ready_for: VecDeque<Option<u64>>,
+    /// The client sent Terminate.
+    terminated: bool,
+}
+
+impl<'a> Session<'a> {
+    fn new(shared: &'a Shared, grant: &'a SessionGrant, id: &'a str) -> Self {
+        Self {
+            shared,
+            grant,
+            id,
+            opened: Instant::now(),
+            bytes_in: 0,
+            bytes_out: 0,
+            statements: 0,
+            prepared: HashMap::new(),
+            portals: HashMap::new(),
+            pending: VecDeque::new(),
+            ready_for: VecDeque::new(),
+            terminated: false,
+        }
+    }
+
+    fn event(&self, action: &str) -> EventDraft {
+        let mut e = EventDraft::new(self.shared.clock.now(), &self.grant.principal, action);
+        e.resource = Some(self.grant.resource.clone());
+        e.subject = Some(self.grant.principal.clone());
+        e.request_id = Some(self.grant.request_id.clone());
+        e.grant_id = Some(self.grant.grant_id.clone());
+        e.session_id = Some(self.id.to_owned());
+        e
+    }
+
+    fn deadline(&self, c: &Control) -> tokio::time::Instant {
+        tokio::time::Instant::now() + duration::until(self.shared.clock.now(), c.deadline)
+    }
+
+    /// Relays until either side closes or the grant ends; returns why the session closed.
+    async fn relay(
+        &mut self,
+        client: TcpStream,
+        upstream: TcpStream,
+        mut control: watch::Receiver<Control>,
+        target: CancelTarget,
+    ) -> Result<String> {
+        let (mut cr, mut cw) = client.into_split();
+        let (mut ur, mut uw) = upstream.into_split();
+        let mut cbuf = BytesMut::with_capacity(16 * 1024);
+        let mut ubuf = BytesMut::with_capacity(64 * 1024);
+        let mut events = Vec::new();
+        let sleep = tokio::time::sleep_until(self.deadline(&control.borrow()));
+        tokio::pin!(sleep);
+        let cut = loop {
+            tokio::select! {
+                read = cr.read_buf(&mut cbuf) => {
+                    if read? == 0 {
+                        return Ok("client closed".into());
+                    }
+                    let upto = self.client_frames(&cbuf, &mut events)?;
+                    if upto == 0 {
+                        continue;
+                    }
+                    if !events.is_empty() {
+                        let batch = std::mem::take(&mut events);
+                        if self.shared.config.audit == AuditMode::Durable {
+                            if let Err(e) = self.shared.authority.record(batch).await {
+                                let msg = format!("the audit log cannot be written; refusing unaudited statements ({e})");
+                                let _ = cw.write_all(&codec::error_response("FATAL", "58000", &msg)).await;
+                                return Ok("audit log unavailable".into());
+                            }
+                        } else {
+                            for e in batch {
+                                let _ = self.shared.background.send(e).await;
+                            }
+                        }
+                    }
+                    uw.write_all(&cbuf[..upto]).await?;
+                    self.bytes_in += upto as u64;
+                    cbuf.advance(upto);
+                    if self.terminated {
+                        return Ok("client terminated".into());
+                    }
+                }
+                read = ur.read_buf(&mut ubuf) => {
+                    if read? == 0 {
+                        return Ok("server closed".into());
+                    }
+                    let upto = self.server_frames(&ubuf).await?;
+                    if upto > 0 {
+                        cw.write_all(&ubuf[..upto]).await?;
+                        self.bytes_out += upto as u64;
+                        ubuf.advance(upto);
+                    }
+                }
+                _ = &mut sleep => break "expired".to_owned(),
+                changed = control.changed() => {
+                    if changed.is_err() {
+                        break "gateway shutting down".to_owned();
+                    }
+                    let c = control.borrow_and_update().clone();
+                    if let Some(reason) = c.closed {
+                        break reason;
+                    }
+                    sleep.as_mut().reset(self.deadline(&c));
+                }
+            }
+        };
+        // The grant is over: tell the client why, stop whatever runs upstream, and hang up.
+        let msg = format!(
+            "terminating connection: grant {} {cut}",
+            self.grant.grant_id
+        );
+        let _ = cw
+            .write_all(&codec::error_response("FATAL", "57P01", &msg))
+            .await;
+        let _ = cw.shutdown().await;
+        if !self.pending.is_empty() {
+            send_cancel(target).await;
+        }
+        Ok(format!("grant {cut}"))
+    }
+
+    /// Inspects the complete client frames at the start of `buf`: collects statement events,
+    /// returns how many bytes they span.
+    fn client_frames(&mut self, buf: &[u8], events: &mut Vec<EventDraft>) -> Result<usize> {
+        let mut at = 0;
+        while let Some((kind, total)) = codec::frame(&buf[at..], self.shared.config.max_message)? {
+            let body = &buf[at + 5..at + total];
+            match kind {
+                b'Q' => {
+                    let sql = codec::query(body)?;
+                    events.push(self.statement(sql, None, "simple"));
+                    self.pending.push_back(Pending {
+                        n: self.statements,
+                        started: Instant::now(),
+                        simple: true,
+                        tags: vec![],
+                    });
+                    self.ready_for.push_back(Some(self.statements));
+                }
+                b'P' => {
+                    let (name, sql) = codec::parse(body)?;
+                    self.prepared.insert(name.to_owned(), sql.to_owned());
+                }
+                b'B' => {
+                    let b = codec::bind(body)?;
+                    self.portals.insert(b.portal, (b.statement, b.params));
+                }
+                b'E' => {
+                    let portal = codec::execute(body)?;
+                    let (sql, params) = match self.portals.get(portal) {
+                        Some((stmt, params)) => (
+                            self.prepared.get(stmt).cloned().unwrap_or_default(),
+                            Some(params.clone()),
+                        ),
+                        None => (String::new(), None),
+                    };
+                    let params = params.filter(|_| self.shared.config.record_params);
+                    events.push(self.statement(&sql, params, "extended"));
+                    self.pending.push_back(Pending {
+                        n: self.statements,
+                        started: Instant::now(),
+                        simple: false,
+                        tags: vec![],
+                    });
+                }
+                b'X' => self.terminated = true,
+                b'S' => self.ready_for.push_back(None),
+                b'C' => {
+                    // Close a statement ('S') or portal ('P').
+                    if let Some((&what, name)) = body.split_first() {
+                        let name = codec::query(name)?;
+                        if what == b'S' {
+                            self.prepared.remove(name);
+                        } else {
+                            self.portals.remove(name);
+                        }
+                    }
+                }
+                _ => {}
+            }
+            at += total;
+        }
+        Ok(at)
+    }
+
+    fn statement(
+        &mut self,
+        sql: &str,
+        params: Option<Vec<Option<String>>>,
+        protocol: &str,
+    ) -> EventDraft {
+        self.statements += 1;
+        let mut details = json!({ "statement": self.statements, "protocol": protocol, "sql": sql });
+        if let Some(p) = params {
+            details["params"] = json!(p);
+        }
+        self.event("session.statement").details(details)
+    }
+
+    /// Notes outcomes in the complete server frames at the start of `buf`; returns their span.
+    async fn server_frames(&mut self, buf: &[u8]) -> Result<usize> {
+        let mut at = 0;
+        let mut results = Vec::new();
+        while let Some((kind, total)) = codec::frame(&buf[at..], UPSTREAM_MAX)? {
+            let body = &buf[at + 5..at + total];
+            match kind {
+                b'C' => {
+                    let tag = codec::query(body).unwrap_or_default().to_owned();
+                    match self.pending.front_mut() {
+                        Some(p) if p.simple => p.tags.push(tag),
+                        Some(_) => {
+                            let p = self.pending.pop_front().expect("front");
+                            results.push(self.result(p, json!({ "outcome": "ok", "tag": tag })));
+                        }
+                        None => {}
+                    }
+                }
+                b'E' => {
+                    let code = codec::error_code(body).unwrap_or_default();
+                    if let Some(p) = self.pending.pop_front() {
+                        results
+                            .push(self.result(p, json!({ "outcome": "error", "sqlstate": code })));
+                    }
+                    // After an error the server skips to Sync: what was queued behind it never runs.
+                    while self.pending.front().is_some_and(|p| !p.simple) {
+                        let p = self.pending.pop_front().expect("front");
+                        results.push(self.result(p, json!({ "outcome": "skipped" })));
+                    }
+                }
+                b'I' | b's' if self.pending.front().is_some_and(|p| !p.simple) => {
+                    let p = self.pending.pop_front().expect("front");
+                    let outcome = if kind == b'I' { "empty" } else { "suspended" };
+                    results.push(self.result(p, json!({ "outcome": outcome })));
+                }
+                b'Z' => {
+                    let answers = self.ready_for.pop_front().flatten();
+                    if answers.is_some()
+                        && self
+                            .pending
+                            .front()
+                            .is_some_and(|p| p.simple && Some(p.n) == answers)
+                    {
+                        let p = self.pending.pop_front().expect("front");
+                        let tags = p.tags.clone();
+                        results.push(self.result(p, json!({ "outcome": "ok", "tags": tags })));
+                    }
+                }
+                _ => {}
+            }
+            at += total;
+        }
+        for r in results {
+            let _ = self.shared.background.send(r).await;
+        }
+        Ok(at)
+    }
+
+    fn result(&self, p: Pending, mut details: serde_json::Value) -> EventDraft {
+        details["statement"] = json!(p.n);
+        details["duration_us"] = json!(p.started.elapsed().as_micros() as u64);
+        let failed = details["outcome"] == "error";
+        let e = self.event("session.result").details(details);
+        if failed {
+            e.outcome(Outcome::Failure)
+        } else {
+            e
+        }
+    }
+}

@@ -1,0 +1,527 @@
+//! The gateway with real clients (tokio-postgres, psql, pgbench) against the real PostgreSQL.
+
+use std::io::{Read, Write};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, TryStreamExt};
+use serde_json::{Value, json};
+
+use crate::helpers::TestApp;
+use crate::services::PgDb;
+
+async fn setup() -> Option<(PgDb, TestApp)> {
+    let mut db = PgDb::create().await?;
+    let (read, write) = (format!("{}read", db.prefix), format!("{}write", db.prefix));
+    db.role(
+        &read,
+        &format!("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {read};"),
+    )
+    .await;
+    db.role(&write, &format!("GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO {write}; GRANT CREATE ON SCHEMA public TO {write};")).await;
+    let config = format!(
+        r#"
+[gateway.postgres]
+listen = "127.0.0.1:0"
+
+[[resources]]
+name = "orders-db"
+kind = "postgres"
+admin_url = "{url}"
+role_prefix = "{prefix}"
+[resources.roles.read]
+grants = ["{read}"]
+[resources.roles.write]
+grants = ["{write}"]
+
+[[policies]]
+name = "read"
+principals = ["group:engineering"]
+resources = ["orders-db"]
+roles = ["read"]
+max_duration = "1h"
+[policies.approval]
+approvers = ["group:dba"]
+
+[[policies]]
+name = "ci"
+principals = ["service:ci-bot"]
+resources = ["orders-db"]
+roles = ["read", "write"]
+max_duration = "1h"
+[policies.approval]
+required = 0
+"#,
+        url = db.admin_url,
+        prefix = db.prefix,
+    );
+    let app = TestApp::start(&config).await;
+    Some((db, app))
+}
+
+fn gateway_port(app: &TestApp) -> u16 {
+    app.running.as_ref().unwrap().gateway_addr.unwrap().port()
+}
+
+fn conninfo(app: &TestApp, who: &str) -> String {
+    format!(
+        "host=127.0.0.1 port={} dbname=orders-db user={who} password=tok-{who}",
+        gateway_port(app)
+    )
+}
+
+async fn connect(
+    app: &TestApp,
+    who: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    crate::services::pg_connect(&conninfo(app, who)).await
+}
+
+async fn events(app: &TestApp, query: &str) -> Vec<Value> {
+    let (_, v) = app
+        .get("root", &format!("/api/v1/audit/events?{query}&limit=1000"))
+        .await;
+    v.as_array().unwrap().clone()
+}
+
+/// Polls the audit log until `pred` holds on the matching events.
+async fn wait_events(app: &TestApp, query: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let start = Instant::now();
+    loop {
+        let ev = events(app, query).await;
+        if pred(&ev) {
+            return ev;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "events for {query} never matched: {ev:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn clients_work_through_the_gateway_and_every_statement_is_audited() {
+    let Some((_db, app)) = setup().await else {
+        return;
+    };
+    let r = app
+        .request(
+            "ci-bot",
+            json!({"resource": "orders-db", "role": "write", "duration": "10m"}),
+        )
+        .await;
+    let grant = r["grant_id"].as_str().unwrap().to_owned();
+    let c = connect(&app, "ci-bot").await.unwrap();
+
+    // simple protocol, several statements in one message
+    let rows = c
+        .simple_query("SELECT count(*) FROM orders; SELECT 1")
+        .await
+        .unwrap();
+    assert!(
+        rows.iter().any(
+            |m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("2"))
+        )
+    );
+    // extended protocol with parameters
+    let item: String = c
+        .query_one("SELECT item FROM orders WHERE id = $1", &[&2i32])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(item, "lamp");
+    // pipelined: three statements in flight at once
+    let (a, b, d) = tokio::join!(
+        c.query_one("SELECT $1::int + 1", &[&1i32]),
+        c.query_one("SELECT $1::text", &[&"x"]),
+        c.query_one("SELECT count(*) FROM orders", &[])
+    );
+    assert_eq!(a.unwrap().get::<_, i32>(0), 2);
+    assert_eq!(b.unwrap().get::<_, String>(0), "x");
+    assert_eq!(d.unwrap().get::<_, i64>(0), 2);
+    // COPY in and out
+    let sink = c
+        .copy_in("COPY orders (id, item) FROM STDIN")
+        .await
+        .unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"10\tpen\n11\tink\n"))
+        .await
+        .unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 2);
+    let out: Vec<bytes::Bytes> = c
+        .copy_out("COPY orders TO STDOUT")
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let text: String = out
+        .iter()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .collect();
+    assert!(text.contains("11\tink"), "{text}");
+    // large rows pass through whole
+    let big: String = c
+        .query_one("SELECT repeat('x', 5000000)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(big.len(), 5_000_000);
+    // errors come back as they are
+    let e = c
+        .simple_query("SELECT * FROM no_such_table")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE)
+    );
+    // cancel: the client's cancel key reaches the upstream backend
+    let token = c.cancel_token();
+    let sleeper =
+        tokio::spawn(async move { c.simple_query("SELECT pg_sleep(20)").await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(5), sleeper)
+        .await
+        .expect("cancel took effect")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
+    );
+
+    let statements = wait_events(
+        &app,
+        &format!("grant={grant}&action=session.statement"),
+        |e| e.len() >= 9,
+    )
+    .await;
+    let sqls: Vec<&str> = statements
+        .iter()
+        .map(|e| e["details"]["sql"].as_str().unwrap())
+        .collect();
+    assert!(
+        sqls.contains(&"SELECT count(*) FROM orders; SELECT 1"),
+        "{sqls:?}"
+    );
+    let by_param = statements
+        .iter()
+        .find(|e| e["details"]["sql"] == "SELECT item FROM orders WHERE id = $1")
+        .unwrap();
+    assert_eq!(
+        by_param["details"]["params"],
+        json!(["<binary 4 bytes>"]),
+        "binary parameters are recorded by size"
+    );
+    assert!(statements.iter().all(|e| {
+        e["session_id"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("ses_"))
+            && e["actor"] == "ci-bot"
+    }));
+    let results = wait_events(&app, &format!("grant={grant}&action=session.result"), |e| {
+        e.iter().any(|r| r["details"]["sqlstate"] == "42P01")
+    })
+    .await;
+    assert!(
+        results.iter().any(|r| r["details"]["sqlstate"] == "57014"),
+        "the cancelled statement's outcome"
+    );
+    assert!(results.iter().any(|r| r["details"]["tag"] == "COPY 2"));
+    assert_eq!(
+        events(&app, &format!("grant={grant}&action=session.opened"))
+            .await
+            .len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)] // psql and pgbench block this thread
+async fn psql_and_pgbench_work_through_the_gateway() {
+    let Some((db, app)) = setup().await else {
+        return;
+    };
+    let init = Command::new("pgbench")
+        .args(["-i", "-s", "1", "-q", &db.admin_url])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    db.exec(&format!(
+        "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}read",
+        db.prefix
+    ))
+    .await;
+    let r = app
+        .request(
+            "ci-bot",
+            json!({"resource": "orders-db", "role": "read", "duration": "10m"}),
+        )
+        .await;
+    assert_eq!(r["state"], "active");
+    let psql = Command::new("psql")
+        .args([
+            "-X",
+            "-At",
+            "-c",
+            "SELECT count(*) FROM orders",
+            &conninfo(&app, "ci-bot"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&psql.stdout).trim(),
+        "2",
+        "{}",
+        String::from_utf8_lossy(&psql.stderr)
+    );
+    for mode in ["simple", "extended", "prepared"] {
+        let out = Command::new("pgbench")
+            .args([
+                "-n",
+                "-S",
+                "-M",
+                mode,
+                "-c",
+                "2",
+                "-j",
+                "1",
+                "-t",
+                "50",
+                &conninfo(&app, "ci-bot"),
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("number of failed transactions: 0"),
+            "{mode}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let statements = wait_events(
+        &app,
+        &format!(
+            "grant={}&action=session.statement",
+            r["grant_id"].as_str().unwrap()
+        ),
+        |e| e.len() >= 300,
+    )
+    .await;
+    assert!(
+        statements
+            .iter()
+            .any(|e| e["details"]["protocol"] == "extended" && e["details"]["params"].is_array())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)] // raw std sockets block this thread
+async fn refusals_are_clean_errors() {
+    let Some((_db, app)) = setup().await else {
+        return;
+    };
+    // wrong token
+    let e = crate::services::pg_connect(&format!(
+        "host=127.0.0.1 port={} dbname=orders-db user=alice password=nope",
+        gateway_port(&app)
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(&tokio_postgres::error::SqlState::INVALID_PASSWORD),
+        "{e}"
+    );
+    // someone else's token
+    let e = crate::services::pg_connect(&format!(
+        "host=127.0.0.1 port={} dbname=orders-db user=alice password=tok-bob",
+        gateway_port(&app)
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(&tokio_postgres::error::SqlState::INVALID_PASSWORD)
+    );
+    // no active grant: the message says how to ask for one
+    let e = connect(&app, "alice").await.unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(&tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION)
+    );
+    let msg = e.as_db_error().unwrap().message().to_owned();
+    assert!(
+        msg.contains("no active grant on orders-db")
+            && msg.contains("jitgate request create --resource orders-db"),
+        "{msg}"
+    );
+    // unknown resource
+    let e = crate::services::pg_connect(&format!(
+        "host=127.0.0.1 port={} dbname=nope user=alice password=tok-alice",
+        gateway_port(&app)
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(&tokio_postgres::error::SqlState::INVALID_CATALOG_NAME)
+    );
+    let refused = wait_events(&app, "action=session.refused", |e| e.len() >= 4).await;
+    assert!(
+        refused.iter().all(|e| e["outcome"] == "denied"
+            && e["actor"].as_str().unwrap().ends_with("(unauthenticated)"))
+    );
+
+    // Garbage, truncated and oversized input: a clean close or error, never a hang or a panic.
+    let port = gateway_port(&app);
+    let raw = |bytes: &[u8]| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let _ = s.write_all(bytes);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        out
+    };
+    let garbage = raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(garbage.is_empty() || garbage[0] == b'E', "{garbage:?}");
+    let truncated = raw(&[0, 0, 0, 40, 0, 3, 0, 0, b'u']);
+    assert!(
+        truncated.is_empty() || truncated[0] == b'E',
+        "a truncated startup is closed: {truncated:?}"
+    );
+    let answer = raw(&0x7fff_ffffi32.to_be_bytes());
+    assert!(
+        answer.first() == Some(&b'E'),
+        "an absurd length is refused: {answer:?}"
+    );
+    // the gateway still serves after all that
+    let r = app
+        .request(
+            "ci-bot",
+            json!({"resource": "orders-db", "role": "read", "duration": "10m"}),
+        )
+        .await;
+    assert_eq!(r["state"], "active");
+    assert!(connect(&app, "ci-bot").await.is_ok());
+}
+
+#[tokio::test]
+async fn sessions_are_cut_within_a_second_of_expiry_even_mid_query() {
+    let Some((db, app)) = setup().await else {
+        return;
+    };
+    let r = app
+        .request(
+            "ci-bot",
+            json!({"resource": "orders-db", "role": "read", "duration": "3s"}),
+        )
+        .await;
+    let expires: jiff::Timestamp = r["grant"]["expires_at"].as_str().unwrap().parse().unwrap();
+    let idle = connect(&app, "ci-bot").await.unwrap();
+    let busy = connect(&app, "ci-bot").await.unwrap();
+    let running = tokio::spawn(async move {
+        let e = busy.simple_query("SELECT pg_sleep(30)").await.unwrap_err();
+        (e, jitgate_core::Clock::now(&jitgate_core::SystemClock))
+    });
+    let start = Instant::now();
+    let idle_cut = loop {
+        if let Err(e) = idle.simple_query("SELECT 1").await {
+            break (e, jitgate_core::Clock::now(&jitgate_core::SystemClock));
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "never cut");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let busy_cut = running.await.unwrap();
+    for (what, (e, at)) in [("idle", idle_cut), ("mid-query", busy_cut)] {
+        let lag = at.duration_since(expires);
+        assert!(
+            lag < jiff::SignedDuration::from_secs(1),
+            "{what} session cut {lag:?} after the end"
+        );
+        if let Some(db_err) = e.as_db_error() {
+            assert_eq!(
+                db_err.code(),
+                &tokio_postgres::error::SqlState::ADMIN_SHUTDOWN,
+                "{what}"
+            );
+            assert!(db_err.message().contains("expired"), "{}", db_err.message());
+        }
+    }
+    app.wait_state(r["id"].as_str().unwrap(), "expired", Duration::from_secs(5))
+        .await;
+    // Nothing is left running upstream under the grant's login.
+    let like = format!("{}%", db.prefix);
+    let left = db
+        .query_one_opt(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename LIKE $1",
+            &like,
+        )
+        .await
+        .unwrap();
+    assert_eq!(left.get::<_, i64>(0), 0);
+    let closed = wait_events(
+        &app,
+        &format!(
+            "grant={}&action=session.closed",
+            r["grant_id"].as_str().unwrap()
+        ),
+        |e| e.len() >= 2,
+    )
+    .await;
+    assert!(
+        closed
+            .iter()
+            .all(|e| e["details"]["reason"].as_str().unwrap().contains("expired")),
+        "{closed:?}"
+    );
+}
+
+#[tokio::test]
+async fn revoking_cuts_a_running_query_at_once() {
+    let Some((_db, app)) = setup().await else {
+        return;
+    };
+    let r = app
+        .request(
+            "ci-bot",
+            json!({"resource": "orders-db", "role": "read", "duration": "10m"}),
+        )
+        .await;
+    let busy = connect(&app, "ci-bot").await.unwrap();
+    let running =
+        tokio::spawn(async move { busy.simple_query("SELECT pg_sleep(30)").await.unwrap_err() });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
+    let (s, _) = app
+        .post(
+            "root",
+            &format!("/api/v1/grants/{}/revoke", r["grant_id"].as_str().unwrap()),
+            json!({"reason": "incident"}),
+        )
+        .await;
+    assert_eq!(s, reqwest::StatusCode::OK);
+    let e = tokio::time::timeout(Duration::from_secs(2), running)
+        .await
+        .expect("cut promptly")
+        .unwrap();
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    let msg = e
+        .as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_else(|| e.to_string());
+    assert!(msg.contains("revoked") || msg.contains("terminat"), "{msg}");
+    let e = connect(&app, "ci-bot").await.unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(&tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION),
+        "no new sessions after revoke"
+    );
+}
