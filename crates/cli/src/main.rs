@@ -119,6 +119,21 @@ enum Command {
         conn: Conn,
         grant_id: String,
     },
+    /// A connection string for RESOURCE through the jitgate gateway, or run psql with --exec.
+    Connect {
+        #[command(flatten)]
+        conn: Conn,
+        resource: String,
+        /// The gateway (default: what the server reports, else 127.0.0.1:6432).
+        #[arg(long, env = "JITGATE_GATEWAY")]
+        gateway: Option<String>,
+        /// Run psql connected through the gateway (the token goes in PGPASSWORD, not argv).
+        #[arg(long)]
+        exec: bool,
+        /// Arguments after -- go to psql.
+        #[arg(last = true)]
+        psql_args: Vec<String>,
+    },
     /// Show who your token belongs to.
     Whoami {
         #[command(flatten)]
@@ -413,13 +428,65 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Connect {
+            conn,
+            resource,
+            gateway,
+            exec,
+            psql_args,
+        } => {
+            let token = conn.token.clone().unwrap_or_default();
+            let client = Client::new(&conn.url, conn.token.clone())?;
+            let me = client.get("/api/v1/whoami").await?;
+            let name = me["name"].as_str().unwrap_or_default().to_owned();
+            let gateway = gateway
+                .or_else(|| me["gateway"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| "127.0.0.1:6432".into());
+            let (host, port) = gateway
+                .rsplit_once(':')
+                .ok_or_else(|| usage(format!("--gateway {gateway:?} is not HOST:PORT")))?;
+            if exec {
+                let status = std::process::Command::new("psql")
+                    .args(&psql_args)
+                    .env("PGHOST", host)
+                    .env("PGPORT", port)
+                    .env("PGDATABASE", &resource)
+                    .env("PGUSER", &name)
+                    .env("PGPASSWORD", &token)
+                    .status()
+                    .map_err(|e| Failure::Refused(format!("cannot run psql: {e}")))?;
+                return if status.success() {
+                    Ok(())
+                } else {
+                    Err(Failure::Refused(format!("psql exited with {status}")).into())
+                };
+            }
+            let dsn = format!(
+                "postgresql://{}:{}@{host}:{port}/{}",
+                client::enc(&name),
+                client::enc(&token),
+                client::enc(&resource)
+            );
+            if conn.output == Output::Json {
+                println!(
+                    "{}",
+                    json!({ "dsn": dsn, "host": host, "port": port, "dbname": resource, "user": name })
+                );
+            } else {
+                println!("{dsn}");
+            }
+            Ok(())
+        }
         Command::Whoami { conn } => {
             let client = Client::new(&conn.url, conn.token.clone())?;
             let me = client.get("/api/v1/whoami").await?;
             if conn.output == Output::Json {
                 println!("{me}");
             } else {
-                output::fields(&me, &["name", "kind", "groups", "admin", "auditor"]);
+                output::fields(
+                    &me,
+                    &["name", "kind", "groups", "admin", "auditor", "gateway"],
+                );
             }
             Ok(())
         }

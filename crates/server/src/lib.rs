@@ -128,6 +128,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Err
                         Error::Io(format!("cannot start the gateway on {}: {e}", g.listen))
                     })?;
             gateway_task = Some(gw.task);
+            let _ = app.gateway_addr.set(gw.addr);
             Some(gw.addr)
         }
         None => None,

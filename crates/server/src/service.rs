@@ -53,6 +53,8 @@ pub struct App {
     pub(crate) wake: Notify,
     /// Open gateway sessions by grant, ended the moment their grant is.
     pub sessions: Arc<jitgate_gateway::Registry>,
+    /// Where the gateway listens, once it does (told to clients by whoami).
+    pub gateway_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 impl App {
@@ -78,6 +80,7 @@ impl App {
             in_flight: InFlight::default(),
             wake: Notify::new(),
             sessions: Arc::new(jitgate_gateway::Registry::default()),
+            gateway_addr: std::sync::OnceLock::new(),
         })
     }
 

@@ -308,7 +308,7 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 
 /// Who the token belongs to.
 #[utoipa::path(get, path = "/api/v1/whoami", responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
-async fn whoami(Auth(c): Auth) -> Json<WhoAmI> {
+async fn whoami(AxState(app): AxState<AppState>, Auth(c): Auth) -> Json<WhoAmI> {
     Json(WhoAmI {
         name: c.principal.name,
         kind: serde_json::to_value(c.principal.kind)
@@ -318,6 +318,7 @@ async fn whoami(Auth(c): Auth) -> Json<WhoAmI> {
         groups: c.principal.groups,
         admin: c.is_admin,
         auditor: c.is_auditor,
+        gateway: app.gateway_addr.get().map(ToString::to_string),
     })
 }
 

@@ -127,6 +127,8 @@ pub struct WhoAmI {
     pub groups: Vec<String>,
     pub admin: bool,
     pub auditor: bool,
+    /// The PostgreSQL gateway's address, if this server runs one.
+    pub gateway: Option<String>,
 }
 
 fn approval(a: &Approval) -> ApprovalView {
