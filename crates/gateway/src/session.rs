@@ -23,6 +23,9 @@ use crate::{AuditMode, GatewayError, SessionGrant, Shared};
 /// Startup and login must finish within this.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
 const UPSTREAM_MAX: usize = 1 << 30;
+/// Outcomes are written in batches of at most this many, and at most this late.
+const RESULTS_BATCH: usize = 256;
+const RESULTS_EVERY: Duration = Duration::from_secs(1);
 
 type Result<T> = std::result::Result<T, GatewayError>;
 
@@ -66,6 +69,7 @@ pub(crate) async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<S
             Err(GatewayError::Protocol("audit unavailable".into()))
         }
     };
+    s.flush_results().await;
     shared.registry.unregister(&grant.grant_id, reg_id);
     shared.registry.forget_cancel_key(key);
     let reason = match &outcome {
@@ -378,6 +382,9 @@ struct Session<'a> {
     ready_for: VecDeque<Option<u64>>,
     /// The client sent Terminate.
     terminated: bool,
+    /// Outcomes not yet written, and when they must be at the latest.
+    results: Vec<serde_json::Value>,
+    flush_at: Option<tokio::time::Instant>,
 }
 
 impl<'a> Session<'a> {
@@ -395,6 +402,8 @@ impl<'a> Session<'a> {
             pending: VecDeque::new(),
             ready_for: VecDeque::new(),
             terminated: false,
+            results: Vec::new(),
+            flush_at: None,
         }
     }
 
@@ -470,6 +479,9 @@ impl<'a> Session<'a> {
                     }
                 }
                 _ = &mut sleep => break "expired".to_owned(),
+                _ = tokio::time::sleep_until(self.flush_at.unwrap_or_else(tokio::time::Instant::now)), if self.flush_at.is_some() => {
+                    self.flush_results().await;
+                }
                 changed = control.changed() => {
                     if changed.is_err() {
                         break "gateway shutting down".to_owned();
@@ -627,21 +639,40 @@ impl<'a> Session<'a> {
             }
             at += total;
         }
-        for r in results {
-            let _ = self.shared.background.send(r).await;
+        if !results.is_empty() {
+            self.flush_at
+                .get_or_insert_with(|| tokio::time::Instant::now() + RESULTS_EVERY);
+            self.results.extend(results);
+            if self.results.len() >= RESULTS_BATCH {
+                self.flush_results().await;
+            }
         }
         Ok(at)
     }
 
-    fn result(&self, p: Pending, mut details: serde_json::Value) -> EventDraft {
+    fn result(&self, p: Pending, mut details: serde_json::Value) -> serde_json::Value {
         details["statement"] = json!(p.n);
         details["duration_us"] = json!(p.started.elapsed().as_micros() as u64);
-        let failed = details["outcome"] == "error";
-        let e = self.event("session.result").details(details);
-        if failed {
+        details
+    }
+
+    /// Writes the outcomes gathered so far as one `session.results` event: one row for many
+    /// statements, so auditing costs one write per statement, not two.
+    async fn flush_results(&mut self) {
+        if self.results.is_empty() {
+            return;
+        }
+        let results = std::mem::take(&mut self.results);
+        let failed = results.iter().filter(|r| r["outcome"] == "error").count();
+        let e = self
+            .event("session.results")
+            .details(json!({ "results": results, "failed": failed }));
+        let e = if failed > 0 {
             e.outcome(Outcome::Failure)
         } else {
             e
-        }
+        };
+        let _ = self.shared.background.send(e).await;
+        self.flush_at = None;
     }
 }

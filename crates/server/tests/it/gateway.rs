@@ -84,6 +84,19 @@ async fn events(app: &TestApp, query: &str) -> Vec<Value> {
     v.as_array().unwrap().clone()
 }
 
+/// The statement outcomes inside `session.results` events.
+fn outcomes(batches: &[Value]) -> Vec<Value> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            b["details"]["results"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
 /// Polls the audit log until `pred` holds on the matching events.
 async fn wait_events(app: &TestApp, query: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let start = Instant::now();
@@ -223,15 +236,29 @@ async fn clients_work_through_the_gateway_and_every_statement_is_audited() {
             .is_some_and(|s| s.starts_with("ses_"))
             && e["actor"] == "ci-bot"
     }));
-    let results = wait_events(&app, &format!("grant={grant}&action=session.result"), |e| {
-        e.iter().any(|r| r["details"]["sqlstate"] == "42P01")
-    })
+    // Outcomes arrive in batches (session.results), at most a second late.
+    let batches = wait_events(
+        &app,
+        &format!("grant={grant}&action=session.results"),
+        |e| outcomes(e).iter().any(|r| r["sqlstate"] == "42P01"),
+    )
     .await;
+    let results = outcomes(&batches);
     assert!(
-        results.iter().any(|r| r["details"]["sqlstate"] == "57014"),
+        results.iter().any(|r| r["sqlstate"] == "57014"),
         "the cancelled statement's outcome"
     );
-    assert!(results.iter().any(|r| r["details"]["tag"] == "COPY 2"));
+    assert!(results.iter().any(|r| r["tag"] == "COPY 2"));
+    assert!(
+        results
+            .iter()
+            .any(|r| r["statement"] == 1 && r["tags"] == json!(["SELECT 1", "SELECT 1"])),
+        "{results:?}"
+    );
+    assert!(
+        batches.iter().any(|b| b["outcome"] == "failure"),
+        "a batch with a failed statement says so"
+    );
     assert_eq!(
         events(&app, &format!("grant={grant}&action=session.opened"))
             .await
