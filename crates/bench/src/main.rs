@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 mod connector;
+mod gateway;
 
 use clap::{Parser, Subcommand};
 use jitgate_audit::EventFilter;
@@ -40,6 +41,11 @@ enum Bench {
         #[arg(long, default_value_t = 200)]
         grants: usize,
     },
+    /// The gateway's resident memory per idle session.
+    Gateway {
+        #[arg(long, default_value_t = 1000)]
+        sessions: usize,
+    },
     /// N grants ending in the same instant: lag from expires_at to fully expired.
     Expiry {
         #[arg(long, default_value_t = 10_000)]
@@ -63,6 +69,7 @@ fn main() -> anyhow::Result<()> {
             } => lifecycle(Duration::from_secs(seconds), concurrency).await,
             Bench::Expiry { grants, duration } => expiry(grants, &duration).await,
             Bench::Connector { kind, grants } => connector::run(&kind, grants).await,
+            Bench::Gateway { sessions } => gateway::run(sessions).await,
         }
     })
 }

@@ -28,13 +28,23 @@ pub(crate) struct CancelTarget {
 pub struct Registry {
     next: AtomicU64,
     sessions: Mutex<HashMap<String, HashMap<u64, watch::Sender<Control>>>>,
+    /// Grants that have ended, and why. A grant never becomes active again, so a session that
+    /// registers after its grant ended (a revoke between its login check and its start) is
+    /// told to close at once.
+    ended: Mutex<HashMap<String, String>>,
     cancels: Mutex<HashMap<(i32, i32), CancelTarget>>,
 }
 
 impl Registry {
     /// Ends every session of the grant now, with `reason` in the message clients get.
     pub fn close_grant(&self, grant_id: &str, reason: &str) {
-        if let Some(sessions) = self.sessions.lock().expect("registry lock").get(grant_id) {
+        let sessions = self.sessions.lock().expect("registry lock");
+        self.ended
+            .lock()
+            .expect("registry lock")
+            .entry(grant_id.to_owned())
+            .or_insert_with(|| reason.to_owned());
+        if let Some(sessions) = sessions.get(grant_id) {
             for tx in sessions.values() {
                 tx.send_modify(|c| c.closed = Some(reason.to_owned()));
             }
@@ -69,13 +79,17 @@ impl Registry {
         deadline: Timestamp,
     ) -> (u64, watch::Receiver<Control>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = watch::channel(Control {
-            deadline,
-            closed: None,
-        });
-        self.sessions
+        // Under the sessions lock, so a concurrent close_grant either sees this session or has
+        // already marked the grant ended.
+        let mut sessions = self.sessions.lock().expect("registry lock");
+        let closed = self
+            .ended
             .lock()
             .expect("registry lock")
+            .get(grant_id)
+            .cloned();
+        let (tx, rx) = watch::channel(Control { deadline, closed });
+        sessions
             .entry(grant_id.to_owned())
             .or_default()
             .insert(id, tx);
@@ -114,5 +128,42 @@ impl Registry {
 
     pub(crate) fn forget_cancel_key(&self, key: (i32, i32)) {
         self.cancels.lock().expect("registry lock").remove(&key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_session_registering_after_its_grant_ended_is_closed_at_once() {
+        let r = Registry::default();
+        r.close_grant("grt_a", "was revoked by an admin");
+        let (_, rx) = r.register("grt_a", t("2030-01-01T00:00:00Z"));
+        assert_eq!(
+            rx.borrow().closed.as_deref(),
+            Some("was revoked by an admin"),
+            "closed from the start"
+        );
+        let (_, rx) = r.register("grt_b", t("2030-01-01T00:00:00Z"));
+        assert_eq!(rx.borrow().closed, None);
+    }
+
+    #[tokio::test]
+    async fn closing_and_extending_reach_open_sessions() {
+        let r = Registry::default();
+        let (id, mut rx) = r.register("grt_a", t("2030-01-01T00:00:00Z"));
+        assert_eq!(r.open_sessions("grt_a"), 1);
+        r.set_deadline("grt_a", t("2030-01-01T01:00:00Z"));
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(rx.borrow_and_update().deadline, t("2030-01-01T01:00:00Z"));
+        r.close_grant("grt_a", "expired");
+        assert_eq!(rx.borrow_and_update().closed.as_deref(), Some("expired"));
+        r.unregister("grt_a", id);
+        assert_eq!(r.open_sessions("grt_a"), 0);
     }
 }

@@ -436,7 +436,12 @@ impl<'a> Session<'a> {
         let mut events = Vec::new();
         let sleep = tokio::time::sleep_until(self.deadline(&control.borrow()));
         tokio::pin!(sleep);
+        // The grant may have ended between the login check and now.
+        let ended_already = control.borrow_and_update().closed.clone();
         let cut = loop {
+            if let Some(reason) = &ended_already {
+                break reason.clone();
+            }
             tokio::select! {
                 read = cr.read_buf(&mut cbuf) => {
                     if read? == 0 {
