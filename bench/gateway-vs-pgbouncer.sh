@@ -19,6 +19,10 @@ cleanup() {
   kill "${PIDS[@]}" 2>/dev/null || true
   wait 2>/dev/null || true
   "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+  # The servers were killed with their grants active: drop the logins they created, then the roles.
+  for r in $("${PSQL[@]}" -d postgres -Atc "SELECT rolname FROM pg_roles WHERE rolname LIKE 'jgb1809%'" 2>/dev/null); do
+    "${PSQL[@]}" -d postgres -c "DROP ROLE IF EXISTS \"$r\"" >/dev/null 2>&1 || true
+  done
   for r in bench gwb_reader; do "${PSQL[@]}" -d postgres -c "DROP ROLE IF EXISTS $r" >/dev/null 2>&1 || true; done
 }
 PIDS=()

@@ -43,6 +43,20 @@ pub async fn run(sessions: usize) -> anyhow::Result<()> {
     let _ = admin
         .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
         .await;
+    // The server was stopped with its grant active: drop the login it made, then the role.
+    for row in admin
+        .query(
+            "SELECT rolname FROM pg_roles WHERE rolname LIKE 'jgm\\_%'",
+            &[],
+        )
+        .await
+        .unwrap_or_default()
+    {
+        let login: String = row.get(0);
+        let _ = admin
+            .batch_execute(&format!("DROP ROLE IF EXISTS \"{login}\""))
+            .await;
+    }
     let _ = admin
         .batch_execute(&format!("DROP ROLE IF EXISTS {db}_r"))
         .await;

@@ -103,6 +103,8 @@ pub struct Options {
     pub postgres: String,
     /// The demo database (and its roles' prefix) on that PostgreSQL.
     pub database: String,
+    /// Where the PostgreSQL gateway listens (only with a real database).
+    pub gateway_listen: String,
 }
 
 pub async fn run(o: &Options) -> anyhow::Result<()> {
@@ -143,6 +145,12 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
         .listen
         .parse()
         .with_context(|| format!("--listen {:?} is not HOST:PORT", o.listen))?;
+    if let Some(g) = config.gateway.as_mut() {
+        g.listen = o
+            .gateway_listen
+            .parse()
+            .with_context(|| format!("--gateway-listen {:?} is not HOST:PORT", o.gateway_listen))?;
+    }
     let real = config
         .resources
         .iter()
@@ -259,6 +267,9 @@ async fn postgres_resource(o: &Options) -> anyhow::Result<String> {
     let db = &o.database;
     Ok(format!(
         r#"
+[gateway.postgres]
+listen = "127.0.0.1:6432"
+
 [[resources]]
 name = "orders-db"
 kind = "postgres"
@@ -332,6 +343,8 @@ fn print_tour(url: &str, dir: &Path, tokens: &Tokens, env_path: &Path, database:
   eval "$(JITGATE_TOKEN=$ALICE_TOKEN $J credentials GRANT_ID -o env | sed 's/^/export /')"
   psql -c "select id, customer, total from orders"
   psql -c "delete from orders"                  # refused: the read role cannot delete
+  # or through the jitgate gateway, which records every statement (see: audit search --action 'session.*')
+  JITGATE_TOKEN=$ALICE_TOKEN $J connect orders-db --exec -- -c "select count(*) from orders"
 "#
     } else {
         ""

@@ -81,6 +81,9 @@ enum Command {
         /// The demo database on that PostgreSQL (its roles are named after it).
         #[arg(long, default_value = "jitgate_demo")]
         database: String,
+        /// Where the PostgreSQL gateway listens, when the demo has a real database.
+        #[arg(long, default_value = "127.0.0.1:6432")]
+        gateway_listen: String,
     },
     /// Configuration.
     Config {
@@ -330,6 +333,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             postgres,
             database,
+            gateway_listen,
         } => {
             init_logging();
             demo::run(&demo::Options {
@@ -337,6 +341,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 listen,
                 postgres,
                 database,
+                gateway_listen,
             })
             .await
         }

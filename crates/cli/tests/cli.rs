@@ -358,6 +358,7 @@ fn demo_starts_with_no_setup_and_its_tokens_work() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let database = format!("jg_demo_p{}", std::process::id());
+    let gw_port = free_port();
     let demo_cmd = || {
         let mut c = Command::new(BIN);
         c.args([
@@ -366,6 +367,8 @@ fn demo_starts_with_no_setup_and_its_tokens_work() {
             &format!("127.0.0.1:{port}"),
             "--database",
             &database,
+            "--gateway-listen",
+            &format!("127.0.0.1:{gw_port}"),
         ])
         .current_dir(dir.path())
         .env_remove("JITGATE_DEMO_POSTGRES");
@@ -451,6 +454,28 @@ fn demo_starts_with_no_setup_and_its_tokens_work() {
             "4",
             "{}",
             String::from_utf8_lossy(&out.stderr)
+        );
+        // ... and through the demo's gateway, as the tour shows.
+        let via = Command::new(BIN)
+            .args([
+                "connect",
+                "orders-db",
+                "--exec",
+                "--",
+                "-X",
+                "-At",
+                "-c",
+                "select count(*) from orders",
+            ])
+            .env("JITGATE_URL", &url)
+            .env("JITGATE_TOKEN", token("ALICE"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&via.stdout).trim(),
+            "4",
+            "{}",
+            String::from_utf8_lossy(&via.stderr)
         );
         run(
             "ALICE",
