@@ -46,6 +46,36 @@ pub struct GatewayConfig {
     pub record_params: bool,
     /// Largest message a client may send.
     pub max_message: usize,
+    /// PEM certificate chain and private key for TLS; without them the gateway answers `N` to
+    /// SSLRequest and accepts plain logins from loopback only.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+/// Loads the certificate chain and key into a TLS acceptor.
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, GatewayError> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
+        GatewayError::Protocol(format!("cannot read TLS {what} {}: {e}", path.display()))
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad("certificate", cert, &e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad("certificate", cert, &e))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad("key", key, &e))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| GatewayError::Protocol(format!("TLS setup: {e}")))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| GatewayError::Protocol(format!("TLS certificate and key do not fit: {e}")))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Where and as whom the gateway connects upstream for a session.
@@ -110,6 +140,8 @@ pub(crate) struct Shared {
     pub registry: Arc<Registry>,
     /// Events that need not hold a statement back (results, and statements in async mode).
     pub background: mpsc::Sender<EventDraft>,
+    /// TLS for clients that ask for it, when a certificate is configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// A listening gateway.
@@ -125,6 +157,10 @@ pub async fn start(
     clock: Arc<dyn Clock>,
     registry: Arc<Registry>,
 ) -> Result<Running, GatewayError> {
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let (background, rx) = mpsc::channel(65_536);
@@ -135,6 +171,7 @@ pub async fn start(
         clock,
         registry,
         background,
+        tls,
     });
     let task = tokio::spawn(async move {
         loop {

@@ -29,8 +29,64 @@ const RESULTS_EVERY: Duration = Duration::from_secs(1);
 
 type Result<T> = std::result::Result<T, GatewayError>;
 
-pub(crate) async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    let login = tokio::time::timeout(LOGIN_TIMEOUT, login(&mut client, peer, &shared)).await;
+/// A client connection: plain TCP or TLS.
+pub(crate) trait Stream: AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Serves one client connection: TLS if the client asks for it and the gateway has a
+/// certificate, then login and relay.
+pub(crate) async fn serve(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let first = match tokio::time::timeout(LOGIN_TIMEOUT, read_startup(&mut tcp)).await {
+        Ok(Ok(first)) => first,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "gateway startup failed");
+            let _ = tcp
+                .write_all(&codec::error_response(
+                    "FATAL",
+                    "08P01",
+                    &format!("invalid startup: {e}"),
+                ))
+                .await;
+            return;
+        }
+        Err(_) => return,
+    };
+    match (&first, &shared.tls) {
+        (Startup::Ssl, Some(acceptor)) => {
+            if tcp.write_all(b"S").await.is_err() {
+                return;
+            }
+            match tokio::time::timeout(LOGIN_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => handle(tls, None, true, peer, shared).await,
+                _ => tracing::debug!(%peer, "TLS handshake failed"),
+            }
+        }
+        _ => handle(tcp, Some(first), false, peer, shared).await,
+    }
+}
+
+/// Reads one startup packet.
+async fn read_startup<S: AsyncRead + Unpin>(client: &mut S) -> Result<Startup> {
+    let mut head = [0u8; 4];
+    client.read_exact(&mut head).await?;
+    let len = codec::startup_len(head)?;
+    let mut body = vec![0u8; len - 4];
+    client.read_exact(&mut body).await?;
+    Ok(codec::parse_startup(&body)?)
+}
+
+async fn handle<S: Stream>(
+    mut client: S,
+    first: Option<Startup>,
+    encrypted: bool,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) {
+    let login = tokio::time::timeout(
+        LOGIN_TIMEOUT,
+        login(&mut client, first, encrypted, peer, &shared),
+    )
+    .await;
     let (grant, upstream, key, target, app) = match login {
         Ok(Ok(Some(ready))) => ready,
         Ok(Ok(None)) => return, // a cancel request, or a refusal already answered
@@ -93,15 +149,21 @@ type Ready = (
 
 /// Reads the startup packet, checks the token and grant, logs in upstream, and hands the client
 /// the upstream's parameters under a cancel key of our own.
-async fn login(client: &mut TcpStream, peer: SocketAddr, shared: &Shared) -> Result<Option<Ready>> {
+async fn login<S: Stream>(
+    client: &mut S,
+    mut first: Option<Startup>,
+    encrypted: bool,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> Result<Option<Ready>> {
     let params = loop {
-        let mut head = [0u8; 4];
-        client.read_exact(&mut head).await?;
-        let len = codec::startup_len(head)?;
-        let mut body = vec![0u8; len - 4];
-        client.read_exact(&mut body).await?;
-        match codec::parse_startup(&body)? {
-            Startup::Ssl | Startup::GssEnc => client.write_all(b"N").await?, // no TLS on this listener
+        let packet = match first.take() {
+            Some(p) => p,
+            None => read_startup(client).await?,
+        };
+        match packet {
+            // No TLS on this listener, or already inside it; no GSSAPI encryption at all.
+            Startup::Ssl | Startup::GssEnc => client.write_all(b"N").await?,
             Startup::Cancel { pid, secret } => {
                 forward_cancel(shared, (pid, secret)).await;
                 return Ok(None);
@@ -123,15 +185,13 @@ async fn login(client: &mut TcpStream, peer: SocketAddr, shared: &Shared) -> Res
         database: &database,
         peer,
     };
-    if !peer.ip().is_loopback() && !shared.config.allow_plaintext_remote {
-        refuse(
-            client,
-            shared,
-            &who,
-            "28000",
-            "jitgate requires TLS from non-loopback addresses; this gateway has none configured",
-        )
-        .await?;
+    if !encrypted && !peer.ip().is_loopback() && !shared.config.allow_plaintext_remote {
+        let why = if shared.tls.is_some() {
+            "jitgate requires TLS from non-loopback addresses (sslmode=require)"
+        } else {
+            "jitgate requires TLS from non-loopback addresses; this gateway has none configured"
+        };
+        refuse(client, shared, &who, "28000", why).await?;
         return Ok(None);
     }
     client
@@ -290,8 +350,8 @@ struct Claimed<'a> {
 }
 
 /// Audits a refused login and tells the client why, with its SQLSTATE.
-async fn refuse(
-    client: &mut TcpStream,
+async fn refuse<S: Stream>(
+    client: &mut S,
     shared: &Shared,
     who: &Claimed<'_>,
     code: &str,
@@ -309,7 +369,7 @@ async fn refuse(
     Ok(())
 }
 
-async fn read_password(client: &mut TcpStream) -> Result<String> {
+async fn read_password<S: Stream>(client: &mut S) -> Result<String> {
     let mut buf = BytesMut::with_capacity(256);
     let (kind, frame) = read_frame(client, &mut buf, 64 * 1024).await?;
     if kind != b'p' {
@@ -422,14 +482,14 @@ impl<'a> Session<'a> {
     }
 
     /// Relays until either side closes or the grant ends; returns why the session closed.
-    async fn relay(
+    async fn relay<S: Stream>(
         &mut self,
-        client: TcpStream,
+        client: S,
         upstream: TcpStream,
         mut control: watch::Receiver<Control>,
         target: CancelTarget,
     ) -> Result<String> {
-        let (mut cr, mut cw) = client.into_split();
+        let (mut cr, mut cw) = tokio::io::split(client);
         let (mut ur, mut uw) = upstream.into_split();
         let mut cbuf = BytesMut::with_capacity(16 * 1024);
         let mut ubuf = BytesMut::with_capacity(64 * 1024);

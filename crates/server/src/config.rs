@@ -36,6 +36,8 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
+    /// Certificate chain and key files for TLS, both or neither.
+    pub tls: Option<(PathBuf, PathBuf)>,
     pub audit: jitgate_gateway::AuditMode,
     pub record_params: bool,
     pub allow_plaintext_remote: bool,
@@ -230,6 +232,9 @@ struct RawPgGateway {
     record_params: bool,
     #[serde(default)]
     allow_plaintext_remote: bool,
+    /// PEM certificate chain and private key (relative to the config file) for TLS.
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 fn default_gateway_listen() -> String {
@@ -471,6 +476,29 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<(KeyPath, String)
                 audit,
                 record_params: g.record_params,
                 allow_plaintext_remote: g.allow_plaintext_remote,
+                tls: match (&g.tls_cert, &g.tls_key) {
+                    (Some(cert), Some(key)) => {
+                        let at_base = |p: &PathBuf| {
+                            if p.is_relative() {
+                                base.join(p)
+                            } else {
+                                p.clone()
+                            }
+                        };
+                        let (cert, key) = (at_base(cert), at_base(key));
+                        for (k, file) in [("tls_cert", &cert), ("tls_key", &key)] {
+                            if let Err(e) = std::fs::metadata(file) {
+                                c.add(at(k), format!("cannot read {}: {e}", file.display()));
+                            }
+                        }
+                        Some((cert, key))
+                    }
+                    (None, None) => None,
+                    _ => {
+                        c.add(at("tls_cert"), "set both tls_cert and tls_key, or neither");
+                        None
+                    }
+                },
             }
         });
     let auditors = c.selectors(with(&server, Seg::Key("auditors")), &raw.server.auditors);

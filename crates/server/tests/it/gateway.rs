@@ -11,6 +11,11 @@ use crate::helpers::TestApp;
 use crate::services::PgDb;
 
 async fn setup() -> Option<(PgDb, TestApp)> {
+    setup_with("").await
+}
+
+/// Like `setup`, with `gateway` added to the `[gateway.postgres]` section.
+async fn setup_with(gateway: &str) -> Option<(PgDb, TestApp)> {
     let mut db = PgDb::create().await?;
     let (read, write) = (format!("{}read", db.prefix), format!("{}write", db.prefix));
     db.role(
@@ -23,6 +28,7 @@ async fn setup() -> Option<(PgDb, TestApp)> {
         r#"
 [gateway.postgres]
 listen = "127.0.0.1:0"
+{gateway}
 
 [[resources]]
 name = "orders-db"
@@ -550,5 +556,78 @@ async fn revoking_cuts_a_running_query_at_once() {
         e.code(),
         Some(&tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION),
         "no new sessions after revoke"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)] // psql blocks this thread
+async fn tls_is_offered_and_used_when_configured() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let keys = format!(
+        "tls_cert = {:?}\ntls_key = {:?}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    let Some((_db, app)) = setup_with(&keys).await else {
+        return;
+    };
+    app.request(
+        "ci-bot",
+        json!({"resource": "orders-db", "role": "read", "duration": "10m"}),
+    )
+    .await;
+    let psql = |sslmode: &str| {
+        let out = Command::new("psql")
+            .args([
+                "-X",
+                "-c",
+                "\\conninfo",
+                "-c",
+                "SELECT count(*) FROM orders",
+                &format!("{} sslmode={sslmode}", conninfo(&app, "ci-bot")),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{sslmode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let encrypted = psql("require");
+    assert!(
+        encrypted.contains("SSL connection (protocol: TLSv1.3"),
+        "{encrypted}"
+    );
+    let plain = psql("disable");
+    assert!(
+        !plain.contains("SSL connection") && plain.contains(" 2"),
+        "plain logins from loopback still work: {plain}"
     );
 }
