@@ -571,38 +571,18 @@ async fn request(conn: &Conn, command: RequestCommand) -> anyhow::Result<()> {
             if conn.output == Output::Json {
                 println!("{list}");
             } else {
-                let rows: Vec<Vec<String>> = list
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|r| {
-                        [
-                            "id",
-                            "state",
-                            "principal",
-                            "resource",
-                            "role",
-                            "duration",
-                            "created_at",
-                            "grant_id",
-                        ]
-                        .iter()
-                        .map(|k| cell(&r[*k]))
-                        .collect()
-                    })
-                    .collect();
-                output::table(
+                output::rows(
+                    &list,
                     &[
-                        "ID",
-                        "STATE",
-                        "PRINCIPAL",
-                        "RESOURCE",
-                        "ROLE",
-                        "DURATION",
-                        "CREATED",
-                        "GRANT",
+                        ("ID", "id"),
+                        ("STATE", "state"),
+                        ("PRINCIPAL", "principal"),
+                        ("RESOURCE", "resource"),
+                        ("ROLE", "role"),
+                        ("DURATION", "duration"),
+                        ("CREATED", "created_at"),
+                        ("GRANT", "grant_id"),
                     ],
-                    &rows,
                 );
             }
             return Ok(());
@@ -654,38 +634,18 @@ async fn grant(conn: &Conn, command: GrantCommand) -> anyhow::Result<()> {
             if conn.output == Output::Json {
                 println!("{list}");
             } else {
-                let rows: Vec<Vec<String>> = list
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|g| {
-                        [
-                            "id",
-                            "state",
-                            "principal",
-                            "resource",
-                            "role",
-                            "starts_at",
-                            "expires_at",
-                            "needs_review",
-                        ]
-                        .iter()
-                        .map(|k| cell(&g[*k]))
-                        .collect()
-                    })
-                    .collect();
-                output::table(
+                output::rows(
+                    &list,
                     &[
-                        "ID",
-                        "STATE",
-                        "PRINCIPAL",
-                        "RESOURCE",
-                        "ROLE",
-                        "STARTS",
-                        "EXPIRES",
-                        "NEEDS_REVIEW",
+                        ("ID", "id"),
+                        ("STATE", "state"),
+                        ("PRINCIPAL", "principal"),
+                        ("RESOURCE", "resource"),
+                        ("ROLE", "role"),
+                        ("STARTS", "starts_at"),
+                        ("EXPIRES", "expires_at"),
+                        ("NEEDS_REVIEW", "needs_review"),
                     ],
-                    &rows,
                 );
             }
             return Ok(());
@@ -804,30 +764,17 @@ fn print_events(conn: &Conn, events: &Value) {
         println!("{events}");
         return;
     }
-    let rows: Vec<Vec<String>> = events
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| {
-            [
-                "seq",
-                "ts",
-                "actor",
-                "action",
-                "outcome",
-                "resource",
-                "request_id",
-                "grant_id",
-            ]
-            .iter()
-            .map(|k| cell(&e[*k]))
-            .collect()
-        })
-        .collect();
-    output::table(
+    output::rows(
+        events,
         &[
-            "SEQ", "TS", "ACTOR", "ACTION", "OUTCOME", "RESOURCE", "REQUEST", "GRANT",
+            ("SEQ", "seq"),
+            ("TS", "ts"),
+            ("ACTOR", "actor"),
+            ("ACTION", "action"),
+            ("OUTCOME", "outcome"),
+            ("RESOURCE", "resource"),
+            ("REQUEST", "request_id"),
+            ("GRANT", "grant_id"),
         ],
-        &rows,
     );
 }

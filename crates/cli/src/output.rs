@@ -53,3 +53,15 @@ pub fn fields(v: &Value, keys: &[&str]) {
         }
     }
 }
+
+/// Prints a JSON array as a table: one row per item, one `(header, key)` column each.
+pub fn rows(list: &Value, columns: &[(&str, &str)]) {
+    let headers: Vec<&str> = columns.iter().map(|(h, _)| *h).collect();
+    let rows: Vec<Vec<String>> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|item| columns.iter().map(|(_, key)| cell(&item[*key])).collect())
+        .collect();
+    table(&headers, &rows);
+}

@@ -109,6 +109,29 @@ impl Connector for NoneConnector {
     }
 }
 
+/// Passwords of live logins, kept in memory only (never on disk, never in a handle). After a
+/// restart a connector sets a new password when credentials are asked for; open sessions are
+/// not affected by that.
+#[derive(Default)]
+pub(crate) struct Passwords(std::sync::Mutex<std::collections::HashMap<String, String>>);
+
+impl Passwords {
+    pub(crate) fn get(&self, login: &str) -> Option<String> {
+        self.0.lock().expect("password lock").get(login).cloned()
+    }
+
+    pub(crate) fn set(&self, login: &str, password: &str) {
+        self.0
+            .lock()
+            .expect("password lock")
+            .insert(login.to_owned(), password.to_owned());
+    }
+
+    pub(crate) fn forget(&self, login: &str) {
+        self.0.lock().expect("password lock").remove(login);
+    }
+}
+
 /// Reads a string field of a handle.
 fn handle_str<'a>(handle: &'a Handle, key: &str) -> Result<&'a str, ConnectorError> {
     handle

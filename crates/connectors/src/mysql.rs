@@ -8,9 +8,6 @@
 //! jitgate is back and revokes it (first thing at startup). DESIGN.md's other layers (the
 //! gateway's own deadline) still apply; see docs/connectors.md.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use async_trait::async_trait;
 use jitgate_core::Timestamp;
 use mysql_async::prelude::Queryable;
@@ -18,7 +15,9 @@ use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
 use serde_json::json;
 
 use crate::naming::{self, my_ident, my_literal};
-use crate::{Connector, ConnectorError, Credentials, GrantSpec, Handle, Managed, handle_str};
+use crate::{
+    Connector, ConnectorError, Credentials, GrantSpec, Handle, Managed, Passwords, handle_str,
+};
 
 /// MySQL 8 limits user names to 32 characters (MariaDB allows 80); stay within both.
 const MAX_NAME: usize = 32;
@@ -40,7 +39,7 @@ pub struct MysqlConnector {
     settings: MysqlSettings,
     opts: Opts,
     pool: Pool,
-    passwords: Mutex<HashMap<String, String>>,
+    passwords: Passwords,
 }
 
 impl MysqlConnector {
@@ -58,7 +57,7 @@ impl MysqlConnector {
             pool: Pool::new(pooled),
             settings,
             opts,
-            passwords: Mutex::new(HashMap::new()),
+            passwords: Passwords::default(),
         })
     }
 
@@ -74,6 +73,36 @@ impl MysqlConnector {
             .await
             .map_err(|_| self.target_err("timed out connecting"))?
             .map_err(|e| self.target_err(e))
+    }
+
+    async fn user_exists(
+        &self,
+        conn: &mut mysql_async::Conn,
+        login: &str,
+    ) -> Result<bool, ConnectorError> {
+        let found: Option<u8> = conn
+            .exec_first(
+                "SELECT 1 FROM mysql.user WHERE User = ? AND Host = '%'",
+                (login,),
+            )
+            .await
+            .map_err(|e| self.target_err(e))?;
+        Ok(found.is_some())
+    }
+
+    /// Gives the login a new password (after a restart, when the old one is not in memory).
+    async fn reset_password(&self, login: &str) -> Result<String, ConnectorError> {
+        let password = naming::password();
+        let mut conn = self.conn().await?;
+        conn.query_drop(format!(
+            "ALTER USER {} IDENTIFIED BY {}",
+            Self::user(login),
+            my_literal(&password)
+        ))
+        .await
+        .map_err(|e| self.target_err(e))?;
+        self.passwords.set(login, &password);
+        Ok(password)
     }
 
     fn user(login: &str) -> String {
@@ -97,15 +126,9 @@ impl Connector for MysqlConnector {
         let password = naming::password();
         let user = Self::user(&login);
         let mut conn = self.conn().await?;
-        let exists: Option<u8> = conn
-            .exec_first(
-                "SELECT 1 FROM mysql.user WHERE User = ? AND Host = '%'",
-                (login.as_str(),),
-            )
-            .await
-            .map_err(|e| self.target_err(e))?;
+        let exists = self.user_exists(&mut conn, &login).await?;
         // DDL is not transactional here: a retry finds the user and converges on it.
-        let create = if exists.is_some() {
+        let create = if exists {
             format!(
                 "ALTER USER {user} IDENTIFIED BY {} ACCOUNT UNLOCK",
                 my_literal(&password)
@@ -125,10 +148,7 @@ impl Connector for MysqlConnector {
                 .await
                 .map_err(|e| self.target_err(e))?;
         }
-        self.passwords
-            .lock()
-            .expect("password lock")
-            .insert(login.clone(), password);
+        self.passwords.set(&login, &password);
         Ok(Some(
             json!({ "login": login, "grant_id": grant.grant_id, "database": grant.database }),
         ))
@@ -142,14 +162,8 @@ impl Connector for MysqlConnector {
         let login = handle_str(handle, "login")?.to_owned();
         let user = Self::user(&login);
         let mut conn = self.conn().await?;
-        let exists: Option<u8> = conn
-            .exec_first(
-                "SELECT 1 FROM mysql.user WHERE User = ? AND Host = '%'",
-                (login.as_str(),),
-            )
-            .await
-            .map_err(|e| self.target_err(e))?;
-        if exists.is_some() {
+        let exists = self.user_exists(&mut conn, &login).await?;
+        if exists {
             conn.query_drop(format!("ALTER USER {user} ACCOUNT LOCK"))
                 .await
                 .map_err(|e| self.target_err(e))?;
@@ -170,7 +184,7 @@ impl Connector for MysqlConnector {
                 .await
                 .map_err(|e| self.target_err(e))?;
         }
-        self.passwords.lock().expect("password lock").remove(&login);
+        self.passwords.forget(&login);
         Ok(())
     }
 
@@ -200,30 +214,9 @@ impl Connector for MysqlConnector {
 
     async fn credentials(&self, handle: &Handle) -> Result<Option<Credentials>, ConnectorError> {
         let login = handle_str(handle, "login")?;
-        let known = self
-            .passwords
-            .lock()
-            .expect("password lock")
-            .get(login)
-            .cloned();
-        let password = match known {
+        let password = match self.passwords.get(login) {
             Some(p) => p,
-            None => {
-                let p = naming::password();
-                let mut conn = self.conn().await?;
-                conn.query_drop(format!(
-                    "ALTER USER {} IDENTIFIED BY {}",
-                    Self::user(login),
-                    my_literal(&p)
-                ))
-                .await
-                .map_err(|e| self.target_err(e))?;
-                self.passwords
-                    .lock()
-                    .expect("password lock")
-                    .insert(login.to_owned(), p.clone());
-                p
-            }
+            None => self.reset_password(login).await?,
         };
         let host = self
             .settings

@@ -6,9 +6,6 @@
 //! Revoke: `NOLOGIN`, terminate the role's backends, `REASSIGN OWNED` to the owner role and
 //! `DROP OWNED` in every database jitgate manages, then `DROP ROLE`.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use jitgate_core::Timestamp;
@@ -16,7 +13,9 @@ use serde_json::json;
 use tokio_postgres::NoTls;
 
 use crate::naming::{self, pg_ident, pg_literal};
-use crate::{Connector, ConnectorError, Credentials, GrantSpec, Handle, Managed, handle_str};
+use crate::{
+    Connector, ConnectorError, Credentials, GrantSpec, Handle, Managed, Passwords, handle_str,
+};
 
 /// PostgreSQL limits identifiers to 63 bytes.
 const MAX_NAME: usize = 63;
@@ -46,7 +45,7 @@ pub struct PostgresConnector {
     pool: Pool,
     /// Passwords of live logins, in memory only. After a restart, asking for credentials sets
     /// a new password (open sessions are not affected).
-    passwords: Mutex<HashMap<String, String>>,
+    passwords: Passwords,
 }
 
 impl PostgresConnector {
@@ -77,7 +76,7 @@ impl PostgresConnector {
             settings,
             admin,
             pool,
-            passwords: Mutex::new(HashMap::new()),
+            passwords: Passwords::default(),
         })
     }
 
@@ -127,7 +126,7 @@ impl PostgresConnector {
         (host, port)
     }
 
-    async fn set_password(&self, login: &str) -> Result<String, ConnectorError> {
+    async fn reset_password(&self, login: &str) -> Result<String, ConnectorError> {
         let password = naming::password();
         let client = self.client().await?;
         client
@@ -138,10 +137,7 @@ impl PostgresConnector {
             ))
             .await
             .map_err(|e| self.target_err(e))?;
-        self.passwords
-            .lock()
-            .expect("password lock")
-            .insert(login.to_owned(), password.clone());
+        self.passwords.set(login, &password);
         Ok(password)
     }
 }
@@ -193,10 +189,7 @@ impl Connector for PostgresConnector {
             .await
             .map_err(|e| self.target_err(e))?;
         tx.commit().await.map_err(|e| self.target_err(e))?;
-        self.passwords
-            .lock()
-            .expect("password lock")
-            .insert(login.clone(), password);
+        self.passwords.set(&login, &password);
         Ok(Some(
             json!({ "login": login, "grant_id": grant.grant_id, "database": grant.database }),
         ))
@@ -224,7 +217,7 @@ impl Connector for PostgresConnector {
             .map_err(|e| self.target_err(e))?
             .is_some();
         if !exists {
-            self.passwords.lock().expect("password lock").remove(&login);
+            self.passwords.forget(&login);
             return Ok(());
         }
         let role = pg_ident(&login);
@@ -269,7 +262,7 @@ impl Connector for PostgresConnector {
             .batch_execute(&format!("DROP ROLE IF EXISTS {role}"))
             .await
             .map_err(|e| self.target_err(e))?;
-        self.passwords.lock().expect("password lock").remove(&login);
+        self.passwords.forget(&login);
         Ok(())
     }
 
@@ -305,15 +298,9 @@ impl Connector for PostgresConnector {
 
     async fn credentials(&self, handle: &Handle) -> Result<Option<Credentials>, ConnectorError> {
         let login = handle_str(handle, "login")?;
-        let known = self
-            .passwords
-            .lock()
-            .expect("password lock")
-            .get(login)
-            .cloned();
-        let password = match known {
+        let password = match self.passwords.get(login) {
             Some(p) => p,
-            None => self.set_password(login).await?,
+            None => self.reset_password(login).await?,
         };
         let database = handle
             .get("database")

@@ -38,17 +38,7 @@ impl<T: AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
 pub(crate) async fn serve(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let first = match tokio::time::timeout(LOGIN_TIMEOUT, read_startup(&mut tcp)).await {
         Ok(Ok(first)) => first,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "gateway startup failed");
-            let _ = tcp
-                .write_all(&codec::error_response(
-                    "FATAL",
-                    "08P01",
-                    &format!("invalid startup: {e}"),
-                ))
-                .await;
-            return;
-        }
+        Ok(Err(e)) => return invalid_startup(&mut tcp, peer, &e).await,
         Err(_) => return,
     };
     match (&first, &shared.tls) {
@@ -63,6 +53,18 @@ pub(crate) async fn serve(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<Shar
         }
         _ => handle(tcp, Some(first), false, peer, shared).await,
     }
+}
+
+/// Tells a client its startup or login broke the protocol, and gives up on it.
+async fn invalid_startup<S: Stream>(client: &mut S, peer: SocketAddr, e: &GatewayError) {
+    tracing::debug!(%peer, error = %e, "gateway startup failed");
+    let _ = client
+        .write_all(&codec::error_response(
+            "FATAL",
+            "08P01",
+            &format!("invalid startup: {e}"),
+        ))
+        .await;
 }
 
 /// Reads one startup packet.
@@ -90,17 +92,7 @@ async fn handle<S: Stream>(
     let (grant, upstream, key, target, app) = match login {
         Ok(Ok(Some(ready))) => ready,
         Ok(Ok(None)) => return, // a cancel request, or a refusal already answered
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "gateway login failed");
-            let _ = client
-                .write_all(&codec::error_response(
-                    "FATAL",
-                    "08P01",
-                    &format!("invalid startup: {e}"),
-                ))
-                .await;
-            return;
-        }
+        Ok(Err(e)) => return invalid_startup(&mut client, peer, &e).await,
         Err(_) => {
             let _ = client
                 .write_all(&codec::error_response("FATAL", "08P01", "login timed out"))
