@@ -217,7 +217,9 @@ async fn login<S: Stream>(
     let _ = upstream.set_nodelay(true);
     let mut forwarded: Vec<(&str, &str)> = params
         .iter()
-        .filter(|(k, _)| k != "user" && k != "database")
+        // `replication` would turn the session into a replication connection the gateway cannot
+        // audit; user and database are the grant's.
+        .filter(|(k, _)| k != "user" && k != "database" && k != "replication")
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     forwarded.push(("user", &grant.upstream.user));
@@ -611,6 +613,22 @@ impl<'a> Session<'a> {
                     });
                 }
                 b'X' => self.terminated = true,
+                b'F' => {
+                    // FunctionCall runs a function by OID with no SQL text: audited all the same.
+                    let oid = body
+                        .get(..4)
+                        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                        .unwrap_or_default();
+                    let sql = format!("<function call: oid {oid}>");
+                    events.push(self.statement(&sql, None, "function_call"));
+                    self.pending.push_back(Pending {
+                        n: self.statements,
+                        started: Instant::now(),
+                        simple: true,
+                        tags: vec![],
+                    });
+                    self.ready_for.push_back(Some(self.statements));
+                }
                 b'S' => self.ready_for.push_back(None),
                 b'C' => {
                     // Close a statement ('S') or portal ('P').

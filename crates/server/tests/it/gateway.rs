@@ -631,3 +631,56 @@ async fn tls_is_offered_and_used_when_configured() {
         "plain logins from loopback still work: {plain}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)] // psql blocks this thread
+async fn function_calls_without_sql_are_audited_too() {
+    let Some((_db, app)) = setup().await else {
+        return;
+    };
+    let r = app
+        .request(
+            "ci-bot",
+            json!({"resource": "orders-db", "role": "write", "duration": "10m"}),
+        )
+        .await;
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), b"large object content").unwrap();
+    // psql's \lo_import goes through libpq's fastpath: FunctionCall messages, no SQL text.
+    let out = Command::new("psql")
+        .args([
+            "-X",
+            "-c",
+            &format!("\\lo_import '{}'", file.path().display()),
+            &conninfo(&app, "ci-bot"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls = wait_events(
+        &app,
+        &format!(
+            "grant={}&action=session.statement",
+            r["grant_id"].as_str().unwrap()
+        ),
+        |e| {
+            e.iter()
+                .any(|s| s["details"]["protocol"] == "function_call")
+        },
+    )
+    .await;
+    let call = calls
+        .iter()
+        .find(|s| s["details"]["protocol"] == "function_call")
+        .unwrap();
+    assert!(
+        call["details"]["sql"]
+            .as_str()
+            .unwrap()
+            .starts_with("<function call: oid "),
+        "{call}"
+    );
+}
