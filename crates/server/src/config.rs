@@ -66,6 +66,9 @@ pub enum ResourceKind {
     Postgres(Target),
     /// An ephemeral MariaDB/MySQL user per grant.
     Mysql(Target),
+    /// PostgreSQL reached only through the gateway, as one configured upstream login: nothing
+    /// is created per grant and users never see a database password.
+    PostgresShared(Secret),
 }
 
 impl ResourceKind {
@@ -74,6 +77,7 @@ impl ResourceKind {
             ResourceKind::None => "none",
             ResourceKind::Postgres(_) => "postgres",
             ResourceKind::Mysql(_) => "mysql",
+            ResourceKind::PostgresShared(_) => "postgres",
         }
     }
 }
@@ -316,6 +320,12 @@ struct RawResource {
     client_host: Option<String>,
     client_port: Option<u16>,
     role_prefix: Option<String>,
+    /// postgres: "per_grant" (default: an ephemeral login per grant) or "none" (the gateway
+    /// reaches the database with one configured credential, `upstream_url*`).
+    provisioning: Option<String>,
+    upstream_url: Option<String>,
+    upstream_url_env: Option<String>,
+    upstream_url_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -621,7 +631,31 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<(KeyPath, String)
                 }
                 ResourceKind::None
             }
-            "postgres" => ResourceKind::Postgres(target(&mut c, &path, &r, base)),
+            "postgres" => {
+                match r.provisioning.as_deref().unwrap_or("per_grant") {
+                    "per_grant" => ResourceKind::Postgres(target(&mut c, &path, &r, base)),
+                    "none" => {
+                        if r.admin_url.is_some()
+                            || r.admin_url_env.is_some()
+                            || r.admin_url_file.is_some()
+                        {
+                            c.add(path.clone(), "with provisioning = \"none\" jitgate creates no logins: set upstream_url*, not admin_url*");
+                        }
+                        let url = secret_url(
+                            &mut c,
+                            &path,
+                            base,
+                            "upstream_url",
+                            (&r.upstream_url, &r.upstream_url_env, &r.upstream_url_file),
+                        );
+                        ResourceKind::PostgresShared(Secret(url))
+                    }
+                    other => {
+                        c.add(with(&path, Seg::Key("provisioning")), format!("{other:?} is not a provisioning mode; use \"per_grant\" or \"none\""));
+                        ResourceKind::None
+                    }
+                }
+            }
             "mysql" => {
                 if r.owner_role.is_some() {
                     c.add(
@@ -781,57 +815,19 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<(KeyPath, String)
 /// The connection settings of a postgres or mysql resource; the admin URL from exactly one of
 /// `admin_url`, `admin_url_env` (an environment variable) or `admin_url_file`.
 fn target(c: &mut Check, path: &KeyPath, r: &RawResource, base: &Path) -> Target {
-    let sources = [
-        r.admin_url.is_some(),
-        r.admin_url_env.is_some(),
-        r.admin_url_file.is_some(),
-    ]
-    .iter()
-    .filter(|s| **s)
-    .count();
-    let url = match (&r.admin_url, &r.admin_url_env, &r.admin_url_file) {
-        _ if sources > 1 => {
-            c.add(
-                path.clone(),
-                "set only one of admin_url, admin_url_env, admin_url_file",
-            );
-            String::new()
-        }
-        (Some(url), _, _) => url.clone(),
-        (_, Some(var), _) => std::env::var(var).unwrap_or_else(|_| {
-            c.add(
-                with(path, Seg::Key("admin_url_env")),
-                format!("environment variable {var} is not set"),
-            );
-            String::new()
-        }),
-        (_, _, Some(file)) => {
-            let file = if file.is_relative() {
-                base.join(file)
-            } else {
-                file.clone()
-            };
-            std::fs::read_to_string(&file)
-                .map(|s| s.trim().to_owned())
-                .unwrap_or_else(|e| {
-                    c.add(
-                        with(path, Seg::Key("admin_url_file")),
-                        format!("cannot read {}: {e}", file.display()),
-                    );
-                    String::new()
-                })
-        }
-        _ => {
-            c.add(
-                path.clone(),
-                format!(
-                    "a {} resource needs admin_url, admin_url_env or admin_url_file",
-                    r.kind
-                ),
-            );
-            String::new()
-        }
-    };
+    if r.upstream_url.is_some() || r.upstream_url_env.is_some() || r.upstream_url_file.is_some() {
+        c.add(
+            path.clone(),
+            "upstream_url* is for postgres resources with provisioning = \"none\"",
+        );
+    }
+    let url = secret_url(
+        c,
+        path,
+        base,
+        "admin_url",
+        (&r.admin_url, &r.admin_url_env, &r.admin_url_file),
+    );
     let prefix = r.role_prefix.clone().unwrap_or_else(|| "jit_".into());
     if prefix.is_empty()
         || prefix.len() > 12
@@ -851,6 +847,66 @@ fn target(c: &mut Check, path: &KeyPath, r: &RawResource, base: &Path) -> Target
         client_host: r.client_host.clone(),
         client_port: r.client_port,
         role_prefix: prefix,
+    }
+}
+
+/// A secret URL given as exactly one of `NAME` (inline), `NAME_env` (an environment variable)
+/// or `NAME_file` (a file, relative to the config file).
+fn secret_url(
+    c: &mut Check,
+    path: &KeyPath,
+    base: &Path,
+    name: &'static str,
+    (inline, env, file): (&Option<String>, &Option<String>, &Option<PathBuf>),
+) -> String {
+    let key = |suffix: &'static str| -> &'static str {
+        match (name, suffix) {
+            ("admin_url", "_env") => "admin_url_env",
+            ("admin_url", "_file") => "admin_url_file",
+            ("upstream_url", "_env") => "upstream_url_env",
+            ("upstream_url", "_file") => "upstream_url_file",
+            _ => name,
+        }
+    };
+    match (inline, env, file) {
+        (Some(url), None, None) => url.clone(),
+        (None, Some(var), None) => std::env::var(var).unwrap_or_else(|_| {
+            c.add(
+                with(path, Seg::Key(key("_env"))),
+                format!("environment variable {var} is not set"),
+            );
+            String::new()
+        }),
+        (None, None, Some(f)) => {
+            let f = if f.is_relative() {
+                base.join(f)
+            } else {
+                f.clone()
+            };
+            std::fs::read_to_string(&f)
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_else(|e| {
+                    c.add(
+                        with(path, Seg::Key(key("_file"))),
+                        format!("cannot read {}: {e}", f.display()),
+                    );
+                    String::new()
+                })
+        }
+        (None, None, None) => {
+            c.add(
+                path.clone(),
+                format!("this resource needs {name}, {name}_env or {name}_file"),
+            );
+            String::new()
+        }
+        _ => {
+            c.add(
+                path.clone(),
+                format!("set only one of {name}, {name}_env, {name}_file"),
+            );
+            String::new()
+        }
     }
 }
 
@@ -1073,6 +1129,18 @@ schedule = "Mon-Fri 08:00-18:00 Europe/Berlin"
             "kind = \"postgres\"\nadmin_url = \"postgres://postgres:s3cret@127.0.0.1/orders\"",
         );
         let c = Config::parse(&ok, "jitgate.toml").unwrap();
+        let shared = GOOD.replace("kind = \"none\"", "kind = \"postgres\"\nprovisioning = \"none\"\nupstream_url = \"postgres://app:pw@db/orders\"");
+        assert!(matches!(
+            Config::parse(&shared, "j").unwrap().resources[0].kind,
+            ResourceKind::PostgresShared(_)
+        ));
+        let both = shared.replace(
+            "provisioning = \"none\"",
+            "provisioning = \"none\"\nadmin_url = \"postgres://x@h/db\"",
+        );
+        assert!(problems(&both)[0].contains("creates no logins"));
+        let odd = shared.replace("\"none\"", "\"sometimes\"");
+        assert!(problems(&odd)[0].contains("not a provisioning mode"));
         let shown = format!("{c:?}");
         assert!(
             !shown.contains("s3cret"),

@@ -42,7 +42,10 @@ impl Authority for App {
             None => (database, None),
         };
         let resource = self.config.resource(resource_name).ok_or_else(|| refusal("3D000", format!("jitgate has no resource \"{resource_name}\"; the database name selects the resource")))?;
-        if !matches!(resource.kind, ResourceKind::Postgres(_)) {
+        if !matches!(
+            resource.kind,
+            ResourceKind::Postgres(_) | ResourceKind::PostgresShared(_)
+        ) {
             return Err(refusal(
                 "28000",
                 format!("resource {resource_name} is not a PostgreSQL resource"),
@@ -72,38 +75,74 @@ impl Authority for App {
                 ),
             ));
         };
-        let creds = self.login_of(&r).await.map_err(|e| {
-            refusal(
-                "08006",
-                format!("jitgate cannot get the grant's login: {e}"),
-            )
-        })?;
-        let env = |k: &str| {
-            creds
-                .env
-                .iter()
-                .find(|(name, _)| name == k)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default()
-        };
         let g = r.grant.as_ref().expect("filtered");
+        let upstream = match &resource.kind {
+            ResourceKind::PostgresShared(url) => shared_upstream(url.expose(), db)?,
+            _ => {
+                let creds = self.login_of(&r).await.map_err(|e| {
+                    refusal(
+                        "08006",
+                        format!("jitgate cannot get the grant's login: {e}"),
+                    )
+                })?;
+                let env = |k: &str| {
+                    creds
+                        .env
+                        .iter()
+                        .find(|(name, _)| name == k)
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or_default()
+                };
+                Upstream {
+                    host: env("PGHOST"),
+                    port: env("PGPORT").parse().unwrap_or(5432),
+                    user: creds.username.clone(),
+                    password: creds.password.clone(),
+                    database: db.map(str::to_owned).unwrap_or_else(|| env("PGDATABASE")),
+                }
+            }
+        };
         Ok(SessionGrant {
             principal: r.principal.clone(),
             resource: r.resource.clone(),
             grant_id: g.id.clone(),
             request_id: r.id.clone(),
             expires_at: g.expires_at,
-            upstream: Upstream {
-                host: env("PGHOST"),
-                port: env("PGPORT").parse().unwrap_or(5432),
-                user: creds.username.clone(),
-                password: creds.password.clone(),
-                database: db.map(str::to_owned).unwrap_or_else(|| env("PGDATABASE")),
-            },
+            upstream,
         })
     }
 
     async fn record(&self, events: Vec<EventDraft>) -> Result<(), String> {
         self.append(events).await.map_err(|e| e.to_string())
     }
+}
+
+/// The configured upstream login of a `provisioning = "none"` resource.
+fn shared_upstream(url: &str, db: Option<&str>) -> Result<Upstream, Refusal> {
+    let config: tokio_postgres::Config = url.parse().map_err(|e| {
+        refusal(
+            "08006",
+            format!("the resource's upstream_url is not a PostgreSQL URL: {e}"),
+        )
+    })?;
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let user = config.get_user().unwrap_or("postgres").to_owned();
+    Ok(Upstream {
+        host,
+        port: config.get_ports().first().copied().unwrap_or(5432),
+        password: config
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .unwrap_or_default(),
+        database: db
+            .map(str::to_owned)
+            .or_else(|| config.get_dbname().map(str::to_owned))
+            .unwrap_or_else(|| user.clone()),
+        user,
+    })
 }

@@ -802,7 +802,8 @@ fn settle(
 /// The connector a resource's kind calls for.
 fn connector_for(r: &crate::config::Resource, instance: &str) -> Result<Arc<dyn Connector>> {
     Ok(match &r.kind {
-        ResourceKind::None => Arc::new(NoneConnector),
+        // Nothing is created per grant; the gateway uses the configured upstream login.
+        ResourceKind::None | ResourceKind::PostgresShared(_) => Arc::new(NoneConnector),
         ResourceKind::Postgres(t) => Arc::new(PostgresConnector::new(PostgresSettings {
             resource: r.name.clone(),
             admin_url: t.admin_url.expose().to_owned(),

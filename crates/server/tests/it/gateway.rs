@@ -684,3 +684,100 @@ async fn function_calls_without_sql_are_audited_too() {
         "{call}"
     );
 }
+
+#[tokio::test]
+async fn a_shared_upstream_login_serves_grants_without_per_grant_logins() {
+    let Some(mut db) = PgDb::create().await else {
+        return;
+    };
+    let shared = format!("{}shared", db.prefix);
+    db.role(
+        &shared,
+        &format!(
+            "ALTER ROLE {shared} LOGIN PASSWORD 's3cret'; GRANT SELECT ON orders TO {shared};"
+        ),
+    )
+    .await;
+    let config = format!(
+        r#"
+[gateway.postgres]
+listen = "127.0.0.1:0"
+
+[[resources]]
+name = "shared-db"
+kind = "postgres"
+provisioning = "none"
+upstream_url = "postgres://{shared}:s3cret@127.0.0.1:5432/{name}"
+
+[resources.roles.read]
+
+[[policies]]
+name = "ci"
+principals = ["service:ci-bot"]
+resources = ["shared-db"]
+roles = ["read"]
+max_duration = "1h"
+[policies.approval]
+required = 0
+"#,
+        name = db.name,
+    );
+    let app = TestApp::start(&config).await;
+    let r = app
+        .request(
+            "ci-bot",
+            json!({"resource": "shared-db", "role": "read", "duration": "10m"}),
+        )
+        .await;
+    assert_eq!(r["state"], "active");
+    let (s, _) = app
+        .get(
+            "ci-bot",
+            &format!(
+                "/api/v1/grants/{}/credentials",
+                r["grant_id"].as_str().unwrap()
+            ),
+        )
+        .await;
+    assert_eq!(
+        s,
+        reqwest::StatusCode::BAD_REQUEST,
+        "no database password is ever handed out"
+    );
+    let url = format!(
+        "host=127.0.0.1 port={} dbname=shared-db user=ci-bot password=tok-ci-bot",
+        gateway_port(&app)
+    );
+    let c = crate::services::pg_connect(&url).await.unwrap();
+    let who: String = c
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(who, shared);
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+    let created = db.query_one_opt("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'jit%' AND shobj_description(oid, 'pg_authid') LIKE $1", &format!("%{}%", r["grant_id"].as_str().unwrap())).await.unwrap();
+    assert_eq!(created.get::<_, i64>(0), 0, "nothing is created per grant");
+    let (s, _) = app
+        .post(
+            "ci-bot",
+            &format!("/api/v1/grants/{}/release", r["grant_id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, reqwest::StatusCode::OK);
+    assert!(
+        c.query_one("SELECT 1", &[]).await.is_err(),
+        "the session ends with the grant"
+    );
+    let e = crate::services::pg_connect(&url).await.unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(&tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION)
+    );
+}
