@@ -13,6 +13,10 @@ DB=jg_gwbench
 BIN=$ROOT/target/release/jitgate
 [[ -x $BIN ]] || cargo build --release -q
 PSQL=(psql -X -q -h 127.0.0.1 -U postgres)
+if ! command -v pgbouncer >/dev/null 2>&1; then
+  echo "installing pgbouncer (Debian package)" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null
+fi
 
 cleanup() {
   [[ -f $WORK/pgbouncer.pid ]] && kill "$(cat "$WORK/pgbouncer.pid")" 2>/dev/null || true
