@@ -191,10 +191,21 @@ pub async fn start(
     Ok(Running { addr, task })
 }
 
-/// Batches background events into as few writes as possible.
+/// Batches background events into as few writes as possible: once one arrives, it waits a few
+/// milliseconds for more, so a busy gateway makes a few hundred writes a second, not one per
+/// statement. (Durable statement events never come this way.)
 async fn write_in_background(authority: Arc<dyn Authority>, mut rx: mpsc::Receiver<EventDraft>) {
+    const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
+    const MOST: usize = 8192;
     let mut batch = Vec::new();
-    while rx.recv_many(&mut batch, 4096).await > 0 {
+    while rx.recv_many(&mut batch, MOST).await > 0 {
+        tokio::time::sleep(GATHER).await;
+        while batch.len() < MOST {
+            match rx.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(_) => break,
+            }
+        }
         if let Err(e) = authority.record(std::mem::take(&mut batch)).await {
             tracing::error!(error = %e, "could not write gateway audit events");
         }
