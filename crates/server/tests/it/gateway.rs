@@ -781,3 +781,74 @@ required = 0
         Some(&tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION)
     );
 }
+
+#[tokio::test]
+async fn async_auditing_still_records_every_statement() {
+    let Some((_db, app)) = setup_with("audit = \"async\"").await else {
+        return;
+    };
+    let r = app
+        .request(
+            "ci-bot",
+            json!({"resource": "orders-db", "role": "read", "duration": "10m"}),
+        )
+        .await;
+    let c = connect(&app, "ci-bot").await.unwrap();
+    for i in 0..20 {
+        c.query_one("SELECT $1::int", &[&i]).await.unwrap();
+    }
+    let statements = wait_events(
+        &app,
+        &format!(
+            "grant={}&action=session.statement",
+            r["grant_id"].as_str().unwrap()
+        ),
+        |e| e.len() >= 20,
+    )
+    .await;
+    assert!(
+        statements
+            .iter()
+            .all(|s| s["details"]["sql"] == "SELECT $1::int")
+    );
+}
+
+#[tokio::test]
+async fn durable_auditing_fails_closed_when_the_log_cannot_be_written() {
+    let Some((db, app)) = setup().await else {
+        return;
+    };
+    let r = app
+        .request(
+            "ci-bot",
+            json!({"resource": "orders-db", "role": "write", "duration": "10m"}),
+        )
+        .await;
+    assert_eq!(r["state"], "active");
+    let c = connect(&app, "ci-bot").await.unwrap();
+    c.simple_query("SELECT 1").await.unwrap();
+    // Break the audit log from outside: the writer's inserts now fail.
+    let sqlite = rusqlite::Connection::open(app.data_dir().join("jitgate.db")).unwrap();
+    sqlite
+        .execute_batch("ALTER TABLE audit_events RENAME TO audit_events_gone")
+        .unwrap();
+    let e = c
+        .simple_query("INSERT INTO orders VALUES (99, 'unaudited')")
+        .await
+        .unwrap_err();
+    let msg = e
+        .as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_else(|| e.to_string());
+    assert!(
+        msg.contains("audit log cannot be written") || c.is_closed(),
+        "{msg}"
+    );
+    // The statement never reached the database.
+    assert!(
+        db.query_one_opt("SELECT 1 FROM orders WHERE id = $1::text::int", "99")
+            .await
+            .is_none(),
+        "an unaudited statement ran"
+    );
+}
