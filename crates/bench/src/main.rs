@@ -128,10 +128,11 @@ async fn start(dir: &std::path::Path) -> anyhow::Result<Running> {
 
 /// Starts a server with the bench principals and policies, plus `extra` config.
 async fn start_with(dir: &std::path::Path, extra: &str) -> anyhow::Result<Running> {
-    let text = CONFIG.to_owned() + extra;
-    let text = text
+    // The placeholders are in CONFIG only; the caller's text is taken as it is.
+    let text = CONFIG
         .replace("ALICE", &hex::encode(Sha256::digest(b"tok-alice")))
-        .replace("DORA", &hex::encode(Sha256::digest(b"tok-dora")));
+        .replace("DORA", &hex::encode(Sha256::digest(b"tok-dora")))
+        + extra;
     let path = dir.join("jitgate.toml");
     std::fs::write(&path, text)?;
     Ok(jitgate_server::start(Config::load(&path)?, Arc::new(SystemClock)).await?)

@@ -645,7 +645,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<(KeyPath, String)
                             &mut c,
                             &path,
                             base,
-                            "upstream_url",
+                            ["upstream_url", "upstream_url_env", "upstream_url_file"],
                             (&r.upstream_url, &r.upstream_url_env, &r.upstream_url_file),
                         );
                         ResourceKind::PostgresShared(Secret(url))
@@ -825,7 +825,7 @@ fn target(c: &mut Check, path: &KeyPath, r: &RawResource, base: &Path) -> Target
         c,
         path,
         base,
-        "admin_url",
+        ["admin_url", "admin_url_env", "admin_url_file"],
         (&r.admin_url, &r.admin_url_env, &r.admin_url_file),
     );
     let prefix = r.role_prefix.clone().unwrap_or_else(|| "jit_".into());
@@ -850,29 +850,20 @@ fn target(c: &mut Check, path: &KeyPath, r: &RawResource, base: &Path) -> Target
     }
 }
 
-/// A secret URL given as exactly one of `NAME` (inline), `NAME_env` (an environment variable)
-/// or `NAME_file` (a file, relative to the config file).
+/// A secret URL given as exactly one of its three keys: inline, an environment variable, or a
+/// file (relative to the config file).
 fn secret_url(
     c: &mut Check,
     path: &KeyPath,
     base: &Path,
-    name: &'static str,
+    [name, env_key, file_key]: [&'static str; 3],
     (inline, env, file): (&Option<String>, &Option<String>, &Option<PathBuf>),
 ) -> String {
-    let key = |suffix: &'static str| -> &'static str {
-        match (name, suffix) {
-            ("admin_url", "_env") => "admin_url_env",
-            ("admin_url", "_file") => "admin_url_file",
-            ("upstream_url", "_env") => "upstream_url_env",
-            ("upstream_url", "_file") => "upstream_url_file",
-            _ => name,
-        }
-    };
     match (inline, env, file) {
         (Some(url), None, None) => url.clone(),
         (None, Some(var), None) => std::env::var(var).unwrap_or_else(|_| {
             c.add(
-                with(path, Seg::Key(key("_env"))),
+                with(path, Seg::Key(env_key)),
                 format!("environment variable {var} is not set"),
             );
             String::new()
@@ -887,7 +878,7 @@ fn secret_url(
                 .map(|s| s.trim().to_owned())
                 .unwrap_or_else(|e| {
                     c.add(
-                        with(path, Seg::Key(key("_file"))),
+                        with(path, Seg::Key(file_key)),
                         format!("cannot read {}: {e}", f.display()),
                     );
                     String::new()

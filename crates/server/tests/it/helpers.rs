@@ -209,6 +209,15 @@ pub fn read(duration: &str) -> Value {
 }
 
 impl TestApp {
+    /// The grantee's credentials for an active grant; insists they were given.
+    pub async fn credentials(&self, who: &str, grant: &str) -> Value {
+        let (s, c) = self
+            .get(who, &format!("/api/v1/grants/{grant}/credentials"))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{c}");
+        c
+    }
+
     pub fn data_dir(&self) -> std::path::PathBuf {
         self._dir.path().join("data")
     }

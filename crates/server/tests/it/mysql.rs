@@ -46,14 +46,6 @@ async fn setup(role_name: &str) -> Option<(MyDb, String)> {
     Some((db, read))
 }
 
-async fn credentials(app: &TestApp, who: &str, grant: &str) -> Value {
-    let (s, c) = app
-        .get(who, &format!("/api/v1/grants/{grant}/credentials"))
-        .await;
-    assert_eq!(s, StatusCode::OK, "{c}");
-    c
-}
-
 async fn connect(dsn: &str) -> Result<mysql_async::Conn, mysql_async::Error> {
     mysql_async::Conn::from_url(dsn).await
 }
@@ -83,7 +75,7 @@ async fn grant_gives_the_role_and_ends_with_it() {
         .get("root", &format!("/api/v1/grants/{grant}/credentials"))
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let c = credentials(&app, "alice", grant).await;
+    let c = app.credentials("alice", grant).await;
     let login = c["username"].as_str().unwrap().to_owned();
     assert!(
         login.len() <= 32 && login.starts_with(&db.prefix),
@@ -141,7 +133,9 @@ async fn open_connection_is_killed_within_one_second_of_expiry() {
         .await;
     assert_eq!(r["state"], "active", "{r}");
     let expires: jiff::Timestamp = r["grant"]["expires_at"].as_str().unwrap().parse().unwrap();
-    let c = credentials(&app, "ci-bot", r["grant_id"].as_str().unwrap()).await;
+    let c = app
+        .credentials("ci-bot", r["grant_id"].as_str().unwrap())
+        .await;
     let mut session = connect(c["dsn"].as_str().unwrap()).await.unwrap();
     let started = Instant::now();
     let cut = loop {
@@ -174,7 +168,9 @@ async fn orphans_are_reconciled_and_hostile_role_names_are_quoted() {
         )
         .await;
     assert_eq!(live["state"], "active", "{live}");
-    let c = credentials(&app, "ci-bot", live["grant_id"].as_str().unwrap()).await;
+    let c = app
+        .credentials("ci-bot", live["grant_id"].as_str().unwrap())
+        .await;
     let mut s = connect(c["dsn"].as_str().unwrap()).await.unwrap();
     let n: Option<i64> = s.query_first("SELECT count(*) FROM orders").await.unwrap();
     assert_eq!(n, Some(2), "granted through the oddly named role");

@@ -78,14 +78,6 @@ async fn setup() -> Option<(PgDb, String, String, String)> {
     Some((db, read, write, owner))
 }
 
-async fn credentials(app: &TestApp, who: &str, grant: &str) -> Value {
-    let (s, c) = app
-        .get(who, &format!("/api/v1/grants/{grant}/credentials"))
-        .await;
-    assert_eq!(s, StatusCode::OK, "{c}");
-    c
-}
-
 #[tokio::test]
 async fn grant_gives_exactly_the_role_for_its_window() {
     let Some((db, read, write, owner)) = setup().await else {
@@ -117,7 +109,7 @@ async fn grant_gives_exactly_the_role_for_its_window() {
         .get("dora", &format!("/api/v1/grants/{grant}/credentials"))
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let c = credentials(&app, "alice", grant).await;
+    let c = app.credentials("alice", grant).await;
     let login = c["username"].as_str().unwrap().to_owned();
     assert!(
         login.starts_with(&format!("{}alice_", db.prefix)),
@@ -249,7 +241,9 @@ async fn open_session_and_running_query_are_cut_within_one_second_of_expiry() {
         .await;
     assert_eq!(r["state"], "active", "{r}");
     let expires: jiff::Timestamp = r["grant"]["expires_at"].as_str().unwrap().parse().unwrap();
-    let c = credentials(&app, "ci-bot", r["grant_id"].as_str().unwrap()).await;
+    let c = app
+        .credentials("ci-bot", r["grant_id"].as_str().unwrap())
+        .await;
     let idle = pg_connect(c["dsn"].as_str().unwrap()).await.unwrap();
     let busy = pg_connect(c["dsn"].as_str().unwrap()).await.unwrap();
     let long_query = tokio::spawn(async move {
@@ -293,7 +287,7 @@ async fn objects_created_under_a_grant_pass_to_the_owner_role() {
         )
         .await;
     let grant = r["grant_id"].as_str().unwrap();
-    let c = credentials(&app, "ci-bot", grant).await;
+    let c = app.credentials("ci-bot", grant).await;
     let s = pg_connect(c["dsn"].as_str().unwrap()).await.unwrap();
     s.batch_execute("CREATE TABLE made_under_grant (x int); INSERT INTO orders VALUES (3, 'pen');")
         .await
@@ -350,7 +344,9 @@ async fn orphans_are_reconciled_and_audited() {
             .await
             .is_some()
     );
-    let c = credentials(&app, "ci-bot", live["grant_id"].as_str().unwrap()).await;
+    let c = app
+        .credentials("ci-bot", live["grant_id"].as_str().unwrap())
+        .await;
     assert!(
         pg_connect(c["dsn"].as_str().unwrap()).await.is_ok(),
         "the live grant's login survives"
@@ -393,7 +389,7 @@ async fn hostile_principal_and_role_names_are_quoted_safely() {
         .await;
     assert_eq!(r["state"], "active", "{r}");
     let grant = r["grant_id"].as_str().unwrap();
-    let c = credentials(&app, HOSTILE, grant).await;
+    let c = app.credentials(HOSTILE, grant).await;
     let login = c["username"].as_str().unwrap();
     assert!(
         login
@@ -449,7 +445,9 @@ async fn a_target_down_at_revocation_leaves_the_grant_revoking_until_it_is_back(
         )
         .await;
     assert_eq!(r["state"], "active", "{r}");
-    let login = credentials(&app, "ci-bot", r["grant_id"].as_str().unwrap()).await["username"]
+    let login = app
+        .credentials("ci-bot", r["grant_id"].as_str().unwrap())
+        .await["username"]
         .as_str()
         .unwrap()
         .to_owned();
