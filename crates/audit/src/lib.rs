@@ -1,8 +1,21 @@
-//! The audit log's records and how they are searched.
+//! The tamper-evident audit log: event records and search filters, the hash chain, signed
+//! checkpoints and anchors, streaming verification, retention rules and holds, archive segments.
 //!
 //! Events are written by the store in the same transaction as the state change they record
-//! (DESIGN.md, "Lifecycle"). The hash chain, signed checkpoints, retention and archives of the
-//! tamper-evident log build on these types.
+//! (DESIGN.md, "Lifecycle"); this crate does no database I/O of its own.
+
+pub mod anchor;
+pub mod archive;
+pub mod chain;
+mod error;
+pub mod retention;
+pub mod signing;
+pub mod verify;
+
+pub use chain::{Hash, Skeleton};
+pub use error::AuditError;
+pub use signing::{Checkpoint, Gap, PublicKey, Signer};
+pub use verify::{Item, Problem, ProblemKind, Report, Verifier};
 
 use jitgate_core::Timestamp;
 use serde::{Deserialize, Serialize};

@@ -12,6 +12,12 @@ pub enum StoreError {
     Db(String),
     #[error("corrupt record {id}: {why}")]
     Corrupt { id: String, why: String },
+    /// Something changed under a multi-step operation; running it again plans afresh.
+    #[error("{0}")]
+    Conflict(String),
+    /// A legal hold forbids the change.
+    #[error("refused: {why}")]
+    Held { hold: String, why: String },
     #[error("the store is shut down")]
     Closed,
 }

@@ -5,30 +5,51 @@
 //! takes every change that is waiting, runs each in its own savepoint (a failing change rolls back
 //! alone), commits once, and only then answers each caller. Nobody hears "done" before their
 //! change is durable.
+//!
+//! The writer also holds the head of the audit chain: it reads it at the start of every batch (so
+//! a second process appending to the same file is followed, not forked) and advances it as events
+//! are appended; a change that rolls back rolls the head back with it.
+
+mod audit;
+
+pub use audit::{ArchiveLookup, Head, LiveEvent, ScanError};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
 use async_trait::async_trait;
-use jitgate_audit::{AuditEvent, EventFilter, glob_to_like};
+use jitgate_audit::archive::Manifest;
+use jitgate_audit::retention::Hold;
+use jitgate_audit::{AuditEvent, Checkpoint, EventFilter, Gap, Hash, Verifier};
 use jitgate_core::{AccessRequest, EventDraft, Timestamp};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::{Change, RequestFilter, RequestKey, Store, StoreError};
+use crate::{Change, EraseRecord, RequestFilter, RequestKey, Store, StoreError};
 
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_init.sql")];
+/// Schema steps, in order; `user_version` records how many have run.
+enum Migration {
+    Sql(&'static str),
+    /// SQL, then code that moves data into the new shape, in the same transaction.
+    SqlThen(&'static str, fn(&Connection) -> Result<()>),
+}
+
+const MIGRATIONS: &[Migration] = &[
+    Migration::Sql(include_str!("../../migrations/sqlite/0001_init.sql")),
+    Migration::SqlThen(include_str!("../../migrations/sqlite/0002_chain.sql"), audit::migrate_v1),
+];
 /// Most changes committed together; bounds the time one transaction holds the write lock.
 const MAX_BATCH: usize = 2048;
 const MAX_LIST: u32 = 1000;
 
-type Result<T> = std::result::Result<T, StoreError>;
+pub(crate) type Result<T> = std::result::Result<T, StoreError>;
 
 pub struct SqliteStore {
     writer: mpsc::Sender<Box<dyn Job>>,
     readers: Arc<ReadPool>,
+    head: watch::Receiver<Head>,
 }
 
 impl SqliteStore {
@@ -40,10 +61,11 @@ impl SqliteStore {
         )?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         migrate(&mut conn)?;
+        let (head_tx, head) = watch::channel(audit::read_head(&conn)?);
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
         thread::Builder::new()
             .name("jitgate-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, head_tx))
             .map_err(|e| StoreError::Db(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
             writer: tx,
@@ -51,13 +73,14 @@ impl SqliteStore {
                 path: path.to_owned(),
                 idle: Mutex::new(Vec::new()),
             }),
+            head,
         })
     }
 
     async fn write<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: FnOnce(&Connection, &mut Head) -> Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job: Box<dyn Job> = Box::new(Pending {
@@ -105,9 +128,15 @@ fn migrate(conn: &mut Connection) -> Result<()> {
             "the database schema is version {version}, newer than this jitgate knows ({known}); upgrade jitgate"
         )));
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
+        match step {
+            Migration::Sql(sql) => tx.execute_batch(sql)?,
+            Migration::SqlThen(sql, code) => {
+                tx.execute_batch(sql)?;
+                code(&tx)?;
+            }
+        }
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }
@@ -135,7 +164,7 @@ impl ReadPool {
 /// One change waiting for the writer: run inside the batch's transaction, answered after commit.
 trait Job: Send {
     /// Runs the work; `false` if it failed (its savepoint is then rolled back).
-    fn run(&mut self, conn: &Connection) -> bool;
+    fn run(&mut self, conn: &Connection, head: &mut Head) -> bool;
     fn finish(self: Box<Self>, commit: Result<()>);
 }
 
@@ -145,10 +174,10 @@ struct Pending<T, F> {
     reply: oneshot::Sender<Result<T>>,
 }
 
-impl<T: Send, F: FnOnce(&Connection) -> Result<T> + Send> Job for Pending<T, F> {
-    fn run(&mut self, conn: &Connection) -> bool {
+impl<T: Send, F: FnOnce(&Connection, &mut Head) -> Result<T> + Send> Job for Pending<T, F> {
+    fn run(&mut self, conn: &Connection, head: &mut Head) -> bool {
         let work = self.work.take().expect("a job runs once");
-        let result = work(conn);
+        let result = work(conn, head);
         let ok = result.is_ok();
         self.result = Some(result);
         ok
@@ -163,7 +192,7 @@ impl<T: Send, F: FnOnce(&Connection) -> Result<T> + Send> Job for Pending<T, F> 
     }
 }
 
-fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>, heads: watch::Sender<Head>) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -174,27 +203,37 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>) {
             }
         }
         let commit = run_batch(&conn, &mut batch);
-        if let Err(e) = &commit {
-            tracing::error!(error = %e, changes = batch.len(), "audit/state commit failed; callers get the error");
+        match &commit {
+            Ok(head) => {
+                heads.send_if_modified(|h| std::mem::replace(h, *head) != *head);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, changes = batch.len(), "audit/state commit failed; callers get the error")
+            }
         }
+        let commit = commit.map(|_| ());
         for job in batch.drain(..) {
             job.finish(commit.clone());
         }
     }
 }
 
-fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<()> {
+/// Runs a batch in one transaction; returns the chain head after it.
+fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<Head> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let outcome = (|| {
+        let mut head = audit::read_head(conn)?;
         for job in batch.iter_mut() {
             conn.prepare_cached("SAVEPOINT job")?.execute([])?;
-            if !job.run(conn) {
+            let before = head;
+            if !job.run(conn, &mut head) {
                 conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
+                head = before;
             }
             conn.prepare_cached("RELEASE job")?.execute([])?;
         }
         conn.execute_batch("COMMIT")?;
-        Ok(())
+        Ok(head)
     })();
     if outcome.is_err() {
         let _ = conn.execute_batch("ROLLBACK");
@@ -202,34 +241,12 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<()> {
     outcome
 }
 
-fn us(t: Timestamp) -> i64 {
+pub(crate) fn us(t: Timestamp) -> i64 {
     t.as_microsecond()
 }
 
-fn from_us(v: i64) -> Timestamp {
+pub(crate) fn from_us(v: i64) -> Timestamp {
     Timestamp::from_microsecond(v).unwrap_or(Timestamp::UNIX_EPOCH)
-}
-
-fn insert_events(conn: &Connection, events: &[EventDraft]) -> Result<()> {
-    let mut stmt = conn.prepare_cached(
-        "INSERT INTO audit_events (ts_us, actor, action, outcome, resource, subject, request_id, grant_id, session_id, details)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?;
-    for e in events {
-        stmt.execute(params![
-            us(e.ts),
-            e.actor,
-            e.action,
-            e.outcome.as_str(),
-            e.resource,
-            e.subject,
-            e.request_id,
-            e.grant_id,
-            e.session_id,
-            e.details.to_string(),
-        ])?;
-    }
-    Ok(())
 }
 
 fn write_request(conn: &Connection, r: &AccessRequest, insert: bool) -> Result<()> {
@@ -278,23 +295,6 @@ fn decode(id: &str, body: &str) -> Result<AccessRequest> {
     })
 }
 
-fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEvent> {
-    let details: String = r.get(10)?;
-    Ok(AuditEvent {
-        seq: r.get(0)?,
-        ts: from_us(r.get(1)?),
-        actor: r.get(2)?,
-        action: r.get(3)?,
-        outcome: r.get(4)?,
-        resource: r.get(5)?,
-        subject: r.get(6)?,
-        request_id: r.get(7)?,
-        grant_id: r.get(8)?,
-        session_id: r.get(9)?,
-        details: serde_json::from_str(&details).unwrap_or(serde_json::Value::String(details)),
-    })
-}
-
 /// Builds `WHERE a AND b ...` with numbered parameters.
 #[derive(Default)]
 struct Where {
@@ -333,21 +333,21 @@ impl Where {
 #[async_trait]
 impl Store for SqliteStore {
     async fn insert_request(&self, request: AccessRequest, events: Vec<EventDraft>) -> Result<()> {
-        self.write(move |conn| {
+        self.write(move |conn, head| {
             write_request(conn, &request, true)?;
-            insert_events(conn, &events)
+            audit::insert_events(conn, head, &events)
         })
         .await
     }
 
     async fn update_request(&self, key: RequestKey, change: Change) -> Result<AccessRequest> {
-        self.write(move |conn| {
+        self.write(move |conn, head| {
             let mut request =
                 load_request(conn, &key)?.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
             let events = change(&mut request)?;
             if !events.is_empty() {
                 write_request(conn, &request, false)?;
-                insert_events(conn, &events)?;
+                audit::insert_events(conn, head, &events)?;
             }
             Ok(request)
         })
@@ -355,7 +355,8 @@ impl Store for SqliteStore {
     }
 
     async fn append_events(&self, events: Vec<EventDraft>) -> Result<()> {
-        self.write(move |conn| insert_events(conn, &events)).await
+        self.write(move |conn, head| audit::insert_events(conn, head, &events))
+            .await
     }
 
     async fn get_request(&self, key: RequestKey) -> Result<Option<AccessRequest>> {
@@ -433,36 +434,111 @@ impl Store for SqliteStore {
     }
 
     async fn search_events(&self, f: EventFilter) -> Result<Vec<AuditEvent>> {
-        self.read(move |conn| {
-            let mut w = Where::default();
-            w.cmp("seq", ">", f.after_seq);
-            w.cmp("ts_us", ">=", f.since.map(us));
-            w.cmp("ts_us", "<", f.until.map(us));
-            w.eq("actor", f.actor);
-            w.eq("resource", f.resource);
-            w.eq("request_id", f.request_id);
-            w.eq("grant_id", f.grant_id);
-            w.eq("session_id", f.session_id);
-            w.eq("outcome", f.outcome);
-            if let Some(glob) = f.action {
-                w.clauses.push(format!("action LIKE ?{} ESCAPE '\\'", w.next()));
-                w.params.push(glob_to_like(&glob).into());
-            }
-            if let Some(who) = f.involving {
-                let n = w.next();
-                w.clauses.push(format!("(actor = ?{n} OR subject = ?{n})"));
-                w.params.push(who.into());
-            }
-            let limit = if f.limit == 0 { 100 } else { f.limit.min(MAX_LIST) };
-            let sql = format!(
-                "SELECT seq, ts_us, actor, action, outcome, resource, subject, request_id, grant_id, session_id, details
-                 FROM audit_events {} ORDER BY seq LIMIT {limit}",
-                w.sql()
-            );
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(params_from_iter(w.params), event_from_row)?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        let limit = if f.limit == 0 { 100 } else { f.limit.min(MAX_LIST) };
+        self.read(move |conn| audit::search(conn, &f, limit)).await
+    }
+
+    async fn stream_events(&self, f: EventFilter, out: mpsc::Sender<AuditEvent>) -> Result<()> {
+        self.read(move |conn| audit::stream(conn, &f, |e| out.blocking_send(e).is_ok()))
+            .await
+    }
+
+    fn head(&self) -> watch::Receiver<Head> {
+        self.head.clone()
+    }
+
+    async fn add_checkpoint(&self, cp: Checkpoint) -> Result<()> {
+        self.write(move |conn, _| audit::insert_checkpoint(conn, &cp)).await
+    }
+
+    async fn last_checkpoint(&self) -> Result<Option<Checkpoint>> {
+        self.read(audit::last_checkpoint).await
+    }
+
+    async fn put_hold(&self, hold: Hold, events: Vec<EventDraft>) -> Result<()> {
+        self.write(move |conn, head| {
+            audit::put_hold(conn, &hold)?;
+            audit::insert_events(conn, head, &events)
         })
         .await
+    }
+
+    async fn get_hold(&self, id: String) -> Result<Option<Hold>> {
+        self.read(move |conn| audit::hold(conn, &id)).await
+    }
+
+    async fn list_holds(&self, active_only: bool) -> Result<Vec<Hold>> {
+        self.read(move |conn| audit::holds(conn, active_only)).await
+    }
+
+    async fn erase(&self, principal: String, record: EraseRecord) -> Result<u64> {
+        self.write(move |conn, head| {
+            let (count, range) = audit::erase(conn, &principal)?;
+            audit::insert_events(conn, head, &record(count, range))?;
+            Ok(count)
+        })
+        .await
+    }
+
+    async fn live_batch(&self, from_seq: i64, limit: u32) -> Result<(Hash, Vec<LiveEvent>)> {
+        self.read(move |conn| audit::live_batch(conn, from_seq, limit)).await
+    }
+
+    async fn remove_ranges(
+        &self,
+        gaps: Vec<(Gap, Option<String>)>,
+        segment: Option<Manifest>,
+        planned_holds: Vec<String>,
+        events: Vec<EventDraft>,
+    ) -> Result<u64> {
+        self.write(move |conn, head| {
+            let removed = audit::remove_ranges(conn, &gaps, segment.as_ref(), &planned_holds)?;
+            audit::insert_events(conn, head, &events)?;
+            Ok(removed)
+        })
+        .await
+    }
+
+    async fn action_counts(&self) -> Result<Vec<(String, u64, i64)>> {
+        self.read(audit::action_counts).await
+    }
+}
+
+/// A read-only view of a log file, for offline verification while the server may be running.
+pub struct LogFile {
+    conn: Connection,
+}
+
+impl LogFile {
+    pub fn open(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Err(StoreError::NotFound(format!("database {}", path.display())));
+        }
+        let conn = open_connection(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version < MIGRATIONS.len() as i64 {
+            return Err(StoreError::Db(format!(
+                "the database schema is version {version}; start `jitgate serve` once to upgrade it"
+            )));
+        }
+        Ok(Self { conn })
+    }
+
+    pub fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        audit::checkpoints(&self.conn)
+    }
+
+    pub fn head(&self) -> Result<Head> {
+        audit::read_head(&self.conn)
+    }
+
+    /// Streams the log through `verifier`; see [`audit::scan`].
+    pub fn scan(
+        &self,
+        verifier: &mut Verifier,
+        archive: &mut ArchiveLookup<'_>,
+        progress: &mut dyn FnMut(i64),
+    ) -> std::result::Result<(), ScanError> {
+        audit::scan(&self.conn, verifier, archive, progress)
     }
 }

@@ -1,0 +1,273 @@
+//! Ed25519 signatures over checkpoints `(seq, hash)` and over range boundaries (the gaps that
+//! retention leaves), and the key file they come from.
+//!
+//! Events are never signed one by one: writers do not wait for signatures. A checkpoint signs the
+//! chain head, which commits to everything before it.
+
+use std::io::Write;
+use std::path::Path;
+
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::AuditError;
+use crate::chain::Hash;
+
+const CHECKPOINT_DOMAIN: &[u8] = b"jitgate-checkpoint-v1";
+const GAP_DOMAIN: &[u8] = b"jitgate-gap-v1";
+
+/// The short name of a public key: the first 8 bytes of its SHA-256, in hex.
+pub fn key_id(public: &VerifyingKey) -> String {
+    hex::encode(&Sha256::digest(public.as_bytes())[..8])
+}
+
+/// The private key that signs checkpoints.
+pub struct Signer {
+    key: SigningKey,
+    id: String,
+}
+
+impl Signer {
+    pub fn generate() -> Self {
+        Self::from_seed(rand::random())
+    }
+
+    fn from_seed(seed: [u8; 32]) -> Self {
+        let key = SigningKey::from_bytes(&seed);
+        let id = key_id(&key.verifying_key());
+        Self { key, id }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn public(&self) -> PublicKey {
+        PublicKey::new(self.key.verifying_key())
+    }
+
+    /// Loads the key at `path`, or creates one there (mode 0600) if there is none. A key file that
+    /// others can read is refused: whoever reads it can forge checkpoints.
+    pub fn load_or_create(path: &Path) -> Result<Self, AuditError> {
+        let io = |e: std::io::Error| AuditError::Key(format!("{}: {e}", path.display()));
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                check_private(path)?;
+                Self::parse(&text)
+                    .ok_or_else(|| AuditError::Key(format!("{}: not a jitgate signing key", path.display())))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let signer = Self::generate();
+                signer.write_new(path).map_err(io)?;
+                Ok(signer)
+            }
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        let seed: [u8; 32] = hex::decode(text.trim()).ok()?.try_into().ok()?;
+        Some(Self::from_seed(seed))
+    }
+
+    /// Writes the key to a new file, readable by its owner only. Never overwrites.
+    pub fn write_new(&self, path: &Path) -> std::io::Result<()> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(path)?;
+        writeln!(file, "{}", hex::encode(self.key.to_bytes()))?;
+        file.sync_all()
+    }
+
+    pub fn sign_checkpoint(&self, seq: i64, hash: Hash, ts_us: i64) -> Checkpoint {
+        let signature = self.key.sign(&checkpoint_message(seq, &hash, ts_us));
+        Checkpoint {
+            seq,
+            hash,
+            ts_us,
+            key_id: self.id.clone(),
+            signature: signature.to_bytes(),
+        }
+    }
+
+    pub fn sign_gap(&self, first_seq: i64, last_seq: i64, prev: Hash, last: Hash) -> Gap {
+        let signature = self.key.sign(&gap_message(first_seq, last_seq, &prev, &last));
+        Gap {
+            first_seq,
+            last_seq,
+            prev_hash: prev,
+            last_hash: last,
+            key_id: self.id.clone(),
+            signature: signature.to_bytes(),
+        }
+    }
+}
+
+#[cfg(unix)]
+fn check_private(path: &Path) -> Result<(), AuditError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| AuditError::Key(format!("{}: {e}", path.display())))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(AuditError::Key(format!(
+            "{}: the signing key is readable by others (mode {:o}); run `chmod 600` on it",
+            path.display(),
+            mode & 0o777
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_: &Path) -> Result<(), AuditError> {
+    Ok(())
+}
+
+/// A public key that verifies checkpoints, with its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    key: VerifyingKey,
+    id: String,
+}
+
+impl PublicKey {
+    fn new(key: VerifyingKey) -> Self {
+        let id = key_id(&key);
+        Self { key, id }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.key.as_bytes())
+    }
+
+    pub fn from_hex(text: &str) -> Result<Self, AuditError> {
+        let bytes: [u8; 32] = hex::decode(text.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| AuditError::Key(format!("not a hex Ed25519 public key: {text:?}")))?;
+        let key = VerifyingKey::from_bytes(&bytes)
+            .map_err(|e| AuditError::Key(format!("not an Ed25519 public key: {e}")))?;
+        Ok(Self::new(key))
+    }
+
+    /// Reads public keys, one hex key per line (blank lines and `#` comments skipped).
+    pub fn read_file(path: &Path) -> Result<Vec<Self>, AuditError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| AuditError::Key(format!("{}: {e}", path.display())))?;
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(Self::from_hex)
+            .collect()
+    }
+
+    pub fn verifies_checkpoint(&self, cp: &Checkpoint) -> bool {
+        let message = checkpoint_message(cp.seq, &cp.hash, cp.ts_us);
+        self.key
+            .verify(&message, &Signature::from_bytes(&cp.signature))
+            .is_ok()
+    }
+
+    pub fn verifies_gap(&self, gap: &Gap) -> bool {
+        let message = gap_message(gap.first_seq, gap.last_seq, &gap.prev_hash, &gap.last_hash);
+        self.key
+            .verify(&message, &Signature::from_bytes(&gap.signature))
+            .is_ok()
+    }
+}
+
+fn checkpoint_message(seq: i64, hash: &Hash, ts_us: i64) -> Vec<u8> {
+    let mut m = Vec::with_capacity(CHECKPOINT_DOMAIN.len() + 48);
+    m.extend_from_slice(CHECKPOINT_DOMAIN);
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(&ts_us.to_be_bytes());
+    m.extend_from_slice(hash);
+    m
+}
+
+fn gap_message(first: i64, last: i64, prev: &Hash, last_hash: &Hash) -> Vec<u8> {
+    let mut m = Vec::with_capacity(GAP_DOMAIN.len() + 80);
+    m.extend_from_slice(GAP_DOMAIN);
+    m.extend_from_slice(&first.to_be_bytes());
+    m.extend_from_slice(&last.to_be_bytes());
+    m.extend_from_slice(prev);
+    m.extend_from_slice(last_hash);
+    m
+}
+
+/// A signed statement that the chain reached `hash` at `seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub seq: i64,
+    #[serde(with = "hex::serde")]
+    pub hash: Hash,
+    pub ts_us: i64,
+    pub key_id: String,
+    #[serde(with = "hex::serde")]
+    pub signature: [u8; 64],
+}
+
+/// A signed range boundary: events `first_seq..=last_seq` left the live log (deleted, or moved
+/// to an archive segment), and the chain ran from `prev_hash` to `last_hash` across them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    pub first_seq: i64,
+    pub last_seq: i64,
+    #[serde(with = "hex::serde")]
+    pub prev_hash: Hash,
+    #[serde(with = "hex::serde")]
+    pub last_hash: Hash,
+    pub key_id: String,
+    #[serde(with = "hex::serde")]
+    pub signature: [u8; 64],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_verify_with_their_key_only() {
+        let a = Signer::generate();
+        let b = Signer::generate();
+        let cp = a.sign_checkpoint(7, [3; 32], 1);
+        assert!(a.public().verifies_checkpoint(&cp));
+        assert!(!b.public().verifies_checkpoint(&cp));
+        let mut forged = cp.clone();
+        forged.seq = 8;
+        assert!(!a.public().verifies_checkpoint(&forged));
+    }
+
+    #[test]
+    fn key_files_are_private_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        let a = Signer::load_or_create(&path).unwrap();
+        let b = Signer::load_or_create(&path).unwrap();
+        assert_eq!(a.id(), b.id());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let err = Signer::load_or_create(&path).err().unwrap().to_string();
+            assert!(err.contains("chmod 600"), "{err}");
+        }
+    }
+
+    #[test]
+    fn public_keys_round_trip_through_hex() {
+        let a = Signer::generate();
+        let p = PublicKey::from_hex(&a.public().to_hex()).unwrap();
+        assert_eq!(p, a.public());
+        assert!(PublicKey::from_hex("zz").is_err());
+    }
+}

@@ -1,0 +1,716 @@
+//! The audit log in SQLite: chained appends, search and streaming reads, verification scans,
+//! checkpoints, holds, retention removals and erasure.
+
+use jitgate_audit::archive::{ArchivedEvent, Manifest};
+use jitgate_audit::chain::{self, GENESIS, Hash, Skeleton};
+use jitgate_audit::retention::{Candidate, Hold};
+use jitgate_audit::{AuditEvent, Checkpoint, EventFilter, Gap, Item, Problem, Verifier, glob_to_like};
+use jitgate_core::EventDraft;
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+
+use super::{Where, from_us, us};
+use super::Result;
+use crate::StoreError;
+use fallible_streaming_iterator::FallibleStreamingIterator;
+
+/// The last event of the chain: its `seq` and hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub seq: i64,
+    pub hash: Hash,
+}
+
+impl Head {
+    pub const EMPTY: Head = Head {
+        seq: 0,
+        hash: GENESIS,
+    };
+}
+
+fn blob_hash(v: ValueRef<'_>, what: &str) -> Result<Hash> {
+    match v {
+        ValueRef::Blob(b) => chain::hash_from(b),
+        _ => None,
+    }
+    .ok_or_else(|| StoreError::Db(format!("{what} is not a 32-byte digest")))
+}
+
+/// Reads the head from the table itself, so another process that appended since is followed.
+pub(super) fn read_head(conn: &Connection) -> Result<Head> {
+    let event = conn
+        .prepare_cached("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+        .optional()?;
+    let gap = conn
+        .prepare_cached("SELECT last_seq, last_hash FROM audit_gaps ORDER BY last_seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+        .optional()?;
+    let best = match (event, gap) {
+        (Some(e), Some(g)) => Some(if e.0 >= g.0 { e } else { g }),
+        (e, g) => e.or(g),
+    };
+    match best {
+        None => Ok(Head::EMPTY),
+        Some((seq, hash)) => Ok(Head {
+            seq,
+            hash: blob_hash(ValueRef::Blob(&hash), "the head's hash")?,
+        }),
+    }
+}
+
+/// One event as it is written, borrowed from its draft.
+pub(super) struct NewEvent<'a> {
+    pub ts_us: i64,
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub outcome: &'a str,
+    pub resource: Option<&'a str>,
+    pub subject: Option<&'a str>,
+    pub request_id: Option<&'a str>,
+    pub grant_id: Option<&'a str>,
+    pub session_id: Option<&'a str>,
+    pub payload: &'a str,
+}
+
+/// Appends one event after `head`, advancing it.
+pub(super) fn append(conn: &Connection, head: &mut Head, e: NewEvent<'_>, scratch: &mut Vec<u8>) -> Result<()> {
+    let seq = head.seq + 1;
+    let salt = chain::new_salt();
+    let commitment = chain::commitment(&salt, e.payload.as_bytes());
+    let skeleton = Skeleton {
+        seq,
+        ts_us: e.ts_us,
+        actor: e.actor,
+        action: e.action,
+        outcome: e.outcome,
+        resource: e.resource,
+        subject: e.subject,
+        request_id: e.request_id,
+        grant_id: e.grant_id,
+        session_id: e.session_id,
+        commitment: &commitment,
+    };
+    let hash = skeleton.link(&head.hash, scratch);
+    conn.prepare_cached(
+        "INSERT INTO audit_events (seq, ts_us, actor, action, outcome, resource, subject, request_id, grant_id, session_id, commitment, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?
+    .execute(params![
+        seq, e.ts_us, e.actor, e.action, e.outcome, e.resource, e.subject, e.request_id, e.grant_id,
+        e.session_id, &commitment[..], &hash[..]
+    ])?;
+    conn.prepare_cached("INSERT INTO audit_payloads (seq, salt, body) VALUES (?1, ?2, ?3)")?
+        .execute(params![seq, &salt[..], e.payload])?;
+    *head = Head { seq, hash };
+    Ok(())
+}
+
+pub(super) fn insert_events(conn: &Connection, head: &mut Head, events: &[EventDraft]) -> Result<()> {
+    let mut scratch = Vec::with_capacity(512);
+    for e in events {
+        let payload = e.details.to_string();
+        append(
+            conn,
+            head,
+            NewEvent {
+                ts_us: us(e.ts),
+                actor: &e.actor,
+                action: &e.action,
+                outcome: e.outcome.as_str(),
+                resource: e.resource.as_deref(),
+                subject: e.subject.as_deref(),
+                request_id: e.request_id.as_deref(),
+                grant_id: e.grant_id.as_deref(),
+                session_id: e.session_id.as_deref(),
+                payload: &payload,
+            },
+            &mut scratch,
+        )?;
+    }
+    Ok(())
+}
+
+/// Chains the events of the schema-1 table, in order, into the new one.
+pub(super) fn migrate_v1(conn: &Connection) -> Result<()> {
+    let mut head = read_head(conn)?;
+    let mut scratch = Vec::new();
+    let mut stmt = conn.prepare(
+        "SELECT ts_us, actor, action, outcome, resource, subject, request_id, grant_id, session_id, details
+         FROM audit_events_v1 ORDER BY seq",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let text = |i| -> rusqlite::Result<Option<String>> { r.get(i) };
+        let (actor, action, outcome): (String, String, String) = (r.get(1)?, r.get(2)?, r.get(3)?);
+        let (resource, subject, request_id, grant_id, session_id) =
+            (text(4)?, text(5)?, text(6)?, text(7)?, text(8)?);
+        let payload: String = r.get(9)?;
+        append(
+            conn,
+            &mut head,
+            NewEvent {
+                ts_us: r.get(0)?,
+                actor: &actor,
+                action: &action,
+                outcome: &outcome,
+                resource: resource.as_deref(),
+                subject: subject.as_deref(),
+                request_id: request_id.as_deref(),
+                grant_id: grant_id.as_deref(),
+                session_id: session_id.as_deref(),
+                payload: &payload,
+            },
+            &mut scratch,
+        )?;
+    }
+    drop(rows);
+    drop(stmt);
+    conn.execute_batch("DROP TABLE audit_events_v1")?;
+    Ok(())
+}
+
+const EVENT_COLUMNS: &str = "e.seq, e.ts_us, e.actor, e.action, e.outcome, e.resource, e.subject, e.request_id, e.grant_id, e.session_id, p.body";
+
+fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEvent> {
+    let details: Option<String> = r.get(10)?;
+    Ok(AuditEvent {
+        seq: r.get(0)?,
+        ts: from_us(r.get(1)?),
+        actor: r.get(2)?,
+        action: r.get(3)?,
+        outcome: r.get(4)?,
+        resource: r.get(5)?,
+        subject: r.get(6)?,
+        request_id: r.get(7)?,
+        grant_id: r.get(8)?,
+        session_id: r.get(9)?,
+        details: match details {
+            Some(d) => serde_json::from_str(&d).unwrap_or(serde_json::Value::String(d)),
+            None => serde_json::Value::Null,
+        },
+    })
+}
+
+fn filter_sql(f: &EventFilter) -> Where {
+    let mut w = Where::default();
+    w.cmp("e.seq", ">", f.after_seq);
+    w.cmp("e.ts_us", ">=", f.since.map(us));
+    w.cmp("e.ts_us", "<", f.until.map(us));
+    w.eq("e.actor", f.actor.clone());
+    w.eq("e.resource", f.resource.clone());
+    w.eq("e.request_id", f.request_id.clone());
+    w.eq("e.grant_id", f.grant_id.clone());
+    w.eq("e.session_id", f.session_id.clone());
+    w.eq("e.outcome", f.outcome.clone());
+    if let Some(glob) = &f.action {
+        w.clauses.push(format!("e.action LIKE ?{} ESCAPE '\\'", w.next()));
+        w.params.push(glob_to_like(glob).into());
+    }
+    if let Some(who) = &f.involving {
+        let n = w.next();
+        w.clauses.push(format!("(e.actor = ?{n} OR e.subject = ?{n})"));
+        w.params.push(who.clone().into());
+    }
+    w
+}
+
+/// Events matching `f`, oldest first, at most `limit`. Paging is by `after_seq`, which stays
+/// fast however deep the page (the primary key, not an offset).
+pub(super) fn search(conn: &Connection, f: &EventFilter, limit: u32) -> Result<Vec<AuditEvent>> {
+    let w = filter_sql(f);
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM audit_events e LEFT JOIN audit_payloads p ON p.seq = e.seq
+         {} ORDER BY e.seq LIMIT {limit}",
+        w.sql()
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(w.params), event_from_row)?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Calls `each` for every event matching `f` (no limit), oldest first, until it returns false.
+pub(super) fn stream(conn: &Connection, f: &EventFilter, mut each: impl FnMut(AuditEvent) -> bool) -> Result<()> {
+    let w = filter_sql(f);
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM audit_events e LEFT JOIN audit_payloads p ON p.seq = e.seq
+         {} ORDER BY e.seq",
+        w.sql()
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let mut rows = stmt.query(params_from_iter(w.params))?;
+    while let Some(r) = rows.next()? {
+        if !each(event_from_row(r)?) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+// ---- checkpoints --------------------------------------------------------------------------
+
+pub(super) fn insert_checkpoint(conn: &Connection, cp: &Checkpoint) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO audit_checkpoints (seq, hash, ts_us, key_id, signature) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![cp.seq, &cp.hash[..], cp.ts_us, cp.key_id, &cp.signature[..]])?;
+    Ok(())
+}
+
+fn checkpoint_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Vec<u8>, i64, String, Vec<u8>)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn to_checkpoint(row: (i64, Vec<u8>, i64, String, Vec<u8>)) -> Result<Checkpoint> {
+    let (seq, hash, ts_us, key_id, sig) = row;
+    Ok(Checkpoint {
+        seq,
+        hash: chain::hash_from(&hash).ok_or_else(|| bad_checkpoint(seq))?,
+        ts_us,
+        key_id,
+        signature: sig.try_into().map_err(|_| bad_checkpoint(seq))?,
+    })
+}
+
+fn bad_checkpoint(seq: i64) -> StoreError {
+    StoreError::Corrupt {
+        id: format!("checkpoint {seq}"),
+        why: "malformed hash or signature".into(),
+    }
+}
+
+pub(super) fn checkpoints(conn: &Connection) -> Result<Vec<Checkpoint>> {
+    let mut stmt = conn.prepare("SELECT seq, hash, ts_us, key_id, signature FROM audit_checkpoints ORDER BY seq")?;
+    let rows = stmt.query_map([], checkpoint_from_row)?;
+    rows.map(|r| to_checkpoint(r?)).collect()
+}
+
+pub(super) fn last_checkpoint(conn: &Connection) -> Result<Option<Checkpoint>> {
+    conn.prepare_cached(
+        "SELECT seq, hash, ts_us, key_id, signature FROM audit_checkpoints ORDER BY seq DESC LIMIT 1",
+    )?
+    .query_row([], checkpoint_from_row)
+    .optional()?
+    .map(to_checkpoint)
+    .transpose()
+}
+
+// ---- gaps ---------------------------------------------------------------------------------
+
+fn gap_from_row(r: &rusqlite::Row<'_>) -> Result<(Gap, Option<String>)> {
+    let first_seq: i64 = r.get(0)?;
+    let bad = || StoreError::Corrupt {
+        id: format!("range boundary {first_seq}"),
+        why: "malformed hash or signature".into(),
+    };
+    let gap = Gap {
+        first_seq,
+        last_seq: r.get(1)?,
+        prev_hash: blob_hash(r.get_ref(2)?, "prev_hash").map_err(|_| bad())?,
+        last_hash: blob_hash(r.get_ref(3)?, "last_hash").map_err(|_| bad())?,
+        key_id: r.get(4)?,
+        signature: r.get::<_, Vec<u8>>(5)?.try_into().map_err(|_| bad())?,
+    };
+    Ok((gap, r.get(6)?))
+}
+
+pub(super) fn gaps(conn: &Connection) -> Result<Vec<(Gap, Option<String>)>> {
+    let mut stmt = conn.prepare(
+        "SELECT first_seq, last_seq, prev_hash, last_hash, key_id, signature, segment FROM audit_gaps ORDER BY first_seq",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(gap_from_row(r)?);
+    }
+    Ok(out)
+}
+
+/// What verification does at a range boundary that names an archive segment: `Ok(None)` to
+/// check the boundary's signature only, `Ok(Some(items))` to walk the archived events instead.
+pub type ArchiveLookup<'a> =
+    dyn FnMut(&Gap, &str) -> std::result::Result<Option<Vec<jitgate_audit::archive::SegmentItem>>, String> + 'a;
+
+/// Why a verification scan stopped.
+#[derive(Debug)]
+pub enum ScanError {
+    Problem(Problem),
+    Store(StoreError),
+}
+
+impl From<StoreError> for ScanError {
+    fn from(e: StoreError) -> Self {
+        ScanError::Store(e)
+    }
+}
+
+impl From<rusqlite::Error> for ScanError {
+    fn from(e: rusqlite::Error) -> Self {
+        ScanError::Store(e.into())
+    }
+}
+
+impl From<Problem> for ScanError {
+    fn from(p: Problem) -> Self {
+        ScanError::Problem(p)
+    }
+}
+
+/// Streams the whole log (events, payloads and range boundaries merged in `seq` order, in one
+/// read snapshot) through `verifier`. `progress` hears the `seq` reached now and then.
+pub fn scan(
+    conn: &Connection,
+    verifier: &mut Verifier,
+    archive: &mut ArchiveLookup<'_>,
+    progress: &mut dyn FnMut(i64),
+) -> std::result::Result<(), ScanError> {
+    conn.execute_batch("BEGIN")?;
+    let out = scan_in_snapshot(conn, verifier, archive, progress);
+    let _ = conn.execute_batch("COMMIT");
+    out
+}
+
+fn scan_in_snapshot(
+    conn: &Connection,
+    verifier: &mut Verifier,
+    archive: &mut ArchiveLookup<'_>,
+    progress: &mut dyn FnMut(i64),
+) -> std::result::Result<(), ScanError> {
+    let gaps = gaps(conn)?;
+    let mut gaps = gaps.into_iter().peekable();
+    let mut events = conn.prepare(
+        "SELECT seq, ts_us, actor, action, outcome, resource, subject, request_id, grant_id, session_id, commitment, hash
+         FROM audit_events ORDER BY seq",
+    )?;
+    let mut payloads = conn.prepare("SELECT seq, salt, body FROM audit_payloads ORDER BY seq")?;
+    let mut events = events.query([])?;
+    let mut payloads = payloads.query([])?;
+    let mut payload_seq = advance(&mut payloads)?;
+    let mut n: u64 = 0;
+    while let Some(e) = events.next()? {
+        let seq: i64 = e.get(0)?;
+        while let Some((gap, segment)) = gaps.next_if(|(g, _)| g.first_seq < seq) {
+            feed_gap(verifier, archive, &gap, segment.as_deref())?;
+        }
+        if payload_seq.is_some_and(|p| p < seq) {
+            return Err(Problem {
+                seq: payload_seq.expect("checked"),
+                kind: jitgate_audit::ProblemKind::Edited,
+                detail: "a payload with no event".into(),
+            }
+            .into());
+        }
+        let payload = if payload_seq == Some(seq) {
+            let r = payloads.get().expect("current row");
+            Some((blob(r.get_ref(1)?), text_bytes(r.get_ref(2)?)))
+        } else {
+            None
+        };
+        let commitment = blob_hash(e.get_ref(10)?, "commitment").unwrap_or([0; 32]);
+        let str_at = |i| -> rusqlite::Result<&str> { e.get_ref(i)?.as_str().map_err(Into::into) };
+        let opt_at = |i| -> rusqlite::Result<Option<&str>> { e.get_ref(i)?.as_str_or_null().map_err(Into::into) };
+        let skeleton = Skeleton {
+            seq,
+            ts_us: e.get(1)?,
+            actor: str_at(2)?,
+            action: str_at(3)?,
+            outcome: str_at(4)?,
+            resource: opt_at(5)?,
+            subject: opt_at(6)?,
+            request_id: opt_at(7)?,
+            grant_id: opt_at(8)?,
+            session_id: opt_at(9)?,
+            commitment: &commitment,
+        };
+        verifier.feed(Item::Event {
+            skeleton,
+            stored_hash: blob(e.get_ref(11)?),
+            payload,
+        })?;
+        if payload_seq == Some(seq) {
+            payload_seq = advance(&mut payloads)?;
+        }
+        n += 1;
+        if n % 65536 == 0 {
+            progress(seq);
+        }
+    }
+    if let Some(p) = payload_seq {
+        return Err(Problem {
+            seq: p,
+            kind: jitgate_audit::ProblemKind::Edited,
+            detail: "a payload with no event".into(),
+        }
+        .into());
+    }
+    for (gap, segment) in gaps {
+        feed_gap(verifier, archive, &gap, segment.as_deref())?;
+    }
+    Ok(())
+}
+
+fn advance(rows: &mut rusqlite::Rows<'_>) -> rusqlite::Result<Option<i64>> {
+    rows.advance()?;
+    match rows.get() {
+        Some(r) => Ok(Some(r.get(0)?)),
+        None => Ok(None),
+    }
+}
+
+fn feed_gap(
+    verifier: &mut Verifier,
+    archive: &mut ArchiveLookup<'_>,
+    gap: &Gap,
+    segment: Option<&str>,
+) -> std::result::Result<(), ScanError> {
+    let items = match segment {
+        Some(name) => archive(gap, name).map_err(|why| StoreError::Db(why))?,
+        None => None,
+    };
+    match items {
+        None => verifier.feed(Item::Gap(gap))?,
+        Some(items) => verifier.archived_gap(gap, &items)?,
+    }
+    Ok(())
+}
+
+fn blob<'a>(v: ValueRef<'a>) -> &'a [u8] {
+    match v {
+        ValueRef::Blob(b) | ValueRef::Text(b) => b,
+        _ => &[],
+    }
+}
+
+fn text_bytes<'a>(v: ValueRef<'a>) -> &'a [u8] {
+    blob(v)
+}
+
+// ---- holds --------------------------------------------------------------------------------
+
+pub(super) fn put_hold(conn: &Connection, hold: &Hold) -> Result<()> {
+    let body = serde_json::to_string(hold).map_err(|e| StoreError::Db(e.to_string()))?;
+    conn.prepare_cached(
+        "INSERT INTO holds (id, active, body) VALUES (?1, ?2, ?3)
+         ON CONFLICT (id) DO UPDATE SET active = excluded.active, body = excluded.body",
+    )?
+    .execute(params![hold.id, hold.is_active(), body])?;
+    Ok(())
+}
+
+pub(super) fn holds(conn: &Connection, active_only: bool) -> Result<Vec<Hold>> {
+    let sql = if active_only {
+        "SELECT id, body FROM holds WHERE active ORDER BY id"
+    } else {
+        "SELECT id, body FROM holds ORDER BY id"
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    rows.map(|row| {
+        let (id, body) = row?;
+        serde_json::from_str(&body).map_err(|e| StoreError::Corrupt { id, why: e.to_string() })
+    })
+    .collect()
+}
+
+pub(super) fn hold(conn: &Connection, id: &str) -> Result<Option<Hold>> {
+    let body: Option<String> = conn
+        .prepare_cached("SELECT body FROM holds WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    body.map(|b| {
+        serde_json::from_str(&b).map_err(|e| StoreError::Corrupt {
+            id: id.to_owned(),
+            why: e.to_string(),
+        })
+    })
+    .transpose()
+}
+
+// ---- retention ----------------------------------------------------------------------------
+
+/// A live event as retention sees it: what rules and holds look at, and the whole record in case
+/// it is archived.
+#[derive(Debug, Clone)]
+pub struct LiveEvent {
+    pub candidate: Candidate,
+    pub record: ArchivedEvent,
+}
+
+/// Up to `limit` live events from `from_seq` on, in order, with the hash the chain had just
+/// before the first of them.
+pub(super) fn live_batch(conn: &Connection, from_seq: i64, limit: u32) -> Result<(Hash, Vec<LiveEvent>)> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT e.seq, e.ts_us, e.actor, e.action, e.outcome, e.resource, e.subject, e.request_id, e.grant_id, e.session_id,
+                e.commitment, e.hash, p.salt, p.body
+         FROM audit_events e LEFT JOIN audit_payloads p ON p.seq = e.seq
+         WHERE e.seq >= ?1 ORDER BY e.seq LIMIT ?2",
+    )?;
+    let mut rows = stmt.query(params![from_seq, limit])?;
+    let mut out = Vec::with_capacity(limit as usize);
+    while let Some(r) = rows.next()? {
+        let record = ArchivedEvent {
+            seq: r.get(0)?,
+            ts_us: r.get(1)?,
+            actor: r.get(2)?,
+            action: r.get(3)?,
+            outcome: r.get(4)?,
+            resource: r.get(5)?,
+            subject: r.get(6)?,
+            request_id: r.get(7)?,
+            grant_id: r.get(8)?,
+            session_id: r.get(9)?,
+            commitment: blob_hash(r.get_ref(10)?, "commitment")?,
+            hash: blob_hash(r.get_ref(11)?, "hash")?,
+            salt: r.get::<_, Option<Vec<u8>>>(12)?.map(hex::encode),
+            payload: r.get(13)?,
+        };
+        out.push(LiveEvent {
+            candidate: Candidate {
+                seq: record.seq,
+                ts_us: record.ts_us,
+                action: record.action.clone(),
+                actor: record.actor.clone(),
+                subject: record.subject.clone(),
+                resource: record.resource.clone(),
+                request_id: record.request_id.clone(),
+                grant_id: record.grant_id.clone(),
+            },
+            record,
+        });
+    }
+    let prev = match out.first() {
+        None => GENESIS,
+        Some(first) => hash_before(conn, first.record.seq)?,
+    };
+    Ok((prev, out))
+}
+
+/// The chain hash just before `seq`: the previous event's, or the boundary's that ends there.
+pub(super) fn hash_before(conn: &Connection, seq: i64) -> Result<Hash> {
+    if seq <= 1 {
+        return Ok(GENESIS);
+    }
+    let event: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT hash FROM audit_events WHERE seq = ?1")?
+        .query_row([seq - 1], |r| r.get(0))
+        .optional()?;
+    let stored = match event {
+        Some(h) => Some(h),
+        None => conn
+            .prepare_cached("SELECT last_hash FROM audit_gaps WHERE last_seq = ?1")?
+            .query_row([seq - 1], |r| r.get(0))
+            .optional()?,
+    };
+    let stored = stored.ok_or_else(|| StoreError::Corrupt {
+        id: format!("audit event {}", seq - 1),
+        why: "neither the event nor a range boundary ending at it is in the log".into(),
+    })?;
+    blob_hash(ValueRef::Blob(&stored), "hash")
+}
+
+/// Removes the events each gap stands for and records the gaps (and the segment that holds the
+/// archived ones), after checking that nothing moved since they were planned.
+pub(super) fn remove_ranges(
+    conn: &Connection,
+    gaps: &[(Gap, Option<String>)],
+    segment: Option<&Manifest>,
+    planned_holds: &[String],
+) -> Result<u64> {
+    let now_holds: Vec<String> = holds(conn, true)?.into_iter().map(|h| h.id).collect();
+    if now_holds != planned_holds {
+        return Err(StoreError::Conflict("the legal holds changed while the sweep ran; it plans again".into()));
+    }
+    conn.execute("INSERT INTO maintenance_permit (reason) VALUES ('retention')", [])?;
+    let mut removed = 0;
+    for (gap, segment) in gaps {
+        let (count, last_hash): (i64, Option<Vec<u8>>) = conn
+            .prepare_cached(
+                "SELECT count(*), (SELECT hash FROM audit_events WHERE seq = ?2) FROM audit_events WHERE seq BETWEEN ?1 AND ?2",
+            )?
+            .query_row(params![gap.first_seq, gap.last_seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        if count != gap.last_seq - gap.first_seq + 1 || last_hash.as_deref() != Some(&gap.last_hash[..]) {
+            return Err(StoreError::Conflict(format!(
+                "events {}..={} changed while the sweep ran; it plans again",
+                gap.first_seq, gap.last_seq
+            )));
+        }
+        conn.prepare_cached("DELETE FROM audit_payloads WHERE seq BETWEEN ?1 AND ?2")?
+            .execute(params![gap.first_seq, gap.last_seq])?;
+        conn.prepare_cached("DELETE FROM audit_events WHERE seq BETWEEN ?1 AND ?2")?
+            .execute(params![gap.first_seq, gap.last_seq])?;
+        conn.prepare_cached(
+            "INSERT INTO audit_gaps (first_seq, last_seq, prev_hash, last_hash, key_id, signature, segment)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            gap.first_seq,
+            gap.last_seq,
+            &gap.prev_hash[..],
+            &gap.last_hash[..],
+            gap.key_id,
+            &gap.signature[..],
+            segment
+        ])?;
+        removed += count as u64;
+    }
+    if let Some(m) = segment {
+        let manifest = serde_json::to_string(m).map_err(|e| StoreError::Db(e.to_string()))?;
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO audit_segments (name, manifest, first_seq, last_seq) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![m.name, manifest, m.first_seq, m.last_seq])?;
+    }
+    conn.execute("DELETE FROM maintenance_permit", [])?;
+    Ok(removed)
+}
+
+/// Counts of live events by action, with the oldest timestamp of each.
+pub(super) fn action_counts(conn: &Connection) -> Result<Vec<(String, u64, i64)>> {
+    let mut stmt = conn.prepare("SELECT action, count(*), min(ts_us) FROM audit_events GROUP BY action")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?)))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+// ---- erasure ------------------------------------------------------------------------------
+
+/// Deletes the payloads of every live event `principal` acted in or was the subject of, unless a
+/// hold covers one of them (then nothing is erased). Returns how many, and the seq range.
+pub(super) fn erase(conn: &Connection, principal: &str) -> Result<(u64, Option<(i64, i64)>)> {
+    let active = holds(conn, true)?;
+    let mut stmt = conn.prepare(
+        "SELECT e.seq, e.ts_us, e.action, e.actor, e.subject, e.resource, e.request_id, e.grant_id
+         FROM audit_events e JOIN audit_payloads p ON p.seq = e.seq
+         WHERE e.actor = ?1 OR e.subject = ?1 ORDER BY e.seq",
+    )?;
+    let rows = stmt.query_map([principal], |r| {
+        Ok(Candidate {
+            seq: r.get(0)?,
+            ts_us: r.get(1)?,
+            action: r.get(2)?,
+            actor: r.get(3)?,
+            subject: r.get(4)?,
+            resource: r.get(5)?,
+            request_id: r.get(6)?,
+            grant_id: r.get(7)?,
+        })
+    })?;
+    let mut seqs = Vec::new();
+    for c in rows {
+        let c = c?;
+        if let Some(h) = active.iter().find(|h| h.covers(&c)) {
+            return Err(StoreError::Held {
+                hold: h.id.clone(),
+                why: format!("event {} is under legal hold {} ({})", c.seq, h.id, h.reason),
+            });
+        }
+        seqs.push(c.seq);
+    }
+    conn.execute("INSERT INTO maintenance_permit (reason) VALUES ('erasure')", [])?;
+    let mut delete = conn.prepare_cached("DELETE FROM audit_payloads WHERE seq = ?1")?;
+    for seq in &seqs {
+        delete.execute([seq])?;
+    }
+    conn.execute("DELETE FROM maintenance_permit", [])?;
+    let range = seqs.first().zip(seqs.last()).map(|(a, b)| (*a, *b));
+    Ok((seqs.len() as u64, range))
+}
