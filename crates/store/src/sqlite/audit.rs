@@ -406,12 +406,23 @@ fn scan_in_snapshot(
         } else {
             None
         };
+        // A field of the wrong type or not valid text is an edit at this seq, not a read error.
+        let edited = |what: &str| Problem {
+            seq,
+            kind: jitgate_audit::ProblemKind::Edited,
+            detail: format!("{what} is not of its stored type"),
+        };
         let commitment = blob_hash(e.get_ref(10)?, "commitment").unwrap_or([0; 32]);
-        let str_at = |i| -> rusqlite::Result<&str> { e.get_ref(i)?.as_str().map_err(Into::into) };
-        let opt_at = |i| -> rusqlite::Result<Option<&str>> { e.get_ref(i)?.as_str_or_null().map_err(Into::into) };
+        let str_at = |i| e.get_ref(i).ok().and_then(|v| v.as_str().ok()).ok_or_else(|| edited("a text field"));
+        let opt_at = |i| {
+            e.get_ref(i)
+                .ok()
+                .and_then(|v| v.as_str_or_null().ok())
+                .ok_or_else(|| edited("a text field"))
+        };
         let skeleton = Skeleton {
             seq,
-            ts_us: e.get(1)?,
+            ts_us: e.get::<_, i64>(1).map_err(|_| edited("the timestamp"))?,
             actor: str_at(2)?,
             action: str_at(3)?,
             outcome: str_at(4)?,
