@@ -41,22 +41,34 @@ pub struct AuditEvent {
 }
 
 /// Which events to return, oldest first. Every field narrows the result.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct EventFilter {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub since: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub until: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
     /// A glob on the action name: `request.*`, `grant.expired`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub grant_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
     /// Only events this principal took part in (as actor or as subject).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub involving: Option<String>,
     /// Paging: only events with a larger `seq`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub after_seq: Option<i64>,
+    #[serde(skip)]
     pub limit: u32,
 }
 

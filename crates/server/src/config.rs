@@ -31,6 +31,47 @@ pub struct Config {
     pub principals: Vec<PrincipalEntry>,
     pub resources: Vec<Resource>,
     pub policies: Vec<Policy>,
+    pub audit: AuditConfig,
+}
+
+/// `[audit]` and `[[retention]]`: checkpoints, anchors, archive, retention rules.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// Where every checkpoint is also written, outside the database.
+    pub anchors: Vec<Anchor>,
+    /// Where archive segments go: a local directory, or an object store URL (`s3://bucket/prefix`).
+    pub archive: ArchiveLocation,
+    /// A checkpoint is signed after this many events, or `checkpoint_interval` after the last one,
+    /// whichever comes first.
+    pub checkpoint_events: u64,
+    pub checkpoint_interval: Duration,
+    /// How often `serve` runs a retention sweep; `None` when no rule is configured.
+    pub retention_every: Duration,
+    pub retention: Vec<jitgate_audit::retention::Rule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Anchor {
+    /// An append-only file of checkpoints, one JSON line each.
+    File(PathBuf),
+    /// A webhook that receives each checkpoint as JSON (signed), by POST.
+    Webhook(String),
+}
+
+impl std::fmt::Display for Anchor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Anchor::File(p) => write!(f, "file://{}", p.display()),
+            Anchor::Webhook(u) => f.write_str(u),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchiveLocation {
+    Directory(PathBuf),
+    /// An object store URL that `object_store` understands (`s3://bucket/prefix`).
+    Url(String),
 }
 
 #[derive(Debug, Clone)]
@@ -134,6 +175,11 @@ impl Config {
         if config.database_path.is_relative() {
             config.database_path = dir.join(&config.database_path);
         }
+        if let ArchiveLocation::Directory(d) = &mut config.audit.archive
+            && d.is_relative()
+        {
+            *d = dir.join(&*d);
+        }
         Ok(config)
     }
 
@@ -216,6 +262,40 @@ struct RawConfig {
     #[serde(default)]
     policies: Vec<RawPolicy>,
     gateway: Option<RawGateway>,
+    #[serde(default)]
+    audit: RawAudit,
+    #[serde(default)]
+    retention: Vec<RawRetention>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAudit {
+    anchors: Vec<String>,
+    archive: String,
+    checkpoint_events: u64,
+    checkpoint_interval: String,
+    retention_every: String,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        Self {
+            anchors: vec![],
+            archive: "archive".into(),
+            checkpoint_events: 1000,
+            checkpoint_interval: "1s".into(),
+            retention_every: "1h".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    class: String,
+    keep: String,
+    action: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -512,6 +592,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<(KeyPath, String)
             }
         });
     let auditors = c.selectors(with(&server, Seg::Key("auditors")), &raw.server.auditors);
+    let audit = audit_config(&mut c, &raw, base);
 
     let url_path = vec![Seg::Key("storage"), Seg::Key("url")];
     let database_path = match raw.storage.url.strip_prefix("sqlite://") {
@@ -809,7 +890,75 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<(KeyPath, String)
         principals,
         resources,
         policies,
+        audit,
     })
+}
+
+fn audit_config(c: &mut Check, raw: &RawConfig, base: &Path) -> AuditConfig {
+    let at = |k: &'static str| vec![Seg::Key("audit"), Seg::Key(k)];
+    let a = &raw.audit;
+    let data_dir = base.join(&raw.server.data_dir);
+    let mut anchors = Vec::new();
+    for (i, url) in a.anchors.iter().enumerate() {
+        let path = with(&at("anchors"), Seg::Index(i));
+        if let Some(file) = url.strip_prefix("file://") {
+            let file = PathBuf::from(file);
+            if !file.is_absolute() {
+                c.add(path, format!("{url:?}: a file anchor needs an absolute path (file:///var/log/jitgate/checkpoints)"));
+            } else if file.starts_with(&data_dir) || data_dir.canonicalize().is_ok_and(|d| file.starts_with(d)) {
+                c.add(path, format!("{url:?} is inside the data directory; an anchor must live elsewhere, or whoever rewrites the log rewrites it too"));
+            } else {
+                anchors.push(Anchor::File(file));
+            }
+        } else if url.starts_with("https://") || url.starts_with("http://") {
+            anchors.push(Anchor::Webhook(url.clone()));
+        } else {
+            c.add(path, format!("{url:?} is not an anchor; use file:///PATH, https://URL or http://URL"));
+        }
+    }
+    let archive = if a.archive.contains("://") {
+        match a.archive.strip_prefix("file://") {
+            Some(dir) => ArchiveLocation::Directory(PathBuf::from(dir)),
+            None => ArchiveLocation::Url(a.archive.clone()),
+        }
+    } else {
+        let dir = PathBuf::from(&a.archive);
+        ArchiveLocation::Directory(if dir.is_relative() { raw.server.data_dir.join(dir) } else { dir })
+    };
+    if a.checkpoint_events == 0 {
+        c.add(at("checkpoint_events"), "must be at least 1");
+    }
+    let mut retention: Vec<jitgate_audit::retention::Rule> = Vec::new();
+    for (i, r) in raw.retention.iter().enumerate() {
+        let path = vec![Seg::Key("retention"), Seg::Index(i)];
+        let classes = jitgate_audit::retention::CLASSES;
+        if !classes.contains(&r.class.as_str()) {
+            c.add(with(&path, Seg::Key("class")), format!("{:?} is not an event class; use one of {}", r.class, classes.join(", ")));
+        } else if retention.iter().any(|x| x.class == r.class) {
+            c.add(with(&path, Seg::Key("class")), format!("class {:?} already has a rule", r.class));
+        }
+        let action = match r.action.as_str() {
+            "archive" => jitgate_audit::retention::RetentionAction::Archive,
+            "delete" => jitgate_audit::retention::RetentionAction::Delete,
+            other => {
+                c.add(with(&path, Seg::Key("action")), format!("{other:?} is not a retention action; use \"archive\" or \"delete\""));
+                jitgate_audit::retention::RetentionAction::Archive
+            }
+        };
+        retention.push(jitgate_audit::retention::Rule {
+            class: r.class.clone(),
+            keep: c.duration(with(&path, Seg::Key("keep")), &r.keep),
+            action,
+        });
+    }
+    AuditConfig {
+        anchors,
+        archive,
+        checkpoint_events: a.checkpoint_events.max(1),
+        checkpoint_interval: c.duration(at("checkpoint_interval"), &a.checkpoint_interval),
+        retention_every: c.duration(at("retention_every"), &a.retention_every),
+        retention,
+    }
 }
 
 /// The connection settings of a postgres or mysql resource; the admin URL from exactly one of

@@ -32,6 +32,11 @@ pub enum Error {
     Config(#[from] ConfigError),
     #[error("{0}")]
     Io(String),
+    /// The request clashes with the current state (a hold already released).
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Audit(#[from] jitgate_audit::AuditError),
 }
 
 impl From<StoreError> for Error {

@@ -1,8 +1,10 @@
 //! The jitgate control plane: configuration, the HTTP API, authentication, the expiry scheduler.
 
 pub mod api;
+pub mod audit_log;
 pub mod auth;
 pub mod config;
+mod audit_service;
 mod error;
 mod gateway;
 pub mod metrics;
@@ -14,11 +16,14 @@ use std::sync::Arc;
 
 use jitgate_core::Clock;
 use jitgate_store::SqliteStore;
+
+pub use audit_log::AuditLog;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use config::Config;
 pub use error::{ConfigError, Error};
+pub use audit_service::NewHold;
 pub use service::App;
 
 /// A running server: its address, and a way to stop it.
@@ -69,10 +74,11 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Err
         std::fs::create_dir_all(parent)
             .map_err(|e| Error::Io(format!("cannot create {}: {e}", parent.display())))?;
     }
-    let store = SqliteStore::open(&config.database_path)?;
+    let store: Arc<dyn jitgate_store::Store> = Arc::new(SqliteStore::open(&config.database_path)?);
     let instance = instance_id(&config.data_dir)?;
     let listen = config.listen;
-    let app = Arc::new(App::new(config, Arc::new(store), clock, &instance)?);
+    let audit = Arc::new(AuditLog::open(&config, store.clone(), clock.clone()).await?);
+    let app = Arc::new(App::new(config, store, clock, &instance, audit)?);
 
     // First thing: grants whose window passed while we were down end now, before serving.
     let caught_up = app.catch_up().await?;
@@ -108,8 +114,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Err
             tracing::error!(error = %e, "HTTP server failed");
         }
     });
-    let sched = tokio::spawn(scheduler::run(app.clone(), rx));
-    let tasks = vec![http, sched];
+    let sched = tokio::spawn(scheduler::run(app.clone(), rx.clone()));
+    let checkpoints = tokio::spawn(app.audit.clone().run(rx.clone()));
+    let retention = tokio::spawn(scheduler::retention(app.clone(), rx));
+    let tasks = vec![http, sched, checkpoints, retention];
     let mut gateway_task = None;
     let gateway_addr = match app.config.gateway.clone() {
         Some(g) => {

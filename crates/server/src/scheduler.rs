@@ -64,3 +64,24 @@ async fn round(app: &Arc<App>) -> Result<Duration, crate::Error> {
         None => MAX_SLEEP,
     })
 }
+
+/// Runs a retention sweep every `[audit] retention_every` while any rule is configured.
+pub async fn retention(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    if app.audit.rules().is_empty() {
+        return;
+    }
+    let every = app.config.audit.retention_every;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        match app.audit.sweep(false, &|_| {}).await {
+            Ok(r) if r.deleted + r.archived > 0 => {
+                tracing::info!(deleted = r.deleted, archived = r.archived, held = r.held, "retention sweep");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "retention sweep failed; retrying at the next one"),
+        }
+    }
+}

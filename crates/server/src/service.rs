@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::join_all;
-use jitgate_audit::{AuditEvent, EventFilter};
 use jitgate_connectors::mysql::{MysqlConnector, MysqlSettings};
 use jitgate_connectors::postgres::{PostgresConnector, PostgresSettings};
 use jitgate_connectors::{Connector, GrantSpec, NoneConnector};
@@ -55,6 +54,8 @@ pub struct App {
     pub sessions: Arc<jitgate_gateway::Registry>,
     /// Where the gateway listens, once it does (told to clients by whoami).
     pub gateway_addr: std::sync::OnceLock<std::net::SocketAddr>,
+    /// Signing, anchoring and retention of the audit log.
+    pub audit: Arc<crate::audit_log::AuditLog>,
 }
 
 impl App {
@@ -65,6 +66,7 @@ impl App {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         instance: &str,
+        audit: Arc<crate::audit_log::AuditLog>,
     ) -> Result<Self> {
         let mut connectors = HashMap::new();
         for r in &config.resources {
@@ -81,6 +83,7 @@ impl App {
             wake: Notify::new(),
             sessions: Arc::new(jitgate_gateway::Registry::default()),
             gateway_addr: std::sync::OnceLock::new(),
+            audit,
         })
     }
 
@@ -89,7 +92,7 @@ impl App {
     }
 
     /// Writes a refusal to the audit log before handing it back to the caller.
-    async fn refused(
+    pub(crate) async fn refused(
         &self,
         caller: &Caller,
         action: &str,
@@ -727,18 +730,6 @@ impl App {
             ));
         }
         Ok(self.store.list_requests(filter).await?)
-    }
-
-    /// Searches the audit log: auditors and admins see everything, others what involves them.
-    pub async fn audit_search(
-        &self,
-        caller: &Caller,
-        mut filter: EventFilter,
-    ) -> Result<Vec<AuditEvent>> {
-        if !(caller.is_admin || caller.is_auditor) {
-            filter.involving = Some(caller.principal.name.clone());
-        }
-        Ok(self.store.search_events(filter).await?)
     }
 
     /// Runs everything that is due until nothing is; used first thing at startup so grants whose

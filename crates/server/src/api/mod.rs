@@ -1,5 +1,6 @@
 //! The HTTP API (`/api/v1`), `/healthz`, `/metrics` and the OpenAPI document.
 
+mod audit;
 pub mod views;
 
 use std::sync::Arc;
@@ -43,6 +44,11 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/grants/{id}/review", post(review))
         .route("/api/v1/grants/{id}/credentials", get(credentials))
         .route("/api/v1/audit/events", get(audit_events))
+        .route("/api/v1/audit/export", get(audit::export))
+        .route("/api/v1/audit/erasures", post(audit::erase))
+        .route("/api/v1/audit/rotate-key", post(audit::rotate_key))
+        .route("/api/v1/holds", post(audit::create_hold).get(audit::list_holds))
+        .route("/api/v1/holds/{id}/release", post(audit::release_hold))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
@@ -101,6 +107,9 @@ impl From<Error> for ApiError {
             Error::Core(CoreError::Invalid(m)) => Self::bad_request(m),
             Error::Core(c @ CoreError::InvalidTransition { .. }) => {
                 Self::new(StatusCode::CONFLICT, "conflict", c.to_string())
+            }
+            Error::Conflict(m) | Error::Store(StoreError::Conflict(m)) => {
+                Self::new(StatusCode::CONFLICT, "conflict", m)
             }
             Error::Store(StoreError::Closed) => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -262,6 +271,27 @@ pub struct AuditQuery {
     /// Paging: events after this `seq`.
     pub after: Option<i64>,
     pub limit: Option<u32>,
+    /// Export only: `jsonl` (default) or `csv`.
+    pub format: Option<String>,
+}
+
+impl AuditQuery {
+    fn filter(self) -> EventFilter {
+        EventFilter {
+            since: self.since,
+            until: self.until,
+            actor: self.actor,
+            action: self.action,
+            resource: self.resource,
+            request_id: self.request,
+            grant_id: self.grant,
+            session_id: self.session,
+            outcome: self.outcome,
+            involving: None,
+            after_seq: self.after,
+            limit: self.limit.unwrap_or(100),
+        }
+    }
 }
 
 impl ListQuery {
@@ -507,20 +537,7 @@ async fn audit_events(
     Auth(c): Auth,
     Params(q): Params<AuditQuery>,
 ) -> ApiResult<Vec<EventView>> {
-    let filter = EventFilter {
-        since: q.since,
-        until: q.until,
-        actor: q.actor,
-        action: q.action,
-        resource: q.resource,
-        request_id: q.request,
-        grant_id: q.grant,
-        session_id: q.session,
-        outcome: q.outcome,
-        involving: None,
-        after_seq: q.after,
-        limit: q.limit.unwrap_or(100),
-    };
+    let filter = q.filter();
     let events = app.audit_search(&c, filter).await?;
     Ok(Json(events.into_iter().map(EventView::from).collect()))
 }
@@ -528,8 +545,10 @@ async fn audit_events(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "jitgate", description = "Just-in-time privileged access: requests, approvals, grants, audit."),
-    paths(whoami, create_request, list_requests, get_request, approve, deny, cancel, list_grants, get_grant, release, revoke, extend, review, credentials, audit_events),
-    components(schemas(ErrorBody, ErrorDetail, CreateRequestBody, CommentBody, ReasonBody, ExtendBody, RequestView, GrantView, EventView, WhoAmI, views::CredentialsView)),
+    paths(whoami, create_request, list_requests, get_request, approve, deny, cancel, list_grants, get_grant, release, revoke, extend, review, credentials, audit_events,
+        audit::export, audit::erase, audit::rotate_key, audit::create_hold, audit::list_holds, audit::release_hold),
+    components(schemas(ErrorBody, ErrorDetail, CreateRequestBody, CommentBody, ReasonBody, ExtendBody, RequestView, GrantView, EventView, WhoAmI, views::CredentialsView,
+        audit::HoldBody, audit::HoldView, audit::EraseBody, audit::Erased, audit::KeyView)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

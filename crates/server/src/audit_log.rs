@@ -1,0 +1,411 @@
+//! The audit log's moving parts inside jitgate: the signing key, checkpoints every second or every
+//! N events (also sent to each anchor), key rotation, and retention sweeps with archives.
+//!
+//! Writers never wait for any of this: events are group-committed by the store, and only the
+//! chain head is signed, after the fact.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use jitgate_audit::archive::{self, Manifest, SegmentItem};
+use jitgate_audit::retention::{Fate, Policy, RetentionAction, Rule, class_of, runs};
+use jitgate_audit::{Checkpoint, Gap, PublicKey, Signer};
+use jitgate_core::event::SYSTEM_ACTOR;
+use jitgate_core::{Clock, EventDraft};
+use jitgate_store::{LiveEvent, Store, StoreError};
+use object_store::ObjectStore;
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::config::{Anchor, ArchiveLocation, Config};
+use crate::error::Error;
+
+/// The private key's file in the data directory (mode 0600).
+pub const KEY_FILE: &str = "audit-signing.key";
+/// Every public key this installation has signed with, one hex key per line, oldest first.
+pub const PUBLIC_KEYS_FILE: &str = "audit-signing.pub";
+/// Events removed per retention transaction: bounds how long a sweep holds the writer.
+pub const SWEEP_BATCH: u32 = 20_000;
+
+pub struct AuditLog {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    data_dir: PathBuf,
+    signer: Mutex<Arc<Signer>>,
+    anchors: Vec<Anchor>,
+    http: reqwest::Client,
+    every_events: u64,
+    interval: Duration,
+    rules: Vec<Rule>,
+    archive: Option<Arc<dyn ObjectStore>>,
+    /// Serialises checkpointing, so two callers never sign out of order.
+    last: tokio::sync::Mutex<Option<Checkpoint>>,
+    /// Serialises sweeps in this process.
+    sweeping: tokio::sync::Mutex<()>,
+}
+
+impl AuditLog {
+    /// Loads (or creates) the signing key in the data directory and prepares anchors and archive.
+    pub async fn open(config: &Config, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Result<Self, Error> {
+        let signer = Signer::load_or_create(&config.data_dir.join(KEY_FILE))?;
+        remember_public_key(&config.data_dir, &signer.public())?;
+        let archive: Option<Arc<dyn ObjectStore>> = match &config.audit.archive {
+            ArchiveLocation::Directory(dir) => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Error::Io(format!("cannot create the archive directory {}: {e}", dir.display())))?;
+                let local = object_store::local::LocalFileSystem::new_with_prefix(dir)
+                    .map_err(|e| Error::Io(format!("archive {}: {e}", dir.display())))?;
+                Some(Arc::new(local))
+            }
+            ArchiveLocation::Url(url) => {
+                return Err(Error::Io(format!(
+                    "archive {url}: only local directories are supported by this build"
+                )));
+            }
+        };
+        let last = store.last_checkpoint().await?;
+        Ok(Self {
+            store,
+            clock,
+            data_dir: config.data_dir.clone(),
+            signer: Mutex::new(Arc::new(signer)),
+            anchors: config.audit.anchors.clone(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .map_err(|e| Error::Io(format!("cannot build the webhook client: {e}")))?,
+            every_events: config.audit.checkpoint_events,
+            interval: config.audit.checkpoint_interval,
+            rules: config.audit.retention.clone(),
+            archive,
+            last: tokio::sync::Mutex::new(last),
+            sweeping: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn signer(&self) -> Arc<Signer> {
+        self.signer.lock().expect("signer lock").clone()
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        self.signer().public()
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Signs the chain head if it moved since the last checkpoint, stores the checkpoint and sends
+    /// it to every anchor. Returns it, or `None` if there was nothing new to sign.
+    pub async fn checkpoint(&self) -> Result<Option<Checkpoint>, Error> {
+        let mut last = self.last.lock().await;
+        let head = *self.store.head().borrow();
+        if head.seq == 0 || last.as_ref().is_some_and(|c| c.seq >= head.seq) {
+            return Ok(None);
+        }
+        let cp = self.signer().sign_checkpoint(head.seq, head.hash, self.clock.now().as_microsecond());
+        self.store.add_checkpoint(cp.clone()).await?;
+        *last = Some(cp.clone());
+        drop(last);
+        self.send_to_anchors(&cp).await;
+        Ok(Some(cp))
+    }
+
+    async fn send_to_anchors(&self, cp: &Checkpoint) {
+        for anchor in &self.anchors {
+            let sent = match anchor {
+                Anchor::File(path) => {
+                    let (path, cp) = (path.clone(), cp.clone());
+                    tokio::task::spawn_blocking(move || jitgate_audit::anchor::append(&path, &[cp]))
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map_err(|e| e.to_string()))
+                }
+                Anchor::Webhook(url) => match self.http.post(url).json(cp).send().await {
+                    Ok(r) if r.status().is_success() => Ok(()),
+                    Ok(r) => Err(format!("answered {}", r.status())),
+                    Err(e) => Err(e.to_string()),
+                },
+            };
+            if let Err(why) = sent {
+                // The next checkpoint covers this one, so a missed send loses nothing but time.
+                tracing::error!(%anchor, seq = cp.seq, error = %why, "could not anchor a checkpoint");
+            }
+        }
+    }
+
+    /// Signs a checkpoint every `interval`, or as soon as `every_events` events are waiting.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut heads = self.store.head();
+        let mut deadline = tokio::time::Instant::now() + self.interval;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {}
+                changed = heads.changed() => {
+                    if changed.is_err() { return; }
+                    let waiting = {
+                        let head = heads.borrow_and_update().seq;
+                        let last = self.last.lock().await.as_ref().map(|c| c.seq).unwrap_or(0);
+                        (head - last) as u64
+                    };
+                    if waiting < self.every_events { continue; }
+                }
+                _ = shutdown.changed() => {
+                    if let Err(e) = self.checkpoint().await {
+                        tracing::error!(error = %e, "could not sign the final checkpoint");
+                    }
+                    return;
+                }
+            }
+            if let Err(e) = self.checkpoint().await {
+                tracing::error!(error = %e, "could not sign a checkpoint; retrying");
+            }
+            deadline = tokio::time::Instant::now() + self.interval;
+        }
+    }
+
+    /// Replaces the signing key. The rotation is an event, and a checkpoint signed by the old key
+    /// covers it, so a verifier that trusts the old key learns to trust the new one.
+    pub async fn rotate_key(&self, actor: &str) -> Result<PublicKey, Error> {
+        let old = self.signer();
+        let new = Signer::generate();
+        let staged = self.data_dir.join(format!("{KEY_FILE}.new"));
+        let _ = std::fs::remove_file(&staged);
+        new.write_new(&staged)
+            .map_err(|e| Error::Io(format!("cannot write {}: {e}", staged.display())))?;
+        let event = EventDraft::new(self.clock.now(), actor, jitgate_audit::verify::KEY_ROTATED).details(json!({
+            "old_key_id": old.id(),
+            "key_id": new.id(),
+            "public_key": new.public().to_hex(),
+        }));
+        self.store.append_events(vec![event]).await?;
+        self.checkpoint().await?;
+        let current = self.data_dir.join(KEY_FILE);
+        let retired = self.data_dir.join(format!("{KEY_FILE}.{}.retired", old.id()));
+        let io = |e: std::io::Error| Error::Io(format!("key rotation: {e}"));
+        std::fs::rename(&current, &retired).map_err(io)?;
+        std::fs::rename(&staged, &current).map_err(io)?;
+        remember_public_key(&self.data_dir, &new.public())?;
+        let public = new.public();
+        *self.signer.lock().expect("signer lock") = Arc::new(new);
+        tracing::info!(old = old.id(), new = public.id(), "audit signing key rotated");
+        Ok(public)
+    }
+
+    /// One retention sweep: removes (archiving first where the rule says so) every event that is
+    /// due and not held, in batches that each commit on their own, so a sweep that is killed
+    /// leaves a log that verifies and the next one carries on. `progress` hears each batch.
+    pub async fn sweep(&self, dry_run: bool, progress: &(dyn Fn(&SweepReport) + Sync)) -> Result<SweepReport, Error> {
+        let _one = self.sweeping.lock().await;
+        let started = Instant::now();
+        let mut report = SweepReport {
+            dry_run,
+            ..SweepReport::default()
+        };
+        let now = self.clock.now();
+        let holds = self.store.list_holds(true).await?;
+        report.active_holds = holds.len() as u64;
+        let mut policy = Policy::new(&self.rules, holds, now);
+        let Some(latest_cutoff) = policy.latest_cutoff() else {
+            return Ok(report);
+        };
+        let mut from = 1;
+        let mut attempts = 0;
+        loop {
+            let (prev, batch) = self.store.live_batch(from, SWEEP_BATCH).await?;
+            // Events are appended in time order: once a batch starts after every cutoff, nothing
+            // later can be due either.
+            let Some(first) = batch.first() else { break };
+            if first.candidate.ts_us >= latest_cutoff {
+                break;
+            }
+            let plan = plan(&policy, prev, &batch, &self.signer());
+            report.examined += batch.len() as u64;
+            report.held += plan.held;
+            let next = batch.last().expect("non-empty").candidate.seq + 1;
+            if dry_run || plan.gaps.is_empty() {
+                report.deleted += plan.deleted;
+                report.archived += plan.archived;
+                from = next;
+                progress(&report);
+                continue;
+            }
+            let manifest = match (&self.archive, plan.segment.is_empty()) {
+                (_, true) => None,
+                (None, false) => return Err(Error::Io("a rule archives events but no archive is configured".into())),
+                (Some(store), false) => {
+                    let name = plan.segment_name.as_deref().expect("a segment has a name");
+                    Some(write_segment(store.as_ref(), name, &plan.segment).await?)
+                }
+            };
+            let event = EventDraft::new(self.clock.now(), SYSTEM_ACTOR, "retention.swept").details(json!({
+                "deleted": plan.deleted,
+                "archived": plan.archived,
+                "first_seq": plan.gaps.first().map(|(g, _)| g.first_seq),
+                "last_seq": plan.gaps.last().map(|(g, _)| g.last_seq),
+                "ranges": plan.gaps.len(),
+                "segment": manifest.as_ref().map(|m| m.name.clone()),
+                "classes": plan.classes,
+            }));
+            let hold_ids = policy.holds().iter().map(|h| h.id.clone()).collect();
+            let t = Instant::now();
+            match self.store.remove_ranges(plan.gaps, manifest.clone(), hold_ids, vec![event]).await {
+                Ok(_) => {
+                    let ms = t.elapsed().as_secs_f64() * 1000.0;
+                    report.max_batch_ms = report.max_batch_ms.max(ms);
+                    report.deleted += plan.deleted;
+                    report.archived += plan.archived;
+                    report.batches += 1;
+                    report.segments += u64::from(manifest.is_some());
+                    report.through_seq = next - 1;
+                    from = next;
+                    attempts = 0;
+                    progress(&report);
+                }
+                Err(StoreError::Conflict(why)) if attempts < 3 => {
+                    // A hold appeared or the events moved: plan this batch again with fresh holds.
+                    tracing::info!(%why, "retention batch planned again");
+                    attempts += 1;
+                    let holds = self.store.list_holds(true).await?;
+                    report.active_holds = holds.len() as u64;
+                    policy = Policy::new(&self.rules, holds, self.clock.now().min(now));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        if !dry_run {
+            let event = EventDraft::new(self.clock.now(), SYSTEM_ACTOR, "retention.completed").details(json!({
+                "deleted": report.deleted,
+                "archived": report.archived,
+                "held": report.held,
+                "through_seq": report.through_seq,
+                "active_holds": report.active_holds,
+            }));
+            self.store.append_events(vec![event]).await?;
+        }
+        Ok(report)
+    }
+}
+
+/// What a sweep did (or, dry, would do).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SweepReport {
+    pub dry_run: bool,
+    pub examined: u64,
+    pub deleted: u64,
+    pub archived: u64,
+    /// Due events kept because a hold covers them.
+    pub held: u64,
+    pub active_holds: u64,
+    pub batches: u64,
+    pub segments: u64,
+    /// Every event up to here was looked at and, if due and not held, removed.
+    pub through_seq: i64,
+    /// The longest a batch held the store's writer.
+    pub max_batch_ms: f64,
+    pub seconds: f64,
+}
+
+struct Plan {
+    gaps: Vec<(Gap, Option<String>)>,
+    segment: Vec<SegmentItem>,
+    segment_name: Option<String>,
+    deleted: u64,
+    archived: u64,
+    held: u64,
+    classes: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// Decides the fate of each event in a batch and signs a boundary for each run of removed ones;
+/// archived events (and signed sub-boundaries for deleted ones between them) go to one segment.
+fn plan(policy: &Policy, prev: jitgate_audit::Hash, batch: &[LiveEvent], signer: &Signer) -> Plan {
+    let fates: Vec<(i64, Fate)> = batch.iter().map(|e| (e.candidate.seq, policy.fate(&e.candidate))).collect();
+    let mut plan = Plan {
+        gaps: Vec::new(),
+        segment: Vec::new(),
+        segment_name: None,
+        deleted: 0,
+        archived: 0,
+        held: fates.iter().filter(|(_, f)| *f == Fate::Held).count() as u64,
+        classes: Default::default(),
+    };
+    let runs = runs(&fates);
+    let name = runs
+        .first()
+        .zip(runs.last())
+        .map(|((a, _), (_, b))| archive::segment_name(batch[*a].candidate.seq, batch[*b].candidate.seq));
+    for (start, end) in runs {
+        let before = |i: usize| if i == 0 { prev } else { batch[i - 1].record.hash };
+        let mut archived_here = false;
+        let mut deleted_from: Option<usize> = None;
+        let mut items = Vec::new();
+        for i in start..=end {
+            let Fate::Remove(action) = fates[i].1 else { unreachable!("runs hold removable events") };
+            *plan.classes.entry(class_of(&batch[i].candidate.action)).or_default() += 1;
+            match action {
+                RetentionAction::Delete => {
+                    plan.deleted += 1;
+                    deleted_from.get_or_insert(i);
+                }
+                RetentionAction::Archive => {
+                    plan.archived += 1;
+                    archived_here = true;
+                    if let Some(d) = deleted_from.take() {
+                        items.push(SegmentItem::Gap(sub_gap(signer, batch, d, i - 1, before(d))));
+                    }
+                    items.push(SegmentItem::Event(batch[i].record.clone()));
+                }
+            }
+        }
+        if let Some(d) = deleted_from.take() {
+            items.push(SegmentItem::Gap(sub_gap(signer, batch, d, end, before(d))));
+        }
+        let gap = signer.sign_gap(batch[start].candidate.seq, batch[end].candidate.seq, before(start), batch[end].record.hash);
+        if archived_here {
+            plan.segment.extend(items);
+            plan.segment_name = name.clone();
+            plan.gaps.push((gap, name.clone()));
+        } else {
+            plan.gaps.push((gap, None));
+        }
+    }
+    plan
+}
+
+fn sub_gap(signer: &Signer, batch: &[LiveEvent], from: usize, to: usize, prev: jitgate_audit::Hash) -> Gap {
+    signer.sign_gap(batch[from].candidate.seq, batch[to].candidate.seq, prev, batch[to].record.hash)
+}
+
+async fn write_segment(store: &dyn ObjectStore, name: &str, items: &[SegmentItem]) -> Result<Manifest, Error> {
+    let (bytes, manifest) = archive::encode(name, items)?;
+    let io = |e: object_store::Error| Error::Io(format!("archive: {e}"));
+    store
+        .put(&object_store::path::Path::from(name), bytes.into())
+        .await
+        .map_err(io)?;
+    let manifest_json = serde_json::to_vec_pretty(&manifest).expect("manifests serialise");
+    store
+        .put(&object_store::path::Path::from(Manifest::object_name(name)), manifest_json.into())
+        .await
+        .map_err(io)?;
+    Ok(manifest)
+}
+
+/// Adds `key` to the public key file if it is not there yet.
+fn remember_public_key(data_dir: &Path, key: &PublicKey) -> Result<(), Error> {
+    let path = data_dir.join(PUBLIC_KEYS_FILE);
+    let known = std::fs::read_to_string(&path).unwrap_or_default();
+    if known.lines().any(|l| l.trim() == key.to_hex()) {
+        return Ok(());
+    }
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+        .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+    writeln!(f, "{}", key.to_hex()).map_err(|e| Error::Io(format!("{}: {e}", path.display())))
+}
