@@ -119,7 +119,8 @@ pub fn encode(name: &str, items: &[SegmentItem]) -> Result<(Vec<u8>, Manifest), 
         serde_json::to_writer(&mut lines, item).map_err(|e| AuditError::Archive(e.to_string()))?;
         lines.push(b'\n');
     }
-    let bytes = zstd::encode_all(lines.as_slice(), 3).map_err(|e| AuditError::Archive(e.to_string()))?;
+    let bytes =
+        zstd::encode_all(lines.as_slice(), 3).map_err(|e| AuditError::Archive(e.to_string()))?;
     let events = items
         .iter()
         .filter(|i| matches!(i, SegmentItem::Event(_)))
@@ -187,7 +188,10 @@ mod tests {
         };
         let items = vec![SegmentItem::Event(e)];
         let (mut bytes, manifest) = encode(&segment_name(5, 5), &items).unwrap();
-        assert_eq!((manifest.first_seq, manifest.last_seq, manifest.events), (5, 5, 1));
+        assert_eq!(
+            (manifest.first_seq, manifest.last_seq, manifest.events),
+            (5, 5, 1)
+        );
         assert_eq!(decode(&bytes, &manifest).unwrap(), items);
         bytes[3] ^= 1;
         assert!(decode(&bytes, &manifest).is_err());

@@ -47,7 +47,10 @@ pub struct Rule {
     pub action: RetentionAction,
 }
 
-fn serialize_duration<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+fn serialize_duration<S: serde::Serializer>(
+    d: &std::time::Duration,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     s.serialize_str(&humantime::format_duration(*d).to_string())
 }
 
@@ -97,7 +100,10 @@ impl Hold {
             && eq(&self.resource, e.resource.as_ref())
             && eq(&self.request_id, e.request_id.as_ref())
             && eq(&self.grant_id, e.grant_id.as_ref())
-            && self.principal.as_ref().is_none_or(|p| *p == e.actor || e.subject.as_ref() == Some(p))
+            && self
+                .principal
+                .as_ref()
+                .is_none_or(|p| *p == e.actor || e.subject.as_ref() == Some(p))
             && self.from.is_none_or(|t| e.ts_us >= t.as_microsecond())
             && self.until.is_none_or(|t| e.ts_us < t.as_microsecond())
     }
@@ -238,19 +244,43 @@ mod tests {
         }];
         let old = now.as_microsecond() - 200_000_000;
         let p = Policy::new(&rules, vec![], now);
-        assert_eq!(p.fate(&candidate(1, old, "session.statement", "a")), Fate::Remove(RetentionAction::Delete));
-        assert_eq!(p.fate(&candidate(2, now.as_microsecond(), "session.statement", "a")), Fate::Keep);
-        assert_eq!(p.fate(&candidate(3, old, "grant.expired", "a")), Fate::Keep, "no rule: kept");
+        assert_eq!(
+            p.fate(&candidate(1, old, "session.statement", "a")),
+            Fate::Remove(RetentionAction::Delete)
+        );
+        assert_eq!(
+            p.fate(&candidate(
+                2,
+                now.as_microsecond(),
+                "session.statement",
+                "a"
+            )),
+            Fate::Keep
+        );
+        assert_eq!(
+            p.fate(&candidate(3, old, "grant.expired", "a")),
+            Fate::Keep,
+            "no rule: kept"
+        );
 
         let mut h = hold();
         h.principal = Some("a".into());
         let p = Policy::new(&rules, vec![h.clone()], now);
-        assert_eq!(p.fate(&candidate(1, old, "session.statement", "a")), Fate::Held);
-        assert_eq!(p.fate(&candidate(1, old, "session.statement", "b")), Fate::Remove(RetentionAction::Delete));
+        assert_eq!(
+            p.fate(&candidate(1, old, "session.statement", "a")),
+            Fate::Held
+        );
+        assert_eq!(
+            p.fate(&candidate(1, old, "session.statement", "b")),
+            Fate::Remove(RetentionAction::Delete)
+        );
 
         h.released_at = Some(now);
         let p = Policy::new(&rules, vec![h], now);
-        assert_eq!(p.fate(&candidate(1, old, "session.statement", "a")), Fate::Remove(RetentionAction::Delete));
+        assert_eq!(
+            p.fate(&candidate(1, old, "session.statement", "a")),
+            Fate::Remove(RetentionAction::Delete)
+        );
     }
 
     #[test]
@@ -269,7 +299,15 @@ mod tests {
     #[test]
     fn runs_break_at_kept_events_and_at_gaps() {
         let d = Fate::Remove(RetentionAction::Delete);
-        let fates = [(1, d), (2, d), (3, Fate::Keep), (4, d), (6, d), (7, Fate::Held), (8, d)];
+        let fates = [
+            (1, d),
+            (2, d),
+            (3, Fate::Keep),
+            (4, d),
+            (6, d),
+            (7, Fate::Held),
+            (8, d),
+        ];
         assert_eq!(runs(&fates), vec![(0, 1), (3, 3), (4, 4), (6, 6)]);
         assert_eq!(runs(&[]), vec![]);
     }

@@ -54,8 +54,9 @@ impl Signer {
         match std::fs::read_to_string(path) {
             Ok(text) => {
                 check_private(path)?;
-                Self::parse(&text)
-                    .ok_or_else(|| AuditError::Key(format!("{}: not a jitgate signing key", path.display())))
+                Self::parse(&text).ok_or_else(|| {
+                    AuditError::Key(format!("{}: not a jitgate signing key", path.display()))
+                })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let signer = Self::generate();
@@ -94,7 +95,9 @@ impl Signer {
     }
 
     pub fn sign_gap(&self, first_seq: i64, last_seq: i64, prev: Hash, last: Hash) -> Gap {
-        let signature = self.key.sign(&gap_message(first_seq, last_seq, &prev, &last));
+        let signature = self
+            .key
+            .sign(&gap_message(first_seq, last_seq, &prev, &last));
         Gap {
             first_seq,
             last_seq,

@@ -53,7 +53,13 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "seq {}: {}: {}", self.seq, self.kind.as_str(), self.detail)
+        write!(
+            f,
+            "seq {}: {}: {}",
+            self.seq,
+            self.kind.as_str(),
+            self.detail
+        )
     }
 }
 
@@ -203,7 +209,11 @@ impl Verifier {
         self.report.events_in_gaps += (gap.last_seq - gap.first_seq + 1) as u64;
         self.report.signed_through = self.report.signed_through.max(gap.last_seq);
         // Checkpoints inside the gap can only have their signatures checked.
-        while self.checkpoints.last().is_some_and(|c| c.seq < gap.last_seq) {
+        while self
+            .checkpoints
+            .last()
+            .is_some_and(|c| c.seq < gap.last_seq)
+        {
             let cp = self.checkpoints.pop().expect("checked");
             self.check_signature(&cp)?;
         }
@@ -247,7 +257,10 @@ impl Verifier {
             return Err(Problem {
                 seq,
                 kind: ProblemKind::Reordered,
-                detail: format!("a range boundary ends at seq {} before it starts", gap.last_seq),
+                detail: format!(
+                    "a range boundary ends at seq {} before it starts",
+                    gap.last_seq
+                ),
             });
         }
         if gap.prev_hash != self.prev {
@@ -257,7 +270,11 @@ impl Verifier {
                 detail: "a range boundary does not continue the chain before it".into(),
             });
         }
-        if !self.trusted.get(&gap.key_id).is_some_and(|k| k.verifies_gap(gap)) {
+        if !self
+            .trusted
+            .get(&gap.key_id)
+            .is_some_and(|k| k.verifies_gap(gap))
+        {
             return Err(Problem {
                 seq,
                 kind: ProblemKind::BadSignature,
@@ -332,7 +349,10 @@ impl Verifier {
             Some(_) => Err(Problem {
                 seq: cp.seq,
                 kind: ProblemKind::BadSignature,
-                detail: format!("the checkpoint's signature does not verify with key {}", cp.key_id),
+                detail: format!(
+                    "the checkpoint's signature does not verify with key {}",
+                    cp.key_id
+                ),
             }),
             None => Err(Problem {
                 seq: cp.seq,

@@ -47,6 +47,17 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
+        let text = self.send(method, path, body).await?.text().await?;
+        Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// Sends a request and returns the response if it succeeded, its error as a [`Failure`] if not.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<reqwest::Response> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -62,11 +73,11 @@ impl Client {
             ))
         })?;
         let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
         let text = resp.text().await?;
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        if status.is_success() {
-            return Ok(value);
-        }
         let message = value["error"]["message"]
             .as_str()
             .map(str::to_owned)

@@ -2,6 +2,7 @@
 //!
 //! Exit codes: 0 success, 1 a refused or failed action, 2 bad usage.
 
+mod audit_cmd;
 mod client;
 mod demo;
 mod output;
@@ -115,6 +116,20 @@ enum Command {
         conn: Conn,
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Legal holds on the audit log.
+    Hold {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        command: audit_cmd::HoldCommand,
+    },
+    /// Audit log retention: sweep now, or see where things stand.
+    Retention {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        command: audit_cmd::RetentionCommand,
     },
     /// Connection credentials for your active grant's ephemeral login (-o env for PG*/MYSQL_* lines).
     Credentials {
@@ -253,35 +268,103 @@ enum GrantCommand {
     },
 }
 
+/// Which events: every filter narrows.
+#[derive(Args, Clone, Debug, Default)]
+struct Filters {
+    /// RFC 3339, or a duration meaning that long ago (e.g. 1h).
+    #[arg(long)]
+    since: Option<String>,
+    #[arg(long)]
+    until: Option<String>,
+    #[arg(long)]
+    actor: Option<String>,
+    /// Glob on the action, e.g. 'grant.*'.
+    #[arg(long)]
+    action: Option<String>,
+    #[arg(long)]
+    resource: Option<String>,
+    #[arg(long)]
+    request: Option<String>,
+    #[arg(long)]
+    grant: Option<String>,
+    #[arg(long)]
+    session: Option<String>,
+    #[arg(long)]
+    outcome: Option<String>,
+}
+
+impl Filters {
+    fn pairs(self) -> anyhow::Result<Vec<(&'static str, Option<String>)>> {
+        Ok(vec![
+            ("since", self.since.map(|s| when(&s, true)).transpose()?),
+            ("until", self.until.map(|s| when(&s, true)).transpose()?),
+            ("actor", self.actor),
+            ("action", self.action),
+            ("resource", self.resource),
+            ("request", self.request),
+            ("grant", self.grant),
+            ("session", self.session),
+            ("outcome", self.outcome),
+        ])
+    }
+}
+
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Search the audit log (oldest first).
     Search {
-        /// RFC 3339, or a duration meaning that long ago (e.g. 1h).
-        #[arg(long)]
-        since: Option<String>,
-        #[arg(long)]
-        until: Option<String>,
-        #[arg(long)]
-        actor: Option<String>,
-        /// Glob on the action, e.g. 'grant.*'.
-        #[arg(long)]
-        action: Option<String>,
-        #[arg(long)]
-        resource: Option<String>,
-        #[arg(long)]
-        request: Option<String>,
-        #[arg(long)]
-        grant: Option<String>,
-        #[arg(long)]
-        session: Option<String>,
-        #[arg(long)]
-        outcome: Option<String>,
+        #[command(flatten)]
+        filters: Filters,
         /// Events after this seq (paging).
         #[arg(long)]
         after: Option<i64>,
         #[arg(long)]
         limit: Option<u32>,
+    },
+    /// Verify the log offline: the hash chain, payload commitments, signed checkpoints and range
+    /// boundaries, and anchors. Exits 1 naming the first bad seq.
+    Verify {
+        #[command(flatten)]
+        local: audit_cmd::Local,
+        /// An anchor file of checkpoints (repeatable; file anchors in --config are added).
+        #[arg(long)]
+        anchor: Vec<PathBuf>,
+        /// Trusted public keys, one hex key per line (default: the data directory's own list).
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// An archive directory: verify archived ranges too, as part of the same chain.
+        #[arg(long)]
+        archive: Option<PathBuf>,
+    },
+    /// Export events as JSON lines or CSV, streaming (recorded as audit.exported).
+    Export {
+        #[command(flatten)]
+        filters: Filters,
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+        /// Write here instead of stdout.
+        #[arg(long)]
+        output_file: Option<PathBuf>,
+    },
+    /// Erase a data subject's payloads (keeping the skeletons, so verify still passes).
+    Erase {
+        #[arg(long)]
+        principal: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Replace the audit signing key (recorded, and covered by a checkpoint of the old key).
+    RotateKey,
+    /// Read archived events back (JSON lines), checking each segment against its manifest.
+    Restore {
+        #[arg(long)]
+        archive: PathBuf,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        output_file: Option<PathBuf>,
     },
 }
 
@@ -315,6 +398,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Request { conn, .. }
     | Command::Grant { conn, .. }
     | Command::Audit { conn, .. }
+    | Command::Hold { conn, .. }
+    | Command::Retention { conn, .. }
     | Command::Whoami { conn } = &cli.command
         && conn.output == Output::Env
     {
@@ -374,41 +459,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Request { conn, command } => request(&conn, command).await,
         Command::Grant { conn, command } => grant(&conn, command).await,
-        Command::Audit {
-            conn,
-            command:
-                AuditCommand::Search {
-                    since,
-                    until,
-                    actor,
-                    action,
-                    resource,
-                    request,
-                    grant,
-                    session,
-                    outcome,
-                    after,
-                    limit,
-                },
-        } => {
-            let client = Client::new(&conn.url, conn.token.clone())?;
-            let q = query(&[
-                ("since", since.map(|s| when(&s, true)).transpose()?),
-                ("until", until.map(|s| when(&s, true)).transpose()?),
-                ("actor", actor),
-                ("action", action),
-                ("resource", resource),
-                ("request", request),
-                ("grant", grant),
-                ("session", session),
-                ("outcome", outcome),
-                ("after", after.map(|a| a.to_string())),
-                ("limit", limit.map(|l| l.to_string())),
-            ]);
-            let events = client.get(&format!("/api/v1/audit/events{q}")).await?;
-            print_events(&conn, &events);
-            Ok(())
-        }
+        Command::Audit { conn, command } => audit(&conn, command).await,
+        Command::Hold { conn, command } => audit_cmd::hold(&conn, command).await,
+        Command::Retention { conn, command } => audit_cmd::retention(command, conn.output).await,
         Command::Credentials { conn, grant_id } => {
             let client = Client::new(&conn.url, conn.token.clone())?;
             let c = client
@@ -756,6 +809,71 @@ fn print_request(conn: &Conn, r: &Value) {
         if g["needs_review"] == true {
             println!("needs_review:     true (break-glass)");
         }
+    }
+}
+
+async fn audit(conn: &Conn, command: AuditCommand) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Search {
+            filters,
+            after,
+            limit,
+        } => {
+            let client = Client::new(&conn.url, conn.token.clone())?;
+            let mut pairs = filters.pairs()?;
+            pairs.push(("after", after.map(|a| a.to_string())));
+            pairs.push(("limit", limit.map(|l| l.to_string())));
+            let events = client
+                .get(&format!("/api/v1/audit/events{}", query(&pairs)))
+                .await?;
+            print_events(conn, &events);
+            Ok(())
+        }
+        AuditCommand::Verify {
+            local,
+            anchor,
+            public_key,
+            archive,
+        } => audit_cmd::verify(&local, anchor, public_key, archive, conn.output),
+        AuditCommand::Export {
+            filters,
+            format,
+            output_file,
+        } => audit_cmd::export(conn, filters.pairs()?, &format, output_file).await,
+        AuditCommand::Erase { principal, reason } => {
+            let client = Client::new(&conn.url, conn.token.clone())?;
+            let v = client
+                .post(
+                    "/api/v1/audit/erasures",
+                    json!({ "principal": principal, "reason": reason }),
+                )
+                .await?;
+            if conn.output == Output::Json {
+                println!("{v}");
+            } else {
+                println!(
+                    "erased {} payloads of {principal}; the event skeletons remain and still verify",
+                    v["payloads_erased"]
+                );
+            }
+            Ok(())
+        }
+        AuditCommand::RotateKey => {
+            let client = Client::new(&conn.url, conn.token.clone())?;
+            let v = client.post("/api/v1/audit/rotate-key", json!({})).await?;
+            if conn.output == Output::Json {
+                println!("{v}");
+            } else {
+                output::fields(&v, &["key_id", "public_key"]);
+            }
+            Ok(())
+        }
+        AuditCommand::Restore {
+            archive,
+            since,
+            until,
+            output_file,
+        } => audit_cmd::restore(archive, since, until, output_file),
     }
 }
 

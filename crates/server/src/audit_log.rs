@@ -48,13 +48,21 @@ pub struct AuditLog {
 
 impl AuditLog {
     /// Loads (or creates) the signing key in the data directory and prepares anchors and archive.
-    pub async fn open(config: &Config, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Result<Self, Error> {
+    pub async fn open(
+        config: &Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, Error> {
         let signer = Signer::load_or_create(&config.data_dir.join(KEY_FILE))?;
         remember_public_key(&config.data_dir, &signer.public())?;
         let archive: Option<Arc<dyn ObjectStore>> = match &config.audit.archive {
             ArchiveLocation::Directory(dir) => {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| Error::Io(format!("cannot create the archive directory {}: {e}", dir.display())))?;
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    Error::Io(format!(
+                        "cannot create the archive directory {}: {e}",
+                        dir.display()
+                    ))
+                })?;
                 let local = object_store::local::LocalFileSystem::new_with_prefix(dir)
                     .map_err(|e| Error::Io(format!("archive {}: {e}", dir.display())))?;
                 Some(Arc::new(local))
@@ -105,7 +113,9 @@ impl AuditLog {
         if head.seq == 0 || last.as_ref().is_some_and(|c| c.seq >= head.seq) {
             return Ok(None);
         }
-        let cp = self.signer().sign_checkpoint(head.seq, head.hash, self.clock.now().as_microsecond());
+        let cp =
+            self.signer()
+                .sign_checkpoint(head.seq, head.hash, self.clock.now().as_microsecond());
         self.store.add_checkpoint(cp.clone()).await?;
         *last = Some(cp.clone());
         drop(last);
@@ -175,29 +185,40 @@ impl AuditLog {
         let _ = std::fs::remove_file(&staged);
         new.write_new(&staged)
             .map_err(|e| Error::Io(format!("cannot write {}: {e}", staged.display())))?;
-        let event = EventDraft::new(self.clock.now(), actor, jitgate_audit::verify::KEY_ROTATED).details(json!({
-            "old_key_id": old.id(),
-            "key_id": new.id(),
-            "public_key": new.public().to_hex(),
-        }));
+        let event = EventDraft::new(self.clock.now(), actor, jitgate_audit::verify::KEY_ROTATED)
+            .details(json!({
+                "old_key_id": old.id(),
+                "key_id": new.id(),
+                "public_key": new.public().to_hex(),
+            }));
         self.store.append_events(vec![event]).await?;
         self.checkpoint().await?;
         let current = self.data_dir.join(KEY_FILE);
-        let retired = self.data_dir.join(format!("{KEY_FILE}.{}.retired", old.id()));
+        let retired = self
+            .data_dir
+            .join(format!("{KEY_FILE}.{}.retired", old.id()));
         let io = |e: std::io::Error| Error::Io(format!("key rotation: {e}"));
         std::fs::rename(&current, &retired).map_err(io)?;
         std::fs::rename(&staged, &current).map_err(io)?;
         remember_public_key(&self.data_dir, &new.public())?;
         let public = new.public();
         *self.signer.lock().expect("signer lock") = Arc::new(new);
-        tracing::info!(old = old.id(), new = public.id(), "audit signing key rotated");
+        tracing::info!(
+            old = old.id(),
+            new = public.id(),
+            "audit signing key rotated"
+        );
         Ok(public)
     }
 
     /// One retention sweep: removes (archiving first where the rule says so) every event that is
     /// due and not held, in batches that each commit on their own, so a sweep that is killed
     /// leaves a log that verifies and the next one carries on. `progress` hears each batch.
-    pub async fn sweep(&self, dry_run: bool, progress: &(dyn Fn(&SweepReport) + Sync)) -> Result<SweepReport, Error> {
+    pub async fn sweep(
+        &self,
+        dry_run: bool,
+        progress: &(dyn Fn(&SweepReport) + Sync),
+    ) -> Result<SweepReport, Error> {
         let _one = self.sweeping.lock().await;
         let started = Instant::now();
         let mut report = SweepReport {
@@ -234,24 +255,33 @@ impl AuditLog {
             }
             let manifest = match (&self.archive, plan.segment.is_empty()) {
                 (_, true) => None,
-                (None, false) => return Err(Error::Io("a rule archives events but no archive is configured".into())),
+                (None, false) => {
+                    return Err(Error::Io(
+                        "a rule archives events but no archive is configured".into(),
+                    ));
+                }
                 (Some(store), false) => {
                     let name = plan.segment_name.as_deref().expect("a segment has a name");
                     Some(write_segment(store.as_ref(), name, &plan.segment).await?)
                 }
             };
-            let event = EventDraft::new(self.clock.now(), SYSTEM_ACTOR, "retention.swept").details(json!({
-                "deleted": plan.deleted,
-                "archived": plan.archived,
-                "first_seq": plan.gaps.first().map(|(g, _)| g.first_seq),
-                "last_seq": plan.gaps.last().map(|(g, _)| g.last_seq),
-                "ranges": plan.gaps.len(),
-                "segment": manifest.as_ref().map(|m| m.name.clone()),
-                "classes": plan.classes,
-            }));
+            let event =
+                EventDraft::new(self.clock.now(), SYSTEM_ACTOR, "retention.swept").details(json!({
+                    "deleted": plan.deleted,
+                    "archived": plan.archived,
+                    "first_seq": plan.gaps.first().map(|(g, _)| g.first_seq),
+                    "last_seq": plan.gaps.last().map(|(g, _)| g.last_seq),
+                    "ranges": plan.gaps.len(),
+                    "segment": manifest.as_ref().map(|m| m.name.clone()),
+                    "classes": plan.classes,
+                }));
             let hold_ids = policy.holds().iter().map(|h| h.id.clone()).collect();
             let t = Instant::now();
-            match self.store.remove_ranges(plan.gaps, manifest.clone(), hold_ids, vec![event]).await {
+            match self
+                .store
+                .remove_ranges(plan.gaps, manifest.clone(), hold_ids, vec![event])
+                .await
+            {
                 Ok(_) => {
                     let ms = t.elapsed().as_secs_f64() * 1000.0;
                     report.max_batch_ms = report.max_batch_ms.max(ms);
@@ -277,13 +307,14 @@ impl AuditLog {
         }
         report.seconds = started.elapsed().as_secs_f64();
         if !dry_run {
-            let event = EventDraft::new(self.clock.now(), SYSTEM_ACTOR, "retention.completed").details(json!({
-                "deleted": report.deleted,
-                "archived": report.archived,
-                "held": report.held,
-                "through_seq": report.through_seq,
-                "active_holds": report.active_holds,
-            }));
+            let event = EventDraft::new(self.clock.now(), SYSTEM_ACTOR, "retention.completed")
+                .details(json!({
+                    "deleted": report.deleted,
+                    "archived": report.archived,
+                    "held": report.held,
+                    "through_seq": report.through_seq,
+                    "active_holds": report.active_holds,
+                }));
             self.store.append_events(vec![event]).await?;
         }
         Ok(report)
@@ -322,7 +353,10 @@ struct Plan {
 /// Decides the fate of each event in a batch and signs a boundary for each run of removed ones;
 /// archived events (and signed sub-boundaries for deleted ones between them) go to one segment.
 fn plan(policy: &Policy, prev: jitgate_audit::Hash, batch: &[LiveEvent], signer: &Signer) -> Plan {
-    let fates: Vec<(i64, Fate)> = batch.iter().map(|e| (e.candidate.seq, policy.fate(&e.candidate))).collect();
+    let fates: Vec<(i64, Fate)> = batch
+        .iter()
+        .map(|e| (e.candidate.seq, policy.fate(&e.candidate)))
+        .collect();
     let mut plan = Plan {
         gaps: Vec::new(),
         segment: Vec::new(),
@@ -333,18 +367,28 @@ fn plan(policy: &Policy, prev: jitgate_audit::Hash, batch: &[LiveEvent], signer:
         classes: Default::default(),
     };
     let runs = runs(&fates);
-    let name = runs
-        .first()
-        .zip(runs.last())
-        .map(|((a, _), (_, b))| archive::segment_name(batch[*a].candidate.seq, batch[*b].candidate.seq));
+    let name = runs.first().zip(runs.last()).map(|((a, _), (_, b))| {
+        archive::segment_name(batch[*a].candidate.seq, batch[*b].candidate.seq)
+    });
     for (start, end) in runs {
-        let before = |i: usize| if i == 0 { prev } else { batch[i - 1].record.hash };
+        let before = |i: usize| {
+            if i == 0 {
+                prev
+            } else {
+                batch[i - 1].record.hash
+            }
+        };
         let mut archived_here = false;
         let mut deleted_from: Option<usize> = None;
         let mut items = Vec::new();
         for i in start..=end {
-            let Fate::Remove(action) = fates[i].1 else { unreachable!("runs hold removable events") };
-            *plan.classes.entry(class_of(&batch[i].candidate.action)).or_default() += 1;
+            let Fate::Remove(action) = fates[i].1 else {
+                unreachable!("runs hold removable events")
+            };
+            *plan
+                .classes
+                .entry(class_of(&batch[i].candidate.action))
+                .or_default() += 1;
             match action {
                 RetentionAction::Delete => {
                     plan.deleted += 1;
@@ -354,7 +398,13 @@ fn plan(policy: &Policy, prev: jitgate_audit::Hash, batch: &[LiveEvent], signer:
                     plan.archived += 1;
                     archived_here = true;
                     if let Some(d) = deleted_from.take() {
-                        items.push(SegmentItem::Gap(sub_gap(signer, batch, d, i - 1, before(d))));
+                        items.push(SegmentItem::Gap(sub_gap(
+                            signer,
+                            batch,
+                            d,
+                            i - 1,
+                            before(d),
+                        )));
                     }
                     items.push(SegmentItem::Event(batch[i].record.clone()));
                 }
@@ -363,7 +413,12 @@ fn plan(policy: &Policy, prev: jitgate_audit::Hash, batch: &[LiveEvent], signer:
         if let Some(d) = deleted_from.take() {
             items.push(SegmentItem::Gap(sub_gap(signer, batch, d, end, before(d))));
         }
-        let gap = signer.sign_gap(batch[start].candidate.seq, batch[end].candidate.seq, before(start), batch[end].record.hash);
+        let gap = signer.sign_gap(
+            batch[start].candidate.seq,
+            batch[end].candidate.seq,
+            before(start),
+            batch[end].record.hash,
+        );
         if archived_here {
             plan.segment.extend(items);
             plan.segment_name = name.clone();
@@ -375,11 +430,26 @@ fn plan(policy: &Policy, prev: jitgate_audit::Hash, batch: &[LiveEvent], signer:
     plan
 }
 
-fn sub_gap(signer: &Signer, batch: &[LiveEvent], from: usize, to: usize, prev: jitgate_audit::Hash) -> Gap {
-    signer.sign_gap(batch[from].candidate.seq, batch[to].candidate.seq, prev, batch[to].record.hash)
+fn sub_gap(
+    signer: &Signer,
+    batch: &[LiveEvent],
+    from: usize,
+    to: usize,
+    prev: jitgate_audit::Hash,
+) -> Gap {
+    signer.sign_gap(
+        batch[from].candidate.seq,
+        batch[to].candidate.seq,
+        prev,
+        batch[to].record.hash,
+    )
 }
 
-async fn write_segment(store: &dyn ObjectStore, name: &str, items: &[SegmentItem]) -> Result<Manifest, Error> {
+async fn write_segment(
+    store: &dyn ObjectStore,
+    name: &str,
+    items: &[SegmentItem],
+) -> Result<Manifest, Error> {
     let (bytes, manifest) = archive::encode(name, items)?;
     let io = |e: object_store::Error| Error::Io(format!("archive: {e}"));
     store
@@ -388,7 +458,10 @@ async fn write_segment(store: &dyn ObjectStore, name: &str, items: &[SegmentItem
         .map_err(io)?;
     let manifest_json = serde_json::to_vec_pretty(&manifest).expect("manifests serialise");
     store
-        .put(&object_store::path::Path::from(Manifest::object_name(name)), manifest_json.into())
+        .put(
+            &object_store::path::Path::from(Manifest::object_name(name)),
+            manifest_json.into(),
+        )
         .await
         .map_err(io)?;
     Ok(manifest)

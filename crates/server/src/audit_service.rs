@@ -38,7 +38,11 @@ impl App {
 
     /// Searches the audit log: auditors and admins see everything, others what involves them.
     /// The search itself is recorded.
-    pub async fn audit_search(&self, caller: &Caller, mut filter: EventFilter) -> Result<Vec<AuditEvent>> {
+    pub async fn audit_search(
+        &self,
+        caller: &Caller,
+        mut filter: EventFilter,
+    ) -> Result<Vec<AuditEvent>> {
         if !(caller.is_admin || caller.is_auditor) {
             filter.involving = Some(caller.principal.name.clone());
         }
@@ -73,14 +77,20 @@ impl App {
     }
 
     pub async fn create_hold(&self, caller: &Caller, new: NewHold) -> Result<Hold> {
-        self.admin_only(caller, "hold.create", "place legal holds").await?;
+        self.admin_only(caller, "hold.create", "place legal holds")
+            .await?;
         if new.reason.trim().is_empty() {
-            return Err(CoreError::Invalid("a hold needs a reason (the case or matter it is for)".into()).into());
+            return Err(CoreError::Invalid(
+                "a hold needs a reason (the case or matter it is for)".into(),
+            )
+            .into());
         }
         if let (Some(from), Some(until)) = (new.from, new.until)
             && from >= until
         {
-            return Err(CoreError::Invalid("the hold's --from must be before its --until".into()).into());
+            return Err(
+                CoreError::Invalid("the hold's --from must be before its --until".into()).into(),
+            );
         }
         let now = self.clock.now();
         let hold = Hold {
@@ -106,14 +116,22 @@ impl App {
 
     pub async fn list_holds(&self, caller: &Caller, include_released: bool) -> Result<Vec<Hold>> {
         if !(caller.is_admin || caller.is_auditor) {
-            let err = Error::Core(CoreError::Refused("only admins and auditors may list legal holds".into()));
+            let err = Error::Core(CoreError::Refused(
+                "only admins and auditors may list legal holds".into(),
+            ));
             return Err(self.refused(caller, "hold.list", None, err).await);
         }
         Ok(self.store.list_holds(!include_released).await?)
     }
 
-    pub async fn release_hold(&self, caller: &Caller, id: &str, reason: Option<String>) -> Result<Hold> {
-        self.admin_only(caller, "hold.release", "release legal holds").await?;
+    pub async fn release_hold(
+        &self,
+        caller: &Caller,
+        id: &str,
+        reason: Option<String>,
+    ) -> Result<Hold> {
+        self.admin_only(caller, "hold.release", "release legal holds")
+            .await?;
         let mut hold = self
             .store
             .get_hold(id.to_owned())
@@ -134,12 +152,20 @@ impl App {
     /// Deletes the payloads of every live event the principal took part in, keeping the
     /// skeletons so the chain still verifies; refuses if a hold covers any of them.
     pub async fn erase(&self, caller: &Caller, principal: &str, reason: &str) -> Result<u64> {
-        self.admin_only(caller, "audit.erase", "erase audit data").await?;
+        self.admin_only(caller, "audit.erase", "erase audit data")
+            .await?;
         if reason.trim().is_empty() {
-            return Err(CoreError::Invalid("an erasure needs a reason (the request it answers)".into()).into());
+            return Err(CoreError::Invalid(
+                "an erasure needs a reason (the request it answers)".into(),
+            )
+            .into());
         }
         let now = self.clock.now();
-        let (actor, who, why) = (caller.principal.name.clone(), principal.to_owned(), reason.to_owned());
+        let (actor, who, why) = (
+            caller.principal.name.clone(),
+            principal.to_owned(),
+            reason.to_owned(),
+        );
         let record: jitgate_store::EraseRecord = Box::new(move |count, range| {
             vec![EventDraft::new(now, &actor, "audit.erased").details(json!({
                 "principal": who,
@@ -163,7 +189,8 @@ impl App {
     }
 
     pub async fn rotate_audit_key(&self, caller: &Caller) -> Result<jitgate_audit::PublicKey> {
-        self.admin_only(caller, "audit.rotate_key", "rotate the audit signing key").await?;
+        self.admin_only(caller, "audit.rotate_key", "rotate the audit signing key")
+            .await?;
         self.audit.rotate_key(&caller.principal.name).await
     }
 }

@@ -905,7 +905,9 @@ fn audit_config(c: &mut Check, raw: &RawConfig, base: &Path) -> AuditConfig {
             let file = PathBuf::from(file);
             if !file.is_absolute() {
                 c.add(path, format!("{url:?}: a file anchor needs an absolute path (file:///var/log/jitgate/checkpoints)"));
-            } else if file.starts_with(&data_dir) || data_dir.canonicalize().is_ok_and(|d| file.starts_with(d)) {
+            } else if file.starts_with(&data_dir)
+                || data_dir.canonicalize().is_ok_and(|d| file.starts_with(d))
+            {
                 c.add(path, format!("{url:?} is inside the data directory; an anchor must live elsewhere, or whoever rewrites the log rewrites it too"));
             } else {
                 anchors.push(Anchor::File(file));
@@ -913,7 +915,10 @@ fn audit_config(c: &mut Check, raw: &RawConfig, base: &Path) -> AuditConfig {
         } else if url.starts_with("https://") || url.starts_with("http://") {
             anchors.push(Anchor::Webhook(url.clone()));
         } else {
-            c.add(path, format!("{url:?} is not an anchor; use file:///PATH, https://URL or http://URL"));
+            c.add(
+                path,
+                format!("{url:?} is not an anchor; use file:///PATH, https://URL or http://URL"),
+            );
         }
     }
     let archive = if a.archive.contains("://") {
@@ -923,7 +928,11 @@ fn audit_config(c: &mut Check, raw: &RawConfig, base: &Path) -> AuditConfig {
         }
     } else {
         let dir = PathBuf::from(&a.archive);
-        ArchiveLocation::Directory(if dir.is_relative() { raw.server.data_dir.join(dir) } else { dir })
+        ArchiveLocation::Directory(if dir.is_relative() {
+            raw.server.data_dir.join(dir)
+        } else {
+            dir
+        })
     };
     if a.checkpoint_events == 0 {
         c.add(at("checkpoint_events"), "must be at least 1");
@@ -933,15 +942,28 @@ fn audit_config(c: &mut Check, raw: &RawConfig, base: &Path) -> AuditConfig {
         let path = vec![Seg::Key("retention"), Seg::Index(i)];
         let classes = jitgate_audit::retention::CLASSES;
         if !classes.contains(&r.class.as_str()) {
-            c.add(with(&path, Seg::Key("class")), format!("{:?} is not an event class; use one of {}", r.class, classes.join(", ")));
+            c.add(
+                with(&path, Seg::Key("class")),
+                format!(
+                    "{:?} is not an event class; use one of {}",
+                    r.class,
+                    classes.join(", ")
+                ),
+            );
         } else if retention.iter().any(|x| x.class == r.class) {
-            c.add(with(&path, Seg::Key("class")), format!("class {:?} already has a rule", r.class));
+            c.add(
+                with(&path, Seg::Key("class")),
+                format!("class {:?} already has a rule", r.class),
+            );
         }
         let action = match r.action.as_str() {
             "archive" => jitgate_audit::retention::RetentionAction::Archive,
             "delete" => jitgate_audit::retention::RetentionAction::Delete,
             other => {
-                c.add(with(&path, Seg::Key("action")), format!("{other:?} is not a retention action; use \"archive\" or \"delete\""));
+                c.add(
+                    with(&path, Seg::Key("action")),
+                    format!("{other:?} is not a retention action; use \"archive\" or \"delete\""),
+                );
                 jitgate_audit::retention::RetentionAction::Archive
             }
         };

@@ -2,9 +2,10 @@
 
 pub mod api;
 pub mod audit_log;
+pub mod audit_offline;
+mod audit_service;
 pub mod auth;
 pub mod config;
-mod audit_service;
 mod error;
 mod gateway;
 pub mod metrics;
@@ -21,9 +22,9 @@ pub use audit_log::AuditLog;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use audit_service::NewHold;
 pub use config::Config;
 pub use error::{ConfigError, Error};
-pub use audit_service::NewHold;
 pub use service::App;
 
 /// A running server: its address, and a way to stop it.

@@ -78,10 +78,17 @@ pub async fn retention(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
         }
         match app.audit.sweep(false, &|_| {}).await {
             Ok(r) if r.deleted + r.archived > 0 => {
-                tracing::info!(deleted = r.deleted, archived = r.archived, held = r.held, "retention sweep");
+                tracing::info!(
+                    deleted = r.deleted,
+                    archived = r.archived,
+                    held = r.held,
+                    "retention sweep"
+                );
             }
             Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "retention sweep failed; retrying at the next one"),
+            Err(e) => {
+                tracing::error!(error = %e, "retention sweep failed; retrying at the next one")
+            }
         }
     }
 }

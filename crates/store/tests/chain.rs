@@ -31,7 +31,10 @@ fn draft(i: i64) -> EventDraft {
 
 /// A log of `EVENTS` events with a checkpoint every 8 events and at the end, each also anchored.
 fn build() -> Log {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jitgate.db");
     let signer = Signer::generate();
@@ -94,13 +97,26 @@ fn expect(log: &Log, seq: i64, kind: ProblemKind) {
 fn an_untouched_log_verifies() {
     let log = build();
     let r = verify(&log).unwrap();
-    assert_eq!((r.events, r.payloads_checked, r.last_seq, r.signed_through), (40, 40, 40, 40));
+    assert_eq!(
+        (r.events, r.payloads_checked, r.last_seq, r.signed_through),
+        (40, 40, 40, 40)
+    );
     assert_eq!(r.checkpoints, 5);
 }
 
 const EVENT_FIELDS: &[&str] = &[
-    "ts_us", "actor", "action", "outcome", "resource", "subject", "request_id", "grant_id", "session_id",
-    "commitment", "hash", "seq",
+    "ts_us",
+    "actor",
+    "action",
+    "outcome",
+    "resource",
+    "subject",
+    "request_id",
+    "grant_id",
+    "session_id",
+    "commitment",
+    "hash",
+    "seq",
 ];
 const PAYLOAD_FIELDS: &[&str] = &["salt", "body"];
 
@@ -128,8 +144,11 @@ fn flip(log: &Log, table: &str, field: &str, seq: i64, byte: usize, bit: u8) {
         }
         other => panic!("unexpected {other:?}"),
     };
-    c.execute(&format!("UPDATE {table} SET {field} = ?1 WHERE seq = ?2"), rusqlite::params![new, seq])
-        .unwrap();
+    c.execute(
+        &format!("UPDATE {table} SET {field} = ?1 WHERE seq = ?2"),
+        rusqlite::params![new, seq],
+    )
+    .unwrap();
 }
 
 proptest! {
@@ -163,8 +182,10 @@ proptest! {
 fn a_deleted_event_is_missing() {
     let log = build();
     let c = tamper(&log);
-    c.execute("DELETE FROM audit_payloads WHERE seq = 17", []).unwrap();
-    c.execute("DELETE FROM audit_events WHERE seq = 17", []).unwrap();
+    c.execute("DELETE FROM audit_payloads WHERE seq = 17", [])
+        .unwrap();
+    c.execute("DELETE FROM audit_events WHERE seq = 17", [])
+        .unwrap();
     expect(&log, 17, ProblemKind::Missing);
 }
 
@@ -232,7 +253,11 @@ fn rechain(c: &Connection) {
             commitment: &commitment,
         };
         prev = s.link(&prev, &mut scratch);
-        c.execute("UPDATE audit_events SET hash = ?1 WHERE seq = ?2", rusqlite::params![&prev[..], r.0]).unwrap();
+        c.execute(
+            "UPDATE audit_events SET hash = ?1 WHERE seq = ?2",
+            rusqlite::params![&prev[..], r.0],
+        )
+        .unwrap();
     }
 }
 
@@ -248,11 +273,21 @@ fn a_truncated_tail_is_found_even_when_re_signed() {
     // Without the anchor, the last checkpoint left in the database is at 32: the log verifies.
     assert!(verify_with(&log.path, &log.signer, &[]).is_ok());
     // The attacker holds the key and re-signs the new head: still caught by the anchor.
-    let hash: Vec<u8> = c.query_row("SELECT hash FROM audit_events WHERE seq = 35", [], |r| r.get(0)).unwrap();
+    let hash: Vec<u8> = c
+        .query_row("SELECT hash FROM audit_events WHERE seq = 35", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
     let forged = log.signer.sign_checkpoint(35, hash.try_into().unwrap(), 99);
     c.execute(
         "INSERT INTO audit_checkpoints VALUES (?1, ?2, ?3, ?4, ?5)",
-        rusqlite::params![forged.seq, &forged.hash[..], forged.ts_us, forged.key_id, &forged.signature[..]],
+        rusqlite::params![
+            forged.seq,
+            &forged.hash[..],
+            forged.ts_us,
+            forged.key_id,
+            &forged.signature[..]
+        ],
     )
     .unwrap();
     expect(&log, 40, ProblemKind::Truncated);
@@ -265,7 +300,11 @@ fn checkpoints_signed_by_another_key_or_edited_are_refused() {
     let p = verify_with(&log.path, &other, &[]).unwrap_err();
     assert_eq!((p.seq, p.kind), (8, ProblemKind::BadSignature), "{p}");
     let c = tamper(&log);
-    c.execute("UPDATE audit_checkpoints SET ts_us = ts_us + 1 WHERE seq = 24", []).unwrap();
+    c.execute(
+        "UPDATE audit_checkpoints SET ts_us = ts_us + 1 WHERE seq = 24",
+        [],
+    )
+    .unwrap();
     let p = verify_with(&log.path, &log.signer, &[]).unwrap_err();
     assert_eq!((p.seq, p.kind), (24, ProblemKind::BadSignature), "{p}");
 }

@@ -1,9 +1,9 @@
 //! Audit log endpoints beyond search: export, erasure, key rotation, legal holds.
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State as AxState};
 use axum::response::IntoResponse;
-use axum::Json;
 use jitgate_audit::AuditEvent;
 use jitgate_audit::retention::Hold;
 use jitgate_core::Timestamp;
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::views::EventView;
-use super::{ApiError, ApiResult, AppState, Auth, AuditQuery, Body, ErrorBody, Params, ReasonBody};
+use super::{ApiError, ApiResult, AppState, AuditQuery, Auth, Body, ErrorBody, Params, ReasonBody};
 use crate::audit_service::NewHold;
 
 /// Every matching event, oldest first, streamed as JSON lines or CSV. Recorded as `audit.exported`.
@@ -26,7 +26,11 @@ pub async fn export(
     let (content_type, csv) = match format.as_str() {
         "jsonl" => ("application/x-ndjson", false),
         "csv" => ("text/csv", true),
-        other => return Err(ApiError::bad_request(format!("{other:?} is not an export format; use jsonl or csv"))),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "{other:?} is not an export format; use jsonl or csv"
+            )));
+        }
     };
     let rx = app.audit_export(&c, q.filter(), &format).await?;
     let header = csv.then(|| Bytes::from_static(CSV_HEADER.as_bytes()));
@@ -53,7 +57,8 @@ pub async fn export(
     ))
 }
 
-const CSV_HEADER: &str = "seq,ts,actor,action,outcome,resource,request_id,grant_id,session_id,details\n";
+const CSV_HEADER: &str =
+    "seq,ts,actor,action,outcome,resource,request_id,grant_id,session_id,details\n";
 
 fn push_line(out: &mut String, e: AuditEvent, csv: bool) {
     let view = EventView::from(e);
@@ -123,7 +128,11 @@ pub struct Erased {
 /// Refused (403) while a legal hold covers any of them.
 #[utoipa::path(post, path = "/api/v1/audit/erasures", request_body = EraseBody,
     responses((status = 200, body = Erased), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn erase(AxState(app): AxState<AppState>, Auth(c): Auth, Body(b): Body<EraseBody>) -> ApiResult<Erased> {
+pub async fn erase(
+    AxState(app): AxState<AppState>,
+    Auth(c): Auth,
+    Body(b): Body<EraseBody>,
+) -> ApiResult<Erased> {
     let n = app.erase(&c, &b.principal, &b.reason).await?;
     Ok(Json(Erased {
         principal: b.principal,
@@ -207,7 +216,11 @@ impl From<Hold> for HoldView {
 /// Places a legal hold: covered events are never deleted or archived away, whatever the rules say.
 #[utoipa::path(post, path = "/api/v1/holds", request_body = HoldBody,
     responses((status = 200, body = HoldView), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn create_hold(AxState(app): AxState<AppState>, Auth(c): Auth, Body(b): Body<HoldBody>) -> ApiResult<HoldView> {
+pub async fn create_hold(
+    AxState(app): AxState<AppState>,
+    Auth(c): Auth,
+    Body(b): Body<HoldBody>,
+) -> ApiResult<HoldView> {
     let hold = app
         .create_hold(
             &c,
@@ -234,7 +247,11 @@ pub struct HoldsQuery {
 
 /// Legal holds (active ones unless `all=true`). Admins and auditors only.
 #[utoipa::path(get, path = "/api/v1/holds", params(HoldsQuery), responses((status = 200, body = Vec<HoldView>)), security(("bearer" = [])))]
-pub async fn list_holds(AxState(app): AxState<AppState>, Auth(c): Auth, Params(q): Params<HoldsQuery>) -> ApiResult<Vec<HoldView>> {
+pub async fn list_holds(
+    AxState(app): AxState<AppState>,
+    Auth(c): Auth,
+    Params(q): Params<HoldsQuery>,
+) -> ApiResult<Vec<HoldView>> {
     let holds = app.list_holds(&c, q.all.unwrap_or(false)).await?;
     Ok(Json(holds.into_iter().map(HoldView::from).collect()))
 }

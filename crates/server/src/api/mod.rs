@@ -47,7 +47,10 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/audit/export", get(audit::export))
         .route("/api/v1/audit/erasures", post(audit::erase))
         .route("/api/v1/audit/rotate-key", post(audit::rotate_key))
-        .route("/api/v1/holds", post(audit::create_hold).get(audit::list_holds))
+        .route(
+            "/api/v1/holds",
+            post(audit::create_hold).get(audit::list_holds),
+        )
         .route("/api/v1/holds/{id}/release", post(audit::release_hold))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")

@@ -4,13 +4,15 @@
 use jitgate_audit::archive::{ArchivedEvent, Manifest};
 use jitgate_audit::chain::{self, GENESIS, Hash, Skeleton};
 use jitgate_audit::retention::{Candidate, Hold};
-use jitgate_audit::{AuditEvent, Checkpoint, EventFilter, Gap, Item, Problem, Verifier, glob_to_like};
+use jitgate_audit::{
+    AuditEvent, Checkpoint, EventFilter, Gap, Item, Problem, Verifier, glob_to_like,
+};
 use jitgate_core::EventDraft;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
-use super::{Where, from_us, us};
 use super::Result;
+use super::{Where, from_us, us};
 use crate::StoreError;
 use fallible_streaming_iterator::FallibleStreamingIterator;
 
@@ -43,7 +45,9 @@ pub(super) fn read_head(conn: &Connection) -> Result<Head> {
         .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
         .optional()?;
     let gap = conn
-        .prepare_cached("SELECT last_seq, last_hash FROM audit_gaps ORDER BY last_seq DESC LIMIT 1")?
+        .prepare_cached(
+            "SELECT last_seq, last_hash FROM audit_gaps ORDER BY last_seq DESC LIMIT 1",
+        )?
         .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
         .optional()?;
     let best = match (event, gap) {
@@ -74,7 +78,12 @@ pub(super) struct NewEvent<'a> {
 }
 
 /// Appends one event after `head`, advancing it.
-pub(super) fn append(conn: &Connection, head: &mut Head, e: NewEvent<'_>, scratch: &mut Vec<u8>) -> Result<()> {
+pub(super) fn append(
+    conn: &Connection,
+    head: &mut Head,
+    e: NewEvent<'_>,
+    scratch: &mut Vec<u8>,
+) -> Result<()> {
     let seq = head.seq + 1;
     let salt = chain::new_salt();
     let commitment = chain::commitment(&salt, e.payload.as_bytes());
@@ -106,7 +115,11 @@ pub(super) fn append(conn: &Connection, head: &mut Head, e: NewEvent<'_>, scratc
     Ok(())
 }
 
-pub(super) fn insert_events(conn: &Connection, head: &mut Head, events: &[EventDraft]) -> Result<()> {
+pub(super) fn insert_events(
+    conn: &Connection,
+    head: &mut Head,
+    events: &[EventDraft],
+) -> Result<()> {
     let mut scratch = Vec::with_capacity(512);
     for e in events {
         let payload = e.details.to_string();
@@ -204,12 +217,14 @@ fn filter_sql(f: &EventFilter) -> Where {
     w.eq("e.session_id", f.session_id.clone());
     w.eq("e.outcome", f.outcome.clone());
     if let Some(glob) = &f.action {
-        w.clauses.push(format!("e.action LIKE ?{} ESCAPE '\\'", w.next()));
+        w.clauses
+            .push(format!("e.action LIKE ?{} ESCAPE '\\'", w.next()));
         w.params.push(glob_to_like(glob).into());
     }
     if let Some(who) = &f.involving {
         let n = w.next();
-        w.clauses.push(format!("(e.actor = ?{n} OR e.subject = ?{n})"));
+        w.clauses
+            .push(format!("(e.actor = ?{n} OR e.subject = ?{n})"));
         w.params.push(who.clone().into());
     }
     w
@@ -230,7 +245,11 @@ pub(super) fn search(conn: &Connection, f: &EventFilter, limit: u32) -> Result<V
 }
 
 /// Calls `each` for every event matching `f` (no limit), oldest first, until it returns false.
-pub(super) fn stream(conn: &Connection, f: &EventFilter, mut each: impl FnMut(AuditEvent) -> bool) -> Result<()> {
+pub(super) fn stream(
+    conn: &Connection,
+    f: &EventFilter,
+    mut each: impl FnMut(AuditEvent) -> bool,
+) -> Result<()> {
     let w = filter_sql(f);
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM audit_events e LEFT JOIN audit_payloads p ON p.seq = e.seq
@@ -257,7 +276,9 @@ pub(super) fn insert_checkpoint(conn: &Connection, cp: &Checkpoint) -> Result<()
     Ok(())
 }
 
-fn checkpoint_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Vec<u8>, i64, String, Vec<u8>)> {
+fn checkpoint_from_row(
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(i64, Vec<u8>, i64, String, Vec<u8>)> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
 }
 
@@ -280,7 +301,9 @@ fn bad_checkpoint(seq: i64) -> StoreError {
 }
 
 pub(super) fn checkpoints(conn: &Connection) -> Result<Vec<Checkpoint>> {
-    let mut stmt = conn.prepare("SELECT seq, hash, ts_us, key_id, signature FROM audit_checkpoints ORDER BY seq")?;
+    let mut stmt = conn.prepare(
+        "SELECT seq, hash, ts_us, key_id, signature FROM audit_checkpoints ORDER BY seq",
+    )?;
     let rows = stmt.query_map([], checkpoint_from_row)?;
     rows.map(|r| to_checkpoint(r?)).collect()
 }
@@ -328,8 +351,11 @@ pub(super) fn gaps(conn: &Connection) -> Result<Vec<(Gap, Option<String>)>> {
 
 /// What verification does at a range boundary that names an archive segment: `Ok(None)` to
 /// check the boundary's signature only, `Ok(Some(items))` to walk the archived events instead.
-pub type ArchiveLookup<'a> =
-    dyn FnMut(&Gap, &str) -> std::result::Result<Option<Vec<jitgate_audit::archive::SegmentItem>>, String> + 'a;
+pub type ArchiveLookup<'a> = dyn FnMut(
+        &Gap,
+        &str,
+    ) -> std::result::Result<Option<Vec<jitgate_audit::archive::SegmentItem>>, String>
+    + 'a;
 
 /// Why a verification scan stopped.
 #[derive(Debug)]
@@ -413,7 +439,12 @@ fn scan_in_snapshot(
             detail: format!("{what} is not of its stored type"),
         };
         let commitment = blob_hash(e.get_ref(10)?, "commitment").unwrap_or([0; 32]);
-        let str_at = |i| e.get_ref(i).ok().and_then(|v| v.as_str().ok()).ok_or_else(|| edited("a text field"));
+        let str_at = |i| {
+            e.get_ref(i)
+                .ok()
+                .and_then(|v| v.as_str().ok())
+                .ok_or_else(|| edited("a text field"))
+        };
         let opt_at = |i| {
             e.get_ref(i)
                 .ok()
@@ -518,7 +549,10 @@ pub(super) fn holds(conn: &Connection, active_only: bool) -> Result<Vec<Hold>> {
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
     rows.map(|row| {
         let (id, body) = row?;
-        serde_json::from_str(&body).map_err(|e| StoreError::Corrupt { id, why: e.to_string() })
+        serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
+            id,
+            why: e.to_string(),
+        })
     })
     .collect()
 }
@@ -549,7 +583,11 @@ pub struct LiveEvent {
 
 /// Up to `limit` live events from `from_seq` on, in order, with the hash the chain had just
 /// before the first of them.
-pub(super) fn live_batch(conn: &Connection, from_seq: i64, limit: u32) -> Result<(Hash, Vec<LiveEvent>)> {
+pub(super) fn live_batch(
+    conn: &Connection,
+    from_seq: i64,
+    limit: u32,
+) -> Result<(Hash, Vec<LiveEvent>)> {
     let mut stmt = conn.prepare_cached(
         "SELECT e.seq, e.ts_us, e.actor, e.action, e.outcome, e.resource, e.subject, e.request_id, e.grant_id, e.session_id,
                 e.commitment, e.hash, p.salt, p.body
@@ -629,9 +667,14 @@ pub(super) fn remove_ranges(
 ) -> Result<u64> {
     let now_holds: Vec<String> = holds(conn, true)?.into_iter().map(|h| h.id).collect();
     if now_holds != planned_holds {
-        return Err(StoreError::Conflict("the legal holds changed while the sweep ran; it plans again".into()));
+        return Err(StoreError::Conflict(
+            "the legal holds changed while the sweep ran; it plans again".into(),
+        ));
     }
-    conn.execute("INSERT INTO maintenance_permit (reason) VALUES ('retention')", [])?;
+    conn.execute(
+        "INSERT INTO maintenance_permit (reason) VALUES ('retention')",
+        [],
+    )?;
     let mut removed = 0;
     for (gap, segment) in gaps {
         let (count, last_hash): (i64, Option<Vec<u8>>) = conn
@@ -639,7 +682,9 @@ pub(super) fn remove_ranges(
                 "SELECT count(*), (SELECT hash FROM audit_events WHERE seq = ?2) FROM audit_events WHERE seq BETWEEN ?1 AND ?2",
             )?
             .query_row(params![gap.first_seq, gap.last_seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        if count != gap.last_seq - gap.first_seq + 1 || last_hash.as_deref() != Some(&gap.last_hash[..]) {
+        if count != gap.last_seq - gap.first_seq + 1
+            || last_hash.as_deref() != Some(&gap.last_hash[..])
+        {
             return Err(StoreError::Conflict(format!(
                 "events {}..={} changed while the sweep ran; it plans again",
                 gap.first_seq, gap.last_seq
@@ -677,8 +722,11 @@ pub(super) fn remove_ranges(
 
 /// Counts of live events by action, with the oldest timestamp of each.
 pub(super) fn action_counts(conn: &Connection) -> Result<Vec<(String, u64, i64)>> {
-    let mut stmt = conn.prepare("SELECT action, count(*), min(ts_us) FROM audit_events GROUP BY action")?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?)))?;
+    let mut stmt =
+        conn.prepare("SELECT action, count(*), min(ts_us) FROM audit_events GROUP BY action")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
+    })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
@@ -711,12 +759,18 @@ pub(super) fn erase(conn: &Connection, principal: &str) -> Result<(u64, Option<(
         if let Some(h) = active.iter().find(|h| h.covers(&c)) {
             return Err(StoreError::Held {
                 hold: h.id.clone(),
-                why: format!("event {} is under legal hold {} ({})", c.seq, h.id, h.reason),
+                why: format!(
+                    "event {} is under legal hold {} ({})",
+                    c.seq, h.id, h.reason
+                ),
             });
         }
         seqs.push(c.seq);
     }
-    conn.execute("INSERT INTO maintenance_permit (reason) VALUES ('erasure')", [])?;
+    conn.execute(
+        "INSERT INTO maintenance_permit (reason) VALUES ('erasure')",
+        [],
+    )?;
     let mut delete = conn.prepare_cached("DELETE FROM audit_payloads WHERE seq = ?1")?;
     for seq in &seqs {
         delete.execute([seq])?;

@@ -38,7 +38,10 @@ enum Migration {
 
 const MIGRATIONS: &[Migration] = &[
     Migration::Sql(include_str!("../../migrations/sqlite/0001_init.sql")),
-    Migration::SqlThen(include_str!("../../migrations/sqlite/0002_chain.sql"), audit::migrate_v1),
+    Migration::SqlThen(
+        include_str!("../../migrations/sqlite/0002_chain.sql"),
+        audit::migrate_v1,
+    ),
 ];
 /// Most changes committed together; bounds the time one transaction holds the write lock.
 const MAX_BATCH: usize = 2048;
@@ -434,7 +437,11 @@ impl Store for SqliteStore {
     }
 
     async fn search_events(&self, f: EventFilter) -> Result<Vec<AuditEvent>> {
-        let limit = if f.limit == 0 { 100 } else { f.limit.min(MAX_LIST) };
+        let limit = if f.limit == 0 {
+            100
+        } else {
+            f.limit.min(MAX_LIST)
+        };
         self.read(move |conn| audit::search(conn, &f, limit)).await
     }
 
@@ -448,7 +455,8 @@ impl Store for SqliteStore {
     }
 
     async fn add_checkpoint(&self, cp: Checkpoint) -> Result<()> {
-        self.write(move |conn, _| audit::insert_checkpoint(conn, &cp)).await
+        self.write(move |conn, _| audit::insert_checkpoint(conn, &cp))
+            .await
     }
 
     async fn last_checkpoint(&self) -> Result<Option<Checkpoint>> {
@@ -481,7 +489,8 @@ impl Store for SqliteStore {
     }
 
     async fn live_batch(&self, from_seq: i64, limit: u32) -> Result<(Hash, Vec<LiveEvent>)> {
-        self.read(move |conn| audit::live_batch(conn, from_seq, limit)).await
+        self.read(move |conn| audit::live_batch(conn, from_seq, limit))
+            .await
     }
 
     async fn remove_ranges(
