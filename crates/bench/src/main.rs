@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+mod audit;
 mod connector;
 mod gateway;
 
@@ -46,6 +47,11 @@ enum Bench {
         #[arg(long, default_value_t = 1000)]
         sessions: usize,
     },
+    /// The audit log: durable appends, offline verification, a retention sweep under load.
+    Audit {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+    },
     /// N grants ending in the same instant: lag from expires_at to fully expired.
     Expiry {
         #[arg(long, default_value_t = 10_000)]
@@ -70,6 +76,7 @@ fn main() -> anyhow::Result<()> {
             Bench::Expiry { grants, duration } => expiry(grants, &duration).await,
             Bench::Connector { kind, grants } => connector::run(&kind, grants).await,
             Bench::Gateway { sessions } => gateway::run(sessions).await,
+            Bench::Audit { events } => audit::run(events).await,
         }
     })
 }

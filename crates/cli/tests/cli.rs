@@ -1,132 +1,14 @@
 //! The `jitgate` binary end to end: a real server process, driven by the real CLI.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-const BIN: &str = env!("CARGO_BIN_EXE_jitgate");
+mod common;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn digest(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
-
-fn config(dir: &Path, port: u16) -> PathBuf {
-    let mut s = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nadmins = [\"group:security\"]\n\n"
-    );
-    for (name, kind, groups) in [
-        ("alice", "user", "\"engineering\""),
-        ("dora", "user", "\"dba\""),
-        ("ci-bot", "service", "\"ci\""),
-        ("root", "user", "\"security\""),
-    ] {
-        s += &format!(
-            "[[principals]]\nname = \"{name}\"\nkind = \"{kind}\"\ngroups = [{groups}]\ntoken_sha256 = \"{}\"\n\n",
-            digest(&format!("tok-{name}"))
-        );
-    }
-    s += r#"
-[[resources]]
-name = "orders-db"
-kind = "none"
-[resources.roles.read]
-[resources.roles.deploy]
-
-[[policies]]
-name = "read"
-principals = ["group:engineering"]
-resources = ["orders-db"]
-roles = ["read"]
-max_duration = "1h"
-[policies.approval]
-approvers = ["group:dba"]
-
-[[policies]]
-name = "ci"
-principals = ["service:ci-bot"]
-resources = ["orders-db"]
-roles = ["deploy"]
-max_duration = "10m"
-[policies.approval]
-required = 0
-"#;
-    let path = dir.join("jitgate.toml");
-    std::fs::write(&path, s).unwrap();
-    path
-}
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    fn start(config: &Path, port: u16) -> Server {
-        let child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let url = format!("http://127.0.0.1:{port}");
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Server { child, url }
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap(); // SIGKILL: no shutdown path runs
-        self.child.wait().unwrap();
-    }
-
-    fn cli(&self, who: &str, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .env("JITGATE_URL", &self.url)
-            .env("JITGATE_TOKEN", format!("tok-{who}"))
-            .output()
-            .unwrap()
-    }
-
-    fn json(&self, who: &str, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.extend(["-o", "json"]);
-        let out = self.cli(who, &all);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::*;
 
 #[test]
 fn config_check_names_file_line_and_key() {

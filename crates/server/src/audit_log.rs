@@ -235,14 +235,14 @@ impl AuditLog {
         let mut from = 1;
         let mut attempts = 0;
         loop {
-            let (prev, batch) = self.store.live_batch(from, SWEEP_BATCH).await?;
+            let batch = self.store.live_batch(from, SWEEP_BATCH).await?;
             // Events are appended in time order: once a batch starts after every cutoff, nothing
             // later can be due either.
             let Some(first) = batch.first() else { break };
             if first.candidate.ts_us >= latest_cutoff {
                 break;
             }
-            let plan = plan(&policy, prev, &batch, &self.signer());
+            let plan = plan(&policy, &batch, &self.signer());
             report.examined += batch.len() as u64;
             report.held += plan.held;
             let next = batch.last().expect("non-empty").candidate.seq + 1;
@@ -352,7 +352,7 @@ struct Plan {
 
 /// Decides the fate of each event in a batch and signs a boundary for each run of removed ones;
 /// archived events (and signed sub-boundaries for deleted ones between them) go to one segment.
-fn plan(policy: &Policy, prev: jitgate_audit::Hash, batch: &[LiveEvent], signer: &Signer) -> Plan {
+fn plan(policy: &Policy, batch: &[LiveEvent], signer: &Signer) -> Plan {
     let fates: Vec<(i64, Fate)> = batch
         .iter()
         .map(|e| (e.candidate.seq, policy.fate(&e.candidate)))
@@ -371,13 +371,7 @@ fn plan(policy: &Policy, prev: jitgate_audit::Hash, batch: &[LiveEvent], signer:
         archive::segment_name(batch[*a].candidate.seq, batch[*b].candidate.seq)
     });
     for (start, end) in runs {
-        let before = |i: usize| {
-            if i == 0 {
-                prev
-            } else {
-                batch[i - 1].record.hash
-            }
-        };
+        let before = |i: usize| batch[i].prev;
         let mut archived_here = false;
         let mut deleted_from: Option<usize> = None;
         let mut items = Vec::new();

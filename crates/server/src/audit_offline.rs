@@ -51,11 +51,15 @@ pub fn verify(
         Verifier::new(opts.keys.clone(), checkpoints, None).map_err(VerifyFailure::Tampered)?;
     let mut segments = SegmentCache::default();
     let mut lookup =
-        |_: &jitgate_audit::Gap, name: &str| -> Result<Option<Vec<SegmentItem>>, String> {
-            match &opts.archive {
-                None => Ok(None),
-                Some(dir) => segments.get(dir, name).map(|items| Some(items.to_vec())),
-            }
+        |gap: &jitgate_audit::Gap, name: &str| -> Result<Option<Vec<SegmentItem>>, String> {
+            let Some(dir) = &opts.archive else {
+                return Ok(None);
+            };
+            // Only the boundary's own items: one segment covers many boundaries.
+            let items = segments.get(dir, name)?;
+            let start = items.partition_point(|i| i.first_seq() < gap.first_seq);
+            let end = items.partition_point(|i| i.first_seq() <= gap.last_seq);
+            Ok(Some(items[start..end].to_vec()))
         };
     match log.scan(&mut verifier, &mut lookup, progress) {
         Ok(()) => verifier.finish().map_err(VerifyFailure::Tampered),

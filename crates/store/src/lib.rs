@@ -113,12 +113,8 @@ pub trait Store: Send + Sync + 'static {
     /// refuses (erasing nothing) if a hold covers any of them. Returns how many were erased.
     async fn erase(&self, principal: String, record: EraseRecord) -> Result<u64, StoreError>;
 
-    /// Up to `limit` live events from `from_seq` on, whole, with the chain hash before them.
-    async fn live_batch(
-        &self,
-        from_seq: i64,
-        limit: u32,
-    ) -> Result<(Hash, Vec<LiveEvent>), StoreError>;
+    /// Up to `limit` live events from `from_seq` on, whole, each with the chain hash before it.
+    async fn live_batch(&self, from_seq: i64, limit: u32) -> Result<Vec<LiveEvent>, StoreError>;
 
     /// Replaces the events each gap stands for by the gap, in one transaction with `events`,
     /// after checking that the active holds are still `planned_holds` and the events unchanged.

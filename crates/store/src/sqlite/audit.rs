@@ -579,15 +579,13 @@ pub(super) fn hold(conn: &Connection, id: &str) -> Result<Option<Hold>> {
 pub struct LiveEvent {
     pub candidate: Candidate,
     pub record: ArchivedEvent,
+    /// The chain hash just before this event (of the event or range boundary at `seq - 1`).
+    pub prev: Hash,
 }
 
-/// Up to `limit` live events from `from_seq` on, in order, with the hash the chain had just
-/// before the first of them.
-pub(super) fn live_batch(
-    conn: &Connection,
-    from_seq: i64,
-    limit: u32,
-) -> Result<(Hash, Vec<LiveEvent>)> {
+/// Up to `limit` live events from `from_seq` on, in order, each with the hash the chain had
+/// just before it.
+pub(super) fn live_batch(conn: &Connection, from_seq: i64, limit: u32) -> Result<Vec<LiveEvent>> {
     let mut stmt = conn.prepare_cached(
         "SELECT e.seq, e.ts_us, e.actor, e.action, e.outcome, e.resource, e.subject, e.request_id, e.grant_id, e.session_id,
                 e.commitment, e.hash, p.salt, p.body
@@ -596,6 +594,7 @@ pub(super) fn live_batch(
     )?;
     let mut rows = stmt.query(params![from_seq, limit])?;
     let mut out = Vec::with_capacity(limit as usize);
+    let mut last: Option<(i64, Hash)> = None;
     while let Some(r) = rows.next()? {
         let record = ArchivedEvent {
             seq: r.get(0)?,
@@ -613,7 +612,13 @@ pub(super) fn live_batch(
             salt: r.get::<_, Option<Vec<u8>>>(12)?.map(hex::encode),
             payload: r.get(13)?,
         };
+        let prev = match &last {
+            Some((seq, hash)) if *seq == record.seq - 1 => *hash,
+            _ => hash_before(conn, record.seq)?,
+        };
+        last = Some((record.seq, record.hash));
         out.push(LiveEvent {
+            prev,
             candidate: Candidate {
                 seq: record.seq,
                 ts_us: record.ts_us,
@@ -627,11 +632,7 @@ pub(super) fn live_batch(
             record,
         });
     }
-    let prev = match out.first() {
-        None => GENESIS,
-        Some(first) => hash_before(conn, first.record.seq)?,
-    };
-    Ok((prev, out))
+    Ok(out)
 }
 
 /// The chain hash just before `seq`: the previous event's, or the boundary's that ends there.
@@ -675,30 +676,54 @@ pub(super) fn remove_ranges(
         "INSERT INTO maintenance_permit (reason) VALUES ('retention')",
         [],
     )?;
-    let mut removed = 0;
-    for (gap, segment) in gaps {
-        let (count, last_hash): (i64, Option<Vec<u8>>) = conn
-            .prepare_cached(
-                "SELECT count(*), (SELECT hash FROM audit_events WHERE seq = ?2) FROM audit_events WHERE seq BETWEEN ?1 AND ?2",
-            )?
-            .query_row(params![gap.first_seq, gap.last_seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        if count != gap.last_seq - gap.first_seq + 1
-            || last_hash.as_deref() != Some(&gap.last_hash[..])
-        {
-            return Err(StoreError::Conflict(format!(
-                "events {}..={} changed while the sweep ran; it plans again",
-                gap.first_seq, gap.last_seq
-            )));
+    // Check every range against what is there now, in one pass over the batch's rows.
+    let (Some(lo), Some(hi)) = (gaps.first(), gaps.last()) else {
+        return Ok(0);
+    };
+    let mut present = conn.prepare_cached(
+        "SELECT seq, hash FROM audit_events WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq",
+    )?;
+    let mut rows = present.query(params![lo.0.first_seq, hi.0.last_seq])?;
+    let mut seqs: Vec<i64> = Vec::new();
+    let mut pending = gaps.iter().peekable();
+    let mut in_gap = 0;
+    while let Some(r) = rows.next()? {
+        let seq: i64 = r.get(0)?;
+        while pending.peek().is_some_and(|(g, _)| g.last_seq < seq) {
+            let (g, _) = pending.next().expect("peeked");
+            check_range(g, in_gap, None)?;
+            in_gap = 0;
         }
-        conn.prepare_cached("DELETE FROM audit_payloads WHERE seq BETWEEN ?1 AND ?2")?
-            .execute(params![gap.first_seq, gap.last_seq])?;
-        conn.prepare_cached("DELETE FROM audit_events WHERE seq BETWEEN ?1 AND ?2")?
-            .execute(params![gap.first_seq, gap.last_seq])?;
-        conn.prepare_cached(
-            "INSERT INTO audit_gaps (first_seq, last_seq, prev_hash, last_hash, key_id, signature, segment)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?
-        .execute(params![
+        if let Some((g, _)) = pending.peek()
+            && g.first_seq <= seq
+        {
+            seqs.push(seq);
+            in_gap += 1;
+            if seq == g.last_seq {
+                let hash: Vec<u8> = r.get(1)?;
+                check_range(g, in_gap, Some(&hash))?;
+                pending.next();
+                in_gap = 0;
+            }
+        }
+    }
+    if let Some((g, _)) = pending.next() {
+        check_range(g, in_gap, None)?;
+    }
+    drop(rows);
+    // One statement per table: a statement per range made SQLite truncate its statement journal
+    // once per range, which grew quadratic with thousands of short ranges.
+    let list = serde_json::to_string(&seqs).expect("numbers serialise");
+    conn.prepare_cached("DELETE FROM audit_payloads WHERE seq IN (SELECT value FROM json_each(?1))")?
+        .execute([&list])?;
+    conn.prepare_cached("DELETE FROM audit_events WHERE seq IN (SELECT value FROM json_each(?1))")?
+        .execute([&list])?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO audit_gaps (first_seq, last_seq, prev_hash, last_hash, key_id, signature, segment)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for (gap, segment) in gaps {
+        insert.execute(params![
             gap.first_seq,
             gap.last_seq,
             &gap.prev_hash[..],
@@ -707,8 +732,8 @@ pub(super) fn remove_ranges(
             &gap.signature[..],
             segment
         ])?;
-        removed += count as u64;
     }
+    let removed = seqs.len() as u64;
     if let Some(m) = segment {
         let manifest = serde_json::to_string(m).map_err(|e| StoreError::Db(e.to_string()))?;
         conn.prepare_cached(
@@ -718,6 +743,17 @@ pub(super) fn remove_ranges(
     }
     conn.execute("DELETE FROM maintenance_permit", [])?;
     Ok(removed)
+}
+
+/// A range is removed only if every event it names is still there, ending in the hash planned.
+fn check_range(gap: &Gap, present: i64, last_hash: Option<&[u8]>) -> Result<()> {
+    if present != gap.last_seq - gap.first_seq + 1 || last_hash != Some(&gap.last_hash[..]) {
+        return Err(StoreError::Conflict(format!(
+            "events {}..={} changed while the sweep ran; it plans again",
+            gap.first_seq, gap.last_seq
+        )));
+    }
+    Ok(())
 }
 
 /// Counts of live events by action, with the oldest timestamp of each.

@@ -120,6 +120,8 @@ fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection> {
     // Durability comes from the WAL, which this does not touch.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.pragma_update(None, "cache_size", -65536)?; // 64 MiB
+    // Deleted audit payloads (retention, erasure) are overwritten, not left in free space.
+    conn.pragma_update(None, "secure_delete", "ON")?;
     Ok(conn)
 }
 
@@ -480,15 +482,27 @@ impl Store for SqliteStore {
     }
 
     async fn erase(&self, principal: String, record: EraseRecord) -> Result<u64> {
-        self.write(move |conn, head| {
-            let (count, range) = audit::erase(conn, &principal)?;
-            audit::insert_events(conn, head, &record(count, range))?;
-            Ok(count)
+        let count = self
+            .write(move |conn, head| {
+                let (count, range) = audit::erase(conn, &principal)?;
+                audit::insert_events(conn, head, &record(count, range))?;
+                Ok(count)
+            })
+            .await?;
+        // The write-ahead log still holds the pages as they were; fold it into the (securely
+        // overwritten) database file and empty it, so no copy of an erased payload remains.
+        let path = self.readers.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = open_connection(&path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok::<_, StoreError>(())
         })
         .await
+        .map_err(|e| StoreError::Db(format!("checkpoint task failed: {e}")))??;
+        Ok(count)
     }
 
-    async fn live_batch(&self, from_seq: i64, limit: u32) -> Result<(Hash, Vec<LiveEvent>)> {
+    async fn live_batch(&self, from_seq: i64, limit: u32) -> Result<Vec<LiveEvent>> {
         self.read(move |conn| audit::live_batch(conn, from_seq, limit))
             .await
     }
