@@ -74,7 +74,8 @@ pub async fn run(events: u64) -> anyhow::Result<()> {
         archive: None,
     };
     let started = Instant::now();
-    let report = tokio::task::spawn_blocking(move || audit_offline::verify(&opts, &mut |_| {})).await??;
+    let report =
+        tokio::task::spawn_blocking(move || audit_offline::verify(&opts, &mut |_| {})).await??;
     let verify_s = started.elapsed().as_secs_f64();
     let verify_per_s = report.events as f64 / verify_s;
     println!(
@@ -87,7 +88,12 @@ pub async fn run(events: u64) -> anyhow::Result<()> {
     let writing = Arc::new(AtomicBool::new(true));
     let worst_us = Arc::new(AtomicU64::new(0));
     let writer = {
-        let (store, writing, worst_us, clock) = (store.clone(), writing.clone(), worst_us.clone(), clock.clone());
+        let (store, writing, worst_us, clock) = (
+            store.clone(),
+            writing.clone(),
+            worst_us.clone(),
+            clock.clone(),
+        );
         tokio::spawn(async move {
             let mut n = 0;
             while writing.load(Ordering::Relaxed) {
@@ -109,7 +115,12 @@ pub async fn run(events: u64) -> anyhow::Result<()> {
     println!(
         "sweep: {} events examined, {} deleted, {} archived in {} segments, {} batches (longest {:.1} ms) in {sweep_s:.2} s; \
          a writer appended {during} events meanwhile, its longest wait {max_writer_block_ms:.1} ms",
-        sweep.examined, sweep.deleted, sweep.archived, sweep.segments, sweep.batches, sweep.max_batch_ms
+        sweep.examined,
+        sweep.deleted,
+        sweep.archived,
+        sweep.segments,
+        sweep.batches,
+        sweep.max_batch_ms
     );
     println!(
         "append_per_s={append_per_s:.0} verify_per_s={verify_per_s:.0} sweep_s={sweep_s:.2} max_writer_block_ms={max_writer_block_ms:.1}"
@@ -118,7 +129,11 @@ pub async fn run(events: u64) -> anyhow::Result<()> {
 }
 
 fn event(ts: Timestamp, i: u64) -> EventDraft {
-    let action = if i % 10 == 0 { "grant.activated" } else { "session.statement" };
+    let action = if i % 10 == 0 {
+        "grant.activated"
+    } else {
+        "session.statement"
+    };
     let mut e = EventDraft::new(ts, "alice", action);
     e.resource = Some("orders-db".into());
     e.subject = Some("alice".into());
@@ -140,9 +155,16 @@ fn baseline_insert(path: &Path, n: u64) -> anyhow::Result<f64> {
     while i < n {
         let tx = conn.unchecked_transaction()?;
         {
-            let mut stmt = tx.prepare_cached("INSERT INTO t (ts_us, actor, action, details) VALUES (?1, ?2, ?3, ?4)")?;
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO t (ts_us, actor, action, details) VALUES (?1, ?2, ?3, ?4)",
+            )?;
             for _ in 0..1000.min(n - i) {
-                stmt.execute(rusqlite::params![i as i64, "alice", "session.statement", "{\"sql\":\"SELECT 1\"}"])?;
+                stmt.execute(rusqlite::params![
+                    i as i64,
+                    "alice",
+                    "session.statement",
+                    "{\"sql\":\"SELECT 1\"}"
+                ])?;
                 i += 1;
             }
         }

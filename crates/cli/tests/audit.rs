@@ -33,7 +33,11 @@ fn tamper(db: &Path) -> rusqlite::Connection {
 }
 
 fn text(out: &std::process::Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 #[test]
@@ -45,11 +49,28 @@ fn verify_passes_then_names_truncation_against_the_anchor_and_the_edited_seq() {
     let config = config_with(
         dir.path(),
         port,
-        &format!("\n[audit]\nanchors = [\"file://{}\"]\ncheckpoint_interval = \"100ms\"\n", anchor.display()),
+        &format!(
+            "\n[audit]\nanchors = [\"file://{}\"]\ncheckpoint_interval = \"100ms\"\n",
+            anchor.display()
+        ),
     );
     let mut server = Server::start(&config, port);
     for i in 0..5 {
-        let out = server.cli("ci-bot", &["request", "create", "--resource", "orders-db", "--role", "deploy", "--duration", "5m", "--reason", &format!("deploy {i}")]);
+        let out = server.cli(
+            "ci-bot",
+            &[
+                "request",
+                "create",
+                "--resource",
+                "orders-db",
+                "--role",
+                "deploy",
+                "--duration",
+                "5m",
+                "--reason",
+                &format!("deploy {i}"),
+            ],
+        );
         assert!(out.status.success(), "{}", text(&out));
     }
     stop_gracefully(&mut server);
@@ -58,10 +79,25 @@ fn verify_passes_then_names_truncation_against_the_anchor_and_the_edited_seq() {
     let config_arg = config.to_str().unwrap();
     let trusted_arg = trusted.to_str().unwrap();
 
-    let ok = run(&["audit", "verify", "--config", config_arg, "--public-key", trusted_arg]);
+    let ok = run(&[
+        "audit",
+        "verify",
+        "--config",
+        config_arg,
+        "--public-key",
+        trusted_arg,
+    ]);
     assert!(ok.status.success(), "{}", text(&ok));
-    assert!(text(&ok).contains("ok: 15 events verified through seq 15"), "{}", text(&ok));
-    assert!(std::fs::read_to_string(&anchor).unwrap().contains("\"seq\":15"));
+    assert!(
+        text(&ok).contains("ok: 15 events verified through seq 15"),
+        "{}",
+        text(&ok)
+    );
+    assert!(
+        std::fs::read_to_string(&anchor)
+            .unwrap()
+            .contains("\"seq\":15")
+    );
 
     // Cut the tail, and the checkpoints the database holds for it.
     let db = dir.path().join("data/jitgate.db");
@@ -71,16 +107,40 @@ fn verify_passes_then_names_truncation_against_the_anchor_and_the_edited_seq() {
          DELETE FROM audit_checkpoints WHERE seq > 13;",
     )
     .unwrap();
-    let out = run(&["audit", "verify", "--config", config_arg, "--public-key", trusted_arg]);
+    let out = run(&[
+        "audit",
+        "verify",
+        "--config",
+        config_arg,
+        "--public-key",
+        trusted_arg,
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("seq 15: truncated"), "{}", text(&out));
 
     // An edit further back is named first.
-    c.execute("UPDATE audit_events SET actor = 'mallory' WHERE seq = 3", []).unwrap();
-    let out = run(&["audit", "verify", "--data-dir", dir.path().join("data").to_str().unwrap(), "--anchor", anchor.to_str().unwrap(), "-o", "json"]);
+    c.execute(
+        "UPDATE audit_events SET actor = 'mallory' WHERE seq = 3",
+        [],
+    )
+    .unwrap();
+    let out = run(&[
+        "audit",
+        "verify",
+        "--data-dir",
+        dir.path().join("data").to_str().unwrap(),
+        "--anchor",
+        anchor.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!((v["seq"].as_i64(), v["problem"].as_str()), (Some(3), Some("edited")), "{v}");
+    assert_eq!(
+        (v["seq"].as_i64(), v["problem"].as_str()),
+        (Some(3), Some("edited")),
+        "{v}"
+    );
 }
 
 const SEEDED: i64 = 30_000;
@@ -88,7 +148,10 @@ const SEEDED: i64 = 30_000;
 /// Writes `SEEDED` events a day old straight into the store: access events (archived by the
 /// rules below), admin events (deleted) and session events (no rule: kept), from 50 principals.
 fn seed(db: &Path) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let store = jitgate_store::SqliteStore::open(db).unwrap();
         let old = Timestamp::from_second(Timestamp::now_for_tests() - 86_400).unwrap();
@@ -104,7 +167,10 @@ fn seed(db: &Path) {
             e.details = serde_json::json!({ "n": i });
             batch.push(e);
             if batch.len() == 5000 {
-                store.append_events(std::mem::take(&mut batch)).await.unwrap();
+                store
+                    .append_events(std::mem::take(&mut batch))
+                    .await
+                    .unwrap();
             }
         }
     });
@@ -123,7 +189,10 @@ impl NowForTests for Timestamp {
 }
 
 fn count(db: &Path, sql: &str) -> i64 {
-    rusqlite::Connection::open(db).unwrap().query_row(sql, [], |r| r.get(0)).unwrap()
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row(sql, [], |r| r.get(0))
+        .unwrap()
 }
 
 #[test]
@@ -139,9 +208,22 @@ fn retention_keeps_held_events_survives_a_kill_mid_sweep_and_archives_verifiably
     let db = dir.path().join("data/jitgate.db");
     seed(&db);
     let server = Server::start(&config, port);
-    let hold = server.json("root", &["hold", "create", "--reason", "case 7", "--principal", "user3"]);
+    let hold = server.json(
+        "root",
+        &[
+            "hold",
+            "create",
+            "--reason",
+            "case 7",
+            "--principal",
+            "user3",
+        ],
+    );
     assert_eq!(hold["active"], true);
-    let held = count(&db, "SELECT count(*) FROM audit_events WHERE actor = 'user3' AND action != 'session.statement'");
+    let held = count(
+        &db,
+        "SELECT count(*) FROM audit_events WHERE actor = 'user3' AND action != 'session.statement'",
+    );
     assert!(held > 0);
     let config_arg = config.to_str().unwrap();
 
@@ -168,7 +250,14 @@ fn retention_keeps_held_events_survives_a_kill_mid_sweep_and_archives_verifiably
     sweep.wait().unwrap();
     let archive = dir.path().join("data/archive");
     let verify = |what: &str| {
-        let out = run(&["audit", "verify", "--config", config_arg, "--archive", archive.to_str().unwrap()]);
+        let out = run(&[
+            "audit",
+            "verify",
+            "--config",
+            config_arg,
+            "--archive",
+            archive.to_str().unwrap(),
+        ]);
         assert!(out.status.success(), "{what}: {}", text(&out));
     };
     verify("after the kill");
@@ -179,26 +268,57 @@ fn retention_keeps_held_events_survives_a_kill_mid_sweep_and_archives_verifiably
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     verify("after the second sweep");
     if killed_mid_sweep {
-        assert!(report["deleted"].as_u64().unwrap() + report["archived"].as_u64().unwrap() > 0, "{report}");
+        assert!(
+            report["deleted"].as_u64().unwrap() + report["archived"].as_u64().unwrap() > 0,
+            "{report}"
+        );
     }
 
     // Held events are all there; everything else that was due is gone; sessions (no rule) stay.
-    assert_eq!(count(&db, "SELECT count(*) FROM audit_events WHERE actor = 'user3' AND action != 'session.statement'"), held);
-    assert_eq!(count(&db, "SELECT count(*) FROM audit_events WHERE actor != 'user3' AND action IN ('grant.activated', 'audit.searched') AND ts_us < (SELECT max(ts_us) FROM audit_events) - 3600000000"), 0);
-    assert_eq!(count(&db, "SELECT count(*) FROM audit_events WHERE action = 'session.statement'"), SEEDED / 10);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM audit_events WHERE actor = 'user3' AND action != 'session.statement'"
+        ),
+        held
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM audit_events WHERE actor != 'user3' AND action IN ('grant.activated', 'audit.searched') AND ts_us < (SELECT max(ts_us) FROM audit_events) - 3600000000"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM audit_events WHERE action = 'session.statement'"
+        ),
+        SEEDED / 10
+    );
 
     // What was archived comes back, checked against the manifests.
     let restored = run(&["audit", "restore", "--archive", archive.to_str().unwrap()]);
     assert!(restored.status.success(), "{}", text(&restored));
     let lines = String::from_utf8_lossy(&restored.stdout).lines().count() as i64;
-    assert_eq!(lines, SEEDED / 2 - held, "every access event but the held ones");
+    assert_eq!(
+        lines,
+        SEEDED / 2 - held,
+        "every access event but the held ones"
+    );
 
     // Releasing the hold lets the next sweep take them.
     let id = hold["id"].as_str().unwrap();
     server.json("root", &["hold", "release", id, "--reason", "case closed"]);
     let out = run(&["retention", "run", "--config", config_arg]);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(count(&db, "SELECT count(*) FROM audit_events WHERE actor = 'user3' AND action != 'session.statement'"), 0);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM audit_events WHERE actor = 'user3' AND action != 'session.statement'"
+        ),
+        0
+    );
     verify("after the hold was released");
 }
 
@@ -208,34 +328,111 @@ fn erasure_removes_payloads_keeps_skeletons_and_respects_holds() {
     let port = free_port();
     let config = config_with(dir.path(), port, "");
     let server = Server::start(&config, port);
-    let req = server.json("alice", &["request", "create", "--resource", "orders-db", "--role", "read", "--duration", "10m", "--reason", "INC-1"]);
+    let req = server.json(
+        "alice",
+        &[
+            "request",
+            "create",
+            "--resource",
+            "orders-db",
+            "--role",
+            "read",
+            "--duration",
+            "10m",
+            "--reason",
+            "INC-1",
+        ],
+    );
     let req_id = req["id"].as_str().unwrap();
     // Something only the audit log holds: alice's own search, with a marker in its filter.
     let marker = "marker-7f3a9c";
     server.json("alice", &["audit", "search", "--action", marker]);
-    let hold = server.json("root", &["hold", "create", "--reason", "litigation", "--request", req_id]);
+    let hold = server.json(
+        "root",
+        &[
+            "hold",
+            "create",
+            "--reason",
+            "litigation",
+            "--request",
+            req_id,
+        ],
+    );
 
-    let out = server.cli("root", &["audit", "erase", "--principal", "alice", "--reason", "GDPR art. 17"]);
+    let out = server.cli(
+        "root",
+        &[
+            "audit",
+            "erase",
+            "--principal",
+            "alice",
+            "--reason",
+            "GDPR art. 17",
+        ],
+    );
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains(hold["id"].as_str().unwrap()), "{}", text(&out));
-    let out = server.cli("alice", &["audit", "erase", "--principal", "alice", "--reason", "mine"]);
+    assert!(
+        text(&out).contains(hold["id"].as_str().unwrap()),
+        "{}",
+        text(&out)
+    );
+    let out = server.cli(
+        "alice",
+        &["audit", "erase", "--principal", "alice", "--reason", "mine"],
+    );
     assert_eq!(out.status.code(), Some(1), "only admins erase");
 
     server.json("root", &["hold", "release", hold["id"].as_str().unwrap()]);
-    let erased = server.json("root", &["audit", "erase", "--principal", "alice", "--reason", "GDPR art. 17"]);
+    let erased = server.json(
+        "root",
+        &[
+            "audit",
+            "erase",
+            "--principal",
+            "alice",
+            "--reason",
+            "GDPR art. 17",
+        ],
+    );
     assert!(erased["payloads_erased"].as_u64().unwrap() >= 3, "{erased}");
 
     let db = dir.path().join("data/jitgate.db");
-    assert!(count(&db, "SELECT count(*) FROM audit_events WHERE actor = 'alice' OR subject = 'alice'") >= 3, "skeletons stay");
-    assert_eq!(count(&db, "SELECT count(*) FROM audit_payloads p JOIN audit_events e USING (seq) WHERE e.actor = 'alice' OR e.subject = 'alice'"), 0);
+    assert!(
+        count(
+            &db,
+            "SELECT count(*) FROM audit_events WHERE actor = 'alice' OR subject = 'alice'"
+        ) >= 3,
+        "skeletons stay"
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM audit_payloads p JOIN audit_events e USING (seq) WHERE e.actor = 'alice' OR e.subject = 'alice'"
+        ),
+        0
+    );
     for file in ["data/jitgate.db", "data/jitgate.db-wal"] {
         let bytes = std::fs::read(dir.path().join(file)).unwrap_or_default();
-        assert!(!bytes.windows(marker.len()).any(|w| w == marker.as_bytes()), "{file} still holds the erased payload");
+        assert!(
+            !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
+            "{file} still holds the erased payload"
+        );
     }
     let events = server.json("root", &["audit", "search", "--request", req_id]);
-    assert!(events.as_array().unwrap().iter().all(|e| e["details"].is_null()), "{events}");
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["details"].is_null()),
+        "{events}"
+    );
     std::thread::sleep(Duration::from_millis(1200)); // a checkpoint covers the erasure
     let out = run(&["audit", "verify", "--config", config.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("removed by retention or erasure"), "{}", text(&out));
+    assert!(
+        text(&out).contains("removed by retention or erasure"),
+        "{}",
+        text(&out)
+    );
 }

@@ -68,20 +68,27 @@ pub fn verify(
     }
 }
 
-/// The last segment read, since consecutive range boundaries usually share one.
+/// Segments recently read. Consecutive range boundaries usually share a segment, but a later sweep
+/// can interleave its own segment with earlier ones (events a released hold had kept), so a few
+/// are kept decoded.
 #[derive(Default)]
 struct SegmentCache {
-    name: String,
-    items: Vec<SegmentItem>,
+    segments: HashMap<String, Vec<SegmentItem>>,
 }
+
+/// Decoded segments kept at most (each up to one sweep batch of events).
+const CACHED_SEGMENTS: usize = 8;
 
 impl SegmentCache {
     fn get(&mut self, dir: &Path, name: &str) -> Result<&[SegmentItem], String> {
-        if self.name != name {
-            self.items = read_segment(dir, name)?;
-            self.name = name.to_owned();
+        if !self.segments.contains_key(name) {
+            if self.segments.len() >= CACHED_SEGMENTS {
+                self.segments.clear();
+            }
+            self.segments
+                .insert(name.to_owned(), read_segment(dir, name)?);
         }
-        Ok(&self.items)
+        Ok(&self.segments[name])
     }
 }
 

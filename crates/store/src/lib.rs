@@ -10,7 +10,7 @@ mod sqlite;
 use async_trait::async_trait;
 use jitgate_audit::archive::Manifest;
 use jitgate_audit::retention::Hold;
-use jitgate_audit::{AuditEvent, Checkpoint, EventFilter, Gap, Hash};
+use jitgate_audit::{AuditEvent, Checkpoint, EventFilter, Gap};
 use jitgate_core::{AccessRequest, CoreError, EventDraft, State, Timestamp};
 use tokio::sync::{mpsc, watch};
 

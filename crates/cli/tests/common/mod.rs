@@ -133,4 +133,3 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
-

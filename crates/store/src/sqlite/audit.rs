@@ -714,8 +714,10 @@ pub(super) fn remove_ranges(
     // One statement per table: a statement per range made SQLite truncate its statement journal
     // once per range, which grew quadratic with thousands of short ranges.
     let list = serde_json::to_string(&seqs).expect("numbers serialise");
-    conn.prepare_cached("DELETE FROM audit_payloads WHERE seq IN (SELECT value FROM json_each(?1))")?
-        .execute([&list])?;
+    conn.prepare_cached(
+        "DELETE FROM audit_payloads WHERE seq IN (SELECT value FROM json_each(?1))",
+    )?
+    .execute([&list])?;
     conn.prepare_cached("DELETE FROM audit_events WHERE seq IN (SELECT value FROM json_each(?1))")?
         .execute([&list])?;
     let mut insert = conn.prepare_cached(

@@ -21,7 +21,7 @@ use std::thread;
 use async_trait::async_trait;
 use jitgate_audit::archive::Manifest;
 use jitgate_audit::retention::Hold;
-use jitgate_audit::{AuditEvent, Checkpoint, EventFilter, Gap, Hash, Verifier};
+use jitgate_audit::{AuditEvent, Checkpoint, EventFilter, Gap, Verifier};
 use jitgate_core::{AccessRequest, EventDraft, Timestamp};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
