@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::AuditError;
 use crate::chain::{Hash, Skeleton};
+use crate::retention::Candidate;
 use crate::signing::Gap;
 use crate::verify::Item;
 
@@ -49,7 +50,7 @@ impl SegmentItem {
         }
     }
 
-    /// Feeds the item to a verifier. `salt` is scratch space for the decoded salt.
+    /// Lends the item to `f` in the shape a verifier takes.
     pub fn with_item<T>(&self, f: impl FnOnce(Item<'_>) -> T) -> T {
         match self {
             SegmentItem::Gap(g) => f(Item::Gap(g)),
@@ -70,6 +71,20 @@ impl SegmentItem {
 }
 
 impl ArchivedEvent {
+    /// What retention rules and holds look at.
+    pub fn candidate(&self) -> Candidate<'_> {
+        Candidate {
+            seq: self.seq,
+            ts_us: self.ts_us,
+            action: &self.action,
+            actor: &self.actor,
+            subject: self.subject.as_deref(),
+            resource: self.resource.as_deref(),
+            request_id: self.request_id.as_deref(),
+            grant_id: self.grant_id.as_deref(),
+        }
+    }
+
     pub fn skeleton(&self) -> Skeleton<'_> {
         Skeleton {
             seq: self.seq,

@@ -39,19 +39,11 @@ impl RetentionAction {
 }
 
 /// `[[retention]] class = "session", keep = "30d", action = "delete"`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     pub class: String,
-    #[serde(serialize_with = "serialize_duration")]
     pub keep: std::time::Duration,
     pub action: RetentionAction,
-}
-
-fn serialize_duration<S: serde::Serializer>(
-    d: &std::time::Duration,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&humantime::format_duration(*d).to_string())
 }
 
 /// A legal hold: events it covers are never deleted or archived away, whatever the rules say.
@@ -73,17 +65,17 @@ pub struct Hold {
     pub released_by: Option<String>,
 }
 
-/// The fields of a live event that rules and holds look at.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Candidate {
+/// The fields of a live event that rules and holds look at, borrowed from wherever it is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate<'a> {
     pub seq: i64,
     pub ts_us: i64,
-    pub action: String,
-    pub actor: String,
-    pub subject: Option<String>,
-    pub resource: Option<String>,
-    pub request_id: Option<String>,
-    pub grant_id: Option<String>,
+    pub action: &'a str,
+    pub actor: &'a str,
+    pub subject: Option<&'a str>,
+    pub resource: Option<&'a str>,
+    pub request_id: Option<&'a str>,
+    pub grant_id: Option<&'a str>,
 }
 
 impl Hold {
@@ -91,19 +83,19 @@ impl Hold {
         self.released_at.is_none()
     }
 
-    pub fn covers(&self, e: &Candidate) -> bool {
-        let eq = |want: &Option<String>, have: Option<&String>| match want {
+    pub fn covers(&self, e: &Candidate<'_>) -> bool {
+        let eq = |want: &Option<String>, have: Option<&str>| match want {
             None => true,
-            Some(w) => have == Some(w),
+            Some(w) => have == Some(w.as_str()),
         };
         self.is_active()
-            && eq(&self.resource, e.resource.as_ref())
-            && eq(&self.request_id, e.request_id.as_ref())
-            && eq(&self.grant_id, e.grant_id.as_ref())
+            && eq(&self.resource, e.resource)
+            && eq(&self.request_id, e.request_id)
+            && eq(&self.grant_id, e.grant_id)
             && self
                 .principal
-                .as_ref()
-                .is_none_or(|p| *p == e.actor || e.subject.as_ref() == Some(p))
+                .as_deref()
+                .is_none_or(|p| p == e.actor || e.subject == Some(p))
             && self.from.is_none_or(|t| e.ts_us >= t.as_microsecond())
             && self.until.is_none_or(|t| e.ts_us < t.as_microsecond())
     }
@@ -143,8 +135,8 @@ impl Policy {
         }
     }
 
-    pub fn fate(&self, e: &Candidate) -> Fate {
-        let class = class_of(&e.action);
+    pub fn fate(&self, e: &Candidate<'_>) -> Fate {
+        let class = class_of(e.action);
         let Some(&(_, cutoff, action)) = self.cutoffs.iter().find(|(c, ..)| *c == class) else {
             return Fate::Keep;
         };
@@ -195,16 +187,16 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn candidate(seq: i64, ts_us: i64, action: &str, actor: &str) -> Candidate {
+    fn candidate<'a>(seq: i64, ts_us: i64, action: &'a str, actor: &'a str) -> Candidate<'a> {
         Candidate {
             seq,
             ts_us,
-            action: action.into(),
-            actor: actor.into(),
+            action,
+            actor,
             subject: None,
-            resource: Some("orders-db".into()),
+            resource: Some("orders-db"),
             request_id: None,
-            grant_id: Some("g1".into()),
+            grant_id: Some("g1"),
         }
     }
 
@@ -292,7 +284,7 @@ mod tests {
         assert!(h.covers(&candidate(1, 10, "x", "a")));
         assert!(!h.covers(&candidate(1, 20, "x", "a")));
         let mut other = candidate(1, 15, "x", "a");
-        other.grant_id = Some("g2".into());
+        other.grant_id = Some("g2");
         assert!(!h.covers(&other));
     }
 

@@ -112,12 +112,8 @@ pub struct Verifier {
 impl Verifier {
     /// `checkpoints` may come from several places (the log's own table, anchors); duplicates must
     /// agree.
-    pub fn new(
-        keys: Vec<PublicKey>,
-        mut checkpoints: Vec<Checkpoint>,
-        start: Option<(i64, Hash)>,
-    ) -> Result<Self, Problem> {
-        checkpoints.sort_by(|a, b| b.seq.cmp(&a.seq));
+    pub fn new(keys: Vec<PublicKey>, mut checkpoints: Vec<Checkpoint>) -> Result<Self, Problem> {
+        checkpoints.sort_by_key(|c| std::cmp::Reverse(c.seq));
         checkpoints.dedup();
         for pair in checkpoints.windows(2) {
             if pair[0].seq == pair[1].seq {
@@ -129,21 +125,17 @@ impl Verifier {
                 });
             }
         }
-        let (next_seq, prev) = start.map(|(s, h)| (s + 1, h)).unwrap_or((1, GENESIS));
         let highest_checkpoint = checkpoints.first().map(|c| c.seq).unwrap_or(0);
-        // Checkpoints before the start cannot be checked against the chain.
-        checkpoints.retain(|c| c.seq >= next_seq);
         Ok(Self {
             trusted: keys.into_iter().map(|k| (k.id().to_owned(), k)).collect(),
             pending: Vec::new(),
             checkpoints,
             highest_checkpoint,
-            next_seq,
-            prev,
+            next_seq: 1,
+            prev: GENESIS,
             scratch: Vec::with_capacity(512),
             report: Report {
-                last_seq: next_seq - 1,
-                last_hash: prev,
+                last_hash: GENESIS,
                 ..Report::default()
             },
         })
@@ -224,10 +216,7 @@ impl Verifier {
     /// archived items instead of jumping, and checks they end where the boundary says.
     pub fn archived_gap(&mut self, gap: &Gap, items: &[SegmentItem]) -> Result<(), Problem> {
         self.check_boundary(gap)?;
-        for item in items
-            .iter()
-            .filter(|i| i.first_seq() >= gap.first_seq && i.first_seq() <= gap.last_seq)
-        {
+        for item in items {
             item.with_item(|item| self.feed(item))?;
         }
         if self.next_seq != gap.last_seq + 1 {

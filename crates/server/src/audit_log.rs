@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::config::{Anchor, ArchiveLocation, Config};
+use crate::config::{Anchor, Config};
 use crate::error::Error;
 
 /// The private key's file in the data directory (mode 0600).
@@ -39,7 +39,7 @@ pub struct AuditLog {
     every_events: u64,
     interval: Duration,
     rules: Vec<Rule>,
-    archive: Option<Arc<dyn ObjectStore>>,
+    archive: Arc<dyn ObjectStore>,
     /// Serialises checkpointing, so two callers never sign out of order.
     last: tokio::sync::Mutex<Option<Checkpoint>>,
     /// Serialises sweeps in this process.
@@ -55,24 +55,17 @@ impl AuditLog {
     ) -> Result<Self, Error> {
         let signer = Signer::load_or_create(&config.data_dir.join(KEY_FILE))?;
         remember_public_key(&config.data_dir, &signer.public())?;
-        let archive: Option<Arc<dyn ObjectStore>> = match &config.audit.archive {
-            ArchiveLocation::Directory(dir) => {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    Error::Io(format!(
-                        "cannot create the archive directory {}: {e}",
-                        dir.display()
-                    ))
-                })?;
-                let local = object_store::local::LocalFileSystem::new_with_prefix(dir)
-                    .map_err(|e| Error::Io(format!("archive {}: {e}", dir.display())))?;
-                Some(Arc::new(local))
-            }
-            ArchiveLocation::Url(url) => {
-                return Err(Error::Io(format!(
-                    "archive {url}: only local directories are supported by this build"
-                )));
-            }
-        };
+        let dir = &config.audit.archive;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::Io(format!(
+                "cannot create the archive directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let archive = Arc::new(
+            object_store::local::LocalFileSystem::new_with_prefix(dir)
+                .map_err(|e| Error::Io(format!("archive {}: {e}", dir.display())))?,
+        );
         let last = store.last_checkpoint().await?;
         Ok(Self {
             store,
@@ -239,13 +232,13 @@ impl AuditLog {
             // Events are appended in time order: once a batch starts after every cutoff, nothing
             // later can be due either.
             let Some(first) = batch.first() else { break };
-            if first.candidate.ts_us >= latest_cutoff {
+            if first.record.ts_us >= latest_cutoff {
                 break;
             }
             let plan = plan(&policy, &batch, &self.signer());
             report.examined += batch.len() as u64;
             report.held += plan.held;
-            let next = batch.last().expect("non-empty").candidate.seq + 1;
+            let next = batch.last().expect("non-empty").record.seq + 1;
             if dry_run || plan.gaps.is_empty() {
                 report.deleted += plan.deleted;
                 report.archived += plan.archived;
@@ -253,16 +246,10 @@ impl AuditLog {
                 progress(&report);
                 continue;
             }
-            let manifest = match (&self.archive, plan.segment.is_empty()) {
-                (_, true) => None,
-                (None, false) => {
-                    return Err(Error::Io(
-                        "a rule archives events but no archive is configured".into(),
-                    ));
-                }
-                (Some(store), false) => {
-                    let name = plan.segment_name.as_deref().expect("a segment has a name");
-                    Some(write_segment(store.as_ref(), name, &plan.segment).await?)
+            let manifest = match plan.segment_name.as_deref() {
+                None => None,
+                Some(name) => {
+                    Some(write_segment(self.archive.as_ref(), name, &plan.segment).await?)
                 }
             };
             let event =
@@ -355,7 +342,7 @@ struct Plan {
 fn plan(policy: &Policy, batch: &[LiveEvent], signer: &Signer) -> Plan {
     let fates: Vec<(i64, Fate)> = batch
         .iter()
-        .map(|e| (e.candidate.seq, policy.fate(&e.candidate)))
+        .map(|e| (e.record.seq, policy.fate(&e.record.candidate())))
         .collect();
     let mut plan = Plan {
         gaps: Vec::new(),
@@ -367,9 +354,10 @@ fn plan(policy: &Policy, batch: &[LiveEvent], signer: &Signer) -> Plan {
         classes: Default::default(),
     };
     let runs = runs(&fates);
-    let name = runs.first().zip(runs.last()).map(|((a, _), (_, b))| {
-        archive::segment_name(batch[*a].candidate.seq, batch[*b].candidate.seq)
-    });
+    let name = runs
+        .first()
+        .zip(runs.last())
+        .map(|((a, _), (_, b))| archive::segment_name(batch[*a].record.seq, batch[*b].record.seq));
     for (start, end) in runs {
         let before = |i: usize| batch[i].prev;
         let mut archived_here = false;
@@ -381,7 +369,7 @@ fn plan(policy: &Policy, batch: &[LiveEvent], signer: &Signer) -> Plan {
             };
             *plan
                 .classes
-                .entry(class_of(&batch[i].candidate.action))
+                .entry(class_of(&batch[i].record.action))
                 .or_default() += 1;
             match action {
                 RetentionAction::Delete => {
@@ -408,8 +396,8 @@ fn plan(policy: &Policy, batch: &[LiveEvent], signer: &Signer) -> Plan {
             items.push(SegmentItem::Gap(sub_gap(signer, batch, d, end, before(d))));
         }
         let gap = signer.sign_gap(
-            batch[start].candidate.seq,
-            batch[end].candidate.seq,
+            batch[start].record.seq,
+            batch[end].record.seq,
             before(start),
             batch[end].record.hash,
         );
@@ -432,8 +420,8 @@ fn sub_gap(
     prev: jitgate_audit::Hash,
 ) -> Gap {
     signer.sign_gap(
-        batch[from].candidate.seq,
-        batch[to].candidate.seq,
+        batch[from].record.seq,
+        batch[to].record.seq,
         prev,
         batch[to].record.hash,
     )

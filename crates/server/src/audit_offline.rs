@@ -48,7 +48,7 @@ pub fn verify(
         checkpoints.extend(jitgate_audit::anchor::read(anchor).map_err(|e| cannot(&e))?);
     }
     let mut verifier =
-        Verifier::new(opts.keys.clone(), checkpoints, None).map_err(VerifyFailure::Tampered)?;
+        Verifier::new(opts.keys.clone(), checkpoints).map_err(VerifyFailure::Tampered)?;
     let mut segments = SegmentCache::default();
     let mut lookup =
         |gap: &jitgate_audit::Gap, name: &str| -> Result<Option<Vec<SegmentItem>>, String> {

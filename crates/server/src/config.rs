@@ -39,13 +39,13 @@ pub struct Config {
 pub struct AuditConfig {
     /// Where every checkpoint is also written, outside the database.
     pub anchors: Vec<Anchor>,
-    /// Where archive segments go: a local directory, or an object store URL (`s3://bucket/prefix`).
-    pub archive: ArchiveLocation,
+    /// The local directory archive segments go to.
+    pub archive: PathBuf,
     /// A checkpoint is signed after this many events, or `checkpoint_interval` after the last one,
     /// whichever comes first.
     pub checkpoint_events: u64,
     pub checkpoint_interval: Duration,
-    /// How often `serve` runs a retention sweep; `None` when no rule is configured.
+    /// How often `serve` runs a retention sweep (while any rule is configured).
     pub retention_every: Duration,
     pub retention: Vec<jitgate_audit::retention::Rule>,
 }
@@ -65,13 +65,6 @@ impl std::fmt::Display for Anchor {
             Anchor::Webhook(u) => f.write_str(u),
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ArchiveLocation {
-    Directory(PathBuf),
-    /// An object store URL that `object_store` understands (`s3://bucket/prefix`).
-    Url(String),
 }
 
 #[derive(Debug, Clone)]
@@ -175,10 +168,8 @@ impl Config {
         if config.database_path.is_relative() {
             config.database_path = dir.join(&config.database_path);
         }
-        if let ArchiveLocation::Directory(d) = &mut config.audit.archive
-            && d.is_relative()
-        {
-            *d = dir.join(&*d);
+        if config.audit.archive.is_relative() {
+            config.audit.archive = dir.join(&config.audit.archive);
         }
         Ok(config)
     }
@@ -921,18 +912,19 @@ fn audit_config(c: &mut Check, raw: &RawConfig, base: &Path) -> AuditConfig {
             );
         }
     }
-    let archive = if a.archive.contains("://") {
-        match a.archive.strip_prefix("file://") {
-            Some(dir) => ArchiveLocation::Directory(PathBuf::from(dir)),
-            None => ArchiveLocation::Url(a.archive.clone()),
+    let archive = match a.archive.strip_prefix("file://") {
+        Some(dir) => PathBuf::from(dir),
+        None if a.archive.contains("://") => {
+            c.add(
+                at("archive"),
+                format!(
+                    "{:?}: only a local directory is supported in this version",
+                    a.archive
+                ),
+            );
+            PathBuf::new()
         }
-    } else {
-        let dir = PathBuf::from(&a.archive);
-        ArchiveLocation::Directory(if dir.is_relative() {
-            raw.server.data_dir.join(dir)
-        } else {
-            dir
-        })
+        None => raw.server.data_dir.join(&a.archive), // an absolute path replaces data_dir
     };
     if a.checkpoint_events == 0 {
         c.add(at("checkpoint_events"), "must be at least 1");

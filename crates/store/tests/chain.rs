@@ -64,7 +64,7 @@ fn verify_with(path: &Path, signer: &Signer, anchor: &[Checkpoint]) -> Result<Re
     let log = LogFile::open(path).unwrap();
     let mut checkpoints = log.checkpoints().unwrap();
     checkpoints.extend(anchor.iter().cloned());
-    let mut v = Verifier::new(vec![signer.public()], checkpoints, None)?;
+    let mut v = Verifier::new(vec![signer.public()], checkpoints)?;
     match log.scan(&mut v, &mut |_, _| Ok(None), &mut |_| {}) {
         Ok(()) => v.finish(),
         Err(jitgate_store::ScanError::Problem(p)) => Err(p),

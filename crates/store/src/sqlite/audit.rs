@@ -276,13 +276,14 @@ pub(super) fn insert_checkpoint(conn: &Connection, cp: &Checkpoint) -> Result<()
     Ok(())
 }
 
-fn checkpoint_from_row(
-    r: &rusqlite::Row<'_>,
-) -> rusqlite::Result<(i64, Vec<u8>, i64, String, Vec<u8>)> {
+/// `(seq, hash, ts_us, key_id, signature)` as stored, checked by [`to_checkpoint`].
+type CheckpointRow = (i64, Vec<u8>, i64, String, Vec<u8>);
+
+fn checkpoint_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CheckpointRow> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
 }
 
-fn to_checkpoint(row: (i64, Vec<u8>, i64, String, Vec<u8>)) -> Result<Checkpoint> {
+fn to_checkpoint(row: CheckpointRow) -> Result<Checkpoint> {
     let (seq, hash, ts_us, key_id, sig) = row;
     Ok(Checkpoint {
         seq,
@@ -428,7 +429,7 @@ fn scan_in_snapshot(
         }
         let payload = if payload_seq == Some(seq) {
             let r = payloads.get().expect("current row");
-            Some((blob(r.get_ref(1)?), text_bytes(r.get_ref(2)?)))
+            Some((blob(r.get_ref(1)?), blob(r.get_ref(2)?)))
         } else {
             None
         };
@@ -473,7 +474,7 @@ fn scan_in_snapshot(
             payload_seq = advance(&mut payloads)?;
         }
         n += 1;
-        if n % 65536 == 0 {
+        if n.is_multiple_of(65536) {
             progress(seq);
         }
     }
@@ -506,7 +507,7 @@ fn feed_gap(
     segment: Option<&str>,
 ) -> std::result::Result<(), ScanError> {
     let items = match segment {
-        Some(name) => archive(gap, name).map_err(|why| StoreError::Db(why))?,
+        Some(name) => archive(gap, name).map_err(StoreError::Db)?,
         None => None,
     };
     match items {
@@ -521,10 +522,6 @@ fn blob<'a>(v: ValueRef<'a>) -> &'a [u8] {
         ValueRef::Blob(b) | ValueRef::Text(b) => b,
         _ => &[],
     }
-}
-
-fn text_bytes<'a>(v: ValueRef<'a>) -> &'a [u8] {
-    blob(v)
 }
 
 // ---- holds --------------------------------------------------------------------------------
@@ -573,11 +570,10 @@ pub(super) fn hold(conn: &Connection, id: &str) -> Result<Option<Hold>> {
 
 // ---- retention ----------------------------------------------------------------------------
 
-/// A live event as retention sees it: what rules and holds look at, and the whole record in case
-/// it is archived.
+/// A live event as retention sees it: the whole record (rules and holds look at
+/// [`ArchivedEvent::candidate`]; it is archived as it is).
 #[derive(Debug, Clone)]
 pub struct LiveEvent {
-    pub candidate: Candidate,
     pub record: ArchivedEvent,
     /// The chain hash just before this event (of the event or range boundary at `seq - 1`).
     pub prev: Hash,
@@ -617,20 +613,7 @@ pub(super) fn live_batch(conn: &Connection, from_seq: i64, limit: u32) -> Result
             _ => hash_before(conn, record.seq)?,
         };
         last = Some((record.seq, record.hash));
-        out.push(LiveEvent {
-            prev,
-            candidate: Candidate {
-                seq: record.seq,
-                ts_us: record.ts_us,
-                action: record.action.clone(),
-                actor: record.actor.clone(),
-                subject: record.subject.clone(),
-                resource: record.resource.clone(),
-                request_id: record.request_id.clone(),
-                grant_id: record.grant_id.clone(),
-            },
-            record,
-        });
+        out.push(LiveEvent { prev, record });
     }
     Ok(out)
 }
@@ -779,21 +762,20 @@ pub(super) fn erase(conn: &Connection, principal: &str) -> Result<(u64, Option<(
          FROM audit_events e JOIN audit_payloads p ON p.seq = e.seq
          WHERE e.actor = ?1 OR e.subject = ?1 ORDER BY e.seq",
     )?;
-    let rows = stmt.query_map([principal], |r| {
-        Ok(Candidate {
+    let mut rows = stmt.query([principal])?;
+    let mut seqs = Vec::new();
+    while let Some(r) = rows.next()? {
+        let text = |i| r.get_ref(i).and_then(|v| Ok(v.as_str_or_null()?));
+        let c = Candidate {
             seq: r.get(0)?,
             ts_us: r.get(1)?,
-            action: r.get(2)?,
-            actor: r.get(3)?,
-            subject: r.get(4)?,
-            resource: r.get(5)?,
-            request_id: r.get(6)?,
-            grant_id: r.get(7)?,
-        })
-    })?;
-    let mut seqs = Vec::new();
-    for c in rows {
-        let c = c?;
+            action: text(2)?.unwrap_or_default(),
+            actor: text(3)?.unwrap_or_default(),
+            subject: text(4)?,
+            resource: text(5)?,
+            request_id: text(6)?,
+            grant_id: text(7)?,
+        };
         if let Some(h) = active.iter().find(|h| h.covers(&c)) {
             return Err(StoreError::Held {
                 hold: h.id.clone(),
@@ -805,6 +787,7 @@ pub(super) fn erase(conn: &Connection, principal: &str) -> Result<(u64, Option<(
         }
         seqs.push(c.seq);
     }
+    drop(rows);
     conn.execute(
         "INSERT INTO maintenance_permit (reason) VALUES ('erasure')",
         [],
