@@ -11,6 +11,8 @@ pub enum Outcome {
     Denied,
     /// Something that was meant to happen did not (a connector error).
     Failure,
+    /// A statement stopped by a gateway guardrail before it reached the database.
+    Blocked,
 }
 
 impl Outcome {
@@ -19,6 +21,7 @@ impl Outcome {
             Outcome::Success => "success",
             Outcome::Denied => "denied",
             Outcome::Failure => "failure",
+            Outcome::Blocked => "blocked",
         }
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod codec;
 mod error;
+pub mod guard;
 mod registry;
 mod session;
 
@@ -49,6 +50,9 @@ pub struct GatewayConfig {
     /// PEM certificate chain and private key for TLS; without them the gateway answers `N` to
     /// SSLRequest and accepts plain logins from loopback only.
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Statement rules; those matching a session's resource and role are checked before each
+    /// statement is forwarded.
+    pub guardrails: Vec<guard::GuardRule>,
 }
 
 /// Loads the certificate chain and key into a TLS acceptor.
@@ -104,6 +108,8 @@ impl std::fmt::Debug for Upstream {
 pub struct SessionGrant {
     pub principal: String,
     pub resource: String,
+    /// The role the grant gives on the resource (guardrails are chosen by it).
+    pub role: String,
     pub grant_id: String,
     pub request_id: String,
     pub expires_at: Timestamp,

@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::codec::{self, Startup};
+use crate::guard::{Blocked, SessionGuard};
 use crate::registry::{CancelTarget, Control};
 use crate::{AuditMode, GatewayError, SessionGrant, Shared};
 
@@ -103,6 +104,7 @@ async fn handle<S: Stream>(
     let session_id = ids::new_id("ses");
     let (reg_id, control) = shared.registry.register(&grant.grant_id, grant.expires_at);
     let mut s = Session::new(&shared, &grant, &session_id);
+    s.guard = SessionGuard::for_session(&shared.config.guardrails, &grant.resource, &grant.role);
     let opened = s.event("session.opened").details(json!({ "client_addr": peer.to_string(), "application_name": app, "upstream_user": grant.upstream.user }));
     let outcome = match shared.authority.record(vec![opened]).await {
         Ok(()) => s.relay(client, upstream, control, target).await,
@@ -439,6 +441,38 @@ struct Session<'a> {
     /// Outcomes not yet written, and when they must be at the latest.
     results: Vec<serde_json::Value>,
     flush_at: Option<tokio::time::Instant>,
+    /// Guardrails for this session's resource and role, if any apply.
+    guard: Option<SessionGuard>,
+    /// A blocked statement is replaced upstream by one that fails naming a column
+    /// `{marker}{n}`; the server's error is then swapped for the guardrail's, keyed by `n`.
+    /// The failure keeps the server's own error handling: an open transaction is aborted, the
+    /// rest of an extended-protocol batch is skipped, ReadyForQuery comes in order.
+    marker: String,
+    blocked: HashMap<u64, String>,
+    /// After a blocked Parse the server skips everything up to Sync; so does the audit.
+    skip_to_sync: bool,
+}
+
+/// A stretch of a buffer to send as other bytes.
+struct Patch {
+    start: usize,
+    end: usize,
+    with: BytesMut,
+}
+
+/// Writes `buf` with `patches` (in order, not overlapping) applied.
+async fn write_patched<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    buf: &[u8],
+    patches: &[Patch],
+) -> std::io::Result<()> {
+    let mut at = 0;
+    for p in patches {
+        w.write_all(&buf[at..p.start]).await?;
+        w.write_all(&p.with).await?;
+        at = p.end;
+    }
+    w.write_all(&buf[at..]).await
 }
 
 impl<'a> Session<'a> {
@@ -458,6 +492,10 @@ impl<'a> Session<'a> {
             terminated: false,
             results: Vec::new(),
             flush_at: None,
+            guard: None,
+            marker: format!("jitgate_blocked_{:016x}_", rand::random::<u64>()),
+            blocked: HashMap::new(),
+            skip_to_sync: false,
         }
     }
 
@@ -488,6 +526,7 @@ impl<'a> Session<'a> {
         let mut cbuf = BytesMut::with_capacity(16 * 1024);
         let mut ubuf = BytesMut::with_capacity(64 * 1024);
         let mut events = Vec::new();
+        let mut patches = Vec::new();
         let sleep = tokio::time::sleep_until(self.deadline(&control.borrow()));
         tokio::pin!(sleep);
         // The grant may have ended between the login check and now.
@@ -501,7 +540,7 @@ impl<'a> Session<'a> {
                     if read? == 0 {
                         return Ok("client closed".into());
                     }
-                    let upto = self.client_frames(&cbuf, &mut events)?;
+                    let upto = self.client_frames(&cbuf, &mut events, &mut patches)?;
                     if upto == 0 {
                         continue;
                     }
@@ -519,7 +558,12 @@ impl<'a> Session<'a> {
                             }
                         }
                     }
-                    uw.write_all(&cbuf[..upto]).await?;
+                    if patches.is_empty() {
+                        uw.write_all(&cbuf[..upto]).await?;
+                    } else {
+                        write_patched(&mut uw, &cbuf[..upto], &patches).await?;
+                        patches.clear();
+                    }
                     self.bytes_in += upto as u64;
                     cbuf.advance(upto);
                     if self.terminated {
@@ -530,8 +574,13 @@ impl<'a> Session<'a> {
                     if read? == 0 {
                         return Ok("server closed".into());
                     }
-                    let upto = self.server_frames(&ubuf).await?;
-                    if upto > 0 {
+                    let upto = self.server_frames(&ubuf, &mut patches).await?;
+                    if !patches.is_empty() {
+                        write_patched(&mut cw, &ubuf[..upto], &patches).await?;
+                        patches.clear();
+                        self.bytes_out += upto as u64;
+                        ubuf.advance(upto);
+                    } else if upto > 0 {
                         cw.write_all(&ubuf[..upto]).await?;
                         self.bytes_out += upto as u64;
                         ubuf.advance(upto);
@@ -570,13 +619,36 @@ impl<'a> Session<'a> {
 
     /// Inspects the complete client frames at the start of `buf`: collects statement events,
     /// returns how many bytes they span.
-    fn client_frames(&mut self, buf: &[u8], events: &mut Vec<EventDraft>) -> Result<usize> {
+    fn client_frames(
+        &mut self,
+        buf: &[u8],
+        events: &mut Vec<EventDraft>,
+        patches: &mut Vec<Patch>,
+    ) -> Result<usize> {
         let mut at = 0;
         while let Some((kind, total)) = codec::frame(&buf[at..], self.shared.config.max_message)? {
             let body = &buf[at + 5..at + total];
+            if self.skip_to_sync && kind != b'S' {
+                // The server discards these after the blocked Parse: nothing to audit.
+                at += total;
+                continue;
+            }
             match kind {
                 b'Q' => {
                     let sql = codec::query(body)?;
+                    if let Some(b) = self.guard.as_mut().and_then(|g| g.check(sql)) {
+                        events.push(self.blocked_statement(sql, "simple", &b));
+                        let query = self.stand_in(b);
+                        patches.push(Patch {
+                            start: at,
+                            end: at + total,
+                            with: query_frame(&query),
+                        });
+                        // Its ReadyForQuery answers no pending statement.
+                        self.ready_for.push_back(None);
+                        at += total;
+                        continue;
+                    }
                     events.push(self.statement(sql, None, "simple"));
                     self.pending.push_back(Pending {
                         n: self.statements,
@@ -588,6 +660,21 @@ impl<'a> Session<'a> {
                 }
                 b'P' => {
                     let (name, sql) = codec::parse(body)?;
+                    if let Some(b) = self.guard.as_mut().and_then(|g| g.check(sql)) {
+                        events.push(self.blocked_statement(sql, "extended", &b));
+                        let stand_in = self.stand_in(b);
+                        let mut with = BytesMut::new();
+                        frontend::parse(name, &stand_in, std::iter::empty(), &mut with)?;
+                        patches.push(Patch {
+                            start: at,
+                            end: at + total,
+                            with,
+                        });
+                        self.prepared.remove(name);
+                        self.skip_to_sync = true;
+                        at += total;
+                        continue;
+                    }
                     self.prepared.insert(name.to_owned(), sql.to_owned());
                 }
                 b'B' => {
@@ -620,6 +707,18 @@ impl<'a> Session<'a> {
                         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
                         .unwrap_or_default();
                     let sql = format!("<function call: oid {oid}>");
+                    if let Some(b) = self.guard.as_ref().and_then(SessionGuard::function_call) {
+                        events.push(self.blocked_statement(&sql, "function_call", &b));
+                        let query = self.stand_in(b);
+                        patches.push(Patch {
+                            start: at,
+                            end: at + total,
+                            with: query_frame(&query),
+                        });
+                        self.ready_for.push_back(None);
+                        at += total;
+                        continue;
+                    }
                     events.push(self.statement(&sql, None, "function_call"));
                     self.pending.push_back(Pending {
                         n: self.statements,
@@ -629,7 +728,10 @@ impl<'a> Session<'a> {
                     });
                     self.ready_for.push_back(Some(self.statements));
                 }
-                b'S' => self.ready_for.push_back(None),
+                b'S' => {
+                    self.skip_to_sync = false;
+                    self.ready_for.push_back(None);
+                }
                 b'C' => {
                     // Close a statement ('S') or portal ('P').
                     if let Some((&what, name)) = body.split_first() {
@@ -662,8 +764,40 @@ impl<'a> Session<'a> {
         self.event("session.statement").details(details)
     }
 
+    fn blocked_statement(&mut self, sql: &str, protocol: &str, b: &Blocked) -> EventDraft {
+        let mut e = self
+            .statement(sql, None, protocol)
+            .outcome(Outcome::Blocked);
+        e.details["outcome"] = json!("blocked");
+        e.details["rule"] = json!(b.rule);
+        e.details["why"] = json!(b.why);
+        e
+    }
+
+    /// The SQL sent upstream in place of a blocked statement: it fails at once, naming a column
+    /// that carries this block's number.
+    fn stand_in(&mut self, b: Blocked) -> String {
+        let n = self.statements;
+        self.blocked.insert(n, b.message());
+        format!("SELECT \"{}{n}\"", self.marker)
+    }
+
+    /// If `body` is the server's error for one of our stand-ins, the guardrail's error instead.
+    fn swap_blocked_error(&mut self, body: &[u8]) -> Option<BytesMut> {
+        let marker = self.marker.as_bytes();
+        let at = body.windows(marker.len()).position(|w| w == marker)? + marker.len();
+        let digits = body[at..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let n: u64 = std::str::from_utf8(&body[at..at + digits])
+            .ok()?
+            .parse()
+            .ok()?;
+        let message = self.blocked.remove(&n)?;
+        Some(codec::error_response("ERROR", "42501", &message))
+    }
+
     /// Notes outcomes in the complete server frames at the start of `buf`; returns their span.
-    async fn server_frames(&mut self, buf: &[u8]) -> Result<usize> {
+    /// Errors answering a blocked statement's stand-in become patches with the guardrail's.
+    async fn server_frames(&mut self, buf: &[u8], patches: &mut Vec<Patch>) -> Result<usize> {
         let mut at = 0;
         let mut results = Vec::new();
         while let Some((kind, total)) = codec::frame(&buf[at..], UPSTREAM_MAX)? {
@@ -680,18 +814,20 @@ impl<'a> Session<'a> {
                         None => {}
                     }
                 }
-                b'E' => {
-                    let code = codec::error_code(body).unwrap_or_default();
-                    if let Some(p) = self.pending.pop_front() {
-                        results
-                            .push(self.result(p, json!({ "outcome": "error", "sqlstate": code })));
-                    }
-                    // After an error the server skips to Sync: what was queued behind it never runs.
-                    while self.pending.front().is_some_and(|p| !p.simple) {
-                        let p = self.pending.pop_front().expect("front");
-                        results.push(self.result(p, json!({ "outcome": "skipped" })));
+                b'E' if !self.blocked.is_empty()
+                    && codec::error_code(body).as_deref() == Some("42703") =>
+                {
+                    if let Some(with) = self.swap_blocked_error(body) {
+                        patches.push(Patch {
+                            start: at,
+                            end: at + total,
+                            with,
+                        });
+                    } else {
+                        self.note_error(body, &mut results);
                     }
                 }
+                b'E' => self.note_error(body, &mut results),
                 b'I' | b's' if self.pending.front().is_some_and(|p| !p.simple) => {
                     let p = self.pending.pop_front().expect("front");
                     let outcome = if kind == b'I' { "empty" } else { "suspended" };
@@ -725,6 +861,19 @@ impl<'a> Session<'a> {
         Ok(at)
     }
 
+    /// An error from the server ends the statement in front; after it the server skips to Sync,
+    /// so what was queued behind it never runs.
+    fn note_error(&mut self, body: &[u8], results: &mut Vec<serde_json::Value>) {
+        let code = codec::error_code(body).unwrap_or_default();
+        if let Some(p) = self.pending.pop_front() {
+            results.push(self.result(p, json!({ "outcome": "error", "sqlstate": code })));
+        }
+        while self.pending.front().is_some_and(|p| !p.simple) {
+            let p = self.pending.pop_front().expect("front");
+            results.push(self.result(p, json!({ "outcome": "skipped" })));
+        }
+    }
+
     fn result(&self, p: Pending, mut details: serde_json::Value) -> serde_json::Value {
         details["statement"] = json!(p.n);
         details["duration_us"] = json!(p.started.elapsed().as_micros() as u64);
@@ -750,4 +899,10 @@ impl<'a> Session<'a> {
         let _ = self.shared.background.send(e).await;
         self.flush_at = None;
     }
+}
+
+fn query_frame(sql: &str) -> BytesMut {
+    let mut out = BytesMut::new();
+    frontend::query(sql, &mut out).expect("a stand-in query has no NUL byte");
+    out
 }

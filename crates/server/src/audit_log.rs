@@ -27,7 +27,7 @@ pub const KEY_FILE: &str = "audit-signing.key";
 /// Every public key this installation has signed with, one hex key per line, oldest first.
 pub const PUBLIC_KEYS_FILE: &str = "audit-signing.pub";
 /// Events removed per retention transaction: bounds how long a sweep holds the writer.
-pub const SWEEP_BATCH: u32 = 20_000;
+pub const SWEEP_BATCH: u32 = 5_000;
 
 pub struct AuditLog {
     store: Arc<dyn Store>,

@@ -32,6 +32,8 @@ pub struct Config {
     pub resources: Vec<Resource>,
     pub policies: Vec<Policy>,
     pub audit: AuditConfig,
+    /// `[[guardrails]]`: statement rules the gateway checks before forwarding.
+    pub guardrails: Vec<jitgate_gateway::guard::GuardRule>,
 }
 
 /// `[audit]` and `[[retention]]`: checkpoints, anchors, archive, retention rules.
@@ -257,6 +259,24 @@ struct RawConfig {
     audit: RawAudit,
     #[serde(default)]
     retention: Vec<RawRetention>,
+    #[serde(default)]
+    guardrails: Vec<RawGuardrail>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGuardrail {
+    name: String,
+    #[serde(default)]
+    resources: Vec<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
+    #[serde(default)]
+    tables: Vec<String>,
+    #[serde(default)]
+    strict: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -868,6 +888,8 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<(KeyPath, String)
         }
     }
 
+    let guardrails = guardrails(&mut c, &raw.guardrails, &resources);
+
     if !c.problems.is_empty() {
         return Err(c.problems);
     }
@@ -882,7 +904,110 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<(KeyPath, String)
         resources,
         policies,
         audit,
+        guardrails,
     })
+}
+
+fn guardrails(
+    c: &mut Check,
+    raw: &[RawGuardrail],
+    resources: &[Resource],
+) -> Vec<jitgate_gateway::guard::GuardRule> {
+    use jitgate_gateway::guard::{GuardRule, Kind, TablePattern};
+    let mut rules = Vec::new();
+    let mut names = HashSet::new();
+    for (i, g) in raw.iter().enumerate() {
+        let path = vec![Seg::Key("guardrails"), Seg::Index(i)];
+        let at = |k: &'static str| with(&path, Seg::Key(k));
+        if g.name.is_empty()
+            || !g
+                .name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+        {
+            c.add(
+                at("name"),
+                format!(
+                    "{:?} is not a rule name (letters, digits, '-', '_', '.')",
+                    g.name
+                ),
+            );
+        } else if !names.insert(g.name.clone()) {
+            c.add(
+                at("name"),
+                format!("guardrail {:?} is defined twice", g.name),
+            );
+        }
+        for (j, r) in g.resources.iter().enumerate() {
+            if !resources.iter().any(|res| &res.name == r) {
+                c.add(
+                    with(&at("resources"), Seg::Index(j)),
+                    format!("no resource is named {r:?}"),
+                );
+            }
+        }
+        let in_scope: Vec<&Resource> = resources
+            .iter()
+            .filter(|res| g.resources.is_empty() || g.resources.contains(&res.name))
+            .collect();
+        for (j, role) in g.roles.iter().enumerate() {
+            if !in_scope.iter().any(|res| res.roles.contains_key(role)) {
+                c.add(
+                    with(&at("roles"), Seg::Index(j)),
+                    format!("no resource this rule covers defines role {role:?}"),
+                );
+            }
+        }
+        let deny: Vec<Kind> = g
+            .deny
+            .iter()
+            .enumerate()
+            .filter_map(|(j, k)| {
+                let known = Kind::parse(k);
+                if known.is_none() {
+                    let all: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+                    c.add(
+                        with(&at("deny"), Seg::Index(j)),
+                        format!(
+                            "{k:?} is not a statement kind; use one of {}",
+                            all.join(", ")
+                        ),
+                    );
+                }
+                known
+            })
+            .collect();
+        let tables: Vec<TablePattern> = g
+            .tables
+            .iter()
+            .enumerate()
+            .filter_map(|(j, t)| {
+                let p = TablePattern::parse(t);
+                if p.is_none() {
+                    c.add(
+                        with(&at("tables"), Seg::Index(j)),
+                        format!("{t:?} is not a table (TABLE or SCHEMA.TABLE; '*' for any part)"),
+                    );
+                }
+                p
+            })
+            .collect();
+        if g.deny.is_empty() && g.tables.is_empty() && !g.strict {
+            c.add(
+                at("deny"),
+                "the rule blocks nothing: give deny, tables, or strict = true",
+            );
+        }
+        rules.push(GuardRule {
+            name: g.name.clone(),
+            resources: g.resources.clone(),
+            roles: g.roles.clone(),
+            deny,
+            tables,
+            strict: g.strict,
+        });
+    }
+    rules
 }
 
 fn audit_config(c: &mut Check, raw: &RawConfig, base: &Path) -> AuditConfig {
@@ -1190,6 +1315,30 @@ schedule = "Mon-Fri 08:00-18:00 Europe/Berlin"
         match Config::parse(text, "jitgate.toml") {
             Err(ConfigError::Invalid(p)) => p.iter().map(ToString::to_string).collect(),
             other => panic!("expected problems, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn guardrails_are_checked_against_resources_roles_and_kinds() {
+        let ok = format!(
+            "{GOOD}\n[[guardrails]]\nname = \"no-ddl\"\nroles = [\"read\"]\ndeny = [\"ddl\", \"truncate\"]\ntables = [\"public.payments\"]\n"
+        );
+        let c = Config::parse(&ok, "jitgate.toml").unwrap();
+        assert_eq!(c.guardrails.len(), 1);
+        assert_eq!(c.guardrails[0].deny.len(), 2);
+        let bad = format!(
+            "{GOOD}\n[[guardrails]]\nname = \"no ddl\"\nresources = [\"nope\"]\nroles = [\"sudo\"]\ndeny = [\"dropp\"]\ntables = [\"a.b.c\"]\n\n[[guardrails]]\nname = \"empty\"\n"
+        );
+        let p = problems(&bad);
+        for want in [
+            "guardrails[0].name: \"no ddl\" is not a rule name",
+            "guardrails[0].resources[0]: no resource is named \"nope\"",
+            "guardrails[0].roles[0]: no resource this rule covers defines role \"sudo\"",
+            "guardrails[0].deny[0]: \"dropp\" is not a statement kind",
+            "guardrails[0].tables[0]: \"a.b.c\" is not a table",
+            "guardrails[1].deny: the rule blocks nothing",
+        ] {
+            assert!(p.iter().any(|m| m.contains(want)), "{want} not in {p:#?}");
         }
     }
 

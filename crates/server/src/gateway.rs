@@ -105,6 +105,7 @@ impl Authority for App {
         Ok(SessionGrant {
             principal: r.principal.clone(),
             resource: r.resource.clone(),
+            role: r.role.clone(),
             grant_id: g.id.clone(),
             request_id: r.id.clone(),
             expires_at: g.expires_at,

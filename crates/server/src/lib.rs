@@ -129,6 +129,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Err
                 record_params: g.record_params,
                 max_message: 256 << 20,
                 tls: g.tls.clone(),
+                guardrails: app.config.guardrails.clone(),
             };
             let authority: Arc<dyn jitgate_gateway::Authority> = app.clone();
             let gw =

@@ -852,3 +852,154 @@ async fn durable_auditing_fails_closed_when_the_log_cannot_be_written() {
         "an unaudited statement ran"
     );
 }
+
+#[tokio::test]
+async fn guardrails_block_dangerous_statements_and_the_session_goes_on() {
+    let Some((db, app)) = setup_with(
+        r#"
+[[guardrails]]
+name = "no-destruction"
+resources = ["orders-db"]
+roles = ["write"]
+deny = ["ddl", "truncate", "update_without_where", "delete_without_where", "copy_program"]
+tables = ["public.payments"]
+"#,
+    )
+    .await
+    else {
+        return;
+    };
+    db.exec(&format!(
+        "CREATE TABLE payments (id int, card text); INSERT INTO payments VALUES (1, '4111111111111111'); GRANT SELECT ON payments TO {}write",
+        db.prefix
+    ))
+    .await;
+    let r = app
+        .request(
+            "ci-bot",
+            json!({"resource": "orders-db", "role": "write", "duration": "10m"}),
+        )
+        .await;
+    let grant = r["grant_id"].as_str().unwrap().to_owned();
+    let c = connect(&app, "ci-bot").await.unwrap();
+    let blocked = |e: tokio_postgres::Error, what: &str| {
+        assert_eq!(
+            e.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{what}: {e:?}"
+        );
+        let msg = e.as_db_error().unwrap().message().to_owned();
+        assert!(msg.contains("\"no-destruction\""), "{what}: {msg}");
+        msg
+    };
+
+    // Simple protocol, and a hidden second statement behind a comment: nothing of it runs.
+    let msg = blocked(
+        c.simple_query("UPDATE orders SET item = 'gone'")
+            .await
+            .unwrap_err(),
+        "update without where",
+    );
+    assert!(msg.contains("UPDATE without WHERE"), "{msg}");
+    blocked(
+        c.simple_query("SELECT 1; /* nothing to see */ CREATE TABLE sneaky (id int)")
+            .await
+            .unwrap_err(),
+        "hidden DDL",
+    );
+    blocked(
+        c.simple_query("SELECT $$;$$; -- ;\n TRUNCATE orders")
+            .await
+            .unwrap_err(),
+        "dollar quotes and comments",
+    );
+    blocked(
+        c.simple_query("COPY orders TO PROGRAM 'cat > /tmp/x'")
+            .await
+            .unwrap_err(),
+        "copy program",
+    );
+    // Extended protocol, and a protected table reached through an alias in a join.
+    blocked(
+        c.execute("UPDATE orders SET item = $1", &[&"gone"])
+            .await
+            .unwrap_err(),
+        "extended",
+    );
+    let msg = blocked(
+        c.query(
+            "SELECT o.id, p.card FROM orders o JOIN public.payments AS p ON p.id = o.id WHERE o.id = $1",
+            &[&1i32],
+        )
+        .await
+        .unwrap_err(),
+        "protected table",
+    );
+    assert!(msg.contains("public.payments"), "{msg}");
+
+    // The session goes on, nothing blocked ran, and what is allowed still works.
+    let gone: i64 = c
+        .query_one("SELECT count(*) FROM orders WHERE item = 'gone'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(gone, 0);
+    c.execute("UPDATE orders SET item = 'desk' WHERE id = 1", &[])
+        .await
+        .unwrap();
+    let exists: bool = c
+        .query_one("SELECT to_regclass('sneaky') IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!exists, "the hidden CREATE TABLE ran");
+
+    // Inside a transaction a blocked statement aborts it, as any error does.
+    c.batch_execute("BEGIN; UPDATE orders SET item = 'chair' WHERE id = 2")
+        .await
+        .unwrap();
+    blocked(
+        c.batch_execute("DELETE FROM orders").await.unwrap_err(),
+        "in a transaction",
+    );
+    let e = c.batch_execute("SELECT 1").await.unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION)
+    );
+    c.batch_execute("ROLLBACK").await.unwrap();
+
+    // Pipelined: a blocked statement between two allowed ones answers in its place.
+    let (a, b, d) = tokio::join!(
+        c.query_one("SELECT 1::int", &[]),
+        c.execute("DELETE FROM orders", &[]),
+        c.query_one("SELECT 2::int", &[])
+    );
+    assert_eq!(a.unwrap().get::<_, i32>(0), 1);
+    blocked(b.unwrap_err(), "pipelined");
+    assert_eq!(d.unwrap().get::<_, i32>(0), 2);
+    let rows: i64 = c
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 2);
+
+    // Each blocked statement is on record with its rule, and no SQL it hid ran.
+    let ev = wait_events(
+        &app,
+        &format!("grant={grant}&action=session.statement&outcome=blocked"),
+        |ev| ev.len() >= 8,
+    )
+    .await;
+    assert_eq!(ev.len(), 8, "{ev:#?}");
+    assert!(
+        ev.iter()
+            .all(|e| e["details"]["rule"] == "no-destruction"
+                && e["details"]["outcome"] == "blocked")
+    );
+    assert!(
+        ev.iter()
+            .any(|e| e["details"]["sql"] == "COPY orders TO PROGRAM 'cat > /tmp/x'")
+    );
+}

