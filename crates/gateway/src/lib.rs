@@ -10,6 +10,7 @@
 pub mod codec;
 mod error;
 pub mod guard;
+pub mod mask;
 mod registry;
 mod session;
 

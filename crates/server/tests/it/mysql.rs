@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::helpers::TestApp;
 use crate::services::MyDb;
