@@ -102,6 +102,8 @@ pub struct Bind {
     pub portal: String,
     pub statement: String,
     pub params: Vec<Option<String>>,
+    /// Result column formats as sent: none (all text), one (for all), or one per column.
+    pub result_formats: Vec<i16>,
 }
 
 pub fn bind(body: &[u8]) -> Result<Bind, CodecError> {
@@ -144,11 +146,98 @@ pub fn bind(body: &[u8]) -> Result<Bind, CodecError> {
         }));
         at = end;
     }
+    let nresults = read_i16(rest, at)?;
+    if nresults < 0 {
+        return Err(CodecError::Malformed("negative result format count".into()));
+    }
+    at += 2;
+    let mut result_formats = Vec::with_capacity((nresults as usize).min(1024));
+    for _ in 0..nresults {
+        result_formats.push(read_i16(rest, at)?);
+        at += 2;
+    }
     Ok(Bind {
         portal: portal.to_owned(),
         statement: statement.to_owned(),
         params,
+        result_formats,
     })
+}
+
+/// One column of a RowDescription ('T').
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    pub name: String,
+    /// The table the column comes from (0 for an expression), and its attribute number.
+    pub table_oid: u32,
+    pub attnum: i16,
+    pub type_oid: u32,
+    /// 0 text, 1 binary.
+    pub format: i16,
+}
+
+/// The fields of a RowDescription ('T') body.
+pub fn row_description(body: &[u8]) -> Result<Vec<Field>, CodecError> {
+    let n = read_i16(body, 0)?;
+    let mut rest = &body[2..];
+    let mut fields = Vec::with_capacity((n.max(0) as usize).min(1664));
+    for _ in 0..n {
+        let (name, after) = cstr(rest)?;
+        let fixed = after
+            .get(..18)
+            .ok_or_else(|| CodecError::Malformed("row description ends early".into()))?;
+        fields.push(Field {
+            name: name.to_owned(),
+            table_oid: u32::from_be_bytes([fixed[0], fixed[1], fixed[2], fixed[3]]),
+            attnum: i16::from_be_bytes([fixed[4], fixed[5]]),
+            type_oid: u32::from_be_bytes([fixed[6], fixed[7], fixed[8], fixed[9]]),
+            format: i16::from_be_bytes([fixed[16], fixed[17]]),
+        });
+        rest = &after[18..];
+    }
+    Ok(fields)
+}
+
+/// The values of a DataRow ('D') body: byte ranges within `body`, `None` for NULL.
+pub fn data_row(body: &[u8]) -> Result<Vec<Option<std::ops::Range<usize>>>, CodecError> {
+    let n = read_i16(body, 0)?;
+    let mut at = 2;
+    let mut values = Vec::with_capacity((n.max(0) as usize).min(1664));
+    for _ in 0..n {
+        let len = read_i32(body, at)?;
+        at += 4;
+        if len < 0 {
+            values.push(None);
+            continue;
+        }
+        let end = at
+            .checked_add(len as usize)
+            .filter(|e| *e <= body.len())
+            .ok_or_else(|| CodecError::Malformed("value runs past the row".into()))?;
+        values.push(Some(at..end));
+        at = end;
+    }
+    Ok(values)
+}
+
+/// A DataRow frame with the given values.
+pub fn data_row_frame<'a>(values: impl ExactSizeIterator<Item = Option<&'a [u8]>>) -> BytesMut {
+    let mut out = BytesMut::new();
+    out.put_u8(b'D');
+    out.put_i32(0); // length, filled in below
+    out.put_i16(values.len() as i16);
+    for v in values {
+        match v {
+            None => out.put_i32(-1),
+            Some(v) => {
+                out.put_i32(v.len() as i32);
+                out.put_slice(v);
+            }
+        }
+    }
+    let len = (out.len() - 1) as i32;
+    out[1..5].copy_from_slice(&len.to_be_bytes());
+    out
 }
 
 /// The portal named by an Execute ('E') message body.
@@ -224,6 +313,10 @@ fn cstr(buf: &[u8]) -> Result<(&str, &[u8]), CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn frame_of_len(f: &[u8]) -> (u8, usize) {
+        frame(f, 1 << 20).unwrap().expect("a whole frame")
+    }
     use proptest::prelude::*;
 
     fn startup_bytes(params: &[(String, String)]) -> Vec<u8> {
@@ -273,11 +366,28 @@ mod tests {
                     Some(t) => { out.extend_from_slice(t.as_bytes()); Ok(postgres_protocol::IsNull::No) }
                     None => Ok(postgres_protocol::IsNull::Yes),
                 },
-                Some(0),
+                Some(1),
                 &mut buf,
             ).map_err(|_| ()).unwrap();
             let b = bind(&buf[5..]).unwrap();
-            prop_assert_eq!(b, Bind { portal: portal.clone(), statement: "s1".into(), params });
+            prop_assert_eq!(b, Bind { portal: portal.clone(), statement: "s1".into(), params, result_formats: vec![1] });
+        }
+
+        #[test]
+        fn data_rows_round_trip(values in proptest::collection::vec(proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)), 0..12)) {
+            let frame = data_row_frame(values.iter().map(|v| v.as_deref()));
+            let (kind, total) = frame_of_len(&frame);
+            prop_assert_eq!((kind, total), (b'D', frame.len()));
+            let body = &frame[5..];
+            let ranges = data_row(body).unwrap();
+            let back: Vec<Option<Vec<u8>>> = ranges.into_iter().map(|r| r.map(|r| body[r].to_vec())).collect();
+            prop_assert_eq!(back, values);
+        }
+
+        #[test]
+        fn row_descriptions_and_data_rows_never_panic(body in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = row_description(&body);
+            let _ = data_row(&body);
         }
 
         #[test]

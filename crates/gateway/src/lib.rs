@@ -11,6 +11,7 @@ pub mod codec;
 mod error;
 pub mod guard;
 pub mod mask;
+pub mod masking;
 mod registry;
 mod session;
 

@@ -18,6 +18,8 @@ fuzz_target!(|data: &[u8]| {
             b'Q' => drop(codec::query(body)),
             b'P' => drop(codec::parse(body)),
             b'B' => drop(codec::bind(body)),
+            b'T' => drop(codec::row_description(body)),
+            b'D' => drop(codec::data_row(body)),
             b'E' => {
                 let _ = codec::execute(body);
                 let _ = codec::error_code(body);

@@ -1,0 +1,560 @@
+//! Masking rules applied to the rows a session receives.
+//!
+//! A column is identified as PostgreSQL reports it in RowDescription: the table's OID and the
+//! attribute number, resolved through the catalog once per session. So `SELECT email AS e`,
+//! a join, a view over the table, or `SELECT *` are masked alike. Expressions (table OID 0)
+//! match rules that name a bare column, by the name the result gives them. Detectors look
+//! inside every value they can read as text. A value that cannot be masked safely (a binary
+//! value of a type the gateway cannot read, a column of a table the catalog did not know) is
+//! withheld as NULL, never passed through.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use crate::codec::{self, Field};
+use crate::error::CodecError;
+use crate::mask::{Detector, Masker, Strategy};
+
+/// `column`, `table.column` or `schema.table.column`; any part may be `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnPattern {
+    schema: Option<String>,
+    table: Option<String>,
+    column: String,
+}
+
+impl ColumnPattern {
+    /// Parts compare as PostgreSQL folds unquoted names: in lower case.
+    pub fn parse(text: &str) -> Option<ColumnPattern> {
+        let ok = |p: &str| {
+            !p.is_empty()
+                && (p == "*"
+                    || p.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$'))
+        };
+        let lower = text.to_ascii_lowercase();
+        let parts: Vec<&str> = lower.split('.').collect();
+        if !parts.iter().all(|p| ok(p)) {
+            return None;
+        }
+        let own = |s: &str| Some(s.to_owned());
+        match parts[..] {
+            [c] => Some(ColumnPattern {
+                schema: None,
+                table: None,
+                column: c.into(),
+            }),
+            [t, c] => Some(ColumnPattern {
+                schema: None,
+                table: own(t),
+                column: c.into(),
+            }),
+            [s, t, c] => Some(ColumnPattern {
+                schema: own(s),
+                table: own(t),
+                column: c.into(),
+            }),
+            _ => None,
+        }
+    }
+
+    fn matches(&self, schema: &str, table: &str, column: &str) -> bool {
+        let part = |want: &Option<String>, have: &str| {
+            want.as_deref().is_none_or(|w| w == "*" || w == have)
+        };
+        (self.column == "*" || self.column == column)
+            && part(&self.table, table)
+            && part(&self.schema, schema)
+    }
+
+    /// Whether a result column that is no table's column, named `name`, matches.
+    fn matches_name(&self, name: &str) -> bool {
+        self.table.is_none() && (self.column == "*" || self.column == name)
+    }
+}
+
+impl fmt::Display for ColumnPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for p in [&self.schema, &self.table].into_iter().flatten() {
+            write!(f, "{p}.")?;
+        }
+        f.write_str(&self.column)
+    }
+}
+
+/// One `[[masking]]` rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaskRule {
+    pub name: String,
+    /// Resources it applies to; empty: all.
+    pub resources: Vec<String>,
+    /// Roles it applies to; empty: all.
+    pub roles: Vec<String>,
+    pub columns: Vec<ColumnPattern>,
+    pub detectors: Vec<Detector>,
+    pub strategy: Strategy,
+}
+
+impl MaskRule {
+    fn applies(&self, resource: &str, role: &str) -> bool {
+        (self.resources.is_empty() || self.resources.iter().any(|r| r == resource))
+            && (self.roles.is_empty() || self.roles.iter().any(|r| r == role))
+    }
+}
+
+/// Lists every column of every user table, view and foreign table:
+/// `oid, attnum, schema, table, column`.
+pub const CATALOG_SQL: &str = "SELECT c.oid::int8, a.attnum::int4, n.nspname::text, c.relname::text, a.attname::text \
+     FROM pg_catalog.pg_attribute a \
+     JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+     AND n.nspname NOT IN ('pg_catalog', 'information_schema')";
+
+/// How many values each rule masked in one statement: `rule` for whole columns,
+/// `rule:detector` for what detectors found, `withheld` for values that could not be masked.
+pub type Counts = BTreeMap<String, u64>;
+
+/// The masking rules of one session, with its view of the catalog.
+pub struct SessionMasking {
+    rules: Vec<MaskRule>,
+    masker: Arc<Masker>,
+    /// (table OID, attribute number) → the rule that masks that column whole.
+    columns: HashMap<(u32, i16), usize>,
+    /// Every table the catalog listed; a column of any other table is withheld.
+    known_tables: HashSet<u32>,
+    by_column: bool,
+    detecting: bool,
+}
+
+impl SessionMasking {
+    pub fn for_session(
+        rules: &[MaskRule],
+        resource: &str,
+        role: &str,
+        masker: Arc<Masker>,
+    ) -> Option<SessionMasking> {
+        let rules: Vec<MaskRule> = rules
+            .iter()
+            .filter(|r| r.applies(resource, role))
+            .cloned()
+            .collect();
+        if rules.is_empty() {
+            return None;
+        }
+        Some(SessionMasking {
+            by_column: rules.iter().any(|r| !r.columns.is_empty()),
+            detecting: rules.iter().any(|r| !r.detectors.is_empty()),
+            rules,
+            masker,
+            columns: HashMap::new(),
+            known_tables: HashSet::new(),
+        })
+    }
+
+    /// Whether column rules need the catalog (read once, at login).
+    pub fn needs_catalog(&self) -> bool {
+        self.by_column
+    }
+
+    /// The first rule's name: what a refusal names when masking forbids something outright.
+    pub fn first_rule(&self) -> &str {
+        &self.rules[0].name
+    }
+
+    /// Takes one row of [`CATALOG_SQL`].
+    pub fn learn(&mut self, oid: u32, attnum: i16, schema: &str, table: &str, column: &str) {
+        self.known_tables.insert(oid);
+        if let Some(i) = self
+            .rules
+            .iter()
+            .position(|r| r.columns.iter().any(|p| p.matches(schema, table, column)))
+        {
+            self.columns.insert((oid, attnum), i);
+        }
+    }
+
+    /// The rule that masks this result column whole, if any; `Err` if the column belongs to a
+    /// table the catalog did not list (created since login), which cannot be judged.
+    fn column_rule(&self, f: &Field) -> Result<Option<usize>, ()> {
+        if !self.by_column {
+            return Ok(None);
+        }
+        if f.table_oid == 0 {
+            return Ok(self
+                .rules
+                .iter()
+                .position(|r| r.columns.iter().any(|p| p.matches_name(&f.name))));
+        }
+        if !self.known_tables.contains(&f.table_oid) {
+            return Err(());
+        }
+        Ok(self.columns.get(&(f.table_oid, f.attnum)).copied())
+    }
+
+    /// The DataRow body masked, or `None` if nothing in it needs masking.
+    pub fn row(
+        &self,
+        fields: Option<&[Field]>,
+        body: &[u8],
+        counts: &mut Counts,
+    ) -> Result<Option<BytesMut>, CodecError> {
+        let values = codec::data_row(body)?;
+        let mut out: Vec<Option<Vec<u8>>> = Vec::new();
+        let mut changed = false;
+        for (i, range) in values.iter().enumerate() {
+            let value = range.clone().map(|r| &body[r]);
+            let masked = match (value, fields.and_then(|f| f.get(i))) {
+                (None, _) => Masked::Same,
+                // No description to judge it by: fail closed.
+                (Some(_), None) => Masked::Withheld,
+                (Some(v), Some(f)) => self.value(f, v, counts),
+            };
+            match masked {
+                Masked::Same => out.push(value.map(<[u8]>::to_vec)),
+                Masked::Withheld => {
+                    *counts.entry("withheld".into()).or_default() += 1;
+                    changed = true;
+                    out.push(None);
+                }
+                Masked::To(v) => {
+                    changed = true;
+                    out.push(v);
+                }
+            }
+        }
+        Ok(changed.then(|| codec::data_row_frame(out.iter().map(|v| v.as_deref()))))
+    }
+
+    fn value(&self, f: &Field, v: &[u8], counts: &mut Counts) -> Masked {
+        let text_like = f.format == 0 || is_text_type(f.type_oid);
+        match self.column_rule(f) {
+            Err(()) => return Masked::Withheld,
+            Ok(Some(i)) => {
+                let rule = &self.rules[i];
+                *counts.entry(rule.name.clone()).or_default() += 1;
+                if rule.strategy == Strategy::Null {
+                    return Masked::To(None);
+                }
+                // A masked value of a binary non-text type has no valid encoding.
+                let Some(text) = text_like.then(|| readable(f, v)).flatten() else {
+                    return Masked::Withheld;
+                };
+                return Masked::To(
+                    self.masker
+                        .replace(rule.strategy, &text)
+                        .map(|s| encode(f, s, true)),
+                );
+            }
+            Ok(None) => {}
+        }
+        if !self.detecting {
+            return Masked::Same;
+        }
+        let Some(text) = readable(f, v) else {
+            // A binary value the gateway cannot read as text or digits.
+            return if is_opaque_safe(f.type_oid) {
+                Masked::Same
+            } else {
+                Masked::Withheld
+            };
+        };
+        let mut current: Option<String> = None;
+        for rule in self.rules.iter().filter(|r| !r.detectors.is_empty()) {
+            let mut found = [0u32; 6];
+            let input = current.as_deref().unwrap_or(&text);
+            let result = self
+                .masker
+                .scrub(&rule.detectors, rule.strategy, input, &mut found);
+            for d in Detector::ALL {
+                if found[d as usize] > 0 {
+                    *counts
+                        .entry(format!("{}:{}", rule.name, d.name()))
+                        .or_default() += found[d as usize] as u64;
+                }
+            }
+            match result {
+                None => {}
+                Some(None) => return Masked::To(None),
+                Some(Some(s)) => current = Some(s),
+            }
+        }
+        match current {
+            None => Masked::Same,
+            // Found in a value whose type cannot carry the mask (a card number in a bigint
+            // sent in binary): withhold it.
+            Some(_) if !text_like || std::str::from_utf8(strip(f, v)).is_err() => Masked::Withheld,
+            Some(s) => Masked::To(Some(encode(f, s, false))),
+        }
+    }
+}
+
+enum Masked {
+    Same,
+    Withheld,
+    To(Option<Vec<u8>>),
+}
+
+const TEXT: u32 = 25;
+const VARCHAR: u32 = 1043;
+const BPCHAR: u32 = 1042;
+const NAME: u32 = 19;
+const JSON: u32 = 114;
+const JSONB: u32 = 3802;
+const XML: u32 = 142;
+const UNKNOWN: u32 = 705;
+const INT2: u32 = 21;
+const INT4: u32 = 23;
+const INT8: u32 = 20;
+const NUMERIC: u32 = 1700;
+
+/// Types whose binary form is their text (jsonb after a version byte).
+fn is_text_type(oid: u32) -> bool {
+    matches!(
+        oid,
+        TEXT | VARCHAR | BPCHAR | NAME | JSON | JSONB | XML | UNKNOWN
+    )
+}
+
+/// Binary types that carry no text and no long digit strings: passed through as they are.
+fn is_opaque_safe(oid: u32) -> bool {
+    matches!(
+        oid,
+        16 | 700 | 701 | 1082 | 1083 | 1114 | 1184 | 1186 | 1266 | 2950 | 26 | 18
+    )
+}
+
+/// The binary value without jsonb's version byte.
+fn strip<'a>(f: &Field, v: &'a [u8]) -> &'a [u8] {
+    if f.format == 1 && f.type_oid == JSONB {
+        v.get(1..).unwrap_or_default()
+    } else {
+        v
+    }
+}
+
+/// The value as text detectors can read: text as it is (lossily if it is not UTF-8), binary
+/// integers and numerics as their digits.
+fn readable(f: &Field, v: &[u8]) -> Option<String> {
+    if f.format == 0 || is_text_type(f.type_oid) {
+        return Some(String::from_utf8_lossy(strip(f, v)).into_owned());
+    }
+    match (f.type_oid, v.len()) {
+        (INT2, 2) => Some(i16::from_be_bytes([v[0], v[1]]).to_string()),
+        (INT4, 4) => Some(i32::from_be_bytes([v[0], v[1], v[2], v[3]]).to_string()),
+        (INT8, 8) => Some(i64::from_be_bytes(v.try_into().ok()?).to_string()),
+        (NUMERIC, _) => numeric_digits(v),
+        _ => None,
+    }
+}
+
+/// The digits of a binary numeric, base-10000 groups written out (sign and point dropped):
+/// enough to find a card number stored as a number.
+fn numeric_digits(v: &[u8]) -> Option<String> {
+    let n = i16::from_be_bytes([*v.first()?, *v.get(1)?]);
+    let mut out = String::new();
+    for i in 0..n.max(0) as usize {
+        let at = 8 + 2 * i;
+        let d = i16::from_be_bytes([*v.get(at)?, *v.get(at + 1)?]);
+        if out.is_empty() {
+            out.push_str(&d.to_string());
+        } else {
+            out.push_str(&format!("{d:04}"));
+        }
+    }
+    Some(out)
+}
+
+/// A masked value in the column's format. A `whole` JSON value becomes a JSON string, so the
+/// client's parser still accepts it; spans masked inside JSON text keep it valid as they are.
+fn encode(f: &Field, s: String, whole: bool) -> Vec<u8> {
+    let json = f.type_oid == JSON || f.type_oid == JSONB;
+    let text = if json && whole {
+        serde_json::Value::String(s).to_string()
+    } else {
+        s
+    };
+    if f.format == 1 && f.type_oid == JSONB {
+        let mut v = vec![1u8];
+        v.extend_from_slice(text.as_bytes());
+        return v;
+    }
+    text.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(name: &str, table_oid: u32, attnum: i16, type_oid: u32, format: i16) -> Field {
+        Field {
+            name: name.into(),
+            table_oid,
+            attnum,
+            type_oid,
+            format,
+        }
+    }
+
+    fn rule(columns: &[&str], detectors: &[&str], strategy: Strategy) -> MaskRule {
+        MaskRule {
+            name: "pii".into(),
+            resources: vec![],
+            roles: vec![],
+            columns: columns
+                .iter()
+                .map(|c| ColumnPattern::parse(c).unwrap())
+                .collect(),
+            detectors: detectors
+                .iter()
+                .map(|d| Detector::parse(d).unwrap())
+                .collect(),
+            strategy,
+        }
+    }
+
+    fn session(rules: &[MaskRule]) -> SessionMasking {
+        let mut s =
+            SessionMasking::for_session(rules, "db", "read", Arc::new(Masker::new([1; 32])))
+                .unwrap();
+        s.learn(100, 1, "public", "customers", "id");
+        s.learn(100, 2, "public", "customers", "email");
+        s.learn(100, 3, "public", "customers", "note");
+        s
+    }
+
+    fn row(values: &[Option<&[u8]>]) -> BytesMut {
+        codec::data_row_frame(values.iter().copied())
+    }
+
+    fn values(frame: &[u8]) -> Vec<Option<Vec<u8>>> {
+        let body = &frame[5..];
+        codec::data_row(body)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.map(|r| body[r].to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn columns_are_masked_by_identity_whatever_they_are_called() {
+        let s = session(&[rule(&["public.customers.email"], &[], Strategy::Redact)]);
+        let fields = [
+            field("id", 100, 1, INT4, 0),
+            field("e", 100, 2, TEXT, 0), // SELECT email AS e
+        ];
+        let mut counts = Counts::new();
+        let body = row(&[Some(b"7"), Some(b"a@example.com")]);
+        let out = s
+            .row(Some(&fields), &body[5..], &mut counts)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            values(&out),
+            vec![Some(b"7".to_vec()), Some(b"*****".to_vec())]
+        );
+        assert_eq!(counts["pii"], 1);
+        // NULL stays NULL and is not counted.
+        let mut counts = Counts::new();
+        let body = row(&[Some(b"7"), None]);
+        assert!(
+            s.row(Some(&fields), &body[5..], &mut counts)
+                .unwrap()
+                .is_none()
+        );
+        assert!(counts.is_empty());
+    }
+
+    #[test]
+    fn what_cannot_be_masked_safely_is_withheld() {
+        let s = session(&[rule(&["email"], &["card"], Strategy::Partial { keep: 4 })]);
+        let mut counts = Counts::new();
+        // A table created after login: unknown, withheld.
+        let fields = [field("x", 999, 1, TEXT, 0)];
+        let out = s
+            .row(Some(&fields), &row(&[Some(b"hi")])[5..], &mut counts)
+            .unwrap()
+            .unwrap();
+        assert_eq!(values(&out), vec![None]);
+        // A card number stored as a bigint, sent in binary: withheld.
+        let fields = [field("n", 0, 0, INT8, 1)];
+        let v = 4111111111111111i64.to_be_bytes();
+        let out = s
+            .row(Some(&fields), &row(&[Some(&v)])[5..], &mut counts)
+            .unwrap()
+            .unwrap();
+        assert_eq!(values(&out), vec![None]);
+        // A plain bigint passes.
+        let v = 42i64.to_be_bytes();
+        assert!(
+            s.row(Some(&fields), &row(&[Some(&v)])[5..], &mut counts)
+                .unwrap()
+                .is_none()
+        );
+        // A binary type the gateway cannot read (bytea): withheld while detectors run.
+        let fields = [field("b", 0, 0, 17, 1)];
+        let out = s
+            .row(Some(&fields), &row(&[Some(b"\x00\x01")])[5..], &mut counts)
+            .unwrap()
+            .unwrap();
+        assert_eq!(values(&out), vec![None]);
+        // No row description at all: withheld.
+        let out = s
+            .row(None, &row(&[Some(b"x")])[5..], &mut counts)
+            .unwrap()
+            .unwrap();
+        assert_eq!(values(&out), vec![None]);
+        assert_eq!(counts["withheld"], 4);
+    }
+
+    #[test]
+    fn detectors_mask_inside_text_in_either_format() {
+        let s = session(&[rule(&[], &["card", "email"], Strategy::Partial { keep: 4 })]);
+        let mut counts = Counts::new();
+        for format in [0, 1] {
+            let fields = [field("note", 100, 3, TEXT, format)];
+            let body = row(&[Some(b"card 4111 1111 1111 1111, mail bob@example.com")]);
+            let out = s
+                .row(Some(&fields), &body[5..], &mut counts)
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                values(&out),
+                vec![Some(
+                    b"card ***************1111, mail ***********.com".to_vec()
+                )]
+            );
+        }
+        assert_eq!(counts["pii:card"], 2);
+        assert_eq!(counts["pii:email"], 2);
+        // jsonb in binary keeps its version byte and stays valid JSON.
+        let fields = [field("doc", 0, 0, JSONB, 1)];
+        let body = row(&[Some(b"\x01{\"to\": \"bob@example.com\"}")]);
+        let out = s
+            .row(Some(&fields), &body[5..], &mut counts)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            values(&out),
+            vec![Some(b"\x01{\"to\": \"***********.com\"}".to_vec())]
+        );
+    }
+
+    #[test]
+    fn patterns_parse_and_match() {
+        let p = ColumnPattern::parse("*.customers.Email").unwrap();
+        assert!(p.matches("sales", "customers", "email"));
+        assert!(!p.matches("sales", "orders", "email"));
+        assert!(ColumnPattern::parse("email").unwrap().matches_name("email"));
+        assert!(
+            !ColumnPattern::parse("t.email")
+                .unwrap()
+                .matches_name("email")
+        );
+        assert!(ColumnPattern::parse("a.b.c.d").is_none());
+        assert!(ColumnPattern::parse("bad name").is_none());
+    }
+}
