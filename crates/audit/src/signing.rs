@@ -4,7 +4,6 @@
 //! Events are never signed one by one: writers do not wait for signatures. A checkpoint signs the
 //! chain head, which commits to everything before it.
 
-use std::io::Write;
 use std::path::Path;
 
 use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
@@ -50,37 +49,14 @@ impl Signer {
     /// Loads the key at `path`, or creates one there (mode 0600) if there is none. A key file that
     /// others can read is refused: whoever reads it can forge checkpoints.
     pub fn load_or_create(path: &Path) -> Result<Self, AuditError> {
-        let io = |e: std::io::Error| AuditError::Key(format!("{}: {e}", path.display()));
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                check_private(path)?;
-                Self::parse(&text).ok_or_else(|| {
-                    AuditError::Key(format!("{}: not a jitgate signing key", path.display()))
-                })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let signer = Self::generate();
-                signer.write_new(path).map_err(io)?;
-                Ok(signer)
-            }
-            Err(e) => Err(io(e)),
-        }
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        let seed: [u8; 32] = hex::decode(text.trim()).ok()?.try_into().ok()?;
-        Some(Self::from_seed(seed))
+        jitgate_core::secret_file::load_or_create(path, "signing key")
+            .map(Self::from_seed)
+            .map_err(AuditError::Key)
     }
 
     /// Writes the key to a new file, readable by its owner only. Never overwrites.
     pub fn write_new(&self, path: &Path) -> std::io::Result<()> {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(path)?;
-        writeln!(file, "{}", hex::encode(self.key.to_bytes()))?;
-        file.sync_all()
+        jitgate_core::secret_file::write_new(path, &self.key.to_bytes())
     }
 
     pub fn sign_checkpoint(&self, seq: i64, hash: Hash, ts_us: i64) -> Checkpoint {
@@ -107,28 +83,6 @@ impl Signer {
             signature: signature.to_bytes(),
         }
     }
-}
-
-#[cfg(unix)]
-fn check_private(path: &Path) -> Result<(), AuditError> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)
-        .map_err(|e| AuditError::Key(format!("{}: {e}", path.display())))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        return Err(AuditError::Key(format!(
-            "{}: the signing key is readable by others (mode {:o}); run `chmod 600` on it",
-            path.display(),
-            mode & 0o777
-        )));
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn check_private(_: &Path) -> Result<(), AuditError> {
-    Ok(())
 }
 
 /// A public key that verifies checkpoints, with its id.

@@ -11,6 +11,7 @@ pub mod lifecycle;
 pub mod policy;
 pub mod principal;
 pub mod schedule;
+pub mod secret_file;
 
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use error::CoreError;

@@ -257,6 +257,24 @@ impl SessionGuard {
     }
 }
 
+/// Whether `sql` has a `COPY … TO STDOUT` anywhere (or might: what does not parse and
+/// mentions COPY counts).
+pub fn copies_out(sql: &str) -> bool {
+    if !sql.to_ascii_lowercase().contains("copy") {
+        return false;
+    }
+    let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
+        return true;
+    };
+    statements.iter().any(|top| {
+        sqlparser::ast::visit_statements(top, |s| match s {
+            Statement::Copy { to: true, .. } => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        })
+        .is_break()
+    })
+}
+
 /// The first rule that blocks `sql`, checking each statement in it.
 pub fn judge(rules: &[GuardRule], sql: &str) -> Option<Blocked> {
     for shape in shapes(sql) {

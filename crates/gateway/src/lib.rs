@@ -55,6 +55,20 @@ pub struct GatewayConfig {
     /// Statement rules; those matching a session's resource and role are checked before each
     /// statement is forwarded.
     pub guardrails: Vec<guard::GuardRule>,
+    /// Masking rules; those matching a session's resource and role apply to its results.
+    pub masking: Vec<masking::MaskRule>,
+    /// The key of the `hash` strategy.
+    pub masking_key: MaskingKey,
+}
+
+/// The secret behind deterministic masking; never printed.
+#[derive(Clone)]
+pub struct MaskingKey(pub [u8; 32]);
+
+impl std::fmt::Debug for MaskingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MaskingKey(..)")
+    }
 }
 
 /// Loads the certificate chain and key into a TLS acceptor.
@@ -150,6 +164,7 @@ pub(crate) struct Shared {
     pub background: mpsc::Sender<EventDraft>,
     /// TLS for clients that ask for it, when a certificate is configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub masker: Arc<mask::Masker>,
 }
 
 /// A listening gateway.
@@ -173,7 +188,9 @@ pub async fn start(
     let addr = listener.local_addr()?;
     let (background, rx) = mpsc::channel(65_536);
     tokio::spawn(write_in_background(authority.clone(), rx));
+    let masker = Arc::new(mask::Masker::new(config.masking_key.0));
     let shared = Arc::new(Shared {
+        masker,
         config,
         authority,
         clock,

@@ -105,14 +105,19 @@ impl MaskRule {
     }
 }
 
-/// Lists every column of every user table, view and foreign table:
-/// `oid, attnum, schema, table, column`.
+/// Two queries: every column of every user table, view and foreign table
+/// (`oid, attnum, schema, table, column`), then which columns each view reads
+/// (`view oid, table oid, attnum`).
 pub const CATALOG_SQL: &str = "SELECT c.oid::int8, a.attnum::int4, n.nspname::text, c.relname::text, a.attname::text \
      FROM pg_catalog.pg_attribute a \
      JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
      WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
-     AND n.nspname NOT IN ('pg_catalog', 'information_schema')";
+     AND n.nspname NOT IN ('pg_catalog', 'information_schema'); \
+     SELECT DISTINCT r.ev_class::int8, d.refobjid::int8, d.refobjsubid::int4 \
+     FROM pg_catalog.pg_rewrite r \
+     JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid \
+     WHERE d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjsubid > 0 AND d.refobjid <> r.ev_class";
 
 /// How many values each rule masked in one statement: `rule` for whole columns,
 /// `rule:detector` for what detectors found, `withheld` for values that could not be masked.
@@ -126,6 +131,12 @@ pub struct SessionMasking {
     columns: HashMap<(u32, i16), usize>,
     /// Every table the catalog listed; a column of any other table is withheld.
     known_tables: HashSet<u32>,
+    /// Views (and materialized views) that read a masked column → that column's rule. The
+    /// catalog says which columns a view reads but not which of its own columns each becomes,
+    /// so every column of such a view is masked.
+    views: HashMap<u32, usize>,
+    /// Which columns each view reads, until the catalog is read whole.
+    reads: Vec<(u32, u32, i16)>,
     by_column: bool,
     detecting: bool,
 }
@@ -152,6 +163,8 @@ impl SessionMasking {
             masker,
             columns: HashMap::new(),
             known_tables: HashSet::new(),
+            views: HashMap::new(),
+            reads: Vec::new(),
         })
     }
 
@@ -177,6 +190,37 @@ impl SessionMasking {
         }
     }
 
+    /// Takes one row of [`CATALOG_SQL`]'s second query.
+    pub fn learn_view_read(&mut self, view: u32, table: u32, attnum: i16) {
+        self.reads.push((view, table, attnum));
+    }
+
+    /// Once the catalog is read: a view reading a masked column, or any column of a masked
+    /// view (views over views), is masked whole.
+    pub fn catalog_read(&mut self) {
+        loop {
+            let mut changed = false;
+            for &(view, table, attnum) in &self.reads {
+                if self.views.contains_key(&view) {
+                    continue;
+                }
+                let rule = self
+                    .columns
+                    .get(&(table, attnum))
+                    .or_else(|| self.views.get(&table))
+                    .copied();
+                if let Some(rule) = rule {
+                    self.views.insert(view, rule);
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        self.reads = Vec::new();
+    }
+
     /// The rule that masks this result column whole, if any; `Err` if the column belongs to a
     /// table the catalog did not list (created since login), which cannot be judged.
     fn column_rule(&self, f: &Field) -> Result<Option<usize>, ()> {
@@ -192,7 +236,11 @@ impl SessionMasking {
         if !self.known_tables.contains(&f.table_oid) {
             return Err(());
         }
-        Ok(self.columns.get(&(f.table_oid, f.attnum)).copied())
+        Ok(self
+            .columns
+            .get(&(f.table_oid, f.attnum))
+            .or_else(|| self.views.get(&f.table_oid))
+            .copied())
     }
 
     /// The DataRow body masked, or `None` if nothing in it needs masking.
@@ -541,6 +589,26 @@ mod tests {
             values(&out),
             vec![Some(b"\x01{\"to\": \"***********.com\"}".to_vec())]
         );
+    }
+
+    #[test]
+    fn views_over_masked_columns_are_masked_whole_even_nested() {
+        let mut s = session(&[rule(&["customers.email"], &[], Strategy::Redact)]);
+        s.learn(200, 1, "public", "contacts", "contact");
+        s.learn(300, 1, "public", "contacts_v2", "c");
+        s.learn(400, 1, "public", "ids", "id");
+        s.learn_view_read(300, 200, 1); // contacts_v2 reads contacts
+        s.learn_view_read(200, 100, 2); // contacts reads customers.email
+        s.learn_view_read(400, 100, 1); // ids reads customers.id only
+        s.catalog_read();
+        let mut counts = Counts::new();
+        for (oid, masked) in [(200, true), (300, true), (400, false)] {
+            let fields = [field("x", oid, 1, TEXT, 0)];
+            let out = s
+                .row(Some(&fields), &row(&[Some(b"v")])[5..], &mut counts)
+                .unwrap();
+            assert_eq!(out.is_some(), masked, "view {oid}");
+        }
     }
 
     #[test]

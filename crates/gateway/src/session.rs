@@ -16,8 +16,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use crate::codec::Field;
 use crate::codec::{self, Startup};
 use crate::guard::{Blocked, SessionGuard};
+use crate::masking::{Counts, SessionMasking};
 use crate::registry::{CancelTarget, Control};
 use crate::{AuditMode, GatewayError, SessionGrant, Shared};
 
@@ -105,6 +107,29 @@ async fn handle<S: Stream>(
     let (reg_id, control) = shared.registry.register(&grant.grant_id, grant.expires_at);
     let mut s = Session::new(&shared, &grant, &session_id);
     s.guard = SessionGuard::for_session(&shared.config.guardrails, &grant.resource, &grant.role);
+    s.masking = SessionMasking::for_session(
+        &shared.config.masking,
+        &grant.resource,
+        &grant.role,
+        shared.masker.clone(),
+    );
+    let mut upstream = upstream;
+    if let Some(m) = s.masking.as_mut().filter(|m| m.needs_catalog()) {
+        // Without the catalog no column can be judged: refuse rather than pass data unmasked.
+        if let Err(e) = load_catalog(&mut upstream, m).await {
+            tracing::warn!(error = %e, "masking: cannot read the catalog");
+            let _ = client
+                .write_all(&codec::error_response(
+                    "FATAL",
+                    "58000",
+                    &format!("jitgate cannot read the catalog that masking needs ({e})"),
+                ))
+                .await;
+            shared.registry.unregister(&grant.grant_id, reg_id);
+            shared.registry.forget_cancel_key(key);
+            return;
+        }
+    }
     let opened = s.event("session.opened").details(json!({ "client_addr": peer.to_string(), "application_name": app, "upstream_user": grant.upstream.user }));
     let outcome = match shared.authority.record(vec![opened]).await {
         Ok(()) => s.relay(client, upstream, control, target).await,
@@ -338,6 +363,67 @@ async fn login<S: Stream>(
     }
 }
 
+/// Reads every user column's identity from the upstream, before the client's first statement.
+async fn load_catalog(upstream: &mut TcpStream, m: &mut SessionMasking) -> Result<()> {
+    let mut out = BytesMut::new();
+    frontend::query(crate::masking::CATALOG_SQL, &mut out)?;
+    upstream.write_all(&out).await?;
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    // Which of the two queries' rows are arriving.
+    let mut second = false;
+    loop {
+        let (kind, frame) = read_frame(upstream, &mut buf, UPSTREAM_MAX).await?;
+        let body = &frame[5..];
+        match kind {
+            b'C' => second = true,
+            b'D' if second => {
+                let values = codec::data_row(body)?;
+                let number = |i: usize| {
+                    values
+                        .get(i)
+                        .cloned()
+                        .flatten()
+                        .and_then(|r| std::str::from_utf8(&body[r]).ok())
+                        .and_then(|t| t.parse::<i64>().ok())
+                };
+                if let (Some(view), Some(table), Some(attnum)) = (number(0), number(1), number(2)) {
+                    m.learn_view_read(view as u32, table as u32, attnum as i16);
+                }
+            }
+            b'D' => {
+                let values = codec::data_row(body)?;
+                let text = |i: usize| {
+                    values
+                        .get(i)
+                        .cloned()
+                        .flatten()
+                        .and_then(|r| std::str::from_utf8(&body[r]).ok())
+                };
+                if let (Some(oid), Some(attnum), Some(schema), Some(table), Some(column)) = (
+                    text(0).and_then(|t| t.parse().ok()),
+                    text(1).and_then(|t| t.parse().ok()),
+                    text(2),
+                    text(3),
+                    text(4),
+                ) {
+                    m.learn(oid, attnum, schema, table, column);
+                }
+            }
+            b'E' => {
+                return Err(GatewayError::Protocol(format!(
+                    "the catalog query failed with SQLSTATE {}",
+                    codec::error_code(body).unwrap_or_default()
+                )));
+            }
+            b'Z' => {
+                m.catalog_read();
+                return Ok(());
+            }
+            _ => {} // RowDescription, notices
+        }
+    }
+}
+
 /// Who a refused client claimed to be.
 struct Claimed<'a> {
     user: &'a str,
@@ -419,6 +505,8 @@ struct Pending {
     /// A simple-protocol Query completes at ReadyForQuery; an Execute at its own completion.
     simple: bool,
     tags: Vec<String>,
+    /// Values masked in its results, by rule.
+    masked: Counts,
 }
 
 struct Session<'a> {
@@ -451,6 +539,72 @@ struct Session<'a> {
     blocked: HashMap<u64, String>,
     /// After a blocked Parse the server skips everything up to Sync; so does the audit.
     skip_to_sync: bool,
+    /// Masking, when rules apply to this session, and what it needs to know which row
+    /// description each DataRow answers to.
+    masking: Option<SessionMasking>,
+    shapes: Shapes,
+}
+
+/// What a Describe asked about.
+enum Described {
+    Statement(String),
+    Portal(String),
+}
+
+/// A bound portal: its statement, the result formats Bind asked for, and its own description
+/// if a Describe of the portal was answered.
+struct Portal {
+    statement: String,
+    formats: Vec<i16>,
+    fields: Option<Vec<Field>>,
+}
+
+/// Row descriptions, so each DataRow can be read column by column. Describes and Executes are
+/// tagged with the Sync batch they were sent in (counted by the ReadyForQuery each batch
+/// earns); after an error the server skips the rest of its batch, and so does this.
+#[derive(Default)]
+struct Shapes {
+    sent_ready: u64,
+    got_ready: u64,
+    statements: HashMap<String, Vec<Field>>,
+    portals: HashMap<String, Portal>,
+    describes: VecDeque<(u64, Described)>,
+    executes: VecDeque<(u64, String)>,
+    /// The description of the simple Query's result now arriving.
+    simple: Option<Vec<Field>>,
+    /// The description for the Execute now returning rows, once looked up.
+    current: Option<Option<Vec<Field>>>,
+}
+
+impl Shapes {
+    /// Forgets what belongs to batches the server has finished.
+    fn drop_stale(&mut self) {
+        let g = self.got_ready;
+        while self.describes.front().is_some_and(|(b, _)| *b < g) {
+            self.describes.pop_front();
+        }
+        while self.executes.front().is_some_and(|(b, _)| *b < g) {
+            self.executes.pop_front();
+        }
+    }
+
+    /// The columns of the Execute at the front, in the formats its Bind asked for.
+    fn front_execute(&self) -> Option<Vec<Field>> {
+        let (_, portal) = self.executes.front()?;
+        let p = self.portals.get(portal)?;
+        if let Some(f) = &p.fields {
+            return Some(f.clone());
+        }
+        let mut fields = self.statements.get(&p.statement)?.clone();
+        for (i, f) in fields.iter_mut().enumerate() {
+            f.format = match p.formats.len() {
+                0 => 0,
+                1 => p.formats[0],
+                _ => *p.formats.get(i)?,
+            };
+        }
+        Some(fields)
+    }
 }
 
 /// A stretch of a buffer to send as other bytes.
@@ -460,19 +614,22 @@ struct Patch {
     with: BytesMut,
 }
 
-/// Writes `buf` with `patches` (in order, not overlapping) applied.
+/// Writes `buf` with `patches` (in order, not overlapping) applied, in one write: a masked
+/// result patches every row.
 async fn write_patched<W: tokio::io::AsyncWrite + Unpin>(
     w: &mut W,
     buf: &[u8],
     patches: &[Patch],
 ) -> std::io::Result<()> {
+    let mut out = BytesMut::with_capacity(buf.len() + 64);
     let mut at = 0;
     for p in patches {
-        w.write_all(&buf[at..p.start]).await?;
-        w.write_all(&p.with).await?;
+        out.extend_from_slice(&buf[at..p.start]);
+        out.extend_from_slice(&p.with);
         at = p.end;
     }
-    w.write_all(&buf[at..]).await
+    out.extend_from_slice(&buf[at..]);
+    w.write_all(&out).await
 }
 
 impl<'a> Session<'a> {
@@ -496,7 +653,16 @@ impl<'a> Session<'a> {
             marker: format!("jitgate_blocked_{:016x}_", rand::random::<u64>()),
             blocked: HashMap::new(),
             skip_to_sync: false,
+            masking: None,
+            shapes: Shapes::default(),
         }
+    }
+
+    /// Notes that the server owes a ReadyForQuery, for a simple Query (its statement) or a
+    /// Sync.
+    fn expect_ready(&mut self, answers: Option<u64>) {
+        self.ready_for.push_back(answers);
+        self.shapes.sent_ready += 1;
     }
 
     fn event(&self, action: &str) -> EventDraft {
@@ -636,7 +802,7 @@ impl<'a> Session<'a> {
             match kind {
                 b'Q' => {
                     let sql = codec::query(body)?;
-                    if let Some(b) = self.guard.as_mut().and_then(|g| g.check(sql)) {
+                    if let Some(b) = self.check(sql) {
                         events.push(self.blocked_statement(sql, "simple", &b));
                         let query = self.stand_in(b);
                         patches.push(Patch {
@@ -645,7 +811,7 @@ impl<'a> Session<'a> {
                             with: query_frame(&query),
                         });
                         // Its ReadyForQuery answers no pending statement.
-                        self.ready_for.push_back(None);
+                        self.expect_ready(None);
                         at += total;
                         continue;
                     }
@@ -655,12 +821,14 @@ impl<'a> Session<'a> {
                         started: Instant::now(),
                         simple: true,
                         tags: vec![],
+                        masked: Counts::new(),
                     });
-                    self.ready_for.push_back(Some(self.statements));
+                    self.expect_ready(Some(self.statements));
                 }
                 b'P' => {
                     let (name, sql) = codec::parse(body)?;
-                    if let Some(b) = self.guard.as_mut().and_then(|g| g.check(sql)) {
+                    self.shapes.statements.remove(name);
+                    if let Some(b) = self.check(sql) {
                         events.push(self.blocked_statement(sql, "extended", &b));
                         let stand_in = self.stand_in(b);
                         let mut with = BytesMut::new();
@@ -679,10 +847,36 @@ impl<'a> Session<'a> {
                 }
                 b'B' => {
                     let b = codec::bind(body)?;
+                    if self.masking.is_some() {
+                        self.shapes.portals.insert(
+                            b.portal.clone(),
+                            Portal {
+                                statement: b.statement.clone(),
+                                formats: b.result_formats,
+                                fields: None,
+                            },
+                        );
+                    }
                     self.portals.insert(b.portal, (b.statement, b.params));
+                }
+                b'D' if self.masking.is_some() => {
+                    if let Some((&what, name)) = body.split_first() {
+                        let name = codec::query(name)?.to_owned();
+                        let d = if what == b'S' {
+                            Described::Statement(name)
+                        } else {
+                            Described::Portal(name)
+                        };
+                        self.shapes.describes.push_back((self.shapes.sent_ready, d));
+                    }
                 }
                 b'E' => {
                     let portal = codec::execute(body)?;
+                    if self.masking.is_some() {
+                        self.shapes
+                            .executes
+                            .push_back((self.shapes.sent_ready, portal.to_owned()));
+                    }
                     let (sql, params) = match self.portals.get(portal) {
                         Some((stmt, params)) => (
                             self.prepared.get(stmt).cloned().unwrap_or_default(),
@@ -697,6 +891,7 @@ impl<'a> Session<'a> {
                         started: Instant::now(),
                         simple: false,
                         tags: vec![],
+                        masked: Counts::new(),
                     });
                 }
                 b'X' => self.terminated = true,
@@ -715,7 +910,7 @@ impl<'a> Session<'a> {
                             end: at + total,
                             with: query_frame(&query),
                         });
-                        self.ready_for.push_back(None);
+                        self.expect_ready(None);
                         at += total;
                         continue;
                     }
@@ -725,12 +920,13 @@ impl<'a> Session<'a> {
                         started: Instant::now(),
                         simple: true,
                         tags: vec![],
+                        masked: Counts::new(),
                     });
-                    self.ready_for.push_back(Some(self.statements));
+                    self.expect_ready(Some(self.statements));
                 }
                 b'S' => {
                     self.skip_to_sync = false;
-                    self.ready_for.push_back(None);
+                    self.expect_ready(None);
                 }
                 b'C' => {
                     // Close a statement ('S') or portal ('P').
@@ -738,8 +934,10 @@ impl<'a> Session<'a> {
                         let name = codec::query(name)?;
                         if what == b'S' {
                             self.prepared.remove(name);
+                            self.shapes.statements.remove(name);
                         } else {
                             self.portals.remove(name);
+                            self.shapes.portals.remove(name);
                         }
                     }
                 }
@@ -762,6 +960,109 @@ impl<'a> Session<'a> {
             details["params"] = json!(p);
         }
         self.event("session.statement").details(details)
+    }
+
+    /// Guardrails first; then masking, which cannot mask `COPY … TO STDOUT` and refuses it.
+    fn check(&mut self, sql: &str) -> Option<Blocked> {
+        if let Some(b) = self.guard.as_mut().and_then(|g| g.check(sql)) {
+            return Some(b);
+        }
+        let m = self.masking.as_ref()?;
+        crate::guard::copies_out(sql).then(|| Blocked {
+            rule: m.first_rule().to_owned(),
+            why:
+                "masking applies to this session, and COPY … TO STDOUT cannot be masked; use SELECT"
+                    .into(),
+        })
+    }
+
+    /// Follows row descriptions and masks DataRows, when masking applies.
+    fn mask_frame(
+        &mut self,
+        kind: u8,
+        body: &[u8],
+        span: std::ops::Range<usize>,
+        patches: &mut Vec<Patch>,
+    ) -> Result<()> {
+        let Some(m) = &self.masking else {
+            return Ok(());
+        };
+        let simple = matches!(self.ready_for.front(), Some(Some(_)));
+        let sh = &mut self.shapes;
+        match kind {
+            b'T' => {
+                let fields = codec::row_description(body)?;
+                if simple {
+                    sh.simple = Some(fields);
+                } else {
+                    sh.drop_stale();
+                    match sh.describes.pop_front() {
+                        Some((_, Described::Statement(name))) => {
+                            sh.statements.insert(name, fields);
+                        }
+                        Some((_, Described::Portal(name))) => {
+                            if let Some(p) = sh.portals.get_mut(&name) {
+                                p.fields = Some(fields);
+                            }
+                        }
+                        None => {}
+                    }
+                }
+            }
+            b'n' if !simple => {
+                sh.drop_stale();
+                sh.describes.pop_front();
+            }
+            b'D' => {
+                let fields = if simple {
+                    sh.simple.as_deref()
+                } else {
+                    if sh.current.is_none() {
+                        sh.drop_stale();
+                        sh.current = Some(sh.front_execute());
+                    }
+                    sh.current.as_ref().and_then(|c| c.as_deref())
+                };
+                let mut counts = Counts::new();
+                if let Some(with) = m.row(fields, body, &mut counts)? {
+                    patches.push(Patch {
+                        start: span.start,
+                        end: span.end,
+                        with,
+                    });
+                }
+                if let Some(p) = self.pending.front_mut() {
+                    for (rule, n) in counts {
+                        *p.masked.entry(rule).or_default() += n;
+                    }
+                }
+            }
+            b'C' | b'I' | b's' => {
+                if simple {
+                    sh.simple = None;
+                } else {
+                    sh.drop_stale();
+                    sh.executes.pop_front();
+                    sh.current = None;
+                }
+            }
+            b'E' => {
+                sh.simple = None;
+                sh.current = None;
+                if !simple {
+                    let g = sh.got_ready;
+                    sh.describes.retain(|(b, _)| *b != g);
+                    sh.executes.retain(|(b, _)| *b != g);
+                }
+            }
+            b'Z' => {
+                sh.got_ready += 1;
+                sh.simple = None;
+                sh.current = None;
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     fn blocked_statement(&mut self, sql: &str, protocol: &str, b: &Blocked) -> EventDraft {
@@ -802,6 +1103,7 @@ impl<'a> Session<'a> {
         let mut results = Vec::new();
         while let Some((kind, total)) = codec::frame(&buf[at..], UPSTREAM_MAX)? {
             let body = &buf[at + 5..at + total];
+            self.mask_frame(kind, body, at..at + total, patches)?;
             match kind {
                 b'C' => {
                     let tag = codec::query(body).unwrap_or_default().to_owned();
@@ -875,6 +1177,9 @@ impl<'a> Session<'a> {
     }
 
     fn result(&self, p: Pending, mut details: serde_json::Value) -> serde_json::Value {
+        if !p.masked.is_empty() {
+            details["masked"] = json!(p.masked);
+        }
         details["statement"] = json!(p.n);
         details["duration_us"] = json!(p.started.elapsed().as_micros() as u64);
         details

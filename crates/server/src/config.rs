@@ -34,6 +34,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// `[[guardrails]]`: statement rules the gateway checks before forwarding.
     pub guardrails: Vec<jitgate_gateway::guard::GuardRule>,
+    /// `[[masking]]`: what the gateway masks in results.
+    pub masking: Vec<jitgate_gateway::masking::MaskRule>,
 }
 
 /// `[audit]` and `[[retention]]`: checkpoints, anchors, archive, retention rules.
@@ -261,6 +263,29 @@ struct RawConfig {
     retention: Vec<RawRetention>,
     #[serde(default)]
     guardrails: Vec<RawGuardrail>,
+    #[serde(default)]
+    masking: Vec<RawMasking>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMasking {
+    name: String,
+    #[serde(default)]
+    resources: Vec<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    columns: Vec<String>,
+    #[serde(default)]
+    detectors: Vec<String>,
+    #[serde(default = "default_strategy")]
+    strategy: String,
+    keep: Option<usize>,
+}
+
+fn default_strategy() -> String {
+    "redact".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -889,6 +914,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<(KeyPath, String)
     }
 
     let guardrails = guardrails(&mut c, &raw.guardrails, &resources);
+    let masking = masking(&mut c, &raw.masking, &resources);
 
     if !c.problems.is_empty() {
         return Err(c.problems);
@@ -905,7 +931,141 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<(KeyPath, String)
         policies,
         audit,
         guardrails,
+        masking,
     })
+}
+
+/// Checks a rule's name and scope (shared by guardrails and masking rules): the name is
+/// unique and plain, every resource exists, every role exists on a resource in scope.
+fn rule_scope(
+    c: &mut Check,
+    path: &KeyPath,
+    what: &str,
+    names: &mut HashSet<String>,
+    (name, rule_resources, roles): (&str, &[String], &[String]),
+    resources: &[Resource],
+) {
+    let at = |k: &'static str| with(path, Seg::Key(k));
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+    {
+        c.add(
+            at("name"),
+            format!("{name:?} is not a rule name (letters, digits, '-', '_', '.')"),
+        );
+    } else if !names.insert(name.to_owned()) {
+        c.add(at("name"), format!("{what} {name:?} is defined twice"));
+    }
+    for (j, r) in rule_resources.iter().enumerate() {
+        if !resources.iter().any(|res| &res.name == r) {
+            c.add(
+                with(&at("resources"), Seg::Index(j)),
+                format!("no resource is named {r:?}"),
+            );
+        }
+    }
+    for (j, role) in roles.iter().enumerate() {
+        let defined = resources
+            .iter()
+            .filter(|res| rule_resources.is_empty() || rule_resources.contains(&res.name))
+            .any(|res| res.roles.contains_key(role));
+        if !defined {
+            c.add(
+                with(&at("roles"), Seg::Index(j)),
+                format!("no resource this rule covers defines role {role:?}"),
+            );
+        }
+    }
+}
+
+fn masking(
+    c: &mut Check,
+    raw: &[RawMasking],
+    resources: &[Resource],
+) -> Vec<jitgate_gateway::masking::MaskRule> {
+    use jitgate_gateway::mask::{Detector, Strategy};
+    use jitgate_gateway::masking::{ColumnPattern, MaskRule};
+    let mut rules = Vec::new();
+    let mut names = HashSet::new();
+    for (i, m) in raw.iter().enumerate() {
+        let path = vec![Seg::Key("masking"), Seg::Index(i)];
+        let at = |k: &'static str| with(&path, Seg::Key(k));
+        rule_scope(
+            c,
+            &path,
+            "masking rule",
+            &mut names,
+            (&m.name, &m.resources, &m.roles),
+            resources,
+        );
+        let columns: Vec<ColumnPattern> = m
+            .columns
+            .iter()
+            .enumerate()
+            .filter_map(|(j, col)| {
+                let p = ColumnPattern::parse(col);
+                if p.is_none() {
+                    c.add(
+                        with(&at("columns"), Seg::Index(j)),
+                        format!("{col:?} is not a column (COLUMN, TABLE.COLUMN or SCHEMA.TABLE.COLUMN; '*' for any part)"),
+                    );
+                }
+                p
+            })
+            .collect();
+        let detectors: Vec<Detector> = m
+            .detectors
+            .iter()
+            .enumerate()
+            .filter_map(|(j, d)| {
+                let known = Detector::parse(d);
+                if known.is_none() {
+                    let all: Vec<&str> = Detector::ALL.iter().map(|d| d.name()).collect();
+                    c.add(
+                        with(&at("detectors"), Seg::Index(j)),
+                        format!("{d:?} is not a detector; use one of {}", all.join(", ")),
+                    );
+                }
+                known
+            })
+            .collect();
+        if m.columns.is_empty() && m.detectors.is_empty() {
+            c.add(
+                at("columns"),
+                "the rule masks nothing: give columns, detectors, or both",
+            );
+        }
+        let strategy = match (m.strategy.as_str(), m.keep) {
+            ("partial", keep) => Strategy::Partial {
+                keep: keep.unwrap_or(4),
+            },
+            (_, Some(_)) => {
+                c.add(at("keep"), "keep goes with strategy = \"partial\" only");
+                Strategy::Redact
+            }
+            ("redact", None) => Strategy::Redact,
+            ("hash", None) => Strategy::Hash,
+            ("null", None) => Strategy::Null,
+            (other, None) => {
+                c.add(
+                    at("strategy"),
+                    format!("{other:?} is not a strategy; use redact, partial, hash or null"),
+                );
+                Strategy::Redact
+            }
+        };
+        rules.push(MaskRule {
+            name: m.name.clone(),
+            resources: m.resources.clone(),
+            roles: m.roles.clone(),
+            columns,
+            detectors,
+            strategy,
+        });
+    }
+    rules
 }
 
 fn guardrails(
@@ -919,45 +1079,14 @@ fn guardrails(
     for (i, g) in raw.iter().enumerate() {
         let path = vec![Seg::Key("guardrails"), Seg::Index(i)];
         let at = |k: &'static str| with(&path, Seg::Key(k));
-        if g.name.is_empty()
-            || !g
-                .name
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
-        {
-            c.add(
-                at("name"),
-                format!(
-                    "{:?} is not a rule name (letters, digits, '-', '_', '.')",
-                    g.name
-                ),
-            );
-        } else if !names.insert(g.name.clone()) {
-            c.add(
-                at("name"),
-                format!("guardrail {:?} is defined twice", g.name),
-            );
-        }
-        for (j, r) in g.resources.iter().enumerate() {
-            if !resources.iter().any(|res| &res.name == r) {
-                c.add(
-                    with(&at("resources"), Seg::Index(j)),
-                    format!("no resource is named {r:?}"),
-                );
-            }
-        }
-        let in_scope: Vec<&Resource> = resources
-            .iter()
-            .filter(|res| g.resources.is_empty() || g.resources.contains(&res.name))
-            .collect();
-        for (j, role) in g.roles.iter().enumerate() {
-            if !in_scope.iter().any(|res| res.roles.contains_key(role)) {
-                c.add(
-                    with(&at("roles"), Seg::Index(j)),
-                    format!("no resource this rule covers defines role {role:?}"),
-                );
-            }
-        }
+        rule_scope(
+            c,
+            &path,
+            "guardrail",
+            &mut names,
+            (&g.name, &g.resources, &g.roles),
+            resources,
+        );
         let deny: Vec<Kind> = g
             .deny
             .iter()

@@ -24,6 +24,9 @@ use tokio::task::JoinHandle;
 
 pub use audit_service::NewHold;
 pub use config::Config;
+
+/// The key of the gateway's `hash` masking strategy, in the data directory (mode 0600).
+pub const MASKING_KEY_FILE: &str = "masking.key";
 pub use error::{ConfigError, Error};
 pub use service::App;
 
@@ -130,6 +133,14 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Err
                 max_message: 256 << 20,
                 tls: g.tls.clone(),
                 guardrails: app.config.guardrails.clone(),
+                masking: app.config.masking.clone(),
+                masking_key: jitgate_gateway::MaskingKey(
+                    jitgate_core::secret_file::load_or_create(
+                        &app.config.data_dir.join(MASKING_KEY_FILE),
+                        "masking key",
+                    )
+                    .map_err(Error::Io)?,
+                ),
             };
             let authority: Arc<dyn jitgate_gateway::Authority> = app.clone();
             let gw =

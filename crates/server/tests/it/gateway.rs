@@ -1003,3 +1003,159 @@ tables = ["public.payments"]
             .any(|e| e["details"]["sql"] == "COPY orders TO PROGRAM 'cat > /tmp/x'")
     );
 }
+
+#[tokio::test]
+async fn masking_hides_sensitive_values_by_column_and_by_detector() {
+    let Some((db, app)) = setup_with(
+        r#"
+[[masking]]
+name = "pii"
+resources = ["orders-db"]
+roles = ["write"]
+columns = ["public.customers.email"]
+strategy = "partial"
+keep = 4
+
+[[masking]]
+name = "pseudonyms"
+columns = ["customers.name"]
+strategy = "hash"
+
+[[masking]]
+name = "cards"
+detectors = ["card", "ssn"]
+strategy = "redact"
+"#,
+    )
+    .await
+    else {
+        return;
+    };
+    db.exec(&format!(
+        "CREATE TABLE customers (id int PRIMARY KEY, name text, email text, note text, card_num bigint);
+         INSERT INTO customers VALUES
+           (1, 'Ann', 'ann@example.com', 'card 4111 1111 1111 1111', 4111111111111111),
+           (2, 'Bob', NULL, 'ssn 123-45-6789', 42),
+           (3, 'Ann', 'ann2@example.com', 'nothing to hide', 7);
+         CREATE VIEW contacts AS SELECT id, email AS contact FROM customers;
+         GRANT SELECT ON customers, contacts TO {}write",
+        db.prefix
+    ))
+    .await;
+    let r = app
+        .request(
+            "ci-bot",
+            json!({"resource": "orders-db", "role": "write", "duration": "10m"}),
+        )
+        .await;
+    let grant = r["grant_id"].as_str().unwrap().to_owned();
+    let c = connect(&app, "ci-bot").await.unwrap();
+    let simple_rows = |msgs: Vec<tokio_postgres::SimpleQueryMessage>| -> Vec<Vec<Option<String>>> {
+        msgs.into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                    Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let s = |v: &str| Some(v.to_owned());
+
+    // Text format (simple protocol): an alias does not unmask a column, NULL stays NULL,
+    // detectors mask inside free text, two statements in one Query are both masked.
+    let rows = simple_rows(
+        c.simple_query(
+            "SELECT id, email AS e, note FROM customers WHERE id < 3 ORDER BY id; SELECT contact FROM contacts WHERE id = 3",
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(
+        rows,
+        vec![
+            vec![s("1"), s("***********.com"), s("card *****")],
+            vec![s("2"), None, s("ssn *****")],
+            vec![s("************.com")],
+        ]
+    );
+
+    // Binary format (extended protocol): the same masks; a card number held in a bigint cannot
+    // carry a mask, so it is withheld; a plain number passes.
+    let rows = c
+        .query(
+            "SELECT c.email, c.note, c.card_num FROM customers c JOIN orders o ON o.id = c.id ORDER BY c.id",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        rows[0].get::<_, Option<String>>(0).as_deref(),
+        Some("***********.com")
+    );
+    assert_eq!(rows[0].get::<_, String>(1), "card *****");
+    assert_eq!(rows[0].get::<_, Option<i64>>(2), None);
+    assert_eq!(rows[1].get::<_, Option<i64>>(2), Some(42));
+
+    // Hashing is deterministic, so grouping still lines up, and the names never appear.
+    let groups = c
+        .query(
+            "SELECT name, count(*) FROM customers GROUP BY name ORDER BY 2 DESC",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (ann, bob): (String, String) = (groups[0].get(0), groups[1].get(0));
+    assert_eq!(groups[0].get::<_, i64>(1), 2);
+    assert_eq!(ann.len(), 16);
+    assert_ne!(ann, bob);
+    assert!(ann != "Ann" && bob != "Bob");
+    let ann_again: String = c
+        .query_one("SELECT name FROM customers WHERE id = 3", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ann_again, ann);
+
+    // COPY TO STDOUT cannot be masked: refused, and the session goes on.
+    let e = c
+        .simple_query("COPY customers TO STDOUT")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+    );
+    let one: i32 = c.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+
+    // The record says how many values each rule masked, never the values.
+    drop(c);
+    let batches = wait_events(
+        &app,
+        &format!("grant={grant}&action=session.results"),
+        |ev| {
+            outcomes(ev)
+                .iter()
+                .filter(|o| o.get("masked").is_some())
+                .count()
+                >= 4
+        },
+    )
+    .await;
+    let masked: Vec<Value> = outcomes(&batches)
+        .into_iter()
+        .filter_map(|o| o.get("masked").cloned())
+        .collect();
+    assert_eq!(
+        masked[0],
+        json!({"pii": 2, "cards:card": 1, "cards:ssn": 1}),
+        "{masked:?}"
+    );
+    let all = serde_json::to_string(&batches).unwrap();
+    assert!(
+        !all.contains("ann@example.com") && !all.contains("4111"),
+        "{all}"
+    );
+}
