@@ -1472,6 +1472,32 @@ schedule = "Mon-Fri 08:00-18:00 Europe/Berlin"
     }
 
     #[test]
+    fn masking_rules_are_checked() {
+        let ok = format!(
+            "{GOOD}\n[[masking]]\nname = \"pii\"\ncolumns = [\"public.customers.email\"]\ndetectors = [\"card\"]\nstrategy = \"partial\"\nkeep = 2\n"
+        );
+        let c = Config::parse(&ok, "jitgate.toml").unwrap();
+        assert_eq!(
+            c.masking[0].strategy,
+            jitgate_gateway::mask::Strategy::Partial { keep: 2 }
+        );
+        let bad = format!(
+            "{GOOD}\n[[masking]]\nname = \"pii\"\ncolumns = [\"a.b.c.d\"]\ndetectors = [\"passport\"]\nstrategy = \"shred\"\n\n[[masking]]\nname = \"pii\"\nstrategy = \"hash\"\nkeep = 3\n"
+        );
+        let p = problems(&bad);
+        for want in [
+            "masking[0].columns[0]: \"a.b.c.d\" is not a column",
+            "masking[0].detectors[0]: \"passport\" is not a detector",
+            "masking[0].strategy: \"shred\" is not a strategy",
+            "masking[1].name: masking rule \"pii\" is defined twice",
+            "masking[1].keep: keep goes with strategy = \"partial\" only",
+            "masking[1].columns: the rule masks nothing",
+        ] {
+            assert!(p.iter().any(|m| m.contains(want)), "{want} not in {p:#?}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_name_file_line_and_key() {
         let text = GOOD.replace("require_reason", "x").replace(
             "max_duration = \"4h\"",
