@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 mod audit;
 mod connector;
 mod gateway;
+mod masking;
 
 use clap::{Parser, Subcommand};
 use jitgate_audit::EventFilter;
@@ -52,6 +53,9 @@ enum Bench {
         #[arg(long, default_value_t = 1_000_000)]
         events: u64,
     },
+    /// A 1,000-row, 10-column result with 3 masked columns through the gateway, against the
+    /// same result unmasked.
+    Masking,
     /// N grants ending in the same instant: lag from expires_at to fully expired.
     Expiry {
         #[arg(long, default_value_t = 10_000)]
@@ -77,6 +81,7 @@ fn main() -> anyhow::Result<()> {
             Bench::Connector { kind, grants } => connector::run(&kind, grants).await,
             Bench::Gateway { sessions } => gateway::run(sessions).await,
             Bench::Audit { events } => audit::run(events).await,
+            Bench::Masking => masking::run().await,
         }
     })
 }

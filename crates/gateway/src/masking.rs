@@ -8,6 +8,7 @@
 //! value of a type the gateway cannot read, a column of a table the catalog did not know) is
 //! withheld as NULL, never passed through.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
@@ -119,9 +120,34 @@ pub const CATALOG_SQL: &str = "SELECT c.oid::int8, a.attnum::int4, n.nspname::te
      JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid \
      WHERE d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjsubid > 0 AND d.refobjid <> r.ev_class";
 
-/// How many values each rule masked in one statement: `rule` for whole columns,
-/// `rule:detector` for what detectors found, `withheld` for values that could not be masked.
-pub type Counts = BTreeMap<String, u64>;
+/// How many values each rule masked in one statement, by slot: for rule `r`, slot `7 r` counts
+/// whole columns and `7 r + 1 + d` what detector `d` found; the last slot counts values
+/// withheld. [`SessionMasking::named`] gives them names. Counting by slot costs no allocation
+/// per value.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counts(Vec<u64>);
+
+const SLOTS_PER_RULE: usize = 1 + Detector::ALL.len();
+
+impl Counts {
+    fn add(&mut self, slot: usize, n: u64) {
+        if self.0.len() <= slot {
+            self.0.resize(slot + 1, 0);
+        }
+        self.0[slot] += n;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|&n| n == 0)
+    }
+}
+
+/// A row description with each column's verdict worked out once, not once per value: the rule
+/// that masks it whole, or `Err` if it must be withheld.
+pub struct Shape {
+    fields: Vec<Field>,
+    plan: Vec<Result<Option<usize>, ()>>,
+}
 
 /// The masking rules of one session, with its view of the catalog.
 pub struct SessionMasking {
@@ -176,6 +202,30 @@ impl SessionMasking {
     /// The first rule's name: what a refusal names when masking forbids something outright.
     pub fn first_rule(&self) -> &str {
         &self.rules[0].name
+    }
+
+    /// The counts by name: `rule` for whole columns, `rule:detector` for what detectors found,
+    /// `withheld` for values that could not be masked.
+    pub fn named(&self, counts: &Counts) -> BTreeMap<String, u64> {
+        let withheld = self.withheld_slot();
+        let mut out = BTreeMap::new();
+        for (slot, &n) in counts.0.iter().enumerate().filter(|(_, n)| **n > 0) {
+            let name = if slot == withheld {
+                "withheld".to_owned()
+            } else {
+                let rule = &self.rules[slot / SLOTS_PER_RULE].name;
+                match slot % SLOTS_PER_RULE {
+                    0 => rule.clone(),
+                    d => format!("{rule}:{}", Detector::ALL[d - 1].name()),
+                }
+            };
+            out.insert(name, n);
+        }
+        out
+    }
+
+    fn withheld_slot(&self) -> usize {
+        self.rules.len() * SLOTS_PER_RULE
     }
 
     /// Takes one row of [`CATALOG_SQL`].
@@ -243,47 +293,61 @@ impl SessionMasking {
             .copied())
     }
 
+    /// Works out each column's verdict for rows of this description.
+    pub fn shape(&self, fields: Vec<Field>) -> Shape {
+        let plan = fields.iter().map(|f| self.column_rule(f)).collect();
+        Shape { fields, plan }
+    }
+
     /// The DataRow body masked, or `None` if nothing in it needs masking.
     pub fn row(
         &self,
-        fields: Option<&[Field]>,
+        shape: Option<&Shape>,
         body: &[u8],
         counts: &mut Counts,
     ) -> Result<Option<BytesMut>, CodecError> {
         let values = codec::data_row(body)?;
-        let mut out: Vec<Option<Vec<u8>>> = Vec::new();
+        let mut masked: Vec<Masked> = Vec::with_capacity(values.len());
         let mut changed = false;
         for (i, range) in values.iter().enumerate() {
             let value = range.clone().map(|r| &body[r]);
-            let masked = match (value, fields.and_then(|f| f.get(i))) {
+            let column = shape.and_then(|s| Some((s.fields.get(i)?, *s.plan.get(i)?)));
+            let m = match (value, column) {
                 (None, _) => Masked::Same,
                 // No description to judge it by: fail closed.
                 (Some(_), None) => Masked::Withheld,
-                (Some(v), Some(f)) => self.value(f, v, counts),
+                (Some(v), Some((f, verdict))) => self.value(f, verdict, v, counts),
             };
-            match masked {
-                Masked::Same => out.push(value.map(<[u8]>::to_vec)),
-                Masked::Withheld => {
-                    *counts.entry("withheld".into()).or_default() += 1;
-                    changed = true;
-                    out.push(None);
-                }
-                Masked::To(v) => {
-                    changed = true;
-                    out.push(v);
-                }
+            if matches!(m, Masked::Withheld) {
+                counts.add(self.withheld_slot(), 1);
             }
+            changed |= !matches!(m, Masked::Same);
+            masked.push(m);
         }
-        Ok(changed.then(|| codec::data_row_frame(out.iter().map(|v| v.as_deref()))))
+        if !changed {
+            return Ok(None);
+        }
+        let out = values.iter().zip(&masked).map(|(range, m)| match m {
+            Masked::Same => range.clone().map(|r| &body[r]),
+            Masked::Withheld => None,
+            Masked::To(v) => v.as_deref(),
+        });
+        Ok(Some(codec::data_row_frame(out)))
     }
 
-    fn value(&self, f: &Field, v: &[u8], counts: &mut Counts) -> Masked {
+    fn value(
+        &self,
+        f: &Field,
+        verdict: Result<Option<usize>, ()>,
+        v: &[u8],
+        counts: &mut Counts,
+    ) -> Masked {
         let text_like = f.format == 0 || is_text_type(f.type_oid);
-        match self.column_rule(f) {
+        match verdict {
             Err(()) => return Masked::Withheld,
             Ok(Some(i)) => {
                 let rule = &self.rules[i];
-                *counts.entry(rule.name.clone()).or_default() += 1;
+                counts.add(i * SLOTS_PER_RULE, 1);
                 if rule.strategy == Strategy::Null {
                     return Masked::To(None);
                 }
@@ -311,17 +375,18 @@ impl SessionMasking {
             };
         };
         let mut current: Option<String> = None;
-        for rule in self.rules.iter().filter(|r| !r.detectors.is_empty()) {
+        for (i, rule) in self.rules.iter().enumerate() {
+            if rule.detectors.is_empty() {
+                continue;
+            }
             let mut found = [0u32; 6];
             let input = current.as_deref().unwrap_or(&text);
             let result = self
                 .masker
                 .scrub(&rule.detectors, rule.strategy, input, &mut found);
-            for d in Detector::ALL {
-                if found[d as usize] > 0 {
-                    *counts
-                        .entry(format!("{}:{}", rule.name, d.name()))
-                        .or_default() += found[d as usize] as u64;
+            for (d, &n) in found.iter().enumerate() {
+                if n > 0 {
+                    counts.add(i * SLOTS_PER_RULE + 1 + d, n as u64);
                 }
             }
             match result {
@@ -386,17 +451,23 @@ fn strip<'a>(f: &Field, v: &'a [u8]) -> &'a [u8] {
 
 /// The value as text detectors can read: text as it is (lossily if it is not UTF-8), binary
 /// integers and numerics as their digits.
-fn readable(f: &Field, v: &[u8]) -> Option<String> {
+fn readable<'a>(f: &Field, v: &'a [u8]) -> Option<Cow<'a, str>> {
     if f.format == 0 || is_text_type(f.type_oid) {
-        return Some(String::from_utf8_lossy(strip(f, v)).into_owned());
+        let v = strip(f, v);
+        // The strict check is the fast one; the lossy one only for what fails it.
+        return Some(match std::str::from_utf8(v) {
+            Ok(text) => Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(v),
+        });
     }
-    match (f.type_oid, v.len()) {
-        (INT2, 2) => Some(i16::from_be_bytes([v[0], v[1]]).to_string()),
-        (INT4, 4) => Some(i32::from_be_bytes([v[0], v[1], v[2], v[3]]).to_string()),
-        (INT8, 8) => Some(i64::from_be_bytes(v.try_into().ok()?).to_string()),
-        (NUMERIC, _) => numeric_digits(v),
-        _ => None,
-    }
+    let owned = match (f.type_oid, v.len()) {
+        (INT2, 2) => i16::from_be_bytes([v[0], v[1]]).to_string(),
+        (INT4, 4) => i32::from_be_bytes([v[0], v[1], v[2], v[3]]).to_string(),
+        (INT8, 8) => i64::from_be_bytes(v.try_into().ok()?).to_string(),
+        (NUMERIC, _) => numeric_digits(v)?,
+        _ => return None,
+    };
+    Some(Cow::Owned(owned))
 }
 
 /// The digits of a binary numeric, base-10000 groups written out (sign and point dropped):
@@ -494,22 +565,22 @@ mod tests {
             field("id", 100, 1, INT4, 0),
             field("e", 100, 2, TEXT, 0), // SELECT email AS e
         ];
-        let mut counts = Counts::new();
+        let mut counts = Counts::default();
         let body = row(&[Some(b"7"), Some(b"a@example.com")]);
         let out = s
-            .row(Some(&fields), &body[5..], &mut counts)
+            .row(Some(&s.shape(fields.to_vec())), &body[5..], &mut counts)
             .unwrap()
             .unwrap();
         assert_eq!(
             values(&out),
             vec![Some(b"7".to_vec()), Some(b"*****".to_vec())]
         );
-        assert_eq!(counts["pii"], 1);
+        assert_eq!(s.named(&counts)["pii"], 1);
         // NULL stays NULL and is not counted.
-        let mut counts = Counts::new();
+        let mut counts = Counts::default();
         let body = row(&[Some(b"7"), None]);
         assert!(
-            s.row(Some(&fields), &body[5..], &mut counts)
+            s.row(Some(&s.shape(fields.to_vec())), &body[5..], &mut counts)
                 .unwrap()
                 .is_none()
         );
@@ -519,11 +590,15 @@ mod tests {
     #[test]
     fn what_cannot_be_masked_safely_is_withheld() {
         let s = session(&[rule(&["email"], &["card"], Strategy::Partial { keep: 4 })]);
-        let mut counts = Counts::new();
+        let mut counts = Counts::default();
         // A table created after login: unknown, withheld.
         let fields = [field("x", 999, 1, TEXT, 0)];
         let out = s
-            .row(Some(&fields), &row(&[Some(b"hi")])[5..], &mut counts)
+            .row(
+                Some(&s.shape(fields.to_vec())),
+                &row(&[Some(b"hi")])[5..],
+                &mut counts,
+            )
             .unwrap()
             .unwrap();
         assert_eq!(values(&out), vec![None]);
@@ -531,21 +606,33 @@ mod tests {
         let fields = [field("n", 0, 0, INT8, 1)];
         let v = 4111111111111111i64.to_be_bytes();
         let out = s
-            .row(Some(&fields), &row(&[Some(&v)])[5..], &mut counts)
+            .row(
+                Some(&s.shape(fields.to_vec())),
+                &row(&[Some(&v)])[5..],
+                &mut counts,
+            )
             .unwrap()
             .unwrap();
         assert_eq!(values(&out), vec![None]);
         // A plain bigint passes.
         let v = 42i64.to_be_bytes();
         assert!(
-            s.row(Some(&fields), &row(&[Some(&v)])[5..], &mut counts)
-                .unwrap()
-                .is_none()
+            s.row(
+                Some(&s.shape(fields.to_vec())),
+                &row(&[Some(&v)])[5..],
+                &mut counts
+            )
+            .unwrap()
+            .is_none()
         );
         // A binary type the gateway cannot read (bytea): withheld while detectors run.
         let fields = [field("b", 0, 0, 17, 1)];
         let out = s
-            .row(Some(&fields), &row(&[Some(b"\x00\x01")])[5..], &mut counts)
+            .row(
+                Some(&s.shape(fields.to_vec())),
+                &row(&[Some(b"\x00\x01")])[5..],
+                &mut counts,
+            )
             .unwrap()
             .unwrap();
         assert_eq!(values(&out), vec![None]);
@@ -555,18 +642,18 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(values(&out), vec![None]);
-        assert_eq!(counts["withheld"], 4);
+        assert_eq!(s.named(&counts)["withheld"], 4);
     }
 
     #[test]
     fn detectors_mask_inside_text_in_either_format() {
         let s = session(&[rule(&[], &["card", "email"], Strategy::Partial { keep: 4 })]);
-        let mut counts = Counts::new();
+        let mut counts = Counts::default();
         for format in [0, 1] {
             let fields = [field("note", 100, 3, TEXT, format)];
             let body = row(&[Some(b"card 4111 1111 1111 1111, mail bob@example.com")]);
             let out = s
-                .row(Some(&fields), &body[5..], &mut counts)
+                .row(Some(&s.shape(fields.to_vec())), &body[5..], &mut counts)
                 .unwrap()
                 .unwrap();
             assert_eq!(
@@ -576,13 +663,13 @@ mod tests {
                 )]
             );
         }
-        assert_eq!(counts["pii:card"], 2);
-        assert_eq!(counts["pii:email"], 2);
+        assert_eq!(s.named(&counts)["pii:card"], 2);
+        assert_eq!(s.named(&counts)["pii:email"], 2);
         // jsonb in binary keeps its version byte and stays valid JSON.
         let fields = [field("doc", 0, 0, JSONB, 1)];
         let body = row(&[Some(b"\x01{\"to\": \"bob@example.com\"}")]);
         let out = s
-            .row(Some(&fields), &body[5..], &mut counts)
+            .row(Some(&s.shape(fields.to_vec())), &body[5..], &mut counts)
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -601,11 +688,15 @@ mod tests {
         s.learn_view_read(200, 100, 2); // contacts reads customers.email
         s.learn_view_read(400, 100, 1); // ids reads customers.id only
         s.catalog_read();
-        let mut counts = Counts::new();
+        let mut counts = Counts::default();
         for (oid, masked) in [(200, true), (300, true), (400, false)] {
             let fields = [field("x", oid, 1, TEXT, 0)];
             let out = s
-                .row(Some(&fields), &row(&[Some(b"v")])[5..], &mut counts)
+                .row(
+                    Some(&s.shape(fields.to_vec())),
+                    &row(&[Some(b"v")])[5..],
+                    &mut counts,
+                )
                 .unwrap();
             assert_eq!(out.is_some(), masked, "view {oid}");
         }

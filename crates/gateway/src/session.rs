@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use crate::codec::Field;
 use crate::codec::{self, Startup};
 use crate::guard::{Blocked, SessionGuard};
-use crate::masking::{Counts, SessionMasking};
+use crate::masking::{Counts, SessionMasking, Shape};
 use crate::registry::{CancelTarget, Control};
 use crate::{AuditMode, GatewayError, SessionGrant, Shared};
 
@@ -571,9 +571,9 @@ struct Shapes {
     describes: VecDeque<(u64, Described)>,
     executes: VecDeque<(u64, String)>,
     /// The description of the simple Query's result now arriving.
-    simple: Option<Vec<Field>>,
+    simple: Option<Shape>,
     /// The description for the Execute now returning rows, once looked up.
-    current: Option<Option<Vec<Field>>>,
+    current: Option<Option<Shape>>,
 }
 
 impl Shapes {
@@ -821,7 +821,7 @@ impl<'a> Session<'a> {
                         started: Instant::now(),
                         simple: true,
                         tags: vec![],
-                        masked: Counts::new(),
+                        masked: Counts::default(),
                     });
                     self.expect_ready(Some(self.statements));
                 }
@@ -891,7 +891,7 @@ impl<'a> Session<'a> {
                         started: Instant::now(),
                         simple: false,
                         tags: vec![],
-                        masked: Counts::new(),
+                        masked: Counts::default(),
                     });
                 }
                 b'X' => self.terminated = true,
@@ -920,7 +920,7 @@ impl<'a> Session<'a> {
                         started: Instant::now(),
                         simple: true,
                         tags: vec![],
-                        masked: Counts::new(),
+                        masked: Counts::default(),
                     });
                     self.expect_ready(Some(self.statements));
                 }
@@ -993,7 +993,7 @@ impl<'a> Session<'a> {
             b'T' => {
                 let fields = codec::row_description(body)?;
                 if simple {
-                    sh.simple = Some(fields);
+                    sh.simple = Some(m.shape(fields));
                 } else {
                     sh.drop_stale();
                     match sh.describes.pop_front() {
@@ -1014,27 +1014,26 @@ impl<'a> Session<'a> {
                 sh.describes.pop_front();
             }
             b'D' => {
-                let fields = if simple {
-                    sh.simple.as_deref()
+                let shape = if simple {
+                    sh.simple.as_ref()
                 } else {
                     if sh.current.is_none() {
                         sh.drop_stale();
-                        sh.current = Some(sh.front_execute());
+                        sh.current = Some(sh.front_execute().map(|f| m.shape(f)));
                     }
-                    sh.current.as_ref().and_then(|c| c.as_deref())
+                    sh.current.as_ref().and_then(|c| c.as_ref())
                 };
-                let mut counts = Counts::new();
-                if let Some(with) = m.row(fields, body, &mut counts)? {
+                let mut scratch = Counts::default();
+                let counts = match self.pending.front_mut() {
+                    Some(p) => &mut p.masked,
+                    None => &mut scratch,
+                };
+                if let Some(with) = m.row(shape, body, counts)? {
                     patches.push(Patch {
                         start: span.start,
                         end: span.end,
                         with,
                     });
-                }
-                if let Some(p) = self.pending.front_mut() {
-                    for (rule, n) in counts {
-                        *p.masked.entry(rule).or_default() += n;
-                    }
                 }
             }
             b'C' | b'I' | b's' => {
@@ -1177,8 +1176,8 @@ impl<'a> Session<'a> {
     }
 
     fn result(&self, p: Pending, mut details: serde_json::Value) -> serde_json::Value {
-        if !p.masked.is_empty() {
-            details["masked"] = json!(p.masked);
+        if let Some(m) = self.masking.as_ref().filter(|_| !p.masked.is_empty()) {
+            details["masked"] = json!(m.named(&p.masked));
         }
         details["statement"] = json!(p.n);
         details["duration_us"] = json!(p.started.elapsed().as_micros() as u64);
