@@ -342,7 +342,9 @@ impl SessionMasking {
         v: &[u8],
         counts: &mut Counts,
     ) -> Masked {
-        let text_like = f.format == 0 || is_text_type(f.type_oid);
+        // Only a text type can carry a mask: `*****` in an integer column, even in text format,
+        // is a value no typed client can parse. Other types are withheld when masked.
+        let text_like = is_text_type(f.type_oid);
         match verdict {
             Err(()) => return Masked::Withheld,
             Ok(Some(i)) => {
@@ -397,8 +399,8 @@ impl SessionMasking {
         }
         match current {
             None => Masked::Same,
-            // Found in a value whose type cannot carry the mask (a card number in a bigint
-            // sent in binary): withhold it.
+            // Found in a value whose type cannot carry the mask (a card number in a bigint):
+            // withhold it.
             Some(_) if !text_like || std::str::from_utf8(strip(f, v)).is_err() => Masked::Withheld,
             Some(s) => Masked::To(Some(encode(f, s, false))),
         }
@@ -614,6 +616,17 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(values(&out), vec![None]);
+        // The same in text format: still withheld, `*****` is no bigint.
+        let fields_text = [field("n", 0, 0, INT8, 0)];
+        let out = s
+            .row(
+                Some(&s.shape(fields_text.to_vec())),
+                &row(&[Some(b"4111111111111111")])[5..],
+                &mut counts,
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(values(&out), vec![None]);
         // A plain bigint passes.
         let v = 42i64.to_be_bytes();
         assert!(
@@ -642,7 +655,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(values(&out), vec![None]);
-        assert_eq!(s.named(&counts)["withheld"], 4);
+        assert_eq!(s.named(&counts)["withheld"], 5);
     }
 
     #[test]

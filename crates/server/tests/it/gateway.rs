@@ -1159,3 +1159,64 @@ strategy = "redact"
         "{all}"
     );
 }
+
+/// psycopg (Python), in text and in binary result format, sees the same masks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)] // python blocks this thread
+async fn masking_holds_for_psycopg_in_text_and_binary_format() {
+    let Some((db, app)) = setup_with(
+        r#"
+[[masking]]
+name = "pii"
+columns = ["customers.email"]
+detectors = ["card"]
+strategy = "partial"
+keep = 4
+"#,
+    )
+    .await
+    else {
+        return;
+    };
+    db.exec(&format!(
+        "CREATE TABLE customers (id int, email text, note text, card_num bigint);
+         INSERT INTO customers VALUES (1, 'ann@example.com', 'card 4111 1111 1111 1111', 4111111111111111);
+         GRANT SELECT ON customers TO {}write",
+        db.prefix
+    ))
+    .await;
+    app.request(
+        "ci-bot",
+        json!({"resource": "orders-db", "role": "write", "duration": "10m"}),
+    )
+    .await;
+    let script = r#"
+import json, sys, psycopg
+with psycopg.connect(sys.argv[1]) as conn:
+    out = {}
+    for binary in (False, True):
+        cur = conn.cursor(binary=binary)
+        cur.execute("SELECT e, note, card_num FROM (SELECT id, email AS e, note, card_num FROM customers) s WHERE id = %s", (1,))
+        out["binary" if binary else "text"] = list(cur.fetchone())
+    print(json.dumps(out))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &conninfo(&app, "ci-bot")])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        if err.contains("No module named 'psycopg'") {
+            assert!(
+                std::env::var("JITGATE_REQUIRE_SERVICES").is_err(),
+                "psycopg is missing (pip install 'psycopg[binary]')"
+            );
+            eprintln!("SKIPPED: psycopg is not installed");
+            return;
+        }
+        panic!("psycopg failed: {err}");
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want = json!(["***********.com", "card ***************1111", null]);
+    assert_eq!(v["text"], want, "{v}");
+    assert_eq!(v["binary"], want, "{v}");
+}
