@@ -1220,3 +1220,64 @@ with psycopg.connect(sys.argv[1]) as conn:
     assert_eq!(v["text"], want, "{v}");
     assert_eq!(v["binary"], want, "{v}");
 }
+
+/// Every detector finds its kind through the gateway, hostile spacing and all, and `null`
+/// empties a whole value.
+#[tokio::test]
+async fn every_detector_masks_through_the_gateway() {
+    let Some((db, app)) = setup_with(
+        r#"
+[[masking]]
+name = "found"
+detectors = ["email", "card", "iban", "ssn", "phone", "secret"]
+strategy = "redact"
+
+[[masking]]
+name = "gone"
+columns = ["notes.secret_note"]
+strategy = "null"
+"#,
+    )
+    .await
+    else {
+        return;
+    };
+    db.exec(&format!(
+        "CREATE TABLE notes (id int, body text, secret_note text);
+         INSERT INTO notes VALUES
+           (1, 'mail jane.doe+x@example.co.uk', 'a'),
+           (2, 'card 5555-5555-5555-4444 thanks', 'b'),
+           (3, 'iban GB82 WEST 1234 5698 7654 32.', 'c'),
+           (4, 'ssn 078-05-1120', 'd'),
+           (5, 'call +49 30 1234567', 'e'),
+           (6, 'key AKIAIOSFODNN7EXAMPLE', 'f'),
+           (7, 'order 4111111111111112 is not a card', 'g');
+         GRANT SELECT ON notes TO {}write",
+        db.prefix
+    ))
+    .await;
+    app.request(
+        "ci-bot",
+        json!({"resource": "orders-db", "role": "write", "duration": "10m"}),
+    )
+    .await;
+    let c = connect(&app, "ci-bot").await.unwrap();
+    let rows = c
+        .query("SELECT body, secret_note FROM notes ORDER BY id", &[])
+        .await
+        .unwrap();
+    let bodies: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        bodies,
+        [
+            "mail *****",
+            "card ***** thanks",
+            "iban *****.",
+            "ssn *****",
+            "call *****",
+            "key *****",
+            "order 4111111111111112 is not a card",
+        ]
+    );
+    assert!(rows.iter().all(|r| r.get::<_, Option<String>>(1).is_none()));
+}
