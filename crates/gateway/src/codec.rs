@@ -223,6 +223,16 @@ pub fn data_row(body: &[u8]) -> Result<Vec<Option<std::ops::Range<usize>>>, Code
 /// A DataRow frame with the given values.
 pub fn data_row_frame<'a>(values: impl ExactSizeIterator<Item = Option<&'a [u8]>>) -> BytesMut {
     let mut out = BytesMut::new();
+    put_data_row(values, &mut out);
+    out
+}
+
+/// Appends a DataRow frame with the given values to `out`.
+pub fn put_data_row<'a>(
+    values: impl ExactSizeIterator<Item = Option<&'a [u8]>>,
+    out: &mut BytesMut,
+) {
+    let start = out.len();
     out.put_u8(b'D');
     out.put_i32(0); // length, filled in below
     out.put_i16(values.len() as i16);
@@ -235,9 +245,8 @@ pub fn data_row_frame<'a>(values: impl ExactSizeIterator<Item = Option<&'a [u8]>
             }
         }
     }
-    let len = (out.len() - 1) as i32;
-    out[1..5].copy_from_slice(&len.to_be_bytes());
-    out
+    let len = (out.len() - start - 1) as i32;
+    out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
 }
 
 /// The portal named by an Execute ('E') message body.

@@ -54,25 +54,32 @@ impl Detector {
 
     /// Whether `text` could hold what this detector finds, judged from a single pass over it:
     /// most values hold nothing, and this spares them the regular expressions.
-    fn plausible(self, s: &Scan, text: &str) -> bool {
+    fn plausible(self, s: &mut Scan<'_>) -> bool {
         match self {
-            Detector::Email => s.at_sign,
-            Detector::Card => s.digits >= 13,
-            Detector::Iban => s.digits >= 2 && s.upper >= 2 && text.len() >= 15,
-            Detector::Ssn => s.digits >= 9,
-            Detector::Phone => s.digits >= 7,
+            Detector::Email => s.text.contains(&b'@'),
+            Detector::Card => s.digits() >= 13,
+            Detector::Iban => s.text.len() >= 15 && s.digits() >= 2 && s.upper() >= 2,
+            Detector::Ssn => s.digits() >= 9,
+            Detector::Phone => s.digits() >= 7,
             Detector::Secret => {
-                s.upper >= 4
-                    && ["AKIA", "ASIA", "eyJ", "-----BEGIN"]
+                s.upper() >= 2
+                    && [&b"AKIA"[..], b"ASIA", b"eyJ", b"-----BEGIN"]
                         .iter()
-                        .any(|p| text.contains(p))
+                        .any(|p| s.text.windows(p.len()).any(|w| w == *p))
             }
         }
     }
 
+    /// Whether any of `detectors` could find something in these bytes: counting, no UTF-8
+    /// check, no regular expression. Most values stop here.
+    pub fn any_plausible(detectors: &[Detector], bytes: &[u8]) -> bool {
+        let mut scan = Scan::of(bytes);
+        detectors.iter().any(|d| d.plausible(&mut scan))
+    }
+
     /// Byte ranges in `text` that this detector finds, in order, not overlapping.
     pub fn find(self, text: &str) -> Vec<(usize, usize)> {
-        if !self.plausible(&Scan::of(text), text) {
+        if !self.plausible(&mut Scan::of(text.as_bytes())) {
             return Vec::new();
         }
         self.find_unfiltered(text)
@@ -109,29 +116,35 @@ impl Detector {
     }
 }
 
-/// What one pass over a value tells the detectors' prefilters.
-struct Scan {
-    digits: usize,
-    upper: usize,
-    at_sign: bool,
+/// What the detectors' prefilters count in a value, each count made once and only when a
+/// detector asks (the counting loops vectorise).
+struct Scan<'a> {
+    text: &'a [u8],
+    digits: Option<usize>,
+    upper: Option<usize>,
 }
 
-impl Scan {
-    fn of(text: &str) -> Scan {
-        let mut s = Scan {
-            digits: 0,
-            upper: 0,
-            at_sign: false,
-        };
-        for b in text.bytes() {
-            match b {
-                b'0'..=b'9' => s.digits += 1,
-                b'A'..=b'Z' => s.upper += 1,
-                b'@' => s.at_sign = true,
-                _ => {}
-            }
+impl<'a> Scan<'a> {
+    fn of(text: &'a [u8]) -> Scan<'a> {
+        Scan {
+            text,
+            digits: None,
+            upper: None,
         }
-        s
+    }
+
+    fn digits(&mut self) -> usize {
+        let text = self.text;
+        *self
+            .digits
+            .get_or_insert_with(|| text.iter().filter(|b| b.is_ascii_digit()).count())
+    }
+
+    fn upper(&mut self) -> usize {
+        let text = self.text;
+        *self
+            .upper
+            .get_or_insert_with(|| text.iter().filter(|b| b.is_ascii_uppercase()).count())
     }
 }
 
@@ -237,6 +250,8 @@ pub enum Strategy {
 
 pub const REDACTED: &str = "*****";
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 /// Applies strategies with the server's masking key.
 pub struct Masker {
     /// HMAC keyed once; each value hashes a clone.
@@ -257,8 +272,13 @@ impl Masker {
             Strategy::Partial { keep } => {
                 let n = value.chars().count();
                 let kept = n.min(keep).min(n / 2); // never reveal more than half
-                let mut out: String = "*".repeat(n - kept);
-                out.extend(value.chars().skip(n - kept));
+                let tail = value
+                    .char_indices()
+                    .nth(n - kept)
+                    .map_or(value.len(), |(i, _)| i);
+                let mut out = String::with_capacity(n - kept + value.len() - tail);
+                out.extend(std::iter::repeat_n('*', n - kept));
+                out.push_str(&value[tail..]);
                 Some(out)
             }
             Strategy::Hash => Some(self.hash(value)),
@@ -269,7 +289,13 @@ impl Masker {
     fn hash(&self, value: &str) -> String {
         let mut mac = self.keyed.clone();
         mac.update(value.as_bytes());
-        hex::encode(&mac.finalize().into_bytes()[..8])
+        let tag = mac.finalize().into_bytes();
+        let mut out = String::with_capacity(16);
+        for b in &tag[..8] {
+            out.push(char::from(HEX[(b >> 4) as usize]));
+            out.push(char::from(HEX[(b & 15) as usize]));
+        }
+        out
     }
 
     /// `text` with every span the detectors find replaced, and how many spans each detector
@@ -281,10 +307,10 @@ impl Masker {
         text: &str,
         found: &mut [u32; 6],
     ) -> Option<Option<String>> {
-        let scan = Scan::of(text);
+        let mut scan = Scan::of(text.as_bytes());
         let mut spans: Vec<(usize, usize, Detector)> = Vec::new();
         for &d in detectors {
-            if !d.plausible(&scan, text) {
+            if !d.plausible(&mut scan) {
                 continue;
             }
             for (s, e) in d.find_unfiltered(text) {

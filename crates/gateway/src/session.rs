@@ -574,6 +574,8 @@ struct Shapes {
     simple: Option<Shape>,
     /// The description for the Execute now returning rows, once looked up.
     current: Option<Option<Shape>>,
+    /// Where masked rows are written, split off one by one as patches.
+    rows: BytesMut,
 }
 
 impl Shapes {
@@ -1028,7 +1030,13 @@ impl<'a> Session<'a> {
                     Some(p) => &mut p.masked,
                     None => &mut scratch,
                 };
-                if let Some(with) = m.row(shape, body, counts)? {
+                let rows = &mut sh.rows;
+                if rows.capacity() - rows.len() < body.len() + 256 {
+                    rows.reserve(64 * 1024);
+                }
+                if m.row_into(shape, body, counts, rows)? {
+                    // Shares the buffer's allocation: no allocation per masked row.
+                    let with = rows.split();
                     patches.push(Patch {
                         start: span.start,
                         end: span.end,
