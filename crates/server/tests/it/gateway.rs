@@ -1098,6 +1098,15 @@ strategy = "redact"
     assert_eq!(rows[0].get::<_, Option<i64>>(2), None);
     assert_eq!(rows[1].get::<_, Option<i64>>(2), Some(42));
 
+    // SELECT * masks the same columns by identity.
+    let star = c
+        .query_one("SELECT * FROM customers WHERE id = 1", &[])
+        .await
+        .unwrap();
+    assert_eq!(star.get::<_, String>("email"), "***********.com");
+    assert_eq!(star.get::<_, String>("note"), "card *****");
+    assert_ne!(star.get::<_, String>("name"), "Ann");
+
     // Hashing is deterministic, so grouping still lines up, and the names never appear.
     let groups = c
         .query(
