@@ -260,7 +260,11 @@ impl SessionGuard {
 /// Whether `sql` has a `COPY … TO STDOUT` anywhere (or might: what does not parse and
 /// mentions COPY counts).
 pub fn copies_out(sql: &str) -> bool {
-    if !sql.to_ascii_lowercase().contains("copy") {
+    if !sql
+        .as_bytes()
+        .windows(4)
+        .any(|w| w.eq_ignore_ascii_case(b"copy"))
+    {
         return false;
     }
     let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {

@@ -16,8 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::codec::Field;
-use crate::codec::{self, Startup};
+use crate::codec::{self, Field, Startup};
 use crate::guard::{Blocked, SessionGuard};
 use crate::masking::{Counts, SessionMasking, Shape};
 use crate::registry::{CancelTarget, Control};
