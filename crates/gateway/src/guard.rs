@@ -257,26 +257,136 @@ impl SessionGuard {
     }
 }
 
-/// Whether `sql` has a `COPY … TO STDOUT` anywhere (or might: what does not parse and
-/// mentions COPY counts).
-pub fn copies_out(sql: &str) -> bool {
+/// A `COPY … TO STDOUT` as masking needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyOut {
+    /// `COPY [schema.]table [(columns)] TO STDOUT`, text or CSV format, no other options.
+    /// Names are folded as PostgreSQL folds them.
+    Table {
+        schema: Option<String>,
+        table: String,
+        columns: Vec<String>,
+        format: CopyFormat,
+    },
+    /// `COPY (query) TO STDOUT`: which table columns it reads is not known.
+    Query { format: CopyFormat },
+    /// Anything else: binary format, other delimiters or quoting, several statements, SQL the
+    /// parser cannot read.
+    Unsupported,
+}
+
+/// The COPY formats masking can rewrite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyFormat {
+    Text,
+    Csv { header: bool },
+}
+
+/// What `COPY … TO STDOUT` is in `sql`, if any (`None`: there is none).
+pub fn copy_out(sql: &str) -> Option<CopyOut> {
     if !sql
         .as_bytes()
         .windows(4)
         .any(|w| w.eq_ignore_ascii_case(b"copy"))
     {
-        return false;
+        return None;
     }
     let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
-        return true;
+        return Some(CopyOut::Unsupported);
     };
-    statements.iter().any(|top| {
+    let copies_out = |top: &Statement| {
         sqlparser::ast::visit_statements(top, |s| match s {
             Statement::Copy { to: true, .. } => ControlFlow::Break(()),
             _ => ControlFlow::Continue(()),
         })
         .is_break()
+    };
+    if !statements.iter().any(copies_out) {
+        return None;
+    }
+    let [
+        Statement::Copy {
+            source,
+            to: true,
+            target: CopyTarget::Stdout,
+            options,
+            legacy_options,
+            ..
+        },
+    ] = statements.as_slice()
+    else {
+        return Some(CopyOut::Unsupported);
+    };
+    let Some(format) = copy_format(options, legacy_options) else {
+        return Some(CopyOut::Unsupported);
+    };
+    Some(match source {
+        sqlparser::ast::CopySource::Query(_) => CopyOut::Query { format },
+        sqlparser::ast::CopySource::Table {
+            table_name,
+            columns,
+        } => {
+            let mut parts = Vec::new();
+            push_table(&mut parts, table_name);
+            let Some((schema, table)) = parts.pop() else {
+                return Some(CopyOut::Unsupported);
+            };
+            CopyOut::Table {
+                schema,
+                table,
+                columns: columns.iter().map(fold).collect(),
+                format,
+            }
+        }
     })
+}
+
+fn fold(i: &sqlparser::ast::Ident) -> String {
+    if i.quote_style.is_some() {
+        i.value.clone()
+    } else {
+        i.value.to_ascii_lowercase()
+    }
+}
+
+/// Text or CSV with PostgreSQL's defaults (and an optional CSV header); `None` for anything
+/// else.
+fn copy_format(
+    options: &[sqlparser::ast::CopyOption],
+    legacy: &[sqlparser::ast::CopyLegacyOption],
+) -> Option<CopyFormat> {
+    use sqlparser::ast::{CopyLegacyCsvOption, CopyLegacyOption, CopyOption};
+    let mut csv = false;
+    let mut header = false;
+    for o in options {
+        match o {
+            CopyOption::Format(f) if f.value.eq_ignore_ascii_case("text") => {}
+            CopyOption::Format(f) if f.value.eq_ignore_ascii_case("csv") => csv = true,
+            CopyOption::Header(h) => header = *h,
+            CopyOption::Encoding(e) if e.eq_ignore_ascii_case("utf8") => {}
+            _ => return None,
+        }
+    }
+    for o in legacy {
+        match o {
+            CopyLegacyOption::Csv(sub) => {
+                csv = true;
+                for s in sub {
+                    match s {
+                        CopyLegacyCsvOption::Header => header = true,
+                        _ => return None,
+                    }
+                }
+            }
+            CopyLegacyOption::Header => header = true,
+            _ => return None,
+        }
+    }
+    match (csv, header) {
+        (true, header) => Some(CopyFormat::Csv { header }),
+        (false, false) => Some(CopyFormat::Text),
+        (false, true) => None, // PostgreSQL refuses HEADER in text format anyway
+    }
 }
 
 /// The first rule that blocks `sql`, checking each statement in it.
@@ -660,6 +770,44 @@ mod tests {
         );
         assert_eq!(g.check("DROP TABLE x"), Some(b));
         assert_eq!(g.check("SELECT 1"), None);
+    }
+
+    #[test]
+    fn copy_out_is_understood_or_marked_unsupported() {
+        assert_eq!(copy_out("SELECT 1"), None);
+        assert_eq!(copy_out("COPY t FROM STDIN"), None);
+        assert_eq!(
+            copy_out("copy Public.\"People\" (ID, \"Email\") to stdout"),
+            Some(CopyOut::Table {
+                schema: Some("public".into()),
+                table: "People".into(),
+                columns: vec!["id".into(), "Email".into()],
+                format: CopyFormat::Text,
+            })
+        );
+        assert_eq!(
+            copy_out("COPY t TO STDOUT WITH (FORMAT csv, HEADER true)"),
+            Some(CopyOut::Table {
+                schema: None,
+                table: "t".into(),
+                columns: vec![],
+                format: CopyFormat::Csv { header: true },
+            })
+        );
+        assert_eq!(
+            copy_out("COPY (SELECT 1) TO STDOUT CSV"),
+            Some(CopyOut::Query {
+                format: CopyFormat::Csv { header: false }
+            })
+        );
+        for odd in [
+            "COPY t TO STDOUT WITH (FORMAT binary)",
+            "COPY t TO STDOUT WITH (DELIMITER '|')",
+            "COPY t TO STDOUT; SELECT 1",
+            "COPY t TO STDOUT (((",
+        ] {
+            assert_eq!(copy_out(odd), Some(CopyOut::Unsupported), "{odd}");
+        }
     }
 
     #[test]

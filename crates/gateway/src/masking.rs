@@ -17,6 +17,7 @@ use bytes::BytesMut;
 
 use crate::codec::{self, Field};
 use crate::error::CodecError;
+use crate::guard::{CopyFormat, CopyOut};
 use crate::mask::{Detector, Masker, Strategy};
 
 /// `column`, `table.column` or `schema.table.column`; any part may be `*`.
@@ -163,6 +164,9 @@ pub struct SessionMasking {
     views: HashMap<u32, usize>,
     /// Which columns each view reads, until the catalog is read whole.
     reads: Vec<(u32, u32, i16)>,
+    /// Tables by name (`schema`, OID), and each table's columns in order, for COPY.
+    tables: HashMap<String, Vec<(String, u32)>>,
+    table_columns: HashMap<u32, Vec<(i16, String)>>,
     by_column: bool,
     detecting: bool,
 }
@@ -191,6 +195,8 @@ impl SessionMasking {
             known_tables: HashSet::new(),
             views: HashMap::new(),
             reads: Vec::new(),
+            tables: HashMap::new(),
+            table_columns: HashMap::new(),
         })
     }
 
@@ -230,7 +236,16 @@ impl SessionMasking {
 
     /// Takes one row of [`CATALOG_SQL`].
     pub fn learn(&mut self, oid: u32, attnum: i16, schema: &str, table: &str, column: &str) {
-        self.known_tables.insert(oid);
+        if self.known_tables.insert(oid) {
+            self.tables
+                .entry(table.to_owned())
+                .or_default()
+                .push((schema.to_owned(), oid));
+        }
+        self.table_columns
+            .entry(oid)
+            .or_default()
+            .push((attnum, column.to_owned()));
         if let Some(i) = self
             .rules
             .iter()
@@ -269,6 +284,125 @@ impl SessionMasking {
             }
         }
         self.reads = Vec::new();
+    }
+
+    /// How to mask the rows of a `COPY … TO STDOUT`, or why it cannot be masked.
+    pub fn copy_plan(&self, copy: CopyOut) -> Result<CopyPlan, String> {
+        let (format, verdicts) = match copy {
+            CopyOut::Unsupported => {
+                return Err("only COPY … TO STDOUT of a table or query in text or CSV format with default delimiters can be masked".into());
+            }
+            CopyOut::Query { format } if !self.by_column => (format, None),
+            CopyOut::Query { .. } => {
+                return Err("COPY (query) TO STDOUT does not say which columns it reads; COPY the table, or use SELECT".into());
+            }
+            CopyOut::Table { format, .. } if !self.by_column => (format, None),
+            CopyOut::Table {
+                schema,
+                table,
+                columns,
+                format,
+            } => {
+                let candidates: Vec<u32> = self
+                    .tables
+                    .get(&table)
+                    .into_iter()
+                    .flatten()
+                    .filter(|(s, _)| schema.as_ref().is_none_or(|want| want == s))
+                    .map(|(_, oid)| *oid)
+                    .collect();
+                let [oid] = candidates[..] else {
+                    return Err(format!(
+                        "the gateway cannot tell which table {table} is; name its schema"
+                    ));
+                };
+                let mut all = self.table_columns.get(&oid).cloned().unwrap_or_default();
+                all.sort_by_key(|(attnum, _)| *attnum);
+                let chosen: Vec<i16> = if columns.is_empty() {
+                    all.iter().map(|(a, _)| *a).collect()
+                } else {
+                    columns
+                        .iter()
+                        .map(|c| all.iter().find(|(_, n)| n == c).map(|(a, _)| *a))
+                        .collect::<Option<_>>()
+                        .ok_or_else(|| format!("{table} has no such column"))?
+                };
+                let verdicts = chosen
+                    .into_iter()
+                    .map(|attnum| {
+                        Ok(self
+                            .columns
+                            .get(&(oid, attnum))
+                            .or_else(|| self.views.get(&oid))
+                            .copied())
+                    })
+                    .collect();
+                (format, Some(verdicts))
+            }
+        };
+        Ok(CopyPlan {
+            format,
+            verdicts,
+            header_left: matches!(format, CopyFormat::Csv { header: true }),
+        })
+    }
+
+    /// Appends the CopyData frame for one masked COPY row to `out` if anything in it needs
+    /// masking; says whether it did.
+    pub fn copy_row(
+        &self,
+        plan: &mut CopyPlan,
+        row: &[u8],
+        counts: &mut Counts,
+        out: &mut BytesMut,
+    ) -> bool {
+        if std::mem::take(&mut plan.header_left) {
+            return false; // column names
+        }
+        let fields = match plan.format {
+            CopyFormat::Text => copy_text::split(row),
+            CopyFormat::Csv { .. } => copy_csv::split(row),
+        };
+        let text = Field {
+            name: String::new(),
+            table_oid: 0,
+            attnum: 0,
+            type_oid: TEXT,
+            format: 0,
+        };
+        let mut changed = false;
+        let mut masked: Vec<Option<Vec<u8>>> = Vec::with_capacity(fields.len());
+        for (i, field) in fields.into_iter().enumerate() {
+            let Some(value) = field else {
+                masked.push(None);
+                continue;
+            };
+            let verdict = match &plan.verdicts {
+                None => Ok(None),
+                Some(v) => v.get(i).copied().unwrap_or(Err(())),
+            };
+            match self.value(&text, verdict, &value, counts) {
+                Masked::Same => masked.push(Some(value)),
+                Masked::Withheld => {
+                    counts.add(self.withheld_slot(), 1);
+                    changed = true;
+                    masked.push(None);
+                }
+                Masked::To(v) => {
+                    changed = true;
+                    masked.push(v);
+                }
+            }
+        }
+        if !changed {
+            return false;
+        }
+        let body = match plan.format {
+            CopyFormat::Text => copy_text::join(&masked),
+            CopyFormat::Csv { .. } => copy_csv::join(&masked),
+        };
+        out.extend_from_slice(&codec::frame_of(b'd', &body));
+        true
     }
 
     /// The rule that masks this result column whole, if any; `Err` if the column belongs to a
@@ -426,6 +560,152 @@ impl SessionMasking {
             Some(_) if !text_like || std::str::from_utf8(strip(f, v)).is_err() => Masked::Withheld,
             Some(s) => Masked::To(Some(encode(f, s, false))),
         }
+    }
+}
+
+/// How the rows of one `COPY … TO STDOUT` are masked.
+#[derive(Debug, Clone)]
+pub struct CopyPlan {
+    format: CopyFormat,
+    /// Each column's verdict; `None` when only detectors apply.
+    verdicts: Option<Vec<Result<Option<usize>, ()>>>,
+    /// A CSV header row is still to come (passed as it is).
+    header_left: bool,
+}
+
+impl CopyPlan {
+    /// For a COPY nobody planned: every value withheld.
+    pub fn withhold_all() -> CopyPlan {
+        CopyPlan {
+            format: CopyFormat::Text,
+            verdicts: Some(Vec::new()),
+            header_left: false,
+        }
+    }
+}
+
+/// PostgreSQL's text COPY format: tab-separated, `\N` for NULL, backslash escapes.
+mod copy_text {
+    pub fn split(row: &[u8]) -> Vec<Option<Vec<u8>>> {
+        let row = row.strip_suffix(b"\n").unwrap_or(row);
+        row.split(|&b| b == b'\t')
+            .map(|f| (f != b"\\N").then(|| unescape(f)))
+            .collect()
+    }
+
+    fn unescape(f: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(f.len());
+        let mut it = f.iter();
+        while let Some(&b) = it.next() {
+            if b != b'\\' {
+                out.push(b);
+                continue;
+            }
+            match it.next() {
+                Some(b'n') => out.push(b'\n'),
+                Some(b't') => out.push(b'\t'),
+                Some(b'r') => out.push(b'\r'),
+                Some(b'b') => out.push(8),
+                Some(b'f') => out.push(12),
+                Some(b'v') => out.push(11),
+                Some(&other) => out.push(other),
+                None => out.push(b'\\'),
+            }
+        }
+        out
+    }
+
+    pub fn join(fields: &[Option<Vec<u8>>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, f) in fields.iter().enumerate() {
+            if i > 0 {
+                out.push(b'\t');
+            }
+            match f {
+                None => out.extend_from_slice(b"\\N"),
+                Some(v) => {
+                    for &b in v {
+                        match b {
+                            b'\\' => out.extend_from_slice(b"\\\\"),
+                            b'\n' => out.extend_from_slice(b"\\n"),
+                            b'\t' => out.extend_from_slice(b"\\t"),
+                            b'\r' => out.extend_from_slice(b"\\r"),
+                            8 => out.extend_from_slice(b"\\b"),
+                            12 => out.extend_from_slice(b"\\f"),
+                            11 => out.extend_from_slice(b"\\v"),
+                            _ => out.push(b),
+                        }
+                    }
+                }
+            }
+        }
+        out.push(b'\n');
+        out
+    }
+}
+
+/// PostgreSQL's CSV COPY format with its defaults: `,` between fields, `"` quotes (doubled
+/// inside), NULL as an unquoted empty field.
+mod copy_csv {
+    pub fn split(row: &[u8]) -> Vec<Option<Vec<u8>>> {
+        let row = row.strip_suffix(b"\n").unwrap_or(row);
+        let mut fields = Vec::new();
+        let mut at = 0;
+        loop {
+            if row.get(at) == Some(&b'"') {
+                let mut v = Vec::new();
+                at += 1;
+                while at < row.len() {
+                    if row[at] == b'"' {
+                        if row.get(at + 1) == Some(&b'"') {
+                            v.push(b'"');
+                            at += 2;
+                            continue;
+                        }
+                        at += 1;
+                        break;
+                    }
+                    v.push(row[at]);
+                    at += 1;
+                }
+                fields.push(Some(v));
+            } else {
+                let end = row[at..]
+                    .iter()
+                    .position(|&b| b == b',')
+                    .map_or(row.len(), |p| at + p);
+                let f = &row[at..end];
+                fields.push((!f.is_empty()).then(|| f.to_vec()));
+                at = end;
+            }
+            if row.get(at) == Some(&b',') {
+                at += 1;
+            } else {
+                break;
+            }
+        }
+        fields
+    }
+
+    pub fn join(fields: &[Option<Vec<u8>>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, f) in fields.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            if let Some(v) = f {
+                out.push(b'"');
+                for &b in v {
+                    if b == b'"' {
+                        out.push(b'"');
+                    }
+                    out.push(b);
+                }
+                out.push(b'"');
+            }
+        }
+        out.push(b'\n');
+        out
     }
 }
 
@@ -735,6 +1015,59 @@ mod tests {
                 .unwrap();
             assert_eq!(out.is_some(), masked, "view {oid}");
         }
+    }
+
+    #[test]
+    fn copy_rows_are_masked_in_text_and_csv() {
+        let s = session(&[
+            rule(&["customers.email"], &[], Strategy::Redact),
+            MaskRule {
+                name: "cards".into(),
+                resources: vec![],
+                roles: vec![],
+                columns: vec![],
+                detectors: vec![Detector::Card],
+                strategy: Strategy::Partial { keep: 4 },
+            },
+        ]);
+        let mut counts = Counts::default();
+        let table = |format| CopyOut::Table {
+            schema: None,
+            table: "customers".into(),
+            columns: vec![],
+            format,
+        };
+        let mut plan = s.copy_plan(table(CopyFormat::Text)).unwrap();
+        let mut out = BytesMut::new();
+        assert!(s.copy_row(
+            &mut plan,
+            b"1\tann@example.com\tcard 4111 1111 1111 1111\\ttab\n",
+            &mut counts,
+            &mut out
+        ));
+        assert_eq!(&out[5..], b"1\t*****\tcard ***************1111\\ttab\n");
+        let mut out = BytesMut::new();
+        assert!(!s.copy_row(&mut plan, b"2\t\\N\tnothing\n", &mut counts, &mut out));
+
+        let mut plan = s
+            .copy_plan(table(CopyFormat::Csv { header: true }))
+            .unwrap();
+        let mut out = BytesMut::new();
+        assert!(!s.copy_row(&mut plan, b"id,email,note\n", &mut counts, &mut out));
+        assert!(s.copy_row(
+            &mut plan,
+            b"1,ann@example.com,\"a \"\"quoted\"\", note\"\n",
+            &mut counts,
+            &mut out
+        ));
+        assert_eq!(&out[5..], b"\"1\",\"*****\",\"a \"\"quoted\"\", note\"\n");
+        assert!(
+            s.copy_plan(CopyOut::Query {
+                format: CopyFormat::Text
+            })
+            .is_err()
+        );
+        assert!(s.copy_plan(CopyOut::Unsupported).is_err());
     }
 
     #[test]

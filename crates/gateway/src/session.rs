@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use crate::codec::{self, Field, Startup};
 use crate::guard::{Blocked, SessionGuard};
-use crate::masking::{Counts, SessionMasking, Shape};
+use crate::masking::{CopyPlan, Counts, SessionMasking, Shape};
 use crate::registry::{CancelTarget, Control};
 use crate::{AuditMode, GatewayError, SessionGrant, Shared};
 
@@ -575,6 +575,11 @@ struct Shapes {
     current: Option<Option<Shape>>,
     /// Where masked rows are written, split off one by one as patches.
     rows: BytesMut,
+    /// Plans for the COPY … TO STDOUT statements sent, and the one now running.
+    copies: VecDeque<(u64, CopyPlan)>,
+    copying: Option<CopyPlan>,
+    /// Prepared COPY … TO STDOUT statements' plans, by statement name.
+    copy_statements: HashMap<String, CopyPlan>,
 }
 
 impl Shapes {
@@ -803,7 +808,10 @@ impl<'a> Session<'a> {
             match kind {
                 b'Q' => {
                     let sql = codec::query(body)?;
-                    if let Some(b) = self.check(sql) {
+                    let checked = self.check(sql);
+                    if let Ok(Some(plan)) = checked {
+                        self.shapes.copies.push_back((self.shapes.sent_ready, plan));
+                    } else if let Err(b) = checked {
                         events.push(self.blocked_statement(sql, "simple", &b));
                         let query = self.stand_in(b);
                         patches.push(Patch {
@@ -829,7 +837,12 @@ impl<'a> Session<'a> {
                 b'P' => {
                     let (name, sql) = codec::parse(body)?;
                     self.shapes.statements.remove(name);
-                    if let Some(b) = self.check(sql) {
+                    self.shapes.copy_statements.remove(name);
+                    let checked = self.check(sql);
+                    if let Ok(Some(plan)) = checked {
+                        // It runs at an Execute of a portal bound to this statement.
+                        self.shapes.copy_statements.insert(name.to_owned(), plan);
+                    } else if let Err(b) = checked {
                         events.push(self.blocked_statement(sql, "extended", &b));
                         let stand_in = self.stand_in(b);
                         let mut with = BytesMut::new();
@@ -874,9 +887,15 @@ impl<'a> Session<'a> {
                 b'E' => {
                     let portal = codec::execute(body)?;
                     if self.masking.is_some() {
-                        self.shapes
-                            .executes
-                            .push_back((self.shapes.sent_ready, portal.to_owned()));
+                        let sh = &mut self.shapes;
+                        sh.executes.push_back((sh.sent_ready, portal.to_owned()));
+                        let plan = sh
+                            .portals
+                            .get(portal)
+                            .and_then(|p| sh.copy_statements.get(&p.statement));
+                        if let Some(plan) = plan {
+                            sh.copies.push_back((sh.sent_ready, plan.clone()));
+                        }
                     }
                     let (sql, params) = match self.portals.get(portal) {
                         Some((stmt, params)) => (
@@ -936,6 +955,7 @@ impl<'a> Session<'a> {
                         if what == b'S' {
                             self.prepared.remove(name);
                             self.shapes.statements.remove(name);
+                            self.shapes.copy_statements.remove(name);
                         } else {
                             self.portals.remove(name);
                             self.shapes.portals.remove(name);
@@ -963,17 +983,21 @@ impl<'a> Session<'a> {
         self.event("session.statement").details(details)
     }
 
-    /// Guardrails first; then masking, which cannot mask `COPY … TO STDOUT` and refuses it.
-    fn check(&mut self, sql: &str) -> Option<Blocked> {
+    /// Guardrails first; then masking, which plans how to mask a `COPY … TO STDOUT` or
+    /// refuses one it cannot mask. A plan is for the caller to keep until the COPY runs.
+    fn check(&mut self, sql: &str) -> std::result::Result<Option<CopyPlan>, Blocked> {
         if let Some(b) = self.guard.as_mut().and_then(|g| g.check(sql)) {
-            return Some(b);
+            return Err(b);
         }
-        let m = self.masking.as_ref()?;
-        crate::guard::copies_out(sql).then(|| Blocked {
+        let Some(m) = self.masking.as_ref() else {
+            return Ok(None);
+        };
+        let Some(copy) = crate::guard::copy_out(sql) else {
+            return Ok(None);
+        };
+        m.copy_plan(copy).map(Some).map_err(|why| Blocked {
             rule: m.first_rule().to_owned(),
-            why:
-                "masking applies to this session, and COPY … TO STDOUT cannot be masked; use SELECT"
-                    .into(),
+            why: format!("masking applies to this session: {why}"),
         })
     }
 
@@ -1053,6 +1077,7 @@ impl<'a> Session<'a> {
                 }
             }
             b'E' => {
+                sh.copying = None;
                 sh.simple = None;
                 sh.current = None;
                 if !simple {
@@ -1065,7 +1090,44 @@ impl<'a> Session<'a> {
                 sh.got_ready += 1;
                 sh.simple = None;
                 sh.current = None;
+                sh.copying = None;
             }
+            b'H' => {
+                let g = sh.got_ready;
+                while sh.copies.front().is_some_and(|(b, _)| *b < g) {
+                    sh.copies.pop_front();
+                }
+                // A COPY nobody planned for cannot be judged: every value is withheld.
+                sh.copying = Some(match sh.copies.front() {
+                    Some((b, _)) if *b == g => sh.copies.pop_front().expect("front").1,
+                    _ => CopyPlan::withhold_all(),
+                });
+            }
+            b'd' => {
+                // CopyData with no CopyOutResponse before it breaks the protocol; if it ever
+                // came, nothing in it would pass.
+                let plan = sh.copying.get_or_insert_with(CopyPlan::withhold_all);
+                {
+                    let rows = &mut sh.rows;
+                    if rows.capacity() - rows.len() < body.len() * 2 + 256 {
+                        rows.reserve(64 * 1024 + body.len() * 2);
+                    }
+                    let mut scratch = Counts::default();
+                    let counts = match self.pending.front_mut() {
+                        Some(p) => &mut p.masked,
+                        None => &mut scratch,
+                    };
+                    if m.copy_row(plan, body, counts, rows) {
+                        let with = rows.split();
+                        patches.push(Patch {
+                            start: span.start,
+                            end: span.end,
+                            with,
+                        });
+                    }
+                }
+            }
+            b'c' => sh.copying = None,
             _ => {}
         }
         Ok(())
