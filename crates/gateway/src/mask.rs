@@ -55,12 +55,13 @@ impl Detector {
     /// Whether `text` could hold what this detector finds, judged from a single pass over it:
     /// most values hold nothing, and this spares them the regular expressions.
     fn plausible(self, s: &mut Scan<'_>) -> bool {
+        // Lengths first: the shortest text each could match.
         match self {
-            Detector::Email => s.text.contains(&b'@'),
-            Detector::Card => s.digits() >= 13,
+            Detector::Email => s.text.len() >= 6 && s.text.contains(&b'@'),
+            Detector::Card => s.text.len() >= 13 && s.digits() >= 13,
             Detector::Iban => s.text.len() >= 15 && s.digits() >= 2 && s.upper() >= 2,
-            Detector::Ssn => s.digits() >= 9,
-            Detector::Phone => s.digits() >= 7,
+            Detector::Ssn => s.text.len() >= 11 && s.digits() >= 9,
+            Detector::Phone => s.text.len() >= 9 && s.digits() >= 7,
             Detector::Secret => {
                 s.upper() >= 2
                     && [&b"AKIA"[..], b"ASIA", b"eyJ", b"-----BEGIN"]
