@@ -124,7 +124,7 @@ impl std::fmt::Debug for Upstream {
 pub struct SessionGrant {
     pub principal: String,
     pub resource: String,
-    /// The role the grant gives on the resource (guardrails are chosen by it).
+    /// The role the grant gives on the resource (guardrails and masking rules are chosen by it).
     pub role: String,
     pub grant_id: String,
     pub request_id: String,

@@ -24,11 +24,11 @@ use tokio::task::JoinHandle;
 
 pub use audit_service::NewHold;
 pub use config::Config;
+pub use error::{ConfigError, Error};
+pub use service::App;
 
 /// The key of the gateway's `hash` masking strategy, in the data directory (mode 0600).
 pub const MASKING_KEY_FILE: &str = "masking.key";
-pub use error::{ConfigError, Error};
-pub use service::App;
 
 /// A running server: its address, and a way to stop it.
 pub struct Running {
