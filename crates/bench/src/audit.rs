@@ -14,10 +14,8 @@ use jitgate_server::audit_offline::{self, VerifyOptions};
 use jitgate_server::{AuditLog, Config};
 use jitgate_store::{SqliteStore, Store};
 
-/// Concurrent writers, each appending one event per call, as gateway sessions do.
-const WRITERS: usize = 256;
-
-pub async fn run(events: u64) -> anyhow::Result<()> {
+/// `writers` concurrent writers append one event per call each, as gateway sessions do.
+pub async fn run(events: u64, writers: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let baseline = baseline_insert(&dir.path().join("baseline.db"), events.min(2_000_000))?;
     println!("baseline: plain batched SQLite insert, synchronous=FULL: {baseline:.0} rows/s");
@@ -42,7 +40,7 @@ pub async fn run(events: u64) -> anyhow::Result<()> {
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..WRITERS {
+    for _ in 0..writers {
         let (store, next) = (store.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
             loop {
@@ -62,7 +60,7 @@ pub async fn run(events: u64) -> anyhow::Result<()> {
     let _ = stop.send(true);
     signer.await?;
     println!(
-        "append: {events} events, one per call from {WRITERS} concurrent writers, durable: {append_per_s:.0}/s ({:.2}x the plain insert)",
+        "append: {events} events, one per call from {writers} concurrent writers, durable: {append_per_s:.0}/s ({:.2}x the plain insert)",
         append_per_s / baseline
     );
 

@@ -52,6 +52,10 @@ enum Bench {
     Audit {
         #[arg(long, default_value_t = 1_000_000)]
         events: u64,
+        /// Concurrent writers, one event per call each: each waits for its own durable
+        /// commit, so a group commit holds at most this many events.
+        #[arg(long, default_value_t = 256)]
+        writers: usize,
     },
     /// A 1,000-row, 10-column result with 3 masked columns through the gateway, against the
     /// same result unmasked.
@@ -80,7 +84,7 @@ fn main() -> anyhow::Result<()> {
             Bench::Expiry { grants, duration } => expiry(grants, &duration).await,
             Bench::Connector { kind, grants } => connector::run(&kind, grants).await,
             Bench::Gateway { sessions } => gateway::run(sessions).await,
-            Bench::Audit { events } => audit::run(events).await,
+            Bench::Audit { events, writers } => audit::run(events, writers).await,
             Bench::Masking => masking::run().await,
         }
     })
