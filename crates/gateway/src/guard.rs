@@ -389,6 +389,74 @@ fn copy_format(
     }
 }
 
+/// The column names that `sql` computes result values from: every identifier in the select
+/// lists of its subqueries and CTEs, and in the outermost select list's items that are not
+/// plain column references (those PostgreSQL reports by table and column). Names only in
+/// WHERE, GROUP BY or ORDER BY produce no values and are left out. `None` if it does not
+/// parse.
+pub fn projected_identifiers(sql: &str) -> Option<Vec<String>> {
+    use sqlparser::ast::{Expr, Query, SelectItem, SetExpr, Visit, Visitor};
+
+    struct Projections {
+        names: Vec<String>,
+        outermost: bool,
+    }
+
+    fn set_expr(p: &mut Projections, body: &SetExpr, outermost: bool) {
+        match body {
+            SetExpr::Select(select) => {
+                for item in &select.projection {
+                    let expr = match item {
+                        SelectItem::UnnamedExpr(e)
+                        | SelectItem::ExprWithAlias { expr: e, .. }
+                        | SelectItem::ExprWithAliases { expr: e, .. } => e,
+                        _ => continue,
+                    };
+                    let plain = matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_));
+                    if outermost && plain {
+                        continue;
+                    }
+                    let _ = sqlparser::ast::visit_expressions(expr, |e| {
+                        match e {
+                            Expr::Identifier(i) => p.names.push(fold(i)),
+                            Expr::CompoundIdentifier(parts) => {
+                                p.names.extend(parts.last().map(fold))
+                            }
+                            _ => {}
+                        }
+                        ControlFlow::<()>::Continue(())
+                    });
+                }
+            }
+            SetExpr::SetOperation { left, right, .. } => {
+                set_expr(p, left, outermost);
+                set_expr(p, right, outermost);
+            }
+            _ => {} // nested queries are visited on their own
+        }
+    }
+
+    impl Visitor for Projections {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+            let outermost = std::mem::take(&mut self.outermost);
+            set_expr(self, &query.body, outermost);
+            ControlFlow::Continue(())
+        }
+    }
+
+    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let mut p = Projections {
+        names: Vec::new(),
+        outermost: true,
+    };
+    for top in &statements {
+        p.outermost = true;
+        let _ = top.visit(&mut p);
+    }
+    Some(p.names)
+}
+
 /// The first rule that blocks `sql`, checking each statement in it.
 pub fn judge(rules: &[GuardRule], sql: &str) -> Option<Blocked> {
     for shape in shapes(sql) {

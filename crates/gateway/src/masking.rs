@@ -167,6 +167,9 @@ pub struct SessionMasking {
     /// Tables by name (`schema`, OID), and each table's columns in order, for COPY.
     tables: HashMap<String, Vec<(String, u32)>>,
     table_columns: HashMap<u32, Vec<(i16, String)>>,
+    /// Names of masked columns → their rule: a statement that mentions one has its computed
+    /// result columns masked too.
+    masked_names: HashMap<String, usize>,
     by_column: bool,
     detecting: bool,
 }
@@ -197,6 +200,7 @@ impl SessionMasking {
             reads: Vec::new(),
             tables: HashMap::new(),
             table_columns: HashMap::new(),
+            masked_names: HashMap::new(),
         })
     }
 
@@ -284,6 +288,49 @@ impl SessionMasking {
             }
         }
         self.reads = Vec::new();
+        for (&(oid, attnum), &rule) in &self.columns {
+            let name = self
+                .table_columns
+                .get(&oid)
+                .and_then(|cols| cols.iter().find(|(a, _)| *a == attnum));
+            if let Some((_, name)) = name {
+                self.masked_names.entry(name.clone()).or_insert(rule);
+            }
+        }
+        for (i, r) in self.rules.iter().enumerate() {
+            for p in r
+                .columns
+                .iter()
+                .filter(|p| p.table.is_none() && p.column != "*")
+            {
+                self.masked_names.entry(p.column.clone()).or_insert(i);
+            }
+        }
+    }
+
+    /// The rule of a masked column that `sql` computes values from, if any: every computed
+    /// column of its results (`lower(email)`, `email || ''`, a subquery's alias of it) is then
+    /// masked by that rule, since no table stands behind such a column to judge it by. SQL
+    /// that does not parse but might mention one is treated as computing from it.
+    pub fn taint(&self, sql: &str) -> Option<usize> {
+        if self.masked_names.is_empty() {
+            return None;
+        }
+        let lower = sql.to_ascii_lowercase();
+        let mentioned = |name: &str| lower.contains(&name.to_ascii_lowercase());
+        let first = self
+            .masked_names
+            .iter()
+            .filter(|(n, _)| mentioned(n))
+            .map(|(_, r)| *r)
+            .min()?;
+        match crate::guard::projected_identifiers(sql) {
+            None => Some(first),
+            Some(names) => names
+                .iter()
+                .filter_map(|n| self.masked_names.get(n).copied())
+                .min(),
+        }
     }
 
     /// How to mask the rows of a `COPY … TO STDOUT`, or why it cannot be masked.
@@ -427,9 +474,16 @@ impl SessionMasking {
             .copied())
     }
 
-    /// Works out each column's verdict for rows of this description.
-    pub fn shape(&self, fields: Vec<Field>) -> Shape {
-        let plan = fields.iter().map(|f| self.column_rule(f)).collect();
+    /// Works out each column's verdict for rows of this description; `taint` is the rule
+    /// for computed columns, from [`SessionMasking::taint`] of the statement.
+    pub fn shape(&self, fields: Vec<Field>, taint: Option<usize>) -> Shape {
+        let plan = fields
+            .iter()
+            .map(|f| match self.column_rule(f) {
+                Ok(None) if f.table_oid == 0 => Ok(taint),
+                verdict => verdict,
+            })
+            .collect();
         Shape { fields, plan }
     }
 
@@ -872,7 +926,11 @@ mod tests {
         let mut counts = Counts::default();
         let body = row(&[Some(b"7"), Some(b"a@example.com")]);
         let out = s
-            .row(Some(&s.shape(fields.to_vec())), &body[5..], &mut counts)
+            .row(
+                Some(&s.shape(fields.to_vec(), None)),
+                &body[5..],
+                &mut counts,
+            )
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -884,9 +942,13 @@ mod tests {
         let mut counts = Counts::default();
         let body = row(&[Some(b"7"), None]);
         assert!(
-            s.row(Some(&s.shape(fields.to_vec())), &body[5..], &mut counts)
-                .unwrap()
-                .is_none()
+            s.row(
+                Some(&s.shape(fields.to_vec(), None)),
+                &body[5..],
+                &mut counts
+            )
+            .unwrap()
+            .is_none()
         );
         assert!(counts.is_empty());
     }
@@ -899,7 +961,7 @@ mod tests {
         let fields = [field("x", 999, 1, TEXT, 0)];
         let out = s
             .row(
-                Some(&s.shape(fields.to_vec())),
+                Some(&s.shape(fields.to_vec(), None)),
                 &row(&[Some(b"hi")])[5..],
                 &mut counts,
             )
@@ -911,7 +973,7 @@ mod tests {
         let v = 4111111111111111i64.to_be_bytes();
         let out = s
             .row(
-                Some(&s.shape(fields.to_vec())),
+                Some(&s.shape(fields.to_vec(), None)),
                 &row(&[Some(&v)])[5..],
                 &mut counts,
             )
@@ -922,7 +984,7 @@ mod tests {
         let fields_text = [field("n", 0, 0, INT8, 0)];
         let out = s
             .row(
-                Some(&s.shape(fields_text.to_vec())),
+                Some(&s.shape(fields_text.to_vec(), None)),
                 &row(&[Some(b"4111111111111111")])[5..],
                 &mut counts,
             )
@@ -933,7 +995,7 @@ mod tests {
         let v = 42i64.to_be_bytes();
         assert!(
             s.row(
-                Some(&s.shape(fields.to_vec())),
+                Some(&s.shape(fields.to_vec(), None)),
                 &row(&[Some(&v)])[5..],
                 &mut counts
             )
@@ -944,7 +1006,7 @@ mod tests {
         let fields = [field("b", 0, 0, 17, 1)];
         let out = s
             .row(
-                Some(&s.shape(fields.to_vec())),
+                Some(&s.shape(fields.to_vec(), None)),
                 &row(&[Some(b"\x00\x01")])[5..],
                 &mut counts,
             )
@@ -968,7 +1030,11 @@ mod tests {
             let fields = [field("note", 100, 3, TEXT, format)];
             let body = row(&[Some(b"card 4111 1111 1111 1111, mail bob@example.com")]);
             let out = s
-                .row(Some(&s.shape(fields.to_vec())), &body[5..], &mut counts)
+                .row(
+                    Some(&s.shape(fields.to_vec(), None)),
+                    &body[5..],
+                    &mut counts,
+                )
                 .unwrap()
                 .unwrap();
             assert_eq!(
@@ -984,7 +1050,11 @@ mod tests {
         let fields = [field("doc", 0, 0, JSONB, 1)];
         let body = row(&[Some(b"\x01{\"to\": \"bob@example.com\"}")]);
         let out = s
-            .row(Some(&s.shape(fields.to_vec())), &body[5..], &mut counts)
+            .row(
+                Some(&s.shape(fields.to_vec(), None)),
+                &body[5..],
+                &mut counts,
+            )
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -1008,7 +1078,7 @@ mod tests {
             let fields = [field("x", oid, 1, TEXT, 0)];
             let out = s
                 .row(
-                    Some(&s.shape(fields.to_vec())),
+                    Some(&s.shape(fields.to_vec(), None)),
                     &row(&[Some(b"v")])[5..],
                     &mut counts,
                 )
@@ -1068,6 +1138,58 @@ mod tests {
             .is_err()
         );
         assert!(s.copy_plan(CopyOut::Unsupported).is_err());
+    }
+
+    #[test]
+    fn computed_columns_over_a_masked_column_are_masked() {
+        let mut s = session(&[rule(&["customers.email"], &[], Strategy::Redact)]);
+        s.catalog_read();
+        assert_eq!(s.taint("SELECT lower(email) FROM customers"), Some(0));
+        assert_eq!(
+            s.taint("SELECT x FROM (SELECT c.EMAIL || '' AS x FROM customers c) s"),
+            Some(0)
+        );
+        assert_eq!(s.taint("SELECT count(*) FROM customers"), None);
+        assert_eq!(
+            s.taint("SELECT count(*) FROM customers WHERE email IS NOT NULL"),
+            None
+        );
+        assert_eq!(
+            s.taint("SELECT email, count(*) FROM customers GROUP BY email"),
+            None
+        );
+        assert_eq!(
+            s.taint("SELECT upper(x) FROM (SELECT email AS x FROM customers) s"),
+            Some(0)
+        );
+        assert_eq!(
+            s.taint("WITH t AS (SELECT email FROM customers) SELECT * FROM t"),
+            Some(0)
+        );
+        assert_eq!(
+            s.taint("SELECT 1 UNION SELECT length(email) FROM customers"),
+            Some(0)
+        );
+        assert_eq!(s.taint("SELECT 'email'"), None, "a string is no column");
+        assert_eq!(
+            s.taint("SELECT email FROM (((("),
+            Some(0),
+            "unparsed: assume the worst"
+        );
+        let computed = [field("lower", 0, 0, TEXT, 0)];
+        let mut counts = Counts::default();
+        let shape = s.shape(
+            computed.to_vec(),
+            s.taint("SELECT lower(email) FROM customers"),
+        );
+        let out = s
+            .row(
+                Some(&shape),
+                &row(&[Some(b"ann@example.com")])[5..],
+                &mut counts,
+            )
+            .unwrap();
+        assert_eq!(values(&out.unwrap()), vec![Some(b"*****".to_vec())]);
     }
 
     #[test]
@@ -1140,7 +1262,7 @@ mod timing {
                 format: 1,
             })
             .collect();
-        let shape = s.shape(fields);
+        let shape = s.shape(fields, None);
         let id = 7i32.to_be_bytes();
         let frame = codec::data_row_frame(
             [

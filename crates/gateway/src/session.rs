@@ -580,6 +580,10 @@ struct Shapes {
     copying: Option<CopyPlan>,
     /// Prepared COPY … TO STDOUT statements' plans, by statement name.
     copy_statements: HashMap<String, CopyPlan>,
+    /// Simple Queries that mention a masked column (by batch), and prepared statements that
+    /// do (by name): the rule for their computed result columns.
+    taints: VecDeque<(u64, usize)>,
+    statement_taints: HashMap<String, usize>,
 }
 
 impl Shapes {
@@ -594,12 +598,14 @@ impl Shapes {
         }
     }
 
-    /// The columns of the Execute at the front, in the formats its Bind asked for.
-    fn front_execute(&self) -> Option<Vec<Field>> {
+    /// The columns of the Execute at the front, in the formats its Bind asked for, and the
+    /// rule for its computed columns.
+    fn front_execute(&self) -> Option<(Vec<Field>, Option<usize>)> {
         let (_, portal) = self.executes.front()?;
         let p = self.portals.get(portal)?;
+        let taint = self.statement_taints.get(&p.statement).copied();
         if let Some(f) = &p.fields {
-            return Some(f.clone());
+            return Some((f.clone(), taint));
         }
         let mut fields = self.statements.get(&p.statement)?.clone();
         for (i, f) in fields.iter_mut().enumerate() {
@@ -609,7 +615,19 @@ impl Shapes {
                 _ => *p.formats.get(i)?,
             };
         }
-        Some(fields)
+        Some((fields, taint))
+    }
+
+    /// The rule for computed columns of the simple Query now answering.
+    fn simple_taint(&mut self) -> Option<usize> {
+        let g = self.got_ready;
+        while self.taints.front().is_some_and(|(b, _)| *b < g) {
+            self.taints.pop_front();
+        }
+        self.taints
+            .front()
+            .filter(|(b, _)| *b == g)
+            .map(|(_, rule)| *rule)
     }
 }
 
@@ -809,6 +827,9 @@ impl<'a> Session<'a> {
                 b'Q' => {
                     let sql = codec::query(body)?;
                     let checked = self.check(sql);
+                    if let Some(rule) = self.masking.as_ref().and_then(|m| m.taint(sql)) {
+                        self.shapes.taints.push_back((self.shapes.sent_ready, rule));
+                    }
                     if let Ok(Some(plan)) = checked {
                         self.shapes.copies.push_back((self.shapes.sent_ready, plan));
                     } else if let Err(b) = checked {
@@ -838,6 +859,10 @@ impl<'a> Session<'a> {
                     let (name, sql) = codec::parse(body)?;
                     self.shapes.statements.remove(name);
                     self.shapes.copy_statements.remove(name);
+                    self.shapes.statement_taints.remove(name);
+                    if let Some(rule) = self.masking.as_ref().and_then(|m| m.taint(sql)) {
+                        self.shapes.statement_taints.insert(name.to_owned(), rule);
+                    }
                     let checked = self.check(sql);
                     if let Ok(Some(plan)) = checked {
                         // It runs at an Execute of a portal bound to this statement.
@@ -956,6 +981,7 @@ impl<'a> Session<'a> {
                             self.prepared.remove(name);
                             self.shapes.statements.remove(name);
                             self.shapes.copy_statements.remove(name);
+                            self.shapes.statement_taints.remove(name);
                         } else {
                             self.portals.remove(name);
                             self.shapes.portals.remove(name);
@@ -1018,7 +1044,8 @@ impl<'a> Session<'a> {
             b'T' => {
                 let fields = codec::row_description(body)?;
                 if simple {
-                    sh.simple = Some(m.shape(fields));
+                    let taint = sh.simple_taint();
+                    sh.simple = Some(m.shape(fields, taint));
                 } else {
                     sh.drop_stale();
                     match sh.describes.pop_front() {
@@ -1044,7 +1071,10 @@ impl<'a> Session<'a> {
                 } else {
                     if sh.current.is_none() {
                         sh.drop_stale();
-                        sh.current = Some(sh.front_execute().map(|f| m.shape(f)));
+                        sh.current = Some(
+                            sh.front_execute()
+                                .map(|(fields, taint)| m.shape(fields, taint)),
+                        );
                     }
                     sh.current.as_ref().and_then(|c| c.as_ref())
                 };
