@@ -555,7 +555,7 @@ impl SessionMasking {
                 if rule.strategy == Strategy::Null {
                     return Masked::To(None);
                 }
-                // A masked value of a binary non-text type has no valid encoding.
+                // A masked value of a non-text type has no valid encoding.
                 let Some(text) = text_like.then(|| readable(f, v)).flatten() else {
                     return Masked::Withheld;
                 };
