@@ -105,21 +105,14 @@ pub struct TablePattern {
 impl TablePattern {
     /// Parts are compared as PostgreSQL folds unquoted names: in lower case.
     pub fn parse(text: &str) -> Option<TablePattern> {
-        let ok = |p: &str| {
-            !p.is_empty()
-                && (p == "*"
-                    || p.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$'))
-        };
-        let lower = text.to_ascii_lowercase();
-        match lower.split('.').collect::<Vec<_>>()[..] {
-            [t] if ok(t) => Some(TablePattern {
+        match name_parts(text)?.as_slice() {
+            [t] => Some(TablePattern {
                 schema: None,
-                table: t.into(),
+                table: t.clone(),
             }),
-            [s, t] if ok(s) && ok(t) => Some(TablePattern {
-                schema: Some(s.into()),
-                table: t.into(),
+            [s, t] => Some(TablePattern {
+                schema: Some(s.clone()),
+                table: t.clone(),
             }),
             _ => None,
         }
@@ -134,6 +127,62 @@ impl TablePattern {
                 (Some(want), Some(have)) => part(want, have),
                 _ => true,
             }
+    }
+}
+
+/// The dot-separated parts of a name in a rule, in lower case as PostgreSQL folds unquoted
+/// names; each part is a plain name or `*`. `None` if any part is not.
+pub(crate) fn name_parts(text: &str) -> Option<Vec<String>> {
+    let ok = |p: &str| {
+        !p.is_empty()
+            && (p == "*"
+                || p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$'))
+    };
+    text.to_ascii_lowercase()
+        .split('.')
+        .map(|p| ok(p).then(|| p.to_owned()))
+        .collect()
+}
+
+/// Whether a rule limited to `resources` and `roles` (empty: all) applies to a session.
+pub(crate) fn in_scope(resources: &[String], roles: &[String], resource: &str, role: &str) -> bool {
+    (resources.is_empty() || resources.iter().any(|r| r == resource))
+        && (roles.is_empty() || roles.iter().any(|r| r == role))
+}
+
+/// Whether `word` appears in `sql`, in any case: a cheap test before parsing.
+pub(crate) fn mentions(sql: &str, word: &str) -> bool {
+    sql.as_bytes()
+        .windows(word.len().max(1))
+        .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
+}
+
+/// Results by SQL text, kept per session: clients repeat the same statements, and parsing is
+/// the expensive part. Past [`CACHE`] entries it starts over.
+pub(crate) struct Memo<T> {
+    by_sql: HashMap<String, T>,
+}
+
+impl<T> Default for Memo<T> {
+    fn default() -> Self {
+        Memo {
+            by_sql: HashMap::new(),
+        }
+    }
+}
+
+impl<T: Clone> Memo<T> {
+    pub(crate) fn get(&mut self, sql: &str, compute: impl FnOnce() -> T) -> T {
+        if let Some(v) = self.by_sql.get(sql) {
+            return v.clone();
+        }
+        let v = compute();
+        if self.by_sql.len() >= CACHE {
+            self.by_sql.clear();
+        }
+        self.by_sql.insert(sql.to_owned(), v.clone());
+        v
     }
 }
 
@@ -161,11 +210,6 @@ pub struct GuardRule {
 }
 
 impl GuardRule {
-    fn applies(&self, resource: &str, role: &str) -> bool {
-        (self.resources.is_empty() || self.resources.iter().any(|r| r == resource))
-            && (self.roles.is_empty() || self.roles.iter().any(|r| r == role))
-    }
-
     fn judge(&self, s: &Shape) -> Option<String> {
         if let Some(k) = self.deny.iter().find(|k| s.kinds.contains(k)) {
             return Some(format!("{} is not allowed", k.describe()));
@@ -215,7 +259,7 @@ impl Blocked {
 /// the same statements; parsing is the expensive part).
 pub struct SessionGuard {
     rules: Vec<GuardRule>,
-    verdicts: HashMap<String, Option<Blocked>>,
+    verdicts: Memo<Option<Blocked>>,
 }
 
 /// Verdicts kept per session; past this the cache starts over.
@@ -226,12 +270,12 @@ impl SessionGuard {
     pub fn for_session(rules: &[GuardRule], resource: &str, role: &str) -> Option<SessionGuard> {
         let rules: Vec<GuardRule> = rules
             .iter()
-            .filter(|r| r.applies(resource, role))
+            .filter(|r| in_scope(&r.resources, &r.roles, resource, role))
             .cloned()
             .collect();
         (!rules.is_empty()).then(|| SessionGuard {
             rules,
-            verdicts: HashMap::new(),
+            verdicts: Memo::default(),
         })
     }
 
@@ -245,15 +289,8 @@ impl SessionGuard {
     }
 
     pub fn check(&mut self, sql: &str) -> Option<Blocked> {
-        if let Some(v) = self.verdicts.get(sql) {
-            return v.clone();
-        }
-        let verdict = judge(&self.rules, sql);
-        if self.verdicts.len() >= CACHE {
-            self.verdicts.clear();
-        }
-        self.verdicts.insert(sql.to_owned(), verdict.clone());
-        verdict
+        let rules = &self.rules;
+        self.verdicts.get(sql, || judge(rules, sql))
     }
 }
 
@@ -284,11 +321,7 @@ pub enum CopyFormat {
 
 /// What `COPY … TO STDOUT` is in `sql`, if any (`None`: there is none).
 pub fn copy_out(sql: &str) -> Option<CopyOut> {
-    if !sql
-        .as_bytes()
-        .windows(4)
-        .any(|w| w.eq_ignore_ascii_case(b"copy"))
-    {
+    if !mentions(sql, "copy") {
         return None;
     }
     let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {

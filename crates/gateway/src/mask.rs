@@ -204,19 +204,23 @@ pub fn iban_ok(s: &str) -> bool {
     if !(15..=34).contains(&compact.len()) {
         return false;
     }
-    let mut rem: u32 = 0;
-    for c in compact[4..].iter().chain(&compact[..4]) {
-        let v = match c.to_digit(36) {
-            Some(v) => v,
-            None => return false,
-        };
-        rem = if v < 10 {
-            (rem * 10 + v) % 97
-        } else {
-            (rem * 100 + v) % 97
-        };
-    }
-    rem == 1
+    iban_remainder(&compact) == Some(1)
+}
+
+/// The IBAN as a number mod 97, its first four characters moved to the end and letters read
+/// as 10–35; `None` if a character is neither digit nor letter.
+fn iban_remainder(compact: &[char]) -> Option<u32> {
+    compact[4..]
+        .iter()
+        .chain(&compact[..4])
+        .try_fold(0u32, |rem, c| {
+            let v = c.to_digit(36)?;
+            Some(if v < 10 {
+                (rem * 10 + v) % 97
+            } else {
+                (rem * 100 + v) % 97
+            })
+        })
 }
 
 /// Area 001–899 except 666, group 01–99, serial 0001–9999.
@@ -399,16 +403,8 @@ mod tests {
             })
             .collect();
         // Check digits: 98 - (BBAN + CC + "00") mod 97.
-        let probe = format!("{cc}00{bban}");
-        let mut rem = 0u32;
-        for c in probe[4..].chars().chain(probe[..4].chars()) {
-            let v = c.to_digit(36).unwrap();
-            rem = if v < 10 {
-                (rem * 10 + v) % 97
-            } else {
-                (rem * 100 + v) % 97
-            };
-        }
+        let probe: Vec<char> = format!("{cc}00{bban}").chars().collect();
+        let rem = iban_remainder(&probe).unwrap();
         let s = format!("{cc}{:02}{bban}", 98 - rem);
         assert!(iban_ok(&s), "{s}");
         if rng.random_bool(0.5) {

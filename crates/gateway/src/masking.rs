@@ -17,7 +17,7 @@ use bytes::BytesMut;
 
 use crate::codec::{self, Field};
 use crate::error::CodecError;
-use crate::guard::{CopyFormat, CopyOut};
+use crate::guard::{CopyFormat, CopyOut, in_scope, mentions, name_parts};
 use crate::mask::{Detector, Masker, Strategy};
 
 /// `column`, `table.column` or `schema.table.column`; any part may be `*`.
@@ -31,36 +31,17 @@ pub struct ColumnPattern {
 impl ColumnPattern {
     /// Parts compare as PostgreSQL folds unquoted names: in lower case.
     pub fn parse(text: &str) -> Option<ColumnPattern> {
-        let ok = |p: &str| {
-            !p.is_empty()
-                && (p == "*"
-                    || p.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$'))
-        };
-        let lower = text.to_ascii_lowercase();
-        let parts: Vec<&str> = lower.split('.').collect();
-        if !parts.iter().all(|p| ok(p)) {
+        let mut parts = name_parts(text)?;
+        if parts.len() > 3 {
             return None;
         }
-        let own = |s: &str| Some(s.to_owned());
-        match parts[..] {
-            [c] => Some(ColumnPattern {
-                schema: None,
-                table: None,
-                column: c.into(),
-            }),
-            [t, c] => Some(ColumnPattern {
-                schema: None,
-                table: own(t),
-                column: c.into(),
-            }),
-            [s, t, c] => Some(ColumnPattern {
-                schema: own(s),
-                table: own(t),
-                column: c.into(),
-            }),
-            _ => None,
-        }
+        let column = parts.pop()?;
+        let table = parts.pop();
+        Some(ColumnPattern {
+            schema: parts.pop(),
+            table,
+            column,
+        })
     }
 
     fn matches(&self, schema: &str, table: &str, column: &str) -> bool {
@@ -98,13 +79,6 @@ pub struct MaskRule {
     pub columns: Vec<ColumnPattern>,
     pub detectors: Vec<Detector>,
     pub strategy: Strategy,
-}
-
-impl MaskRule {
-    fn applies(&self, resource: &str, role: &str) -> bool {
-        (self.resources.is_empty() || self.resources.iter().any(|r| r == resource))
-            && (self.roles.is_empty() || self.roles.iter().any(|r| r == role))
-    }
 }
 
 /// Two queries: every column of every user table, view and foreign table
@@ -183,7 +157,7 @@ impl SessionMasking {
     ) -> Option<SessionMasking> {
         let rules: Vec<MaskRule> = rules
             .iter()
-            .filter(|r| r.applies(resource, role))
+            .filter(|r| in_scope(&r.resources, &r.roles, resource, role))
             .cloned()
             .collect();
         if rules.is_empty() {
@@ -316,12 +290,10 @@ impl SessionMasking {
         if self.masked_names.is_empty() {
             return None;
         }
-        let lower = sql.to_ascii_lowercase();
-        let mentioned = |name: &str| lower.contains(&name.to_ascii_lowercase());
         let first = self
             .masked_names
             .iter()
-            .filter(|(n, _)| mentioned(n))
+            .filter(|(n, _)| mentions(sql, n))
             .map(|(_, r)| *r)
             .min()?;
         match crate::guard::projected_identifiers(sql) {
@@ -331,6 +303,19 @@ impl SessionMasking {
                 .filter_map(|n| self.masked_names.get(n).copied())
                 .min(),
         }
+    }
+
+    /// What masking needs to know of a statement before it runs: how to mask its COPY, if it
+    /// is one, and the rule for its computed columns. `Err` says why it cannot be masked.
+    pub fn plan(&self, sql: &str) -> Result<Planned, String> {
+        let copy = match crate::guard::copy_out(sql) {
+            None => None,
+            Some(c) => Some(self.copy_plan(c)?),
+        };
+        Ok(Planned {
+            copy,
+            taint: self.taint(sql),
+        })
     }
 
     /// How to mask the rows of a `COPY … TO STDOUT`, or why it cannot be masked.
@@ -614,6 +599,20 @@ impl SessionMasking {
             Some(_) if !text_like || std::str::from_utf8(strip(f, v)).is_err() => Masked::Withheld,
             Some(s) => Masked::To(Some(encode(f, s, false))),
         }
+    }
+}
+
+/// What [`SessionMasking::plan`] found in a statement.
+#[derive(Debug, Clone, Default)]
+pub struct Planned {
+    pub copy: Option<CopyPlan>,
+    /// The rule for the result's computed columns.
+    pub taint: Option<usize>,
+}
+
+impl Planned {
+    pub fn is_empty(&self) -> bool {
+        self.copy.is_none() && self.taint.is_none()
     }
 }
 
@@ -916,6 +915,20 @@ mod tests {
             .collect()
     }
 
+    /// Masks one row of `input` described by `fields`: the row's values after masking, or
+    /// `None` if it passes unchanged.
+    fn mask(
+        s: &SessionMasking,
+        fields: &[Field],
+        input: &[Option<&[u8]>],
+        counts: &mut Counts,
+    ) -> Option<Vec<Option<Vec<u8>>>> {
+        let shape = s.shape(fields.to_vec(), None);
+        s.row(Some(&shape), &row(input)[5..], counts)
+            .unwrap()
+            .map(|out| values(&out))
+    }
+
     #[test]
     fn columns_are_masked_by_identity_whatever_they_are_called() {
         let s = session(&[rule(&["public.customers.email"], &[], Strategy::Redact)]);
@@ -924,32 +937,19 @@ mod tests {
             field("e", 100, 2, TEXT, 0), // SELECT email AS e
         ];
         let mut counts = Counts::default();
-        let body = row(&[Some(b"7"), Some(b"a@example.com")]);
-        let out = s
-            .row(
-                Some(&s.shape(fields.to_vec(), None)),
-                &body[5..],
-                &mut counts,
-            )
-            .unwrap()
-            .unwrap();
         assert_eq!(
-            values(&out),
-            vec![Some(b"7".to_vec()), Some(b"*****".to_vec())]
+            mask(
+                &s,
+                &fields,
+                &[Some(b"7"), Some(b"a@example.com")],
+                &mut counts
+            ),
+            Some(vec![Some(b"7".to_vec()), Some(b"*****".to_vec())])
         );
         assert_eq!(s.named(&counts)["pii"], 1);
         // NULL stays NULL and is not counted.
         let mut counts = Counts::default();
-        let body = row(&[Some(b"7"), None]);
-        assert!(
-            s.row(
-                Some(&s.shape(fields.to_vec(), None)),
-                &body[5..],
-                &mut counts
-            )
-            .unwrap()
-            .is_none()
-        );
+        assert!(mask(&s, &fields, &[Some(b"7"), None], &mut counts).is_none());
         assert!(counts.is_empty());
     }
 
@@ -959,60 +959,32 @@ mod tests {
         let mut counts = Counts::default();
         // A table created after login: unknown, withheld.
         let fields = [field("x", 999, 1, TEXT, 0)];
-        let out = s
-            .row(
-                Some(&s.shape(fields.to_vec(), None)),
-                &row(&[Some(b"hi")])[5..],
-                &mut counts,
-            )
-            .unwrap()
-            .unwrap();
-        assert_eq!(values(&out), vec![None]);
+        assert_eq!(
+            mask(&s, &fields, &[Some(b"hi")], &mut counts),
+            Some(vec![None])
+        );
         // A card number stored as a bigint, sent in binary: withheld.
         let fields = [field("n", 0, 0, INT8, 1)];
         let v = 4111111111111111i64.to_be_bytes();
-        let out = s
-            .row(
-                Some(&s.shape(fields.to_vec(), None)),
-                &row(&[Some(&v)])[5..],
-                &mut counts,
-            )
-            .unwrap()
-            .unwrap();
-        assert_eq!(values(&out), vec![None]);
+        assert_eq!(
+            mask(&s, &fields, &[Some(&v)], &mut counts),
+            Some(vec![None])
+        );
         // The same in text format: still withheld, `*****` is no bigint.
         let fields_text = [field("n", 0, 0, INT8, 0)];
-        let out = s
-            .row(
-                Some(&s.shape(fields_text.to_vec(), None)),
-                &row(&[Some(b"4111111111111111")])[5..],
-                &mut counts,
-            )
-            .unwrap()
-            .unwrap();
-        assert_eq!(values(&out), vec![None]);
+        assert_eq!(
+            mask(&s, &fields_text, &[Some(b"4111111111111111")], &mut counts),
+            Some(vec![None])
+        );
         // A plain bigint passes.
         let v = 42i64.to_be_bytes();
-        assert!(
-            s.row(
-                Some(&s.shape(fields.to_vec(), None)),
-                &row(&[Some(&v)])[5..],
-                &mut counts
-            )
-            .unwrap()
-            .is_none()
-        );
+        assert!(mask(&s, &fields, &[Some(&v)], &mut counts).is_none());
         // A binary type the gateway cannot read (bytea): withheld while detectors run.
         let fields = [field("b", 0, 0, 17, 1)];
-        let out = s
-            .row(
-                Some(&s.shape(fields.to_vec(), None)),
-                &row(&[Some(b"\x00\x01")])[5..],
-                &mut counts,
-            )
-            .unwrap()
-            .unwrap();
-        assert_eq!(values(&out), vec![None]);
+        assert_eq!(
+            mask(&s, &fields, &[Some(b"\x00\x01")], &mut counts),
+            Some(vec![None])
+        );
         // No row description at all: withheld.
         let out = s
             .row(None, &row(&[Some(b"x")])[5..], &mut counts)
@@ -1028,38 +1000,26 @@ mod tests {
         let mut counts = Counts::default();
         for format in [0, 1] {
             let fields = [field("note", 100, 3, TEXT, format)];
-            let body = row(&[Some(b"card 4111 1111 1111 1111, mail bob@example.com")]);
-            let out = s
-                .row(
-                    Some(&s.shape(fields.to_vec(), None)),
-                    &body[5..],
-                    &mut counts,
-                )
-                .unwrap()
-                .unwrap();
+            let input = b"card 4111 1111 1111 1111, mail bob@example.com";
             assert_eq!(
-                values(&out),
-                vec![Some(
+                mask(&s, &fields, &[Some(input)], &mut counts),
+                Some(vec![Some(
                     b"card ***************1111, mail ***********.com".to_vec()
-                )]
+                )])
             );
         }
         assert_eq!(s.named(&counts)["pii:card"], 2);
         assert_eq!(s.named(&counts)["pii:email"], 2);
         // jsonb in binary keeps its version byte and stays valid JSON.
         let fields = [field("doc", 0, 0, JSONB, 1)];
-        let body = row(&[Some(b"\x01{\"to\": \"bob@example.com\"}")]);
-        let out = s
-            .row(
-                Some(&s.shape(fields.to_vec(), None)),
-                &body[5..],
-                &mut counts,
-            )
-            .unwrap()
-            .unwrap();
         assert_eq!(
-            values(&out),
-            vec![Some(b"\x01{\"to\": \"***********.com\"}".to_vec())]
+            mask(
+                &s,
+                &fields,
+                &[Some(b"\x01{\"to\": \"bob@example.com\"}")],
+                &mut counts
+            ),
+            Some(vec![Some(b"\x01{\"to\": \"***********.com\"}".to_vec())])
         );
     }
 
@@ -1076,13 +1036,7 @@ mod tests {
         let mut counts = Counts::default();
         for (oid, masked) in [(200, true), (300, true), (400, false)] {
             let fields = [field("x", oid, 1, TEXT, 0)];
-            let out = s
-                .row(
-                    Some(&s.shape(fields.to_vec(), None)),
-                    &row(&[Some(b"v")])[5..],
-                    &mut counts,
-                )
-                .unwrap();
+            let out = mask(&s, &fields, &[Some(b"v")], &mut counts);
             assert_eq!(out.is_some(), masked, "view {oid}");
         }
     }

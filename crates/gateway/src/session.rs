@@ -17,8 +17,8 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::codec::{self, Field, Startup};
-use crate::guard::{Blocked, SessionGuard};
-use crate::masking::{CopyPlan, Counts, SessionMasking, Shape};
+use crate::guard::{Blocked, Memo, SessionGuard};
+use crate::masking::{CopyPlan, Counts, Planned, SessionMasking, Shape};
 use crate::registry::{CancelTarget, Control};
 use crate::{AuditMode, GatewayError, SessionGrant, Shared};
 
@@ -375,20 +375,6 @@ async fn load_catalog(upstream: &mut TcpStream, m: &mut SessionMasking) -> Resul
         let body = &frame[5..];
         match kind {
             b'C' => second = true,
-            b'D' if second => {
-                let values = codec::data_row(body)?;
-                let number = |i: usize| {
-                    values
-                        .get(i)
-                        .cloned()
-                        .flatten()
-                        .and_then(|r| std::str::from_utf8(&body[r]).ok())
-                        .and_then(|t| t.parse::<i64>().ok())
-                };
-                if let (Some(view), Some(table), Some(attnum)) = (number(0), number(1), number(2)) {
-                    m.learn_view_read(view as u32, table as u32, attnum as i16);
-                }
-            }
             b'D' => {
                 let values = codec::data_row(body)?;
                 let text = |i: usize| {
@@ -398,14 +384,17 @@ async fn load_catalog(upstream: &mut TcpStream, m: &mut SessionMasking) -> Resul
                         .flatten()
                         .and_then(|r| std::str::from_utf8(&body[r]).ok())
                 };
-                if let (Some(oid), Some(attnum), Some(schema), Some(table), Some(column)) = (
-                    text(0).and_then(|t| t.parse().ok()),
-                    text(1).and_then(|t| t.parse().ok()),
-                    text(2),
-                    text(3),
-                    text(4),
-                ) {
-                    m.learn(oid, attnum, schema, table, column);
+                let number = |i: usize| text(i).and_then(|t| t.parse::<i64>().ok());
+                if second {
+                    if let (Some(view), Some(table), Some(attnum)) =
+                        (number(0), number(1), number(2))
+                    {
+                        m.learn_view_read(view as u32, table as u32, attnum as i16);
+                    }
+                } else if let (Some(oid), Some(attnum), Some(schema), Some(table), Some(column)) =
+                    (number(0), number(1), text(2), text(3), text(4))
+                {
+                    m.learn(oid as u32, attnum as i16, schema, table, column);
                 }
             }
             b'E' => {
@@ -508,6 +497,18 @@ struct Pending {
     masked: Counts,
 }
 
+impl Pending {
+    fn new(n: u64, simple: bool) -> Pending {
+        Pending {
+            n,
+            started: Instant::now(),
+            simple,
+            tags: vec![],
+            masked: Counts::default(),
+        }
+    }
+}
+
 struct Session<'a> {
     shared: &'a Shared,
     grant: &'a SessionGrant,
@@ -541,6 +542,8 @@ struct Session<'a> {
     /// Masking, when rules apply to this session, and what it needs to know which row
     /// description each DataRow answers to.
     masking: Option<SessionMasking>,
+    /// What masking planned for each statement text, so repeats are not parsed again.
+    plans: Memo<std::result::Result<Planned, String>>,
     shapes: Shapes,
 }
 
@@ -578,12 +581,12 @@ struct Shapes {
     /// Plans for the COPY … TO STDOUT statements sent, and the one now running.
     copies: VecDeque<(u64, CopyPlan)>,
     copying: Option<CopyPlan>,
-    /// Prepared COPY … TO STDOUT statements' plans, by statement name.
-    copy_statements: HashMap<String, CopyPlan>,
-    /// Simple Queries that mention a masked column (by batch), and prepared statements that
-    /// do (by name): the rule for their computed result columns.
+    /// The rule for the computed columns of simple Queries that compute from a masked
+    /// column, by batch.
     taints: VecDeque<(u64, usize)>,
-    statement_taints: HashMap<String, usize>,
+    /// What masking planned for prepared statements (their COPY, their computed columns),
+    /// by statement name; only those with something planned.
+    planned: HashMap<String, Planned>,
 }
 
 impl Shapes {
@@ -603,7 +606,7 @@ impl Shapes {
     fn front_execute(&self) -> Option<(Vec<Field>, Option<usize>)> {
         let (_, portal) = self.executes.front()?;
         let p = self.portals.get(portal)?;
-        let taint = self.statement_taints.get(&p.statement).copied();
+        let taint = self.planned.get(&p.statement).and_then(|m| m.taint);
         if let Some(f) = &p.fields {
             return Some((f.clone(), taint));
         }
@@ -678,6 +681,7 @@ impl<'a> Session<'a> {
             blocked: HashMap::new(),
             skip_to_sync: false,
             masking: None,
+            plans: Memo::default(),
             shapes: Shapes::default(),
         }
     }
@@ -768,13 +772,11 @@ impl<'a> Session<'a> {
                     if !patches.is_empty() {
                         write_patched(&mut cw, &ubuf[..upto], &patches).await?;
                         patches.clear();
-                        self.bytes_out += upto as u64;
-                        ubuf.advance(upto);
                     } else if upto > 0 {
                         cw.write_all(&ubuf[..upto]).await?;
-                        self.bytes_out += upto as u64;
-                        ubuf.advance(upto);
                     }
+                    self.bytes_out += upto as u64;
+                    ubuf.advance(upto);
                 }
                 _ = &mut sleep => break "expired".to_owned(),
                 _ = tokio::time::sleep_until(self.flush_at.unwrap_or_else(tokio::time::Instant::now)), if self.flush_at.is_some() => {
@@ -826,48 +828,34 @@ impl<'a> Session<'a> {
             match kind {
                 b'Q' => {
                     let sql = codec::query(body)?;
-                    let checked = self.check(sql);
-                    if let Some(rule) = self.masking.as_ref().and_then(|m| m.taint(sql)) {
-                        self.shapes.taints.push_back((self.shapes.sent_ready, rule));
+                    match self.check(sql) {
+                        Err(b) => {
+                            self.block_simple(sql, "simple", b, at..at + total, events, patches)
+                        }
+                        Ok(planned) => {
+                            let batch = self.shapes.sent_ready;
+                            if let Some(rule) = planned.taint {
+                                self.shapes.taints.push_back((batch, rule));
+                            }
+                            if let Some(plan) = planned.copy {
+                                self.shapes.copies.push_back((batch, plan));
+                            }
+                            self.simple_statement(sql, "simple", events);
+                        }
                     }
-                    if let Ok(Some(plan)) = checked {
-                        self.shapes.copies.push_back((self.shapes.sent_ready, plan));
-                    } else if let Err(b) = checked {
-                        events.push(self.blocked_statement(sql, "simple", &b));
-                        let query = self.stand_in(b);
-                        patches.push(Patch {
-                            start: at,
-                            end: at + total,
-                            with: query_frame(&query),
-                        });
-                        // Its ReadyForQuery answers no pending statement.
-                        self.expect_ready(None);
-                        at += total;
-                        continue;
-                    }
-                    events.push(self.statement(sql, None, "simple"));
-                    self.pending.push_back(Pending {
-                        n: self.statements,
-                        started: Instant::now(),
-                        simple: true,
-                        tags: vec![],
-                        masked: Counts::default(),
-                    });
-                    self.expect_ready(Some(self.statements));
                 }
                 b'P' => {
                     let (name, sql) = codec::parse(body)?;
                     self.shapes.statements.remove(name);
-                    self.shapes.copy_statements.remove(name);
-                    self.shapes.statement_taints.remove(name);
-                    if let Some(rule) = self.masking.as_ref().and_then(|m| m.taint(sql)) {
-                        self.shapes.statement_taints.insert(name.to_owned(), rule);
-                    }
+                    self.shapes.planned.remove(name);
                     let checked = self.check(sql);
-                    if let Ok(Some(plan)) = checked {
-                        // It runs at an Execute of a portal bound to this statement.
-                        self.shapes.copy_statements.insert(name.to_owned(), plan);
-                    } else if let Err(b) = checked {
+                    if let Ok(planned) = &checked
+                        && !planned.is_empty()
+                    {
+                        // Used at an Execute of a portal bound to this statement.
+                        self.shapes.planned.insert(name.to_owned(), planned.clone());
+                    }
+                    if let Err(b) = checked {
                         events.push(self.blocked_statement(sql, "extended", &b));
                         let stand_in = self.stand_in(b);
                         let mut with = BytesMut::new();
@@ -917,9 +905,9 @@ impl<'a> Session<'a> {
                         let plan = sh
                             .portals
                             .get(portal)
-                            .and_then(|p| sh.copy_statements.get(&p.statement));
+                            .and_then(|p| sh.planned.get(&p.statement)?.copy.clone());
                         if let Some(plan) = plan {
-                            sh.copies.push_back((sh.sent_ready, plan.clone()));
+                            sh.copies.push_back((sh.sent_ready, plan));
                         }
                     }
                     let (sql, params) = match self.portals.get(portal) {
@@ -931,13 +919,7 @@ impl<'a> Session<'a> {
                     };
                     let params = params.filter(|_| self.shared.config.record_params);
                     events.push(self.statement(&sql, params, "extended"));
-                    self.pending.push_back(Pending {
-                        n: self.statements,
-                        started: Instant::now(),
-                        simple: false,
-                        tags: vec![],
-                        masked: Counts::default(),
-                    });
+                    self.pending.push_back(Pending::new(self.statements, false));
                 }
                 b'X' => self.terminated = true,
                 b'F' => {
@@ -947,27 +929,17 @@ impl<'a> Session<'a> {
                         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
                         .unwrap_or_default();
                     let sql = format!("<function call: oid {oid}>");
-                    if let Some(b) = self.guard.as_ref().and_then(SessionGuard::function_call) {
-                        events.push(self.blocked_statement(&sql, "function_call", &b));
-                        let query = self.stand_in(b);
-                        patches.push(Patch {
-                            start: at,
-                            end: at + total,
-                            with: query_frame(&query),
-                        });
-                        self.expect_ready(None);
-                        at += total;
-                        continue;
+                    match self.guard.as_ref().and_then(SessionGuard::function_call) {
+                        Some(b) => self.block_simple(
+                            &sql,
+                            "function_call",
+                            b,
+                            at..at + total,
+                            events,
+                            patches,
+                        ),
+                        None => self.simple_statement(&sql, "function_call", events),
                     }
-                    events.push(self.statement(&sql, None, "function_call"));
-                    self.pending.push_back(Pending {
-                        n: self.statements,
-                        started: Instant::now(),
-                        simple: true,
-                        tags: vec![],
-                        masked: Counts::default(),
-                    });
-                    self.expect_ready(Some(self.statements));
                 }
                 b'S' => {
                     self.skip_to_sync = false;
@@ -980,8 +952,7 @@ impl<'a> Session<'a> {
                         if what == b'S' {
                             self.prepared.remove(name);
                             self.shapes.statements.remove(name);
-                            self.shapes.copy_statements.remove(name);
-                            self.shapes.statement_taints.remove(name);
+                            self.shapes.planned.remove(name);
                         } else {
                             self.portals.remove(name);
                             self.shapes.portals.remove(name);
@@ -1011,20 +982,46 @@ impl<'a> Session<'a> {
 
     /// Guardrails first; then masking, which plans how to mask a `COPY … TO STDOUT` or
     /// refuses one it cannot mask. A plan is for the caller to keep until the COPY runs.
-    fn check(&mut self, sql: &str) -> std::result::Result<Option<CopyPlan>, Blocked> {
+    fn check(&mut self, sql: &str) -> std::result::Result<Planned, Blocked> {
         if let Some(b) = self.guard.as_mut().and_then(|g| g.check(sql)) {
             return Err(b);
         }
         let Some(m) = self.masking.as_ref() else {
-            return Ok(None);
+            return Ok(Planned::default());
         };
-        let Some(copy) = crate::guard::copy_out(sql) else {
-            return Ok(None);
-        };
-        m.copy_plan(copy).map(Some).map_err(|why| Blocked {
+        self.plans.get(sql, || m.plan(sql)).map_err(|why| Blocked {
             rule: m.first_rule().to_owned(),
             why: format!("masking applies to this session: {why}"),
         })
+    }
+
+    /// A Query or FunctionCall, which the server answers up to its own ReadyForQuery:
+    /// audited, and awaited.
+    fn simple_statement(&mut self, sql: &str, protocol: &str, events: &mut Vec<EventDraft>) {
+        events.push(self.statement(sql, None, protocol));
+        self.pending.push_back(Pending::new(self.statements, true));
+        self.expect_ready(Some(self.statements));
+    }
+
+    /// Audits a blocked Query or FunctionCall and sends its stand-in in place of `span`.
+    fn block_simple(
+        &mut self,
+        sql: &str,
+        protocol: &str,
+        b: Blocked,
+        span: std::ops::Range<usize>,
+        events: &mut Vec<EventDraft>,
+        patches: &mut Vec<Patch>,
+    ) {
+        events.push(self.blocked_statement(sql, protocol, &b));
+        let query = self.stand_in(b);
+        patches.push(Patch {
+            start: span.start,
+            end: span.end,
+            with: query_frame(&query),
+        });
+        // Its ReadyForQuery answers no pending statement.
+        self.expect_ready(None);
     }
 
     /// Follows row descriptions and masks DataRows, when masking applies.
