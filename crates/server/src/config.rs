@@ -524,6 +524,23 @@ impl Check {
         r.map_err(|e| self.add(path, e.to_string())).ok()
     }
 
+    /// Each item that `parse` takes; each one it refuses is a problem, worded by `why`.
+    fn each<T>(
+        &mut self,
+        path: KeyPath,
+        items: &[String],
+        parse: impl Fn(&str) -> Option<T>,
+        why: impl Fn(&str) -> String,
+    ) -> Vec<T> {
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                self.ok(with(&path, Seg::Index(i)), parse(s).ok_or_else(|| why(s)))
+            })
+            .collect()
+    }
+
     fn selectors(&mut self, path: KeyPath, items: &[String]) -> Vec<Selector> {
         items
             .iter()
@@ -1000,37 +1017,13 @@ fn masking(
             (&m.name, &m.resources, &m.roles),
             resources,
         );
-        let columns: Vec<ColumnPattern> = m
-            .columns
-            .iter()
-            .enumerate()
-            .filter_map(|(j, col)| {
-                let p = ColumnPattern::parse(col);
-                if p.is_none() {
-                    c.add(
-                        with(&at("columns"), Seg::Index(j)),
-                        format!("{col:?} is not a column (COLUMN, TABLE.COLUMN or SCHEMA.TABLE.COLUMN; '*' for any part)"),
-                    );
-                }
-                p
-            })
-            .collect();
-        let detectors: Vec<Detector> = m
-            .detectors
-            .iter()
-            .enumerate()
-            .filter_map(|(j, d)| {
-                let known = Detector::parse(d);
-                if known.is_none() {
-                    let all: Vec<&str> = Detector::ALL.iter().map(|d| d.name()).collect();
-                    c.add(
-                        with(&at("detectors"), Seg::Index(j)),
-                        format!("{d:?} is not a detector; use one of {}", all.join(", ")),
-                    );
-                }
-                known
-            })
-            .collect();
+        let columns = c.each(at("columns"), &m.columns, ColumnPattern::parse, |col| {
+            format!("{col:?} is not a column (COLUMN, TABLE.COLUMN or SCHEMA.TABLE.COLUMN; '*' for any part)")
+        });
+        let detectors = c.each(at("detectors"), &m.detectors, Detector::parse, |d| {
+            let all: Vec<&str> = Detector::ALL.iter().map(|d| d.name()).collect();
+            format!("{d:?} is not a detector; use one of {}", all.join(", "))
+        });
         if m.columns.is_empty() && m.detectors.is_empty() {
             c.add(
                 at("columns"),
@@ -1087,40 +1080,16 @@ fn guardrails(
             (&g.name, &g.resources, &g.roles),
             resources,
         );
-        let deny: Vec<Kind> = g
-            .deny
-            .iter()
-            .enumerate()
-            .filter_map(|(j, k)| {
-                let known = Kind::parse(k);
-                if known.is_none() {
-                    let all: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
-                    c.add(
-                        with(&at("deny"), Seg::Index(j)),
-                        format!(
-                            "{k:?} is not a statement kind; use one of {}",
-                            all.join(", ")
-                        ),
-                    );
-                }
-                known
-            })
-            .collect();
-        let tables: Vec<TablePattern> = g
-            .tables
-            .iter()
-            .enumerate()
-            .filter_map(|(j, t)| {
-                let p = TablePattern::parse(t);
-                if p.is_none() {
-                    c.add(
-                        with(&at("tables"), Seg::Index(j)),
-                        format!("{t:?} is not a table (TABLE or SCHEMA.TABLE; '*' for any part)"),
-                    );
-                }
-                p
-            })
-            .collect();
+        let deny = c.each(at("deny"), &g.deny, Kind::parse, |k| {
+            let all: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+            format!(
+                "{k:?} is not a statement kind; use one of {}",
+                all.join(", ")
+            )
+        });
+        let tables = c.each(at("tables"), &g.tables, TablePattern::parse, |t| {
+            format!("{t:?} is not a table (TABLE or SCHEMA.TABLE; '*' for any part)")
+        });
         if g.deny.is_empty() && g.tables.is_empty() && !g.strict {
             c.add(
                 at("deny"),

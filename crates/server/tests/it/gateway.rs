@@ -103,6 +103,15 @@ fn outcomes(batches: &[Value]) -> Vec<Value> {
         .collect()
 }
 
+/// ci-bot's `write` grant on orders-db, auto-approved by the `ci` policy.
+async fn write_grant(app: &TestApp) -> Value {
+    app.request(
+        "ci-bot",
+        json!({"resource": "orders-db", "role": "write", "duration": "10m"}),
+    )
+    .await
+}
+
 /// Polls the audit log until `pred` holds on the matching events.
 async fn wait_events(app: &TestApp, query: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let start = Instant::now();
@@ -124,12 +133,7 @@ async fn clients_work_through_the_gateway_and_every_statement_is_audited() {
     let Some((_db, app)) = setup().await else {
         return;
     };
-    let r = app
-        .request(
-            "ci-bot",
-            json!({"resource": "orders-db", "role": "write", "duration": "10m"}),
-        )
-        .await;
+    let r = write_grant(&app).await;
     let grant = r["grant_id"].as_str().unwrap().to_owned();
     let c = connect(&app, "ci-bot").await.unwrap();
 
@@ -637,12 +641,7 @@ async fn function_calls_without_sql_are_audited_too() {
     let Some((_db, app)) = setup().await else {
         return;
     };
-    let r = app
-        .request(
-            "ci-bot",
-            json!({"resource": "orders-db", "role": "write", "duration": "10m"}),
-        )
-        .await;
+    let r = write_grant(&app).await;
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), b"large object content").unwrap();
     // psql's \lo_import goes through libpq's fastpath: FunctionCall messages, no SQL text.
@@ -818,12 +817,7 @@ async fn durable_auditing_fails_closed_when_the_log_cannot_be_written() {
     let Some((db, app)) = setup().await else {
         return;
     };
-    let r = app
-        .request(
-            "ci-bot",
-            json!({"resource": "orders-db", "role": "write", "duration": "10m"}),
-        )
-        .await;
+    let r = write_grant(&app).await;
     assert_eq!(r["state"], "active");
     let c = connect(&app, "ci-bot").await.unwrap();
     c.simple_query("SELECT 1").await.unwrap();
@@ -874,12 +868,7 @@ tables = ["public.payments"]
         db.prefix
     ))
     .await;
-    let r = app
-        .request(
-            "ci-bot",
-            json!({"resource": "orders-db", "role": "write", "duration": "10m"}),
-        )
-        .await;
+    let r = write_grant(&app).await;
     let grant = r["grant_id"].as_str().unwrap().to_owned();
     let c = connect(&app, "ci-bot").await.unwrap();
     let blocked = |e: tokio_postgres::Error, what: &str| {
@@ -1042,12 +1031,7 @@ strategy = "redact"
         db.prefix
     ))
     .await;
-    let r = app
-        .request(
-            "ci-bot",
-            json!({"resource": "orders-db", "role": "write", "duration": "10m"}),
-        )
-        .await;
+    let r = write_grant(&app).await;
     let grant = r["grant_id"].as_str().unwrap().to_owned();
     let c = connect(&app, "ci-bot").await.unwrap();
     let simple_rows = |msgs: Vec<tokio_postgres::SimpleQueryMessage>| -> Vec<Vec<Option<String>>> {
@@ -1227,11 +1211,7 @@ keep = 4
         db.prefix
     ))
     .await;
-    app.request(
-        "ci-bot",
-        json!({"resource": "orders-db", "role": "write", "duration": "10m"}),
-    )
-    .await;
+    write_grant(&app).await;
     let script = r#"
 import json, sys, psycopg
 with psycopg.connect(sys.argv[1]) as conn:
@@ -1305,11 +1285,7 @@ strategy = "null"
         db.prefix
     ))
     .await;
-    app.request(
-        "ci-bot",
-        json!({"resource": "orders-db", "role": "write", "duration": "10m"}),
-    )
-    .await;
+    write_grant(&app).await;
     let c = connect(&app, "ci-bot").await.unwrap();
     let rows = c
         .query("SELECT body, secret_note FROM notes ORDER BY id", &[])
