@@ -227,15 +227,25 @@ impl AuditLog {
         };
         let mut from = 1;
         let mut attempts = 0;
+        // The next batch is read and planned (its boundaries signed) while the store removes the
+        // current one: the two use different cores, and the sweep takes as long as the slower.
+        let mut ahead: Option<tokio::task::JoinHandle<Result<Planned, Error>>> = None;
         loop {
-            let batch = self.store.live_batch(from, SWEEP_BATCH).await?;
+            let planned = match ahead.take() {
+                Some(task) => task
+                    .await
+                    .map_err(|e| Error::Io(format!("retention planning failed: {e}")))??,
+                None => {
+                    read_and_plan(self.store.clone(), self.signer(), from, policy.clone()).await?
+                }
+            };
+            let Planned { batch, plan } = planned;
             // Events are appended in time order: once a batch starts after every cutoff, nothing
             // later can be due either.
             let Some(first) = batch.first() else { break };
             if first.record.ts_us >= latest_cutoff {
                 break;
             }
-            let plan = plan(&policy, &batch, &self.signer());
             report.examined += batch.len() as u64;
             report.held += plan.held;
             let next = batch.last().expect("non-empty").record.seq + 1;
@@ -263,6 +273,12 @@ impl AuditLog {
                     "classes": plan.classes,
                 }));
             let hold_ids = policy.holds().iter().map(|h| h.id.clone()).collect();
+            ahead = Some(tokio::spawn(read_and_plan(
+                self.store.clone(),
+                self.signer(),
+                next,
+                policy.clone(),
+            )));
             let t = Instant::now();
             match self
                 .store
@@ -282,14 +298,23 @@ impl AuditLog {
                     progress(&report);
                 }
                 Err(StoreError::Conflict(why)) if attempts < 3 => {
-                    // A hold appeared or the events moved: plan this batch again with fresh holds.
+                    // A hold appeared or the events moved: plan this batch again with fresh holds,
+                    // and the one read ahead too, since it was planned with the old ones.
                     tracing::info!(%why, "retention batch planned again");
+                    if let Some(task) = ahead.take() {
+                        task.abort();
+                    }
                     attempts += 1;
                     let holds = self.store.list_holds(true).await?;
                     report.active_holds = holds.len() as u64;
                     policy = Policy::new(&self.rules, holds, self.clock.now().min(now));
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    if let Some(task) = ahead.take() {
+                        task.abort();
+                    }
+                    return Err(e.into());
+                }
             }
         }
         report.seconds = started.elapsed().as_secs_f64();
@@ -306,6 +331,29 @@ impl AuditLog {
         }
         Ok(report)
     }
+}
+
+/// A batch of live events and what the sweep will do with them.
+struct Planned {
+    batch: Vec<LiveEvent>,
+    plan: Plan,
+}
+
+/// Reads up to [`SWEEP_BATCH`] live events from `from` on and plans them, signing on a blocking
+/// thread (signatures are most of a plan's cost).
+async fn read_and_plan(
+    store: Arc<dyn Store>,
+    signer: Arc<Signer>,
+    from: i64,
+    policy: Policy,
+) -> Result<Planned, Error> {
+    let batch = store.live_batch(from, SWEEP_BATCH).await?;
+    tokio::task::spawn_blocking(move || {
+        let plan = plan(&policy, &batch, &signer);
+        Planned { batch, plan }
+    })
+    .await
+    .map_err(|e| Error::Io(format!("retention planning failed: {e}")))
 }
 
 /// What a sweep did (or, dry, would do).

@@ -75,6 +75,36 @@ pub(super) struct NewEvent<'a> {
     pub grant_id: Option<&'a str>,
     pub session_id: Option<&'a str>,
     pub payload: &'a str,
+    pub salt: &'a [u8; chain::SALT_LEN],
+    pub commitment: &'a Hash,
+}
+
+/// An event ready for the chain: its payload serialised, salted and committed to. Sealing needs
+/// nothing from the log, so callers do it on their own threads and the writer thread only links
+/// and inserts.
+pub struct SealedEvent {
+    draft: EventDraft,
+    payload: String,
+    salt: [u8; chain::SALT_LEN],
+    commitment: Hash,
+}
+
+impl SealedEvent {
+    pub fn seal(draft: EventDraft) -> Self {
+        let payload = draft.details.to_string();
+        let salt = chain::new_salt();
+        let commitment = chain::commitment(&salt, payload.as_bytes());
+        Self {
+            draft,
+            payload,
+            salt,
+            commitment,
+        }
+    }
+
+    pub fn seal_all(drafts: Vec<EventDraft>) -> Vec<Self> {
+        drafts.into_iter().map(Self::seal).collect()
+    }
 }
 
 /// Appends one event after `head`, advancing it.
@@ -85,8 +115,6 @@ pub(super) fn append(
     scratch: &mut Vec<u8>,
 ) -> Result<()> {
     let seq = head.seq + 1;
-    let salt = chain::new_salt();
-    let commitment = chain::commitment(&salt, e.payload.as_bytes());
     let skeleton = Skeleton {
         seq,
         ts_us: e.ts_us,
@@ -98,7 +126,7 @@ pub(super) fn append(
         request_id: e.request_id,
         grant_id: e.grant_id,
         session_id: e.session_id,
-        commitment: &commitment,
+        commitment: e.commitment,
     };
     let hash = skeleton.link(&head.hash, scratch);
     conn.prepare_cached(
@@ -107,10 +135,10 @@ pub(super) fn append(
     )?
     .execute(params![
         seq, e.ts_us, e.actor, e.action, e.outcome, e.resource, e.subject, e.request_id, e.grant_id,
-        e.session_id, &commitment[..], &hash[..]
+        e.session_id, &e.commitment[..], &hash[..]
     ])?;
     conn.prepare_cached("INSERT INTO audit_payloads (seq, salt, body) VALUES (?1, ?2, ?3)")?
-        .execute(params![seq, &salt[..], e.payload])?;
+        .execute(params![seq, &e.salt[..], e.payload])?;
     *head = Head { seq, hash };
     Ok(())
 }
@@ -118,11 +146,11 @@ pub(super) fn append(
 pub(super) fn insert_events(
     conn: &Connection,
     head: &mut Head,
-    events: &[EventDraft],
+    events: &[SealedEvent],
 ) -> Result<()> {
     let mut scratch = Vec::with_capacity(512);
-    for e in events {
-        let payload = e.details.to_string();
+    for s in events {
+        let e = &s.draft;
         append(
             conn,
             head,
@@ -136,7 +164,9 @@ pub(super) fn insert_events(
                 request_id: e.request_id.as_deref(),
                 grant_id: e.grant_id.as_deref(),
                 session_id: e.session_id.as_deref(),
-                payload: &payload,
+                payload: &s.payload,
+                salt: &s.salt,
+                commitment: &s.commitment,
             },
             &mut scratch,
         )?;
@@ -159,6 +189,8 @@ pub(super) fn migrate_v1(conn: &Connection) -> Result<()> {
         let (resource, subject, request_id, grant_id, session_id) =
             (text(4)?, text(5)?, text(6)?, text(7)?, text(8)?);
         let payload: String = r.get(9)?;
+        let salt = chain::new_salt();
+        let commitment = chain::commitment(&salt, payload.as_bytes());
         append(
             conn,
             &mut head,
@@ -173,6 +205,8 @@ pub(super) fn migrate_v1(conn: &Connection) -> Result<()> {
                 grant_id: grant_id.as_deref(),
                 session_id: session_id.as_deref(),
                 payload: &payload,
+                salt: &salt,
+                commitment: &commitment,
             },
             &mut scratch,
         )?;
@@ -641,6 +675,9 @@ pub(super) fn hash_before(conn: &Connection, seq: i64) -> Result<Hash> {
     blob_hash(ValueRef::Blob(&stored), "hash")
 }
 
+/// Up to this many ranges in one removal are deleted range by range.
+const RANGE_DELETES: usize = 64;
+
 /// Removes the events each gap stands for and records the gaps (and the segment that holds the
 /// archived ones), after checking that nothing moved since they were planned.
 pub(super) fn remove_ranges(
@@ -694,15 +731,29 @@ pub(super) fn remove_ranges(
         check_range(g, in_gap, None)?;
     }
     drop(rows);
-    // One statement per table: a statement per range made SQLite truncate its statement journal
-    // once per range, which grew quadratic with thousands of short ranges.
-    let list = serde_json::to_string(&seqs).expect("numbers serialise");
-    conn.prepare_cached(
-        "DELETE FROM audit_payloads WHERE seq IN (SELECT value FROM json_each(?1))",
-    )?
-    .execute([&list])?;
-    conn.prepare_cached("DELETE FROM audit_events WHERE seq IN (SELECT value FROM json_each(?1))")?
+    if gaps.len() <= RANGE_DELETES {
+        // Few ranges: delete each as a range scan of the primary key.
+        let mut payloads =
+            conn.prepare_cached("DELETE FROM audit_payloads WHERE seq BETWEEN ?1 AND ?2")?;
+        let mut events =
+            conn.prepare_cached("DELETE FROM audit_events WHERE seq BETWEEN ?1 AND ?2")?;
+        for (g, _) in gaps {
+            payloads.execute(params![g.first_seq, g.last_seq])?;
+            events.execute(params![g.first_seq, g.last_seq])?;
+        }
+    } else {
+        // Many short ranges: one statement per table. A statement per range made SQLite
+        // truncate its statement journal once per range, which grew quadratic with thousands.
+        let list = serde_json::to_string(&seqs).expect("numbers serialise");
+        conn.prepare_cached(
+            "DELETE FROM audit_payloads WHERE seq IN (SELECT value FROM json_each(?1))",
+        )?
         .execute([&list])?;
+        conn.prepare_cached(
+            "DELETE FROM audit_events WHERE seq IN (SELECT value FROM json_each(?1))",
+        )?
+        .execute([&list])?;
+    }
     let mut insert = conn.prepare_cached(
         "INSERT INTO audit_gaps (first_seq, last_seq, prev_hash, last_hash, key_id, signature, segment)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",

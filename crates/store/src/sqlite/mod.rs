@@ -13,6 +13,7 @@
 mod audit;
 
 pub use audit::{ArchiveLookup, Head, LiveEvent, ScanError};
+use audit::SealedEvent;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -142,6 +143,9 @@ fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection> {
     // Durability comes from the WAL, which this does not touch.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.pragma_update(None, "cache_size", -65536)?; // 64 MiB
+    // Read pages through a memory map instead of a copy per read: verification and sweeps read
+    // the whole log. SQLite caps this at its compile-time limit (2 GiB).
+    conn.pragma_update(None, "mmap_size", 1i64 << 31)?;
     // Deleted audit payloads (retention, erasure) are overwritten, not left in free space.
     conn.pragma_update(None, "secure_delete", "ON")?;
     Ok(conn)
@@ -375,6 +379,7 @@ impl Where {
 #[async_trait]
 impl Store for SqliteStore {
     async fn insert_request(&self, request: AccessRequest, events: Vec<EventDraft>) -> Result<()> {
+        let events = SealedEvent::seal_all(events);
         self.write(move |conn, head| {
             write_request(conn, &request, true)?;
             audit::insert_events(conn, head, &events)
@@ -389,7 +394,7 @@ impl Store for SqliteStore {
             let events = change(&mut request)?;
             if !events.is_empty() {
                 write_request(conn, &request, false)?;
-                audit::insert_events(conn, head, &events)?;
+                audit::insert_events(conn, head, &SealedEvent::seal_all(events))?;
             }
             Ok(request)
         })
@@ -397,6 +402,7 @@ impl Store for SqliteStore {
     }
 
     async fn append_events(&self, events: Vec<EventDraft>) -> Result<()> {
+        let events = SealedEvent::seal_all(events);
         self.write_unisolated(move |conn, head| audit::insert_events(conn, head, &events))
             .await
     }
@@ -503,6 +509,7 @@ impl Store for SqliteStore {
     }
 
     async fn put_hold(&self, hold: Hold, events: Vec<EventDraft>) -> Result<()> {
+        let events = SealedEvent::seal_all(events);
         self.write(move |conn, head| {
             audit::put_hold(conn, &hold)?;
             audit::insert_events(conn, head, &events)
@@ -522,7 +529,7 @@ impl Store for SqliteStore {
         let count = self
             .write(move |conn, head| {
                 let (count, range) = audit::erase(conn, &principal)?;
-                audit::insert_events(conn, head, &record(count, range))?;
+                audit::insert_events(conn, head, &SealedEvent::seal_all(record(count, range)))?;
                 Ok(count)
             })
             .await?;
@@ -551,6 +558,7 @@ impl Store for SqliteStore {
         planned_holds: Vec<String>,
         events: Vec<EventDraft>,
     ) -> Result<u64> {
+        let events = SealedEvent::seal_all(events);
         self.write(move |conn, head| {
             let removed = audit::remove_ranges(conn, &gaps, segment.as_ref(), &planned_holds)?;
             audit::insert_events(conn, head, &events)?;
