@@ -174,6 +174,61 @@ pub(super) fn insert_events(
     Ok(())
 }
 
+/// Most events one time block covers: bounds how far past a time window a search may scan.
+const BLOCK_EVENTS: i64 = 4096;
+
+/// Records the timestamps of the events `first..=last` just appended, in the last time block if
+/// it has room, else in a new one.
+pub(super) fn note_time_block(conn: &Connection, first: i64, last: i64) -> Result<()> {
+    let (lo, hi): (i64, i64) = conn
+        .prepare_cached(
+            "SELECT min(ts_us), max(ts_us) FROM audit_events WHERE seq BETWEEN ?1 AND ?2",
+        )?
+        .query_row(params![first, last], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let open: Option<i64> = conn
+        .prepare_cached(
+            "SELECT first_seq FROM audit_time_blocks WHERE last_seq = ?1 AND ?2 - first_seq < ?3
+             ORDER BY first_seq DESC LIMIT 1",
+        )?
+        .query_row(params![first - 1, last, BLOCK_EVENTS], |r| r.get(0))
+        .optional()?;
+    match open {
+        Some(block) => conn
+            .prepare_cached(
+                "UPDATE audit_time_blocks SET last_seq = ?2, min_ts_us = min(min_ts_us, ?3),
+                 max_ts_us = max(max_ts_us, ?4) WHERE first_seq = ?1",
+            )?
+            .execute(params![block, last, lo, hi])?,
+        None => conn
+            .prepare_cached(
+                "INSERT INTO audit_time_blocks (first_seq, last_seq, min_ts_us, max_ts_us) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![first, last, lo, hi])?,
+    };
+    Ok(())
+}
+
+/// The seq range that holds every event with `since <= ts < until`, from the time blocks;
+/// `(1, 0)`, an empty range, when no block can hold one.
+fn seq_range(conn: &Connection, since: Option<i64>, until: Option<i64>) -> Result<(i64, i64)> {
+    let lo: Option<i64> = match since {
+        None => Some(1),
+        Some(t) => conn
+            .prepare_cached("SELECT min(first_seq) FROM audit_time_blocks WHERE max_ts_us >= ?1")?
+            .query_row([t], |r| r.get(0))?,
+    };
+    let hi: Option<i64> = match until {
+        None => Some(i64::MAX),
+        Some(t) => conn
+            .prepare_cached("SELECT max(last_seq) FROM audit_time_blocks WHERE min_ts_us < ?1")?
+            .query_row([t], |r| r.get(0))?,
+    };
+    Ok(match (lo, hi) {
+        (Some(lo), Some(hi)) => (lo, hi),
+        _ => (1, 0),
+    })
+}
+
 /// Chains the events of the schema-1 table, in order, into the new one.
 pub(super) fn migrate_v1(conn: &Connection) -> Result<()> {
     let mut head = read_head(conn)?;
@@ -239,9 +294,14 @@ fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEvent> {
     })
 }
 
-fn filter_sql(f: &EventFilter) -> Where {
+fn filter_sql(conn: &Connection, f: &EventFilter) -> Result<Where> {
     let mut w = Where::default();
     w.cmp("e.seq", ">", f.after_seq);
+    if f.since.is_some() || f.until.is_some() {
+        let (lo, hi) = seq_range(conn, f.since.map(us), f.until.map(us))?;
+        w.cmp("e.seq", ">=", Some(lo));
+        w.cmp("e.seq", "<=", Some(hi));
+    }
     w.cmp("e.ts_us", ">=", f.since.map(us));
     w.cmp("e.ts_us", "<", f.until.map(us));
     w.eq("e.actor", f.actor.clone());
@@ -261,13 +321,13 @@ fn filter_sql(f: &EventFilter) -> Where {
             .push(format!("(e.actor = ?{n} OR e.subject = ?{n})"));
         w.params.push(who.clone().into());
     }
-    w
+    Ok(w)
 }
 
 /// Events matching `f`, oldest first, at most `limit`. Paging is by `after_seq`, which stays
 /// fast however deep the page (the primary key, not an offset).
 pub(super) fn search(conn: &Connection, f: &EventFilter, limit: u32) -> Result<Vec<AuditEvent>> {
-    let w = filter_sql(f);
+    let w = filter_sql(conn, f)?;
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM audit_events e LEFT JOIN audit_payloads p ON p.seq = e.seq
          {} ORDER BY e.seq LIMIT {limit}",
@@ -284,7 +344,7 @@ pub(super) fn stream(
     f: &EventFilter,
     mut each: impl FnMut(AuditEvent) -> bool,
 ) -> Result<()> {
-    let w = filter_sql(f);
+    let w = filter_sql(conn, f)?;
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM audit_events e LEFT JOIN audit_payloads p ON p.seq = e.seq
          {} ORDER BY e.seq",
@@ -777,6 +837,11 @@ pub(super) fn remove_ranges(
         )?
         .execute(params![m.name, manifest, m.first_seq, m.last_seq])?;
     }
+    // Time blocks that end before the oldest live event describe nothing any more.
+    conn.prepare_cached(
+        "DELETE FROM audit_time_blocks WHERE last_seq < (SELECT coalesce(min(seq), ?1) FROM audit_events)",
+    )?
+    .execute([hi.0.last_seq + 1])?;
     conn.execute("DELETE FROM maintenance_permit", [])?;
     Ok(removed)
 }

@@ -12,8 +12,8 @@
 
 mod audit;
 
-pub use audit::{ArchiveLookup, Head, LiveEvent, ScanError};
 use audit::SealedEvent;
+pub use audit::{ArchiveLookup, Head, LiveEvent, ScanError};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -43,6 +43,7 @@ const MIGRATIONS: &[Migration] = &[
         include_str!("../../migrations/sqlite/0002_chain.sql"),
         audit::migrate_v1,
     ),
+    Migration::Sql(include_str!("../../migrations/sqlite/0003_time_blocks.sql")),
 ];
 /// Most changes committed together; bounds the time one transaction holds the write lock.
 const MAX_BATCH: usize = 2048;
@@ -260,7 +261,8 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>, heads: wa
 fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<Head> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let outcome = (|| {
-        let mut head = audit::read_head(conn)?;
+        let start = audit::read_head(conn)?;
+        let mut head = start;
         for job in batch.iter_mut() {
             if !job.isolated() {
                 if !job.run(conn, &mut head) {
@@ -277,6 +279,9 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<Head> {
                 head = before;
             }
             conn.prepare_cached("RELEASE job")?.execute([])?;
+        }
+        if head.seq > start.seq {
+            audit::note_time_block(conn, start.seq + 1, head.seq)?;
         }
         conn.execute_batch("COMMIT")?;
         Ok(head)
