@@ -294,6 +294,14 @@ async fn event_search_filters_and_pages() {
         .await
         .unwrap();
     assert_eq!(involving.len(), 10, "subject counts as involvement");
+    let as_actor = s
+        .search_events(EventFilter {
+            involving: Some("alice".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(as_actor.len(), 5, "so does acting");
     let underscore = s
         .search_events(EventFilter {
             action: Some("request_created".into()),

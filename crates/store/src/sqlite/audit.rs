@@ -294,6 +294,12 @@ fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEvent> {
     })
 }
 
+/// Events that parameter `?n` acted in or was the subject of. The subject is indexed only where
+/// it is not the actor (migration 0004), and this form lets SQLite use that index.
+fn involving(n: usize) -> String {
+    format!("(e.actor = ?{n} OR (e.subject = ?{n} AND e.subject <> e.actor))")
+}
+
 fn filter_sql(conn: &Connection, f: &EventFilter) -> Result<Where> {
     let mut w = Where::default();
     w.cmp("e.seq", ">", f.after_seq);
@@ -317,8 +323,7 @@ fn filter_sql(conn: &Connection, f: &EventFilter) -> Result<Where> {
     }
     if let Some(who) = &f.involving {
         let n = w.next();
-        w.clauses
-            .push(format!("(e.actor = ?{n} OR e.subject = ?{n})"));
+        w.clauses.push(involving(n));
         w.params.push(who.clone().into());
     }
     Ok(w)
@@ -873,11 +878,12 @@ pub(super) fn action_counts(conn: &Connection) -> Result<Vec<(String, u64, i64)>
 /// hold covers one of them (then nothing is erased). Returns how many, and the seq range.
 pub(super) fn erase(conn: &Connection, principal: &str) -> Result<(u64, Option<(i64, i64)>)> {
     let active = holds(conn, true)?;
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare(&format!(
         "SELECT e.seq, e.ts_us, e.action, e.actor, e.subject, e.resource, e.request_id, e.grant_id
          FROM audit_events e JOIN audit_payloads p ON p.seq = e.seq
-         WHERE e.actor = ?1 OR e.subject = ?1 ORDER BY e.seq",
-    )?;
+         WHERE {} ORDER BY e.seq",
+        involving(1)
+    ))?;
     let mut rows = stmt.query([principal])?;
     let mut seqs = Vec::new();
     while let Some(r) = rows.next()? {
@@ -915,4 +921,49 @@ pub(super) fn erase(conn: &Connection, principal: &str) -> Result<(u64, Option<(
     conn.execute("DELETE FROM maintenance_permit", [])?;
     let range = seqs.first().zip(seqs.last()).map(|(a, b)| (*a, *b));
     Ok((seqs.len() as u64, range))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The searches that cannot use a per-event index any more (time, subject) must still not
+    /// scan the whole log.
+    #[test]
+    fn time_and_involvement_searches_use_an_index() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::migrate(&mut conn).unwrap();
+        let plan = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> String {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let rows = stmt.query_map(params, |r| r.get::<_, String>(3)).unwrap();
+            rows.map(|r| r.unwrap()).collect::<Vec<_>>().join("; ")
+        };
+        let involving = plan(
+            &format!("SELECT e.seq FROM audit_events e WHERE {}", involving(1)),
+            &[&"alice"],
+        );
+        assert!(
+            involving.contains("audit_by_actor") && involving.contains("audit_by_subject"),
+            "{involving}"
+        );
+        let f = EventFilter {
+            since: Some(jitgate_core::Timestamp::from_second(1_000).unwrap()),
+            until: Some(jitgate_core::Timestamp::from_second(2_000).unwrap()),
+            ..Default::default()
+        };
+        let w = filter_sql(&conn, &f).unwrap();
+        let params: Vec<&dyn rusqlite::ToSql> =
+            w.params.iter().map(|p| p as &dyn rusqlite::ToSql).collect();
+        let window = plan(
+            &format!(
+                "SELECT e.seq FROM audit_events e {} ORDER BY e.seq",
+                w.sql()
+            ),
+            &params,
+        );
+        assert!(
+            window.contains("INTEGER PRIMARY KEY (rowid>? AND rowid<?)"),
+            "{window}"
+        );
+    }
 }

@@ -44,6 +44,9 @@ const MIGRATIONS: &[Migration] = &[
         audit::migrate_v1,
     ),
     Migration::Sql(include_str!("../../migrations/sqlite/0003_time_blocks.sql")),
+    Migration::Sql(include_str!(
+        "../../migrations/sqlite/0004_subject_index.sql"
+    )),
 ];
 /// Most changes committed together; bounds the time one transaction holds the write lock.
 const MAX_BATCH: usize = 2048;
