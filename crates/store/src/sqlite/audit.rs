@@ -90,8 +90,9 @@ pub struct SealedEvent {
 }
 
 impl SealedEvent {
-    pub fn seal(draft: EventDraft) -> Self {
-        let payload = draft.details.to_string();
+    pub fn seal(mut draft: EventDraft) -> Self {
+        // The details live on as the payload text; freeing them here spares the writer thread.
+        let payload = std::mem::take(&mut draft.details).to_string();
         let salt = chain::new_salt();
         let commitment = chain::commitment(&salt, payload.as_bytes());
         Self {

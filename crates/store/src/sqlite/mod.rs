@@ -411,8 +411,13 @@ impl Store for SqliteStore {
 
     async fn append_events(&self, events: Vec<EventDraft>) -> Result<()> {
         let events = SealedEvent::seal_all(events);
-        self.write_unisolated(move |conn, head| audit::insert_events(conn, head, &events))
-            .await
+        // The events come back to be freed here, not on the writer thread.
+        self.write_unisolated(move |conn, head| {
+            audit::insert_events(conn, head, &events)?;
+            Ok(events)
+        })
+        .await
+        .map(drop)
     }
 
     async fn get_request(&self, key: RequestKey) -> Result<Option<AccessRequest>> {
