@@ -186,13 +186,16 @@ pub(super) fn note_time_block(conn: &Connection, first: i64, last: i64) -> Resul
             "SELECT min(ts_us), max(ts_us) FROM audit_events WHERE seq BETWEEN ?1 AND ?2",
         )?
         .query_row(params![first, last], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let open: Option<i64> = conn
+    // The newest block, found through the primary key (a condition on `last_seq` would scan).
+    let newest: Option<(i64, i64)> = conn
         .prepare_cached(
-            "SELECT first_seq FROM audit_time_blocks WHERE last_seq = ?1 AND ?2 - first_seq < ?3
-             ORDER BY first_seq DESC LIMIT 1",
+            "SELECT first_seq, last_seq FROM audit_time_blocks ORDER BY first_seq DESC LIMIT 1",
         )?
-        .query_row(params![first - 1, last, BLOCK_EVENTS], |r| r.get(0))
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
+    let open = newest
+        .filter(|&(from, to)| to == first - 1 && last - from < BLOCK_EVENTS)
+        .map(|(from, _)| from);
     match open {
         Some(block) => conn
             .prepare_cached(
@@ -844,10 +847,11 @@ pub(super) fn remove_ranges(
         .execute(params![m.name, manifest, m.first_seq, m.last_seq])?;
     }
     // Time blocks that end before the oldest live event describe nothing any more.
-    conn.prepare_cached(
-        "DELETE FROM audit_time_blocks WHERE last_seq < (SELECT coalesce(min(seq), ?1) FROM audit_events)",
-    )?
-    .execute([hi.0.last_seq + 1])?;
+    let oldest: i64 = conn
+        .prepare_cached("SELECT coalesce(min(seq), ?1) FROM audit_events")?
+        .query_row([hi.0.last_seq + 1], |r| r.get(0))?;
+    conn.prepare_cached("DELETE FROM audit_time_blocks WHERE first_seq < ?1 AND last_seq < ?1")?
+        .execute([oldest])?;
     conn.execute("DELETE FROM maintenance_permit", [])?;
     Ok(removed)
 }
