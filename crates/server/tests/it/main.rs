@@ -5,4 +5,5 @@ mod gateway;
 mod helpers;
 mod mysql;
 mod postgres;
+mod retention;
 mod services;
