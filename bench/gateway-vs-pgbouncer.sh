@@ -19,7 +19,9 @@ if ! command -v pgbouncer >/dev/null 2>&1; then
 fi
 
 cleanup() {
-  [[ -f $WORK/pgbouncer.pid ]] && kill "$(cat "$WORK/pgbouncer.pid")" 2>/dev/null || true
+  for p in pgbouncer pgbouncer_noreuse; do
+    [[ -f $WORK/$p.pid ]] && kill "$(cat "$WORK/$p.pid")" 2>/dev/null || true
+  done
   kill "${PIDS[@]}" 2>/dev/null || true
   wait 2>/dev/null || true
   "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
@@ -40,24 +42,31 @@ pgbench -q -i -s "${INIT_SCALE:-10}" -h 127.0.0.1 -U postgres "$DB" >/dev/null 2
   -c "DROP ROLE IF EXISTS gwb_reader" -c "CREATE ROLE gwb_reader" \
   -c "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA public TO gwb_reader" >/dev/null
 
-# pgbouncer, session mode, the reference proxy; it audits nothing.
-cat >"$WORK/pgbouncer.ini" <<INI
+# pgbouncer, session mode, the reference proxy; it audits nothing. A second one with
+# server_lifetime = 0 uses each server connection once: the baseline for the gateway's
+# connection-per-transaction target, which opens a new upstream connection for every client.
+start_pgbouncer() { # name port extra-setting
+  cat >"$WORK/$1.ini" <<INI
 [databases]
 $DB = host=127.0.0.1 port=5432 dbname=$DB
 [pgbouncer]
 listen_addr = 127.0.0.1
-listen_port = 6433
+listen_port = $2
 auth_type = trust
 auth_file = $WORK/users.txt
 pool_mode = session
 max_client_conn = 500
 default_pool_size = 40
-logfile = $WORK/pgbouncer.log
-pidfile = $WORK/pgbouncer.pid
+logfile = $WORK/$1.log
+pidfile = $WORK/$1.pid
+$3
 INI
+  chown -R postgres "$WORK"
+  su postgres -s /bin/sh -c "pgbouncer -d $WORK/$1.ini"
+}
 echo '"bench" "bench"' >"$WORK/users.txt"
-chown -R postgres "$WORK"
-su postgres -s /bin/sh -c "pgbouncer -d $WORK/pgbouncer.ini"
+start_pgbouncer pgbouncer 6433 ""
+start_pgbouncer pgbouncer_noreuse 6434 "server_lifetime = 0"
 
 # Two jitgate servers on one config each: durable and async statement auditing.
 TOKEN=jg_benchtokenbenchtokenbenchtoken
@@ -107,4 +116,6 @@ MAX_SECONDS=${MAX_SECONDS:-1200} SSLMODE=disable "$ROOT/../shared/bench/proxy_ov
   --proxy pgbouncer="host=127.0.0.1 port=6433 user=bench password=bench dbname=$DB" \
   --proxy jitgate="host=127.0.0.1 port=7432 user=alice password=$TOKEN dbname=bench-db" \
   --proxy jitgate_async="host=127.0.0.1 port=7433 user=alice password=$TOKEN dbname=bench-db" \
-  --proxy-pid pgbouncer="$(cat "$WORK/pgbouncer.pid")" --proxy-pid jitgate="$JG_PID" --proxy-pid jitgate_async="$JGA_PID"
+  --proxy pgbouncer_noreuse="host=127.0.0.1 port=6434 user=bench password=bench dbname=$DB" \
+  --proxy-pid pgbouncer="$(cat "$WORK/pgbouncer.pid")" --proxy-pid jitgate="$JG_PID" --proxy-pid jitgate_async="$JGA_PID" \
+  --proxy-pid pgbouncer_noreuse="$(cat "$WORK/pgbouncer_noreuse.pid")"
