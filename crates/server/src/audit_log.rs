@@ -230,16 +230,20 @@ impl AuditLog {
         // The next batch is read and planned (its boundaries signed) while the store removes the
         // current one: the two use different cores, and the sweep takes as long as the slower.
         let mut ahead: Option<tokio::task::JoinHandle<Result<Planned, Error>>> = None;
+        let plan_from = |from: i64, policy: &Policy| {
+            tokio::spawn(read_and_plan(
+                self.store.clone(),
+                self.signer(),
+                from,
+                policy.clone(),
+            ))
+        };
         loop {
-            let planned = match ahead.take() {
-                Some(task) => task
-                    .await
-                    .map_err(|e| Error::Io(format!("retention planning failed: {e}")))??,
-                None => {
-                    read_and_plan(self.store.clone(), self.signer(), from, policy.clone()).await?
-                }
-            };
-            let Planned { batch, plan } = planned;
+            let Planned { batch, plan } = ahead
+                .take()
+                .unwrap_or_else(|| plan_from(from, &policy))
+                .await
+                .map_err(|e| Error::Io(format!("retention planning failed: {e}")))??;
             // Events are appended in time order: once a batch starts after every cutoff, nothing
             // later can be due either.
             let Some(first) = batch.first() else { break };
@@ -273,12 +277,7 @@ impl AuditLog {
                     "classes": plan.classes,
                 }));
             let hold_ids = policy.holds().iter().map(|h| h.id.clone()).collect();
-            ahead = Some(tokio::spawn(read_and_plan(
-                self.store.clone(),
-                self.signer(),
-                next,
-                policy.clone(),
-            )));
+            ahead = Some(plan_from(next, &policy));
             let t = Instant::now();
             match self
                 .store

@@ -179,7 +179,8 @@ pub(super) fn insert_events(
 const BLOCK_EVENTS: i64 = 4096;
 
 /// Records the timestamps of the events `first..=last` just appended, in the last time block if
-/// it has room, else in a new one.
+/// it has room, else in a new one. They are read back rather than tracked while appending, so
+/// a job rolled back in the batch can never widen the block.
 pub(super) fn note_time_block(conn: &Connection, first: i64, last: i64) -> Result<()> {
     let (lo, hi): (i64, i64) = conn
         .prepare_cached(
