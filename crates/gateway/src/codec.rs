@@ -124,27 +124,20 @@ pub fn bind(body: &[u8]) -> Result<Bind, CodecError> {
     at += 2;
     let mut params = Vec::with_capacity((nparams as usize).min(1024));
     for i in 0..nparams as usize {
-        let len = read_i32(rest, at)?;
-        at += 4;
-        if len < 0 {
+        let Some(range) = read_value(rest, &mut at, "parameter runs past the message")? else {
             params.push(None);
             continue;
-        }
-        let end = at
-            .checked_add(len as usize)
-            .filter(|e| *e <= rest.len())
-            .ok_or_else(|| CodecError::Malformed("parameter runs past the message".into()))?;
+        };
         let format = match formats.len() {
             0 => 0,
             1 => formats[0],
             _ => *formats.get(i).unwrap_or(&0),
         };
-        let value = &rest[at..end];
+        let value = &rest[range];
         params.push(Some(match (format, std::str::from_utf8(value)) {
             (0, Ok(text)) => text.to_owned(),
             _ => format!("<binary {} bytes>", value.len()),
         }));
-        at = end;
     }
     let nresults = read_i16(rest, at)?;
     if nresults < 0 {
@@ -204,18 +197,7 @@ pub fn data_row(body: &[u8]) -> Result<Vec<Option<std::ops::Range<usize>>>, Code
     let mut at = 2;
     let mut values = Vec::with_capacity((n.max(0) as usize).min(1664));
     for _ in 0..n {
-        let len = read_i32(body, at)?;
-        at += 4;
-        if len < 0 {
-            values.push(None);
-            continue;
-        }
-        let end = at
-            .checked_add(len as usize)
-            .filter(|e| *e <= body.len())
-            .ok_or_else(|| CodecError::Malformed("value runs past the row".into()))?;
-        values.push(Some(at..end));
-        at = end;
+        values.push(read_value(body, &mut at, "value runs past the row")?);
     }
     Ok(values)
 }
@@ -300,6 +282,27 @@ fn read_i32(buf: &[u8], at: usize) -> Result<i32, CodecError> {
     buf.get(at..at + 4)
         .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
         .ok_or_else(|| CodecError::Malformed("message ends early".into()))
+}
+
+/// A length-prefixed value at `*at` (length -1 is NULL) as a byte range of `buf`, moving `*at`
+/// past it; `overrun` is the error when the length reaches past the end.
+fn read_value(
+    buf: &[u8],
+    at: &mut usize,
+    overrun: &str,
+) -> Result<Option<std::ops::Range<usize>>, CodecError> {
+    let len = read_i32(buf, *at)?;
+    *at += 4;
+    if len < 0 {
+        return Ok(None);
+    }
+    let end = at
+        .checked_add(len as usize)
+        .filter(|e| *e <= buf.len())
+        .ok_or_else(|| CodecError::Malformed(overrun.into()))?;
+    let range = *at..end;
+    *at = end;
+    Ok(Some(range))
 }
 
 fn read_i16(buf: &[u8], at: usize) -> Result<i16, CodecError> {
