@@ -193,13 +193,50 @@ pub fn row_description(body: &[u8]) -> Result<Vec<Field>, CodecError> {
 
 /// The values of a DataRow ('D') body: byte ranges within `body`, `None` for NULL.
 pub fn data_row(body: &[u8]) -> Result<Vec<Option<std::ops::Range<usize>>>, CodecError> {
+    data_row_values(body)?.collect()
+}
+
+/// The values of a DataRow body one at a time, as [`data_row`] gives them, for a reader that
+/// needs each only once (masking writes the row out as it reads it).
+pub fn data_row_values(body: &[u8]) -> Result<DataRowValues<'_>, CodecError> {
     let n = read_i16(body, 0)?;
-    let mut at = 2;
-    let mut values = Vec::with_capacity((n.max(0) as usize).min(1664));
-    for _ in 0..n {
-        values.push(read_value(body, &mut at, "value runs past the row")?);
+    Ok(DataRowValues {
+        body,
+        at: 2,
+        left: n.max(0),
+    })
+}
+
+pub struct DataRowValues<'a> {
+    body: &'a [u8],
+    at: usize,
+    left: i16,
+}
+
+impl DataRowValues<'_> {
+    /// How many values the row says it has.
+    pub fn count_declared(&self) -> i16 {
+        self.left
     }
-    Ok(values)
+}
+
+impl Iterator for DataRowValues<'_> {
+    type Item = Result<Option<std::ops::Range<usize>>, CodecError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        let value = read_value(self.body, &mut self.at, "value runs past the row");
+        // After a malformed value nothing further can be read.
+        self.left = if value.is_ok() { self.left - 1 } else { 0 };
+        Some(value)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        // Capped: a malformed count must not reserve a huge vector.
+        ((self.left as usize).min(1664), Some(self.left as usize))
+    }
 }
 
 /// A DataRow frame with the given values.
@@ -214,19 +251,36 @@ pub fn put_data_row<'a>(
     values: impl ExactSizeIterator<Item = Option<&'a [u8]>>,
     out: &mut BytesMut,
 ) {
+    let start = begin_data_row(values.len() as i16, out);
+    for v in values {
+        put_row_value(v, out);
+    }
+    end_data_row(start, out);
+}
+
+/// Starts a DataRow frame of `n` values at the end of `out` and says where it starts, for
+/// [`end_data_row`] to fill in its length once the values are appended.
+pub fn begin_data_row(n: i16, out: &mut BytesMut) -> usize {
     let start = out.len();
     out.put_u8(b'D');
-    out.put_i32(0); // length, filled in below
-    out.put_i16(values.len() as i16);
-    for v in values {
-        match v {
-            None => out.put_i32(-1),
-            Some(v) => {
-                out.put_i32(v.len() as i32);
-                out.put_slice(v);
-            }
+    out.put_i32(0);
+    out.put_i16(n);
+    start
+}
+
+/// Appends one value of a DataRow (`None` for NULL).
+pub fn put_row_value(v: Option<&[u8]>, out: &mut BytesMut) {
+    match v {
+        None => out.put_i32(-1),
+        Some(v) => {
+            out.put_i32(v.len() as i32);
+            out.put_slice(v);
         }
     }
+}
+
+/// Fills in the length of the DataRow frame begun at `start`.
+pub fn end_data_row(start: usize, out: &mut BytesMut) {
     let len = (out.len() - start - 1) as i32;
     out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
 }

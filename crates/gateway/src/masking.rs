@@ -18,7 +18,7 @@ use bytes::BytesMut;
 use crate::codec::{self, Field};
 use crate::error::CodecError;
 use crate::guard::{CopyFormat, CopyOut, in_scope, mentions, name_parts};
-use crate::mask::{Detector, Masker, Strategy};
+use crate::mask::{Detector, HashMemo, Masker, Strategy};
 
 /// `column`, `table.column` or `schema.table.column`; any part may be `*`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +128,7 @@ pub struct Shape {
 pub struct SessionMasking {
     rules: Vec<MaskRule>,
     masker: Arc<Masker>,
+    memo: HashMemo,
     /// (table OID, attribute number) → the rule that masks that column whole.
     columns: HashMap<(u32, i16), usize>,
     /// Every table the catalog listed; a column of any other table is withheld.
@@ -168,6 +169,7 @@ impl SessionMasking {
             detecting: rules.iter().any(|r| !r.detectors.is_empty()),
             rules,
             masker,
+            memo: HashMemo::new(),
             columns: HashMap::new(),
             known_tables: HashSet::new(),
             views: HashMap::new(),
@@ -382,7 +384,7 @@ impl SessionMasking {
     /// Appends the CopyData frame for one masked COPY row to `out` if anything in it needs
     /// masking; says whether it did.
     pub fn copy_row(
-        &self,
+        &mut self,
         plan: &mut CopyPlan,
         row: &[u8],
         counts: &mut Counts,
@@ -474,7 +476,7 @@ impl SessionMasking {
 
     /// The DataRow body masked, or `None` if nothing in it needs masking.
     pub fn row(
-        &self,
+        &mut self,
         shape: Option<&Shape>,
         body: &[u8],
         counts: &mut Counts,
@@ -484,19 +486,26 @@ impl SessionMasking {
     }
 
     /// Appends the masked DataRow frame to `out` if anything in the row needs masking, and
-    /// says whether it did. Appending to one buffer spares an allocation per row.
+    /// says whether it did. The row is written as it is read, to one buffer shared by all rows:
+    /// no allocation and no second pass per row.
     pub fn row_into(
-        &self,
+        &mut self,
         shape: Option<&Shape>,
         body: &[u8],
         counts: &mut Counts,
         out: &mut BytesMut,
     ) -> Result<bool, CodecError> {
-        let values = codec::data_row(body)?;
-        let mut masked: Vec<Masked> = Vec::with_capacity(values.len());
+        let values = codec::data_row_values(body)?;
+        let start = codec::begin_data_row(values.count_declared(), out);
         let mut changed = false;
-        for (i, range) in values.iter().enumerate() {
-            let value = range.clone().map(|r| &body[r]);
+        for (i, range) in values.enumerate() {
+            let value = match range {
+                Ok(range) => range.map(|r| &body[r]),
+                Err(e) => {
+                    out.truncate(start);
+                    return Err(e);
+                }
+            };
             let column = shape.and_then(|s| Some((s.fields.get(i)?, *s.plan.get(i)?)));
             let m = match (value, column) {
                 (None, _) => Masked::Same,
@@ -504,26 +513,29 @@ impl SessionMasking {
                 (Some(_), None) => Masked::Withheld,
                 (Some(v), Some((f, verdict))) => self.value(f, verdict, v, counts),
             };
-            if matches!(m, Masked::Withheld) {
-                counts.add(self.withheld_slot(), 1);
+            match m {
+                Masked::Same => codec::put_row_value(value, out),
+                Masked::Withheld => {
+                    counts.add(self.withheld_slot(), 1);
+                    codec::put_row_value(None, out);
+                    changed = true;
+                }
+                Masked::To(v) => {
+                    codec::put_row_value(v.as_deref(), out);
+                    changed = true;
+                }
             }
-            changed |= !matches!(m, Masked::Same);
-            masked.push(m);
         }
         if !changed {
+            out.truncate(start);
             return Ok(false);
         }
-        let values = values.iter().zip(&masked).map(|(range, m)| match m {
-            Masked::Same => range.clone().map(|r| &body[r]),
-            Masked::Withheld => None,
-            Masked::To(v) => v.as_deref(),
-        });
-        codec::put_data_row(values, out);
+        codec::end_data_row(start, out);
         Ok(true)
     }
 
     fn value(
-        &self,
+        &mut self,
         f: &Field,
         verdict: Result<Option<usize>, ()>,
         v: &[u8],
@@ -546,7 +558,7 @@ impl SessionMasking {
                 };
                 return Masked::To(
                     self.masker
-                        .replace(rule.strategy, &text)
+                        .replace(rule.strategy, &text, &mut self.memo)
                         .map(|s| encode(f, s, true)),
                 );
             }
@@ -578,9 +590,13 @@ impl SessionMasking {
             }
             let mut found = [0u32; 6];
             let input = current.as_deref().unwrap_or(&text);
-            let result = self
-                .masker
-                .scrub(&rule.detectors, rule.strategy, input, &mut found);
+            let result = self.masker.scrub(
+                &rule.detectors,
+                rule.strategy,
+                input,
+                &mut found,
+                &mut self.memo,
+            );
             for (d, &n) in found.iter().enumerate() {
                 if n > 0 {
                     counts.add(i * SLOTS_PER_RULE + 1 + d, n as u64);
@@ -918,7 +934,7 @@ mod tests {
     /// Masks one row of `input` described by `fields`: the row's values after masking, or
     /// `None` if it passes unchanged.
     fn mask(
-        s: &SessionMasking,
+        s: &mut SessionMasking,
         fields: &[Field],
         input: &[Option<&[u8]>],
         counts: &mut Counts,
@@ -931,7 +947,7 @@ mod tests {
 
     #[test]
     fn columns_are_masked_by_identity_whatever_they_are_called() {
-        let s = session(&[rule(&["public.customers.email"], &[], Strategy::Redact)]);
+        let mut s = session(&[rule(&["public.customers.email"], &[], Strategy::Redact)]);
         let fields = [
             field("id", 100, 1, INT4, 0),
             field("e", 100, 2, TEXT, 0), // SELECT email AS e
@@ -939,7 +955,7 @@ mod tests {
         let mut counts = Counts::default();
         assert_eq!(
             mask(
-                &s,
+                &mut s,
                 &fields,
                 &[Some(b"7"), Some(b"a@example.com")],
                 &mut counts
@@ -949,40 +965,45 @@ mod tests {
         assert_eq!(s.named(&counts)["pii"], 1);
         // NULL stays NULL and is not counted.
         let mut counts = Counts::default();
-        assert!(mask(&s, &fields, &[Some(b"7"), None], &mut counts).is_none());
+        assert!(mask(&mut s, &fields, &[Some(b"7"), None], &mut counts).is_none());
         assert!(counts.is_empty());
     }
 
     #[test]
     fn what_cannot_be_masked_safely_is_withheld() {
-        let s = session(&[rule(&["email"], &["card"], Strategy::Partial { keep: 4 })]);
+        let mut s = session(&[rule(&["email"], &["card"], Strategy::Partial { keep: 4 })]);
         let mut counts = Counts::default();
         // A table created after login: unknown, withheld.
         let fields = [field("x", 999, 1, TEXT, 0)];
         assert_eq!(
-            mask(&s, &fields, &[Some(b"hi")], &mut counts),
+            mask(&mut s, &fields, &[Some(b"hi")], &mut counts),
             Some(vec![None])
         );
         // A card number stored as a bigint, sent in binary: withheld.
         let fields = [field("n", 0, 0, INT8, 1)];
         let v = 4111111111111111i64.to_be_bytes();
         assert_eq!(
-            mask(&s, &fields, &[Some(&v)], &mut counts),
+            mask(&mut s, &fields, &[Some(&v)], &mut counts),
             Some(vec![None])
         );
         // The same in text format: still withheld, `*****` is no bigint.
         let fields_text = [field("n", 0, 0, INT8, 0)];
         assert_eq!(
-            mask(&s, &fields_text, &[Some(b"4111111111111111")], &mut counts),
+            mask(
+                &mut s,
+                &fields_text,
+                &[Some(b"4111111111111111")],
+                &mut counts
+            ),
             Some(vec![None])
         );
         // A plain bigint passes.
         let v = 42i64.to_be_bytes();
-        assert!(mask(&s, &fields, &[Some(&v)], &mut counts).is_none());
+        assert!(mask(&mut s, &fields, &[Some(&v)], &mut counts).is_none());
         // A binary type the gateway cannot read (bytea): withheld while detectors run.
         let fields = [field("b", 0, 0, 17, 1)];
         assert_eq!(
-            mask(&s, &fields, &[Some(b"\x00\x01")], &mut counts),
+            mask(&mut s, &fields, &[Some(b"\x00\x01")], &mut counts),
             Some(vec![None])
         );
         // No row description at all: withheld.
@@ -996,13 +1017,13 @@ mod tests {
 
     #[test]
     fn detectors_mask_inside_text_in_either_format() {
-        let s = session(&[rule(&[], &["card", "email"], Strategy::Partial { keep: 4 })]);
+        let mut s = session(&[rule(&[], &["card", "email"], Strategy::Partial { keep: 4 })]);
         let mut counts = Counts::default();
         for format in [0, 1] {
             let fields = [field("note", 100, 3, TEXT, format)];
             let input = b"card 4111 1111 1111 1111, mail bob@example.com";
             assert_eq!(
-                mask(&s, &fields, &[Some(input)], &mut counts),
+                mask(&mut s, &fields, &[Some(input)], &mut counts),
                 Some(vec![Some(
                     b"card ***************1111, mail ***********.com".to_vec()
                 )])
@@ -1014,7 +1035,7 @@ mod tests {
         let fields = [field("doc", 0, 0, JSONB, 1)];
         assert_eq!(
             mask(
-                &s,
+                &mut s,
                 &fields,
                 &[Some(b"\x01{\"to\": \"bob@example.com\"}")],
                 &mut counts
@@ -1036,14 +1057,14 @@ mod tests {
         let mut counts = Counts::default();
         for (oid, masked) in [(200, true), (300, true), (400, false)] {
             let fields = [field("x", oid, 1, TEXT, 0)];
-            let out = mask(&s, &fields, &[Some(b"v")], &mut counts);
+            let out = mask(&mut s, &fields, &[Some(b"v")], &mut counts);
             assert_eq!(out.is_some(), masked, "view {oid}");
         }
     }
 
     #[test]
     fn copy_rows_are_masked_in_text_and_csv() {
-        let s = session(&[
+        let mut s = session(&[
             rule(&["customers.email"], &[], Strategy::Redact),
             MaskRule {
                 name: "cards".into(),

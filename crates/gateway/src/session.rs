@@ -1032,7 +1032,7 @@ impl<'a> Session<'a> {
         span: std::ops::Range<usize>,
         patches: &mut Vec<Patch>,
     ) -> Result<()> {
-        let Some(m) = &self.masking else {
+        let Some(m) = &mut self.masking else {
             return Ok(());
         };
         let simple = matches!(self.ready_for.front(), Some(Some(_)));
