@@ -5,10 +5,9 @@
 //! `audit verify --archive` walks archive and live log as one chain.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::AuditError;
-use crate::chain::{Hash, Skeleton};
+use crate::chain::{Hash, Skeleton, sha256};
 use crate::retention::Candidate;
 use crate::signing::Gap;
 use crate::verify::Item;
@@ -153,14 +152,14 @@ pub fn encode(name: &str, items: &[SegmentItem]) -> Result<(Vec<u8>, Manifest), 
         last_seq,
         events,
         bytes: bytes.len() as u64,
-        sha256: Sha256::digest(&bytes).into(),
+        sha256: sha256(&bytes),
     };
     Ok((bytes, manifest))
 }
 
 /// Checks a segment against its manifest and decodes it.
 pub fn decode(bytes: &[u8], manifest: &Manifest) -> Result<Vec<SegmentItem>, AuditError> {
-    let digest: Hash = Sha256::digest(bytes).into();
+    let digest = sha256(bytes);
     if digest != manifest.sha256 {
         return Err(AuditError::Archive(format!(
             "segment {} does not match its manifest's checksum",

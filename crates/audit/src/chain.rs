@@ -6,7 +6,7 @@
 //! retention and erasure can delete it while the skeleton still verifies, and a deleted payload
 //! cannot be confirmed by guessing it (the salt is gone with it).
 
-use sha2::{Digest, Sha256};
+use ring::digest::{Context, SHA256, digest};
 
 /// A SHA-256 digest.
 pub type Hash = [u8; 32];
@@ -70,7 +70,7 @@ impl Skeleton<'_> {
         scratch.clear();
         scratch.extend_from_slice(prev);
         self.encode(scratch);
-        Sha256::digest(scratch.as_slice()).into()
+        sha256(scratch)
     }
 }
 
@@ -81,10 +81,20 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 
 /// `SHA-256(salt ‖ payload)`.
 pub fn commitment(salt: &[u8], payload: &[u8]) -> Hash {
-    let mut h = Sha256::new();
+    let mut h = Context::new(&SHA256);
     h.update(salt);
     h.update(payload);
-    h.finalize().into()
+    into_hash(h.finish())
+}
+
+/// SHA-256, by ring: its assembly is about twice as fast as the `sha2` crate on CPUs without
+/// SHA instructions, and hashing is a fifth of what verification costs.
+pub fn sha256(bytes: &[u8]) -> Hash {
+    into_hash(digest(&SHA256, bytes))
+}
+
+fn into_hash(d: ring::digest::Digest) -> Hash {
+    d.as_ref().try_into().expect("SHA-256 gives 32 bytes")
 }
 
 /// A fresh random salt for one payload.

@@ -8,7 +8,6 @@ use std::path::Path;
 
 use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::AuditError;
 use crate::chain::Hash;
@@ -18,7 +17,7 @@ const GAP_DOMAIN: &[u8] = b"jitgate-gap-v1";
 
 /// The short name of a public key: the first 8 bytes of its SHA-256, in hex.
 pub fn key_id(public: &VerifyingKey) -> String {
-    hex::encode(&Sha256::digest(public.as_bytes())[..8])
+    hex::encode(&crate::chain::sha256(public.as_bytes())[..8])
 }
 
 /// The private key that signs checkpoints.
