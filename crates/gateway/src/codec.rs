@@ -218,6 +218,11 @@ impl DataRowValues<'_> {
     pub fn count_declared(&self) -> i16 {
         self.left
     }
+
+    /// Where in the body the next value's length is, or where the values ended.
+    pub fn position(&self) -> usize {
+        self.at
+    }
 }
 
 impl Iterator for DataRowValues<'_> {

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::LazyLock;
 
+use bytes::BufMut;
 use regex::Regex;
 use ring::hmac;
 use siphasher::sip128::{Hasher128, SipHasher13};
@@ -277,51 +278,68 @@ impl Masker {
 
     /// The replacement for `value`, or `None` for NULL. `memo` remembers hashes already made.
     pub fn replace(&self, strategy: Strategy, value: &str, memo: &mut HashMemo) -> Option<String> {
+        let mut out = Vec::new();
+        self.write(strategy, value, memo, &mut out)
+            .then(|| String::from_utf8(out).expect("replacements are text"))
+    }
+
+    /// Appends the replacement for `value` to `out`; `false` (with nothing appended) means
+    /// NULL. The gateway writes masked values straight into the row it sends.
+    pub fn write(
+        &self,
+        strategy: Strategy,
+        value: &str,
+        memo: &mut HashMemo,
+        out: &mut impl BufMut,
+    ) -> bool {
         match strategy {
-            Strategy::Redact => Some(REDACTED.to_owned()),
+            Strategy::Redact => out.put_slice(REDACTED.as_bytes()),
             Strategy::Partial { keep } => {
-                let n = value.chars().count();
+                let n = if value.is_ascii() {
+                    value.len()
+                } else {
+                    value.chars().count()
+                };
                 let kept = n.min(keep).min(n / 2); // never reveal more than half
                 let tail = value
                     .char_indices()
                     .nth(n - kept)
                     .map_or(value.len(), |(i, _)| i);
-                let mut out = String::with_capacity(n - kept + value.len() - tail);
                 let mut stars = n - kept;
                 while stars > 0 {
                     let k = stars.min(STARS.len());
-                    out.push_str(&STARS[..k]);
+                    out.put_slice(&STARS.as_bytes()[..k]);
                     stars -= k;
                 }
-                out.push_str(&value[tail..]);
-                Some(out)
+                out.put_slice(&value.as_bytes()[tail..]);
             }
-            Strategy::Hash => Some(self.hash(value, memo)),
-            Strategy::Null => None,
+            Strategy::Hash => {
+                let mut hex = [0u8; 16];
+                for (pair, b) in hex.chunks_exact_mut(2).zip(self.hash(value, memo)) {
+                    pair[0] = HEX[(b >> 4) as usize];
+                    pair[1] = HEX[(b & 15) as usize];
+                }
+                out.put_slice(&hex);
+            }
+            Strategy::Null => return false,
         }
+        true
     }
 
-    fn hash(&self, value: &str, memo: &mut HashMemo) -> String {
+    /// The first 8 bytes of the value's HMAC-SHA-256, written out as 16 hex characters.
+    fn hash(&self, value: &str, memo: &mut HashMemo) -> [u8; 8] {
         let fingerprint = memo.fingerprint(value);
-        let tag = match memo.seen.get(&fingerprint) {
-            Some(tag) => *tag,
-            None => {
-                let tag: [u8; 8] = hmac::sign(&self.keyed, value.as_bytes()).as_ref()[..8]
-                    .try_into()
-                    .expect("HMAC-SHA-256 gives 32 bytes");
-                if memo.seen.len() >= HashMemo::ENTRIES {
-                    memo.seen.clear();
-                }
-                memo.seen.insert(fingerprint, tag);
-                tag
-            }
-        };
-        let mut out = String::with_capacity(16);
-        for b in &tag {
-            out.push(char::from(HEX[(b >> 4) as usize]));
-            out.push(char::from(HEX[(b & 15) as usize]));
+        if let Some(tag) = memo.seen.get(&fingerprint) {
+            return *tag;
         }
-        out
+        let tag: [u8; 8] = hmac::sign(&self.keyed, value.as_bytes()).as_ref()[..8]
+            .try_into()
+            .expect("HMAC-SHA-256 gives 32 bytes");
+        if memo.seen.len() >= HashMemo::ENTRIES {
+            memo.seen.clear();
+        }
+        memo.seen.insert(fingerprint, tag);
+        tag
     }
 
     /// `text` with every span the detectors find replaced, and how many spans each detector

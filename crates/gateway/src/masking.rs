@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 
 use crate::codec::{self, Field};
 use crate::error::CodecError;
@@ -118,10 +118,25 @@ impl Counts {
 }
 
 /// A row description with each column's verdict worked out once, not once per value: the rule
-/// that masks it whole, or `Err` if it must be withheld.
+/// that masks it whole, or `Err` if it must be withheld; and from it, what to do with each of
+/// its values.
 pub struct Shape {
     fields: Vec<Field>,
     plan: Vec<Result<Option<usize>, ()>>,
+    actions: Vec<Action>,
+}
+
+/// What [`SessionMasking::row_into`] does with a column's values, decided from its description.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// Passed as it is: no rule masks it and no detector looks at it.
+    Keep,
+    /// Text that detectors look at: passed as it is unless one of them could find something.
+    Detect,
+    /// A plain text column that a rule masks whole: replaced in place.
+    Replace(usize),
+    /// Everything else (withheld columns, JSON, binary numbers): judged value by value.
+    Judge,
 }
 
 /// The masking rules of one session, with its view of the catalog.
@@ -147,6 +162,8 @@ pub struct SessionMasking {
     masked_names: HashMap<String, usize>,
     by_column: bool,
     detecting: bool,
+    /// Every detector of every rule, for the prefilter that most values stop at.
+    detectors: Vec<Detector>,
 }
 
 impl SessionMasking {
@@ -167,6 +184,10 @@ impl SessionMasking {
         Some(SessionMasking {
             by_column: rules.iter().any(|r| !r.columns.is_empty()),
             detecting: rules.iter().any(|r| !r.detectors.is_empty()),
+            detectors: Detector::ALL
+                .into_iter()
+                .filter(|d| rules.iter().any(|r| r.detectors.contains(d)))
+                .collect(),
             rules,
             masker,
             memo: HashMemo::new(),
@@ -464,14 +485,34 @@ impl SessionMasking {
     /// Works out each column's verdict for rows of this description; `taint` is the rule
     /// for computed columns, from [`SessionMasking::taint`] of the statement.
     pub fn shape(&self, fields: Vec<Field>, taint: Option<usize>) -> Shape {
-        let plan = fields
+        let plan: Vec<_> = fields
             .iter()
             .map(|f| match self.column_rule(f) {
                 Ok(None) if f.table_oid == 0 => Ok(taint),
                 verdict => verdict,
             })
             .collect();
-        Shape { fields, plan }
+        let actions = fields
+            .iter()
+            .zip(&plan)
+            .map(|(f, verdict)| match verdict {
+                // Types whose text is the value itself, in either format (not JSON, whose
+                // masks are JSON strings, nor jsonb, whose binary form has a version byte).
+                Ok(Some(rule))
+                    if matches!(f.type_oid, TEXT | VARCHAR | BPCHAR | NAME | UNKNOWN) =>
+                {
+                    Action::Replace(*rule)
+                }
+                Ok(None) if !self.detecting => Action::Keep,
+                Ok(None) if f.format == 0 || is_text_type(f.type_oid) => Action::Detect,
+                _ => Action::Judge,
+            })
+            .collect();
+        Shape {
+            fields,
+            plan,
+            actions,
+        }
     }
 
     /// The DataRow body masked, or `None` if nothing in it needs masking.
@@ -487,7 +528,8 @@ impl SessionMasking {
 
     /// Appends the masked DataRow frame to `out` if anything in the row needs masking, and
     /// says whether it did. The row is written as it is read, to one buffer shared by all rows:
-    /// no allocation and no second pass per row.
+    /// runs of values that pass unchanged are copied whole, replacements are written in place,
+    /// and nothing is allocated for a value seen before.
     pub fn row_into(
         &mut self,
         shape: Option<&Shape>,
@@ -495,43 +537,87 @@ impl SessionMasking {
         counts: &mut Counts,
         out: &mut BytesMut,
     ) -> Result<bool, CodecError> {
-        let values = codec::data_row_values(body)?;
+        let mut values = codec::data_row_values(body)?;
         let start = codec::begin_data_row(values.count_declared(), out);
+        // Where the values not yet copied to `out` begin: each runs from its length to its end.
+        let mut unwritten = values.position();
         let mut changed = false;
-        for (i, range) in values.enumerate() {
-            let value = match range {
-                Ok(range) => range.map(|r| &body[r]),
-                Err(e) => {
+        let mut i = 0;
+        loop {
+            let value_start = values.position();
+            let value = match values.next() {
+                None => break,
+                Some(Ok(range)) => range.map(|r| &body[r]),
+                Some(Err(e)) => {
                     out.truncate(start);
                     return Err(e);
                 }
             };
-            let column = shape.and_then(|s| Some((s.fields.get(i)?, *s.plan.get(i)?)));
-            let m = match (value, column) {
-                (None, _) => Masked::Same,
-                // No description to judge it by: fail closed.
-                (Some(_), None) => Masked::Withheld,
-                (Some(v), Some((f, verdict))) => self.value(f, verdict, v, counts),
+            let column =
+                shape.and_then(|s| Some((s.fields.get(i)?, *s.plan.get(i)?, *s.actions.get(i)?)));
+            i += 1;
+            let Some(v) = value else {
+                continue; // NULL stays NULL
             };
-            match m {
-                Masked::Same => codec::put_row_value(value, out),
-                Masked::Withheld => {
+            let mut replace = |out: &mut BytesMut| {
+                out.extend_from_slice(&body[unwritten..value_start]);
+                changed = true;
+            };
+            // A whole-column mask is written in place when the value is valid text.
+            let text = match column {
+                Some((_, _, Action::Replace(_))) => std::str::from_utf8(v).ok(),
+                _ => None,
+            };
+            match (column, text) {
+                (None, _) => {
+                    // No description to judge it by: fail closed.
+                    replace(out);
                     counts.add(self.withheld_slot(), 1);
                     codec::put_row_value(None, out);
-                    changed = true;
                 }
-                Masked::To(v) => {
-                    codec::put_row_value(v.as_deref(), out);
-                    changed = true;
+                (Some((_, _, Action::Keep)), _) => continue,
+                (Some((f, _, Action::Detect)), _) if !self.plausible(strip(f, v)) => continue,
+                (Some((_, _, Action::Replace(rule))), Some(text)) => {
+                    replace(out);
+                    counts.add(rule * SLOTS_PER_RULE, 1);
+                    let len_at = out.len();
+                    out.put_i32(0);
+                    let strategy = self.rules[rule].strategy;
+                    if self.masker.write(strategy, text, &mut self.memo, out) {
+                        let len = (out.len() - len_at - 4) as i32;
+                        out[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
+                    } else {
+                        out.truncate(len_at);
+                        codec::put_row_value(None, out);
+                    }
                 }
+                (Some((f, verdict, _)), _) => match self.value(f, verdict, v, counts) {
+                    Masked::Same => continue,
+                    Masked::Withheld => {
+                        replace(out);
+                        counts.add(self.withheld_slot(), 1);
+                        codec::put_row_value(None, out);
+                    }
+                    Masked::To(v) => {
+                        replace(out);
+                        codec::put_row_value(v.as_deref(), out);
+                    }
+                },
             }
+            unwritten = values.position();
         }
         if !changed {
             out.truncate(start);
             return Ok(false);
         }
+        out.extend_from_slice(&body[unwritten..values.position()]);
         codec::end_data_row(start, out);
         Ok(true)
+    }
+
+    /// Whether any rule's detectors could find something in these bytes.
+    fn plausible(&self, bytes: &[u8]) -> bool {
+        Detector::any_plausible(&self.detectors, bytes)
     }
 
     fn value(
@@ -553,7 +639,8 @@ impl SessionMasking {
                     return Masked::To(None);
                 }
                 // A masked value of a non-text type has no valid encoding.
-                let Some(text) = text_like.then(|| readable(f, v)).flatten() else {
+                let mut digits = itoa::Buffer::new();
+                let Some(text) = text_like.then(|| readable(f, v, &mut digits)).flatten() else {
                     return Masked::Withheld;
                 };
                 return Masked::To(
@@ -567,15 +654,11 @@ impl SessionMasking {
         if !self.detecting {
             return Masked::Same;
         }
-        if (f.format == 0 || is_text_type(f.type_oid))
-            && !self
-                .rules
-                .iter()
-                .any(|r| Detector::any_plausible(&r.detectors, strip(f, v)))
-        {
+        if (f.format == 0 || is_text_type(f.type_oid)) && !self.plausible(strip(f, v)) {
             return Masked::Same;
         }
-        let Some(text) = readable(f, v) else {
+        let mut digits = itoa::Buffer::new();
+        let Some(text) = readable(f, v, &mut digits) else {
             // A binary value the gateway cannot read as text or digits.
             return if is_opaque_safe(f.type_oid) {
                 Masked::Same
@@ -583,6 +666,10 @@ impl SessionMasking {
                 Masked::Withheld
             };
         };
+        // Binary numbers are judged here, before anything is allocated for them.
+        if !self.plausible(text.as_bytes()) {
+            return Masked::Same;
+        }
         let mut current: Option<String> = None;
         for (i, rule) in self.rules.iter().enumerate() {
             if rule.detectors.is_empty() {
@@ -823,8 +910,8 @@ fn strip<'a>(f: &Field, v: &'a [u8]) -> &'a [u8] {
 }
 
 /// The value as text detectors can read: text as it is (lossily if it is not UTF-8), binary
-/// integers and numerics as their digits.
-fn readable<'a>(f: &Field, v: &'a [u8]) -> Option<Cow<'a, str>> {
+/// integers and numerics as their digits (integers written into `digits`, not allocated).
+fn readable<'a>(f: &Field, v: &'a [u8], digits: &'a mut itoa::Buffer) -> Option<Cow<'a, str>> {
     if f.format == 0 || is_text_type(f.type_oid) {
         let v = strip(f, v);
         // The strict check is the fast one; the lossy one only for what fails it.
@@ -833,14 +920,13 @@ fn readable<'a>(f: &Field, v: &'a [u8]) -> Option<Cow<'a, str>> {
             Err(_) => String::from_utf8_lossy(v),
         });
     }
-    let owned = match (f.type_oid, v.len()) {
-        (INT2, 2) => i16::from_be_bytes([v[0], v[1]]).to_string(),
-        (INT4, 4) => i32::from_be_bytes([v[0], v[1], v[2], v[3]]).to_string(),
-        (INT8, 8) => i64::from_be_bytes(v.try_into().ok()?).to_string(),
-        (NUMERIC, _) => numeric_digits(v)?,
+    Some(match (f.type_oid, v.len()) {
+        (INT2, 2) => Cow::Borrowed(digits.format(i16::from_be_bytes([v[0], v[1]]))),
+        (INT4, 4) => Cow::Borrowed(digits.format(i32::from_be_bytes([v[0], v[1], v[2], v[3]]))),
+        (INT8, 8) => Cow::Borrowed(digits.format(i64::from_be_bytes(v.try_into().ok()?))),
+        (NUMERIC, _) => Cow::Owned(numeric_digits(v)?),
         _ => return None,
-    };
-    Some(Cow::Owned(owned))
+    })
 }
 
 /// The digits of a binary numeric, base-10000 groups written out (sign and point dropped):
@@ -967,6 +1053,75 @@ mod tests {
         let mut counts = Counts::default();
         assert!(mask(&mut s, &fields, &[Some(b"7"), None], &mut counts).is_none());
         assert!(counts.is_empty());
+    }
+
+    #[test]
+    fn values_around_masked_ones_pass_byte_for_byte_in_any_order() {
+        // Every arrangement of kept, NULL, whole-column and detected values in one row: the
+        // unchanged ones are copied in runs around those written in place.
+        let mut s = session(&[
+            rule(&["customers.email"], &[], Strategy::Partial { keep: 4 }),
+            rule(&["customers.note"], &["card"], Strategy::Hash),
+        ]);
+        s.catalog_read();
+        // (column, value, whether it is masked)
+        let kinds: [(Field, &[u8], bool); 5] = [
+            (field("id", 100, 1, INT4, 1), &7i32.to_be_bytes(), false),
+            (field("email", 100, 2, TEXT, 1), b"bob@example.com", true),
+            (field("note", 100, 3, VARCHAR, 0), b"call me", true),
+            (
+                field("free", 0, 0, TEXT, 0),
+                b"card 4111 1111 1111 1111!",
+                true,
+            ),
+            (field("free", 0, 0, TEXT, 0), b"nothing to see", false),
+        ];
+        let mut memo = HashMemo::new();
+        let masker = Masker::new([1; 32]);
+        let hash = |v: &str, memo: &mut HashMemo| masker.replace(Strategy::Hash, v, memo).unwrap();
+        let expected_note = hash("call me", &mut memo);
+        let expected_card = format!("card {}!", hash("4111 1111 1111 1111", &mut memo));
+        for order in 0..5usize.pow(4) {
+            let picks: Vec<usize> = (0..4).map(|k| order / 5usize.pow(k) % 5).collect();
+            for null_at in 0..5 {
+                let mut fields = Vec::new();
+                let mut input: Vec<Option<&[u8]>> = Vec::new();
+                let mut want: Vec<Option<Vec<u8>>> = Vec::new();
+                for (at, &k) in picks.iter().enumerate() {
+                    if at == null_at {
+                        fields.push(field("n", 0, 0, TEXT, 0));
+                        input.push(None);
+                        want.push(None);
+                    }
+                    let (f, v, _) = &kinds[k];
+                    fields.push(f.clone());
+                    input.push(Some(v));
+                    want.push(Some(match k {
+                        1 => b"***********.com".to_vec(),
+                        2 => expected_note.clone().into_bytes(),
+                        3 => expected_card.clone().into_bytes(),
+                        _ => v.to_vec(),
+                    }));
+                }
+                let changes = picks.iter().any(|&k| kinds[k].2);
+                let got = mask(&mut s, &fields, &input, &mut Counts::default());
+                if changes {
+                    assert_eq!(got, Some(want), "{picks:?}, NULL at {null_at}");
+                } else {
+                    assert_eq!(got, None, "{picks:?}");
+                }
+            }
+        }
+        // A row that breaks off mid-value is an error and leaves the buffer as it was.
+        let shape = s.shape(vec![field("email", 100, 2, TEXT, 0)], None);
+        let mut broken = row(&[Some(b"bob@example.com")]);
+        broken.truncate(broken.len() - 3);
+        let mut out = BytesMut::from(&b"before"[..]);
+        assert!(
+            s.row_into(Some(&shape), &broken[5..], &mut Counts::default(), &mut out)
+                .is_err()
+        );
+        assert_eq!(&out[..], b"before");
     }
 
     #[test]
