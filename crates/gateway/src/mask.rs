@@ -58,19 +58,34 @@ impl Detector {
     /// Whether `text` could hold what this detector finds, judged from a single pass over it:
     /// most values hold nothing, and this spares them the regular expressions.
     fn plausible(self, s: &mut Scan<'_>) -> bool {
-        // Lengths first: the shortest text each could match.
+        if s.text.len() < self.min_len() {
+            return false;
+        }
         match self {
-            Detector::Email => s.text.len() >= 6 && s.text.contains(&b'@'),
-            Detector::Card => s.text.len() >= 13 && s.digits() >= 13,
-            Detector::Iban => s.text.len() >= 15 && s.digits() >= 2 && s.upper() >= 2,
-            Detector::Ssn => s.text.len() >= 11 && s.digits() >= 9,
-            Detector::Phone => s.text.len() >= 9 && s.digits() >= 7,
+            Detector::Email => s.text.contains(&b'@'),
+            Detector::Card => s.digits() >= 13,
+            Detector::Iban => s.digits() >= 2 && s.upper() >= 2,
+            Detector::Ssn => s.digits() >= 9,
+            Detector::Phone => s.digits() >= 7,
             Detector::Secret => {
                 s.upper() >= 2
                     && [&b"AKIA"[..], b"ASIA", b"eyJ", b"-----BEGIN"]
                         .iter()
                         .any(|p| s.text.windows(p.len()).any(|w| w == *p))
             }
+        }
+    }
+
+    /// The length of the shortest text this detector could find anything in: a value shorter
+    /// than every detector's is passed without looking at it.
+    pub fn min_len(self) -> usize {
+        match self {
+            Detector::Email => 6,
+            Detector::Card => 13,
+            Detector::Iban => 15,
+            Detector::Ssn => 11,
+            Detector::Phone => 9,
+            Detector::Secret => 3,
         }
     }
 
@@ -295,16 +310,21 @@ impl Masker {
         match strategy {
             Strategy::Redact => out.put_slice(REDACTED.as_bytes()),
             Strategy::Partial { keep } => {
-                let n = if value.is_ascii() {
+                let ascii = value.is_ascii();
+                let n = if ascii {
                     value.len()
                 } else {
                     value.chars().count()
                 };
                 let kept = n.min(keep).min(n / 2); // never reveal more than half
-                let tail = value
-                    .char_indices()
-                    .nth(n - kept)
-                    .map_or(value.len(), |(i, _)| i);
+                let tail = if ascii {
+                    value.len() - kept
+                } else {
+                    value
+                        .char_indices()
+                        .nth(n - kept)
+                        .map_or(value.len(), |(i, _)| i)
+                };
                 let mut stars = n - kept;
                 while stars > 0 {
                     let k = stars.min(STARS.len());

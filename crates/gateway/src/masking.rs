@@ -164,6 +164,8 @@ pub struct SessionMasking {
     detecting: bool,
     /// Every detector of every rule, for the prefilter that most values stop at.
     detectors: Vec<Detector>,
+    /// The shortest value any of them could find something in.
+    shortest_detectable: usize,
 }
 
 impl SessionMasking {
@@ -188,6 +190,12 @@ impl SessionMasking {
                 .into_iter()
                 .filter(|d| rules.iter().any(|r| r.detectors.contains(d)))
                 .collect(),
+            shortest_detectable: rules
+                .iter()
+                .flat_map(|r| &r.detectors)
+                .map(|d| d.min_len())
+                .min()
+                .unwrap_or(usize::MAX),
             rules,
             masker,
             memo: HashMemo::new(),
@@ -504,6 +512,16 @@ impl SessionMasking {
                     Action::Replace(*rule)
                 }
                 Ok(None) if !self.detecting => Action::Keep,
+                // A binary integer too short, written out, for any detector.
+                Ok(None)
+                    if f.format == 1
+                        && matches!(
+                            (f.type_oid, self.shortest_detectable),
+                            (INT2, 7..) | (INT4, 12..)
+                        ) =>
+                {
+                    Action::Keep
+                }
                 Ok(None) if f.format == 0 || is_text_type(f.type_oid) => Action::Detect,
                 _ => Action::Judge,
             })
@@ -617,7 +635,7 @@ impl SessionMasking {
 
     /// Whether any rule's detectors could find something in these bytes.
     fn plausible(&self, bytes: &[u8]) -> bool {
-        Detector::any_plausible(&self.detectors, bytes)
+        bytes.len() >= self.shortest_detectable && Detector::any_plausible(&self.detectors, bytes)
     }
 
     fn value(
