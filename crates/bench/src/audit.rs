@@ -127,7 +127,7 @@ pub async fn run(events: u64, writers: usize) -> anyhow::Result<()> {
 }
 
 fn event(ts: Timestamp, i: u64) -> EventDraft {
-    let action = if i % 10 == 0 {
+    let action = if i.is_multiple_of(10) {
         "grant.activated"
     } else {
         "session.statement"

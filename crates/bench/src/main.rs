@@ -183,10 +183,10 @@ where
             let mut lat = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                if let Err(e) = op(client.clone()).await {
-                    if errors.fetch_add(1, Ordering::Relaxed) == 0 {
-                        eprintln!("first error: {e:#}");
-                    }
+                if let Err(e) = op(client.clone()).await
+                    && errors.fetch_add(1, Ordering::Relaxed) == 0
+                {
+                    eprintln!("first error: {e:#}");
                 }
                 lat.push(t.elapsed().as_secs_f64() * 1000.0);
             }

@@ -224,9 +224,25 @@ fn an_inserted_event_with_rechained_hashes_fails_the_next_checkpoint() {
     expect(&log, 16, ProblemKind::Mismatch);
 }
 
+/// An event's kept fields as stored: seq, ts_us, actor, action, outcome, the five optional
+/// references, and the payload commitment.
+type StoredFields = (
+    i64,
+    i64,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Vec<u8>,
+);
+
 /// Recomputes every stored hash from the fields, as an attacker who knows the encoding would.
 fn rechain(c: &Connection) {
-    let rows: Vec<(i64, i64, String, String, String, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>, Vec<u8>)> = c
+    let rows: Vec<StoredFields> = c
         .prepare("SELECT seq, ts_us, actor, action, outcome, resource, subject, request_id, grant_id, session_id, commitment FROM audit_events ORDER BY seq")
         .unwrap()
         .query_map([], |r| {
