@@ -239,8 +239,8 @@ impl Iterator for DataRowValues<'_> {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        // Capped: a malformed count must not reserve a huge vector.
-        ((self.left as usize).min(1664), Some(self.left as usize))
+        // No lower bound: a malformed value ends the row early.
+        (0, Some(self.left as usize))
     }
 }
 

@@ -577,7 +577,8 @@ impl SessionMasking {
             let Some(v) = value else {
                 continue; // NULL stays NULL
             };
-            let mut replace = |out: &mut BytesMut| {
+            // Before a value is written changed: the unchanged ones before it, as they came.
+            let mut flush_unchanged = |out: &mut BytesMut| {
                 out.extend_from_slice(&body[unwritten..value_start]);
                 changed = true;
             };
@@ -589,14 +590,14 @@ impl SessionMasking {
             match (column, text) {
                 (None, _) => {
                     // No description to judge it by: fail closed.
-                    replace(out);
+                    flush_unchanged(out);
                     counts.add(self.withheld_slot(), 1);
                     codec::put_row_value(None, out);
                 }
                 (Some((_, _, Action::Keep)), _) => continue,
                 (Some((f, _, Action::Detect)), _) if !self.plausible(strip(f, v)) => continue,
                 (Some((_, _, Action::Replace(rule))), Some(text)) => {
-                    replace(out);
+                    flush_unchanged(out);
                     counts.add(rule * SLOTS_PER_RULE, 1);
                     let len_at = out.len();
                     out.put_i32(0);
@@ -612,12 +613,12 @@ impl SessionMasking {
                 (Some((f, verdict, _)), _) => match self.value(f, verdict, v, counts) {
                     Masked::Same => continue,
                     Masked::Withheld => {
-                        replace(out);
+                        flush_unchanged(out);
                         counts.add(self.withheld_slot(), 1);
                         codec::put_row_value(None, out);
                     }
                     Masked::To(v) => {
-                        replace(out);
+                        flush_unchanged(out);
                         codec::put_row_value(v.as_deref(), out);
                     }
                 },
