@@ -190,30 +190,26 @@ static SECRET: LazyLock<Regex> = LazyLock::new(|| {
     ))
 });
 
-fn digits(s: &str) -> impl Iterator<Item = u32> + '_ {
-    s.chars().filter_map(|c| c.to_digit(10))
+fn digits(s: &str) -> impl DoubleEndedIterator<Item = u32> + '_ {
+    s.bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|b| u32::from(b - b'0'))
 }
 
-/// The Luhn check over the digits of `s` (13 to 19 of them).
+/// The Luhn check over the digits of `s` (13 to 19 of them), read from the right without
+/// collecting them: it runs on every candidate the card pattern finds.
 pub fn luhn_ok(s: &str) -> bool {
-    let d: Vec<u32> = digits(s).collect();
-    if !(13..=19).contains(&d.len()) {
-        return false;
+    let (mut n, mut sum) = (0usize, 0u32);
+    for (i, x) in digits(s).rev().enumerate() {
+        sum += if i % 2 == 1 {
+            let y = x * 2;
+            if y > 9 { y - 9 } else { y }
+        } else {
+            x
+        };
+        n = i + 1;
     }
-    let sum: u32 = d
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, &x)| {
-            if i % 2 == 1 {
-                let y = x * 2;
-                if y > 9 { y - 9 } else { y }
-            } else {
-                x
-            }
-        })
-        .sum();
-    sum.is_multiple_of(10)
+    (13..=19).contains(&n) && sum.is_multiple_of(10)
 }
 
 /// ISO 13616: move the first four characters to the end, letters to numbers, mod 97 == 1.
@@ -243,8 +239,16 @@ fn iban_remainder(compact: &[char]) -> Option<u32> {
 
 /// Area 001–899 except 666, group 01–99, serial 0001–9999.
 pub fn ssn_ok(s: &str) -> bool {
-    let d: Vec<u32> = digits(s).collect();
-    if d.len() != 9 {
+    let mut d = [0u32; 9];
+    let mut n = 0;
+    for x in digits(s) {
+        if n == 9 {
+            return false;
+        }
+        d[n] = x;
+        n += 1;
+    }
+    if n != 9 {
         return false;
     }
     let area = d[0] * 100 + d[1] * 10 + d[2];
@@ -580,6 +584,32 @@ mod tests {
             eprintln!("{} recall on 20,000 generated values: {r}", d.name());
             assert!(r >= 0.995, "{} recall {r}", d.name());
         }
+    }
+
+    #[test]
+    fn luhn_and_ssn_checks_agree_with_known_numbers() {
+        // Test card numbers the networks publish, with and without separators.
+        for good in [
+            "4111111111111111",
+            "4111-1111-1111-1111",
+            "5500 0055 5555 5559",
+            "378282246310005",
+            "6011111111111117",
+            "4222222222222",
+        ] {
+            assert!(luhn_ok(good), "{good}");
+        }
+        for bad in [
+            "4111111111111112",
+            "378282246310006",
+            "411111111117",         // passes Luhn, but 12 digits
+            "41111111111111111115", // passes Luhn, but 20 digits
+        ] {
+            assert!(!luhn_ok(bad), "{bad}");
+        }
+        assert!(ssn_ok("123-45-6789"));
+        assert!(!ssn_ok("123-45-67890"));
+        assert!(!ssn_ok("123-45-678"));
     }
 
     #[test]

@@ -1412,29 +1412,42 @@ mod timing {
             })
             .collect();
         let shape = s.shape(fields, None);
-        let id = 7i32.to_be_bytes();
-        let frame = codec::data_row_frame(
-            [
-                &id[..],
-                b"Person 7",
-                b"person7@example.com",
-                b"no payment note",
-                b"Berlin",
-                b"DE",
-                b"active",
-                b"SKU-7",
-                b"a comment of ordinary length",
-                b"2026-11-28",
-            ]
-            .into_iter()
-            .map(Some),
-        );
+        // The rows of the benchmark's table: a thousand different people, one in ten with a
+        // card number in its note, read over and over as repeated queries would.
+        let frames: Vec<BytesMut> = (1..=1000i32)
+            .map(|i| {
+                let id = i.to_be_bytes();
+                let (name, email) = (format!("Person {i}"), format!("person{i}@example.com"));
+                let note: &[u8] = if i % 10 == 0 {
+                    b"paid with 4111 1111 1111 1111"
+                } else {
+                    b"no payment note"
+                };
+                let sku = format!("SKU-{i}");
+                codec::data_row_frame(
+                    [
+                        &id[..],
+                        name.as_bytes(),
+                        email.as_bytes(),
+                        note,
+                        b"Berlin",
+                        b"DE",
+                        b"active",
+                        sku.as_bytes(),
+                        b"a comment of ordinary length",
+                        b"2026-11-28",
+                    ]
+                    .into_iter()
+                    .map(Some),
+                )
+            })
+            .collect();
         let n = 200_000;
         let mut counts = Counts::default();
         let started = std::time::Instant::now();
         // As a session does: one buffer, rows split off it.
         let mut out = BytesMut::with_capacity(1 << 20);
-        for _ in 0..n {
+        for frame in frames.iter().cycle().take(n) {
             if out.capacity() - out.len() < 1024 {
                 out.reserve(64 * 1024);
             }
@@ -1445,6 +1458,6 @@ mod timing {
             std::hint::black_box(out.split());
         }
         let per = started.elapsed().as_secs_f64() / n as f64 * 1e6;
-        eprintln!("masking one 10-column row: {per:.2} µs");
+        eprintln!("masking one 10-column row (1,000 different rows, in turn): {per:.2} µs");
     }
 }
