@@ -284,6 +284,21 @@ pub fn put_row_value(v: Option<&[u8]>, out: &mut BytesMut) {
     }
 }
 
+/// Appends one value of a DataRow that `write` appends to `out` in place; if `write` says
+/// `false` (having appended nothing), the value is NULL.
+#[inline]
+pub fn put_row_value_with(out: &mut BytesMut, write: impl FnOnce(&mut BytesMut) -> bool) {
+    let len_at = out.len();
+    out.put_i32(0);
+    if write(out) {
+        let len = (out.len() - len_at - 4) as i32;
+        out[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
+    } else {
+        out.truncate(len_at);
+        out.put_i32(-1);
+    }
+}
+
 /// Fills in the length of the DataRow frame begun at `start`.
 pub fn end_data_row(start: usize, out: &mut BytesMut) {
     let len = (out.len() - start - 1) as i32;

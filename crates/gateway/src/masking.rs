@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 
 use crate::codec::{self, Field};
 use crate::error::CodecError;
@@ -117,13 +117,17 @@ impl Counts {
     }
 }
 
-/// A row description with each column's verdict worked out once, not once per value: the rule
-/// that masks it whole, or `Err` if it must be withheld; and from it, what to do with each of
-/// its values.
+/// A row description with each column's verdict worked out once, not once per value.
 pub struct Shape {
-    fields: Vec<Field>,
-    plan: Vec<Result<Option<usize>, ()>>,
-    actions: Vec<Action>,
+    columns: Vec<Column>,
+}
+
+struct Column {
+    field: Field,
+    /// The rule that masks it whole, or `Err` if it must be withheld.
+    verdict: Result<Option<usize>, ()>,
+    /// What to do with its values, from the verdict and the field's type.
+    action: Action,
 }
 
 /// What [`SessionMasking::row_into`] does with a column's values, decided from its description.
@@ -493,43 +497,44 @@ impl SessionMasking {
     /// Works out each column's verdict for rows of this description; `taint` is the rule
     /// for computed columns, from [`SessionMasking::taint`] of the statement.
     pub fn shape(&self, fields: Vec<Field>, taint: Option<usize>) -> Shape {
-        let plan: Vec<_> = fields
-            .iter()
-            .map(|f| match self.column_rule(f) {
-                Ok(None) if f.table_oid == 0 => Ok(taint),
-                verdict => verdict,
+        let columns = fields
+            .into_iter()
+            .map(|field| {
+                let verdict = match self.column_rule(&field) {
+                    Ok(None) if field.table_oid == 0 => Ok(taint),
+                    verdict => verdict,
+                };
+                let action = self.action(&field, verdict);
+                Column {
+                    field,
+                    verdict,
+                    action,
+                }
             })
             .collect();
-        let actions = fields
-            .iter()
-            .zip(&plan)
-            .map(|(f, verdict)| match verdict {
-                // Types whose text is the value itself, in either format (not JSON, whose
-                // masks are JSON strings, nor jsonb, whose binary form has a version byte).
-                Ok(Some(rule))
-                    if matches!(f.type_oid, TEXT | VARCHAR | BPCHAR | NAME | UNKNOWN) =>
-                {
-                    Action::Replace(*rule)
-                }
-                Ok(None) if !self.detecting => Action::Keep,
-                // A binary integer too short, written out, for any detector.
-                Ok(None)
-                    if f.format == 1
-                        && matches!(
-                            (f.type_oid, self.shortest_detectable),
-                            (INT2, 7..) | (INT4, 12..)
-                        ) =>
-                {
-                    Action::Keep
-                }
-                Ok(None) if f.format == 0 || is_text_type(f.type_oid) => Action::Detect,
-                _ => Action::Judge,
-            })
-            .collect();
-        Shape {
-            fields,
-            plan,
-            actions,
+        Shape { columns }
+    }
+
+    fn action(&self, f: &Field, verdict: Result<Option<usize>, ()>) -> Action {
+        match verdict {
+            // Types whose text is the value itself, in either format (not JSON, whose masks
+            // are JSON strings, nor jsonb, whose binary form has a version byte).
+            Ok(Some(rule)) if matches!(f.type_oid, TEXT | VARCHAR | BPCHAR | NAME | UNKNOWN) => {
+                Action::Replace(rule)
+            }
+            Ok(None) if !self.detecting => Action::Keep,
+            // A binary integer too short, written out, for any detector.
+            Ok(None)
+                if f.format == 1
+                    && matches!(
+                        (f.type_oid, self.shortest_detectable),
+                        (INT2, 7..) | (INT4, 12..)
+                    ) =>
+            {
+                Action::Keep
+            }
+            Ok(None) if f.format == 0 || is_text_type(f.type_oid) => Action::Detect,
+            _ => Action::Judge,
         }
     }
 
@@ -560,7 +565,8 @@ impl SessionMasking {
         // Where the values not yet copied to `out` begin: each runs from its length to its end.
         let mut unwritten = values.position();
         let mut changed = false;
-        let mut i = 0;
+        // Each value's column, in order; past the description's end (or without one), none.
+        let mut columns = shape.map(|s| s.columns.iter());
         loop {
             let value_start = values.position();
             let value = match values.next() {
@@ -571,9 +577,10 @@ impl SessionMasking {
                     return Err(e);
                 }
             };
-            let column =
-                shape.and_then(|s| Some((s.fields.get(i)?, *s.plan.get(i)?, *s.actions.get(i)?)));
-            i += 1;
+            let column = columns
+                .as_mut()
+                .and_then(Iterator::next)
+                .map(|c| (&c.field, c.verdict, c.action));
             let Some(v) = value else {
                 continue; // NULL stays NULL
             };
@@ -599,16 +606,10 @@ impl SessionMasking {
                 (Some((_, _, Action::Replace(rule))), Some(text)) => {
                     flush_unchanged(out);
                     counts.add(rule * SLOTS_PER_RULE, 1);
-                    let len_at = out.len();
-                    out.put_i32(0);
                     let strategy = self.rules[rule].strategy;
-                    if self.masker.write(strategy, text, &mut self.memo, out) {
-                        let len = (out.len() - len_at - 4) as i32;
-                        out[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
-                    } else {
-                        out.truncate(len_at);
-                        codec::put_row_value(None, out);
-                    }
+                    codec::put_row_value_with(out, |out| {
+                        self.masker.write(strategy, text, &mut self.memo, out)
+                    });
                 }
                 (Some((f, verdict, _)), _) => match self.value(f, verdict, v, counts) {
                     Masked::Same => continue,
@@ -673,7 +674,9 @@ impl SessionMasking {
         if !self.detecting {
             return Masked::Same;
         }
-        if (f.format == 0 || is_text_type(f.type_oid)) && !self.plausible(strip(f, v)) {
+        // Text is judged before its UTF-8 is checked; binary numbers once they are digits.
+        let is_text = f.format == 0 || text_like;
+        if is_text && !self.plausible(strip(f, v)) {
             return Masked::Same;
         }
         let mut digits = itoa::Buffer::new();
@@ -685,8 +688,7 @@ impl SessionMasking {
                 Masked::Withheld
             };
         };
-        // Binary numbers are judged here, before anything is allocated for them.
-        if !self.plausible(text.as_bytes()) {
+        if !is_text && !self.plausible(text.as_bytes()) {
             return Masked::Same;
         }
         let mut current: Option<String> = None;
