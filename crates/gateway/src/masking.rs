@@ -546,25 +546,31 @@ impl SessionMasking {
         counts: &mut Counts,
     ) -> Result<Option<BytesMut>, CodecError> {
         let mut out = BytesMut::with_capacity(body.len() + 64);
-        Ok(self.row_into(shape, body, counts, &mut out)?.then_some(out))
+        Ok(self
+            .row_into(shape, body, counts, &[], &mut out)?
+            .then_some(out))
     }
 
-    /// Appends the masked DataRow frame to `out` if anything in the row needs masking, and
-    /// says whether it did. The row is written as it is read, to one buffer shared by all rows:
-    /// runs of values that pass unchanged are copied whole, replacements are written in place,
-    /// and nothing is allocated for a value seen before.
+    /// Appends `before` and then the masked DataRow frame to `out` if anything in the row needs
+    /// masking, and says whether it did; otherwise (and on error) leaves `out` as it was. The
+    /// row is written as it is read, straight into the buffer sent to the client (`before` is
+    /// what precedes the row there): runs of values that pass unchanged are copied whole,
+    /// replacements are written in place, and nothing is allocated for a value seen before.
     pub fn row_into(
         &mut self,
         shape: Option<&Shape>,
         body: &[u8],
         counts: &mut Counts,
+        before: &[u8],
         out: &mut BytesMut,
     ) -> Result<bool, CodecError> {
         let mut values = codec::data_row_values(body)?;
-        let start = codec::begin_data_row(values.count_declared(), out);
+        let declared = values.count_declared();
+        let mark = out.len();
+        // Where the row's frame begins in `out`, once a first changed value has begun it.
+        let mut start = None;
         // Where the values not yet copied to `out` begin: each runs from its length to its end.
         let mut unwritten = values.position();
-        let mut changed = false;
         // Each value's column, in order; past the description's end (or without one), none.
         let mut columns = shape.map(|s| s.columns.iter());
         loop {
@@ -573,7 +579,7 @@ impl SessionMasking {
                 None => break,
                 Some(Ok(range)) => range.map(|r| &body[r]),
                 Some(Err(e)) => {
-                    out.truncate(start);
+                    out.truncate(mark);
                     return Err(e);
                 }
             };
@@ -586,8 +592,11 @@ impl SessionMasking {
             };
             // Before a value is written changed: the unchanged ones before it, as they came.
             let mut flush_unchanged = |out: &mut BytesMut| {
+                start.get_or_insert_with(|| {
+                    out.extend_from_slice(before);
+                    codec::begin_data_row(declared, out)
+                });
                 out.extend_from_slice(&body[unwritten..value_start]);
-                changed = true;
             };
             // A whole-column mask is written in place when the value is valid text.
             let text = match column {
@@ -626,10 +635,9 @@ impl SessionMasking {
             }
             unwritten = values.position();
         }
-        if !changed {
-            out.truncate(start);
+        let Some(start) = start else {
             return Ok(false);
-        }
+        };
         out.extend_from_slice(&body[unwritten..values.position()]);
         codec::end_data_row(start, out);
         Ok(true)
@@ -1138,11 +1146,31 @@ mod tests {
         let mut broken = row(&[Some(b"bob@example.com")]);
         broken.truncate(broken.len() - 3);
         let mut out = BytesMut::from(&b"before"[..]);
+        let mut counts = Counts::default();
         assert!(
-            s.row_into(Some(&shape), &broken[5..], &mut Counts::default(), &mut out)
+            s.row_into(Some(&shape), &broken[5..], &mut counts, b"run", &mut out)
                 .is_err()
         );
         assert_eq!(&out[..], b"before");
+        // A row with nothing to mask (a NULL stays NULL) writes nothing, not even the run
+        // before it; a masked row comes after that run.
+        let null = row(&[None]);
+        assert!(
+            !s.row_into(Some(&shape), &null[5..], &mut counts, b"run", &mut out)
+                .unwrap()
+        );
+        assert_eq!(&out[..], b"before");
+        let email = row(&[Some(b"bob@example.com")]);
+        assert!(
+            s.row_into(Some(&shape), &email[5..], &mut counts, b"run", &mut out)
+                .unwrap()
+        );
+        let masked = s
+            .row(Some(&shape), &email[5..], &mut counts)
+            .unwrap()
+            .unwrap();
+        assert_eq!(&out[..9], b"beforerun");
+        assert_eq!(&out[9..], &masked[..]);
     }
 
     #[test]
@@ -1454,7 +1482,7 @@ mod timing {
                 out.reserve(64 * 1024);
             }
             assert!(
-                s.row_into(Some(&shape), &frame[5..], &mut counts, &mut out)
+                s.row_into(Some(&shape), &frame[5..], &mut counts, &[], &mut out)
                     .unwrap()
             );
             std::hint::black_box(out.split());

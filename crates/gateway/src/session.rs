@@ -576,7 +576,7 @@ struct Shapes {
     simple: Option<Shape>,
     /// The description for the Execute now returning rows, once looked up.
     current: Option<Option<Shape>>,
-    /// Where masked rows are written, split off one by one as patches.
+    /// Where a masked COPY row is written before it replaces the server's.
     rows: BytesMut,
     /// Plans for the COPY … TO STDOUT statements sent, and the one now running.
     copies: VecDeque<(u64, CopyPlan)>,
@@ -634,29 +634,43 @@ impl Shapes {
     }
 }
 
-/// A stretch of a buffer to send as other bytes.
-struct Patch {
-    start: usize,
-    end: usize,
-    with: BytesMut,
+/// What to send in place of a read buffer some of whose frames were replaced: the bytes between
+/// replaced frames are copied as they came, replacements are written in place. A buffer with
+/// nothing replaced is sent as it was read, with no copy.
+#[derive(Default)]
+struct Rewrite {
+    out: BytesMut,
+    /// How far into the read buffer `out` stands for.
+    copied: usize,
 }
 
-/// Writes `buf` with `patches` (in order, not overlapping) applied, in one write: a masked
-/// result patches every row.
-async fn write_patched<W: tokio::io::AsyncWrite + Unpin>(
-    w: &mut W,
-    buf: &[u8],
-    patches: &[Patch],
-) -> std::io::Result<()> {
-    let mut out = BytesMut::with_capacity(buf.len() + 64);
-    let mut at = 0;
-    for p in patches {
-        out.extend_from_slice(&buf[at..p.start]);
-        out.extend_from_slice(&p.with);
-        at = p.end;
+impl Rewrite {
+    /// The bytes of `buf` not yet copied that come before a frame starting at `at`.
+    fn before<'b>(&self, buf: &'b [u8], at: usize) -> &'b [u8] {
+        &buf[self.copied..at]
     }
-    out.extend_from_slice(&buf[at..]);
-    w.write_all(&out).await
+
+    /// Sends `with` in place of `buf[span]`.
+    fn replace(&mut self, buf: &[u8], span: std::ops::Range<usize>, with: &[u8]) {
+        self.out.extend_from_slice(self.before(buf, span.start));
+        self.out.extend_from_slice(with);
+        self.copied = span.end;
+    }
+
+    /// What to send for `buf[..upto]`.
+    fn bytes<'b>(&'b mut self, buf: &'b [u8], upto: usize) -> &'b [u8] {
+        if self.copied == 0 {
+            return &buf[..upto];
+        }
+        self.out.extend_from_slice(&buf[self.copied..upto]);
+        &self.out
+    }
+
+    /// Ready for the next read buffer.
+    fn clear(&mut self) {
+        self.out.clear();
+        self.copied = 0;
+    }
 }
 
 impl<'a> Session<'a> {
@@ -720,7 +734,7 @@ impl<'a> Session<'a> {
         let mut cbuf = BytesMut::with_capacity(16 * 1024);
         let mut ubuf = BytesMut::with_capacity(64 * 1024);
         let mut events = Vec::new();
-        let mut patches = Vec::new();
+        let (mut to_server, mut to_client) = (Rewrite::default(), Rewrite::default());
         let sleep = tokio::time::sleep_until(self.deadline(&control.borrow()));
         tokio::pin!(sleep);
         // The grant may have ended between the login check and now.
@@ -734,7 +748,7 @@ impl<'a> Session<'a> {
                     if read? == 0 {
                         return Ok("client closed".into());
                     }
-                    let upto = self.client_frames(&cbuf, &mut events, &mut patches)?;
+                    let upto = self.client_frames(&cbuf, &mut events, &mut to_server)?;
                     if upto == 0 {
                         continue;
                     }
@@ -752,12 +766,8 @@ impl<'a> Session<'a> {
                             }
                         }
                     }
-                    if patches.is_empty() {
-                        uw.write_all(&cbuf[..upto]).await?;
-                    } else {
-                        write_patched(&mut uw, &cbuf[..upto], &patches).await?;
-                        patches.clear();
-                    }
+                    uw.write_all(to_server.bytes(&cbuf, upto)).await?;
+                    to_server.clear();
                     self.bytes_in += upto as u64;
                     cbuf.advance(upto);
                     if self.terminated {
@@ -768,12 +778,10 @@ impl<'a> Session<'a> {
                     if read? == 0 {
                         return Ok("server closed".into());
                     }
-                    let upto = self.server_frames(&ubuf, &mut patches).await?;
-                    if !patches.is_empty() {
-                        write_patched(&mut cw, &ubuf[..upto], &patches).await?;
-                        patches.clear();
-                    } else if upto > 0 {
-                        cw.write_all(&ubuf[..upto]).await?;
+                    let upto = self.server_frames(&ubuf, &mut to_client).await?;
+                    if upto > 0 {
+                        cw.write_all(to_client.bytes(&ubuf, upto)).await?;
+                        to_client.clear();
                     }
                     self.bytes_out += upto as u64;
                     ubuf.advance(upto);
@@ -815,7 +823,7 @@ impl<'a> Session<'a> {
         &mut self,
         buf: &[u8],
         events: &mut Vec<EventDraft>,
-        patches: &mut Vec<Patch>,
+        rewrite: &mut Rewrite,
     ) -> Result<usize> {
         let mut at = 0;
         while let Some((kind, total)) = codec::frame(&buf[at..], self.shared.config.max_message)? {
@@ -830,7 +838,8 @@ impl<'a> Session<'a> {
                     let sql = codec::query(body)?;
                     match self.check(sql) {
                         Err(b) => {
-                            self.block_simple(sql, "simple", b, at..at + total, events, patches)
+                            let stand_in = self.block_simple(sql, "simple", b, events);
+                            rewrite.replace(buf, at..at + total, &stand_in);
                         }
                         Ok(planned) => {
                             let batch = self.shapes.sent_ready;
@@ -860,11 +869,7 @@ impl<'a> Session<'a> {
                         let stand_in = self.stand_in(b);
                         let mut with = BytesMut::new();
                         frontend::parse(name, &stand_in, std::iter::empty(), &mut with)?;
-                        patches.push(Patch {
-                            start: at,
-                            end: at + total,
-                            with,
-                        });
+                        rewrite.replace(buf, at..at + total, &with);
                         self.prepared.remove(name);
                         self.skip_to_sync = true;
                         at += total;
@@ -930,14 +935,10 @@ impl<'a> Session<'a> {
                         .unwrap_or_default();
                     let sql = format!("<function call: oid {oid}>");
                     match self.guard.as_ref().and_then(SessionGuard::function_call) {
-                        Some(b) => self.block_simple(
-                            &sql,
-                            "function_call",
-                            b,
-                            at..at + total,
-                            events,
-                            patches,
-                        ),
+                        Some(b) => {
+                            let stand_in = self.block_simple(&sql, "function_call", b, events);
+                            rewrite.replace(buf, at..at + total, &stand_in);
+                        }
                         None => self.simple_statement(&sql, "function_call", events),
                     }
                 }
@@ -1003,35 +1004,30 @@ impl<'a> Session<'a> {
         self.expect_ready(Some(self.statements));
     }
 
-    /// Audits a blocked Query or FunctionCall and sends its stand-in in place of `span`.
+    /// Audits a blocked Query or FunctionCall; returns the Query frame to send in its place.
     fn block_simple(
         &mut self,
         sql: &str,
         protocol: &str,
         b: Blocked,
-        span: std::ops::Range<usize>,
         events: &mut Vec<EventDraft>,
-        patches: &mut Vec<Patch>,
-    ) {
+    ) -> BytesMut {
         events.push(self.blocked_statement(sql, protocol, &b));
         let query = self.stand_in(b);
-        patches.push(Patch {
-            start: span.start,
-            end: span.end,
-            with: query_frame(&query),
-        });
         // Its ReadyForQuery answers no pending statement.
         self.expect_ready(None);
+        query_frame(&query)
     }
 
     /// Follows row descriptions and masks DataRows, when masking applies.
     fn mask_frame(
         &mut self,
         kind: u8,
-        body: &[u8],
+        buf: &[u8],
         span: std::ops::Range<usize>,
-        patches: &mut Vec<Patch>,
+        rewrite: &mut Rewrite,
     ) -> Result<()> {
+        let body = &buf[span.start + 5..span.end];
         let Some(m) = &mut self.masking else {
             return Ok(());
         };
@@ -1080,18 +1076,10 @@ impl<'a> Session<'a> {
                     Some(p) => &mut p.masked,
                     None => &mut scratch,
                 };
-                let rows = &mut sh.rows;
-                if rows.capacity() - rows.len() < body.len() + 256 {
-                    rows.reserve(64 * 1024);
-                }
-                if m.row_into(shape, body, counts, rows)? {
-                    // Shares the buffer's allocation: no allocation per masked row.
-                    let with = rows.split();
-                    patches.push(Patch {
-                        start: span.start,
-                        end: span.end,
-                        with,
-                    });
+                // Written straight into what goes to the client, after the frames before it.
+                let before = rewrite.before(buf, span.start);
+                if m.row_into(shape, body, counts, before, &mut rewrite.out)? {
+                    rewrite.copied = span.end;
                 }
             }
             b'C' | b'I' | b's' => {
@@ -1136,21 +1124,14 @@ impl<'a> Session<'a> {
                 let plan = sh.copying.get_or_insert_with(CopyPlan::withhold_all);
                 {
                     let rows = &mut sh.rows;
-                    if rows.capacity() - rows.len() < body.len() * 2 + 256 {
-                        rows.reserve(64 * 1024 + body.len() * 2);
-                    }
                     let mut scratch = Counts::default();
                     let counts = match self.pending.front_mut() {
                         Some(p) => &mut p.masked,
                         None => &mut scratch,
                     };
                     if m.copy_row(plan, body, counts, rows) {
-                        let with = rows.split();
-                        patches.push(Patch {
-                            start: span.start,
-                            end: span.end,
-                            with,
-                        });
+                        rewrite.replace(buf, span, rows);
+                        rows.clear();
                     }
                 }
             }
@@ -1193,12 +1174,12 @@ impl<'a> Session<'a> {
 
     /// Notes outcomes in the complete server frames at the start of `buf`; returns their span.
     /// Errors answering a blocked statement's stand-in become patches with the guardrail's.
-    async fn server_frames(&mut self, buf: &[u8], patches: &mut Vec<Patch>) -> Result<usize> {
+    async fn server_frames(&mut self, buf: &[u8], rewrite: &mut Rewrite) -> Result<usize> {
         let mut at = 0;
         let mut results = Vec::new();
         while let Some((kind, total)) = codec::frame(&buf[at..], UPSTREAM_MAX)? {
             let body = &buf[at + 5..at + total];
-            self.mask_frame(kind, body, at..at + total, patches)?;
+            self.mask_frame(kind, buf, at..at + total, rewrite)?;
             match kind {
                 b'C' => {
                     let tag = codec::query(body).unwrap_or_default().to_owned();
@@ -1215,11 +1196,7 @@ impl<'a> Session<'a> {
                     && codec::error_code(body).as_deref() == Some("42703") =>
                 {
                     if let Some(with) = self.swap_blocked_error(body) {
-                        patches.push(Patch {
-                            start: at,
-                            end: at + total,
-                            with,
-                        });
+                        rewrite.replace(buf, at..at + total, &with);
                     } else {
                         self.note_error(body, &mut results);
                     }
