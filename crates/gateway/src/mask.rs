@@ -298,36 +298,39 @@ impl Masker {
     /// The replacement for `value`, or `None` for NULL. `memo` remembers hashes already made.
     pub fn replace(&self, strategy: Strategy, value: &str, memo: &mut HashMemo) -> Option<String> {
         let mut out = Vec::new();
-        self.write(strategy, value, memo, &mut out)
+        self.write(strategy, value.as_bytes(), memo, &mut out)
             .then(|| String::from_utf8(out).expect("replacements are text"))
     }
 
-    /// Appends the replacement for `value` to `out`; `false` (with nothing appended) means
-    /// NULL. The gateway writes masked values straight into the row it sends.
+    /// Appends the replacement for the text `value` to `out`; `false` (with nothing appended)
+    /// means NULL. The gateway writes masked values straight into the row it sends, so only a
+    /// partial mask looks at the characters: bytes that are not UTF-8 become stars whole. The
+    /// replacement is always ASCII.
     pub fn write(
         &self,
         strategy: Strategy,
-        value: &str,
+        value: &[u8],
         memo: &mut HashMemo,
         out: &mut impl BufMut,
     ) -> bool {
         match strategy {
             Strategy::Redact => out.put_slice(REDACTED.as_bytes()),
             Strategy::Partial { keep } => {
-                let ascii = value.is_ascii();
-                let n = if ascii {
-                    value.len()
-                } else {
-                    value.chars().count()
-                };
-                let kept = n.min(keep).min(n / 2); // never reveal more than half
-                let tail = if ascii {
-                    value.len() - kept
-                } else {
-                    value
+                // How many characters, how many kept (never more than half), and where the
+                // kept tail begins: by index for ASCII; bytes that are not UTF-8 keep nothing.
+                let (n, kept, tail) = if value.is_ascii() {
+                    let kept = keep.min(value.len() / 2);
+                    (value.len(), kept, value.len() - kept)
+                } else if let Ok(text) = std::str::from_utf8(value) {
+                    let n = text.chars().count();
+                    let kept = keep.min(n / 2);
+                    let tail = text
                         .char_indices()
                         .nth(n - kept)
-                        .map_or(value.len(), |(i, _)| i)
+                        .map_or(text.len(), |(i, _)| i);
+                    (n, kept, tail)
+                } else {
+                    (value.len(), 0, value.len())
                 };
                 let mut stars = n - kept;
                 while stars > 0 {
@@ -335,7 +338,7 @@ impl Masker {
                     out.put_slice(&STARS.as_bytes()[..k]);
                     stars -= k;
                 }
-                out.put_slice(&value.as_bytes()[tail..]);
+                out.put_slice(&value[tail..]);
             }
             Strategy::Hash => {
                 let mut hex = [0u8; 16];
@@ -351,12 +354,12 @@ impl Masker {
     }
 
     /// The first 8 bytes of the value's HMAC-SHA-256, written out as 16 hex characters.
-    fn hash(&self, value: &str, memo: &mut HashMemo) -> [u8; 8] {
+    fn hash(&self, value: &[u8], memo: &mut HashMemo) -> [u8; 8] {
         let fingerprint = memo.fingerprint(value);
         if let Some(tag) = memo.seen.get(&fingerprint) {
             return *tag;
         }
-        let tag: [u8; 8] = hmac::sign(&self.keyed, value.as_bytes()).as_ref()[..8]
+        let tag: [u8; 8] = hmac::sign(&self.keyed, value).as_ref()[..8]
             .try_into()
             .expect("HMAC-SHA-256 gives 32 bytes");
         if memo.seen.len() >= HashMemo::ENTRIES {
@@ -460,9 +463,9 @@ impl HashMemo {
         }
     }
 
-    fn fingerprint(&self, value: &str) -> u128 {
+    fn fingerprint(&self, value: &[u8]) -> u128 {
         let mut h = SipHasher13::new_with_keys(self.keys.0, self.keys.1);
-        h.write(value.as_bytes());
+        h.write(value);
         h.finish128().as_u128()
     }
 }
@@ -694,6 +697,20 @@ mod tests {
                 .as_deref(),
             Some("**c")
         );
+        // Characters, not bytes, of other text; bytes that are not UTF-8 keep nothing.
+        assert_eq!(
+            m.replace(Strategy::Partial { keep: 2 }, "Zoë Müller", &mut memo)
+                .as_deref(),
+            Some("********er")
+        );
+        let mut out = Vec::new();
+        assert!(m.write(
+            Strategy::Partial { keep: 2 },
+            b"ab\xff\xfecd",
+            &mut memo,
+            &mut out
+        ));
+        assert_eq!(out, b"******");
         assert_eq!(m.replace(Strategy::Null, "x", &mut memo), None);
         let a = m
             .replace(Strategy::Hash, "alice@example.com", &mut memo)

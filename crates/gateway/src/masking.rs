@@ -598,29 +598,25 @@ impl SessionMasking {
                 });
                 out.extend_from_slice(&body[unwritten..value_start]);
             };
-            // A whole-column mask is written in place when the value is valid text.
-            let text = match column {
-                Some((_, _, Action::Replace(_))) => std::str::from_utf8(v).ok(),
-                _ => None,
-            };
-            match (column, text) {
-                (None, _) => {
+            match column {
+                None => {
                     // No description to judge it by: fail closed.
                     flush_unchanged(out);
                     counts.add(self.withheld_slot(), 1);
                     codec::put_row_value(None, out);
                 }
-                (Some((_, _, Action::Keep)), _) => continue,
-                (Some((f, _, Action::Detect)), _) if !self.plausible(strip(f, v)) => continue,
-                (Some((_, _, Action::Replace(rule))), Some(text)) => {
+                Some((_, _, Action::Keep)) => continue,
+                Some((f, _, Action::Detect)) if !self.plausible(strip(f, v)) => continue,
+                // A whole-column mask of plain text, written in place.
+                Some((_, _, Action::Replace(rule))) => {
                     flush_unchanged(out);
                     counts.add(rule * SLOTS_PER_RULE, 1);
                     let strategy = self.rules[rule].strategy;
                     codec::put_row_value_with(out, |out| {
-                        self.masker.write(strategy, text, &mut self.memo, out)
+                        self.masker.write(strategy, v, &mut self.memo, out)
                     });
                 }
-                (Some((f, verdict, _)), _) => match self.value(f, verdict, v, counts) {
+                Some((f, verdict, _)) => match self.value(f, verdict, v, counts) {
                     Masked::Same => continue,
                     Masked::Withheld => {
                         flush_unchanged(out);
