@@ -228,6 +228,7 @@ impl DataRowValues<'_> {
 impl Iterator for DataRowValues<'_> {
     type Item = Result<Option<std::ops::Range<usize>>, CodecError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.left == 0 {
             return None;
@@ -360,6 +361,7 @@ fn read_i32(buf: &[u8], at: usize) -> Result<i32, CodecError> {
 
 /// A length-prefixed value at `*at` (length -1 is NULL) as a byte range of `buf`, moving `*at`
 /// past it; `overrun` is the error when the length reaches past the end.
+#[inline]
 fn read_value(
     buf: &[u8],
     at: &mut usize,
