@@ -97,6 +97,15 @@ async fn a_hold_placed_mid_sweep_keeps_what_it_covers_even_in_a_batch_planned_ah
     assert!(count("SELECT min(seq) FROM audit_events WHERE actor = 'bob'") > batch);
     assert_eq!(report.held, ((total - batch) / 2) as u64);
     assert_eq!(report.deleted, (batch + (total - batch) / 2) as u64);
+    // The sweep lifts the append-only guards inside its own transactions only: afterwards
+    // they stand again.
+    for table in ["audit_events", "audit_payloads"] {
+        let e = db.execute(&format!("DELETE FROM {table}"), []).unwrap_err();
+        assert!(
+            e.to_string().contains("append-only") || e.to_string().contains("deleted only by"),
+            "{table}: {e}"
+        );
+    }
 
     let opts = VerifyOptions {
         database: config.database_path.clone(),
