@@ -165,8 +165,8 @@ pub struct SessionMasking {
     /// result columns masked too.
     masked_names: HashMap<String, usize>,
     by_column: bool,
-    detecting: bool,
-    /// Every detector of every rule, for the prefilter that most values stop at.
+    /// Every detector of every rule, for the prefilter that most values stop at; none when no
+    /// rule detects.
     detectors: Vec<Detector>,
     /// The shortest value any of them could find something in.
     shortest_detectable: usize,
@@ -187,19 +187,19 @@ impl SessionMasking {
         if rules.is_empty() {
             return None;
         }
+        let detectors: Vec<Detector> = Detector::ALL
+            .into_iter()
+            .filter(|d| rules.iter().any(|r| r.detectors.contains(d)))
+            .collect();
+        let shortest_detectable = detectors
+            .iter()
+            .map(|d| d.min_len())
+            .min()
+            .unwrap_or(usize::MAX);
         Some(SessionMasking {
             by_column: rules.iter().any(|r| !r.columns.is_empty()),
-            detecting: rules.iter().any(|r| !r.detectors.is_empty()),
-            detectors: Detector::ALL
-                .into_iter()
-                .filter(|d| rules.iter().any(|r| r.detectors.contains(d)))
-                .collect(),
-            shortest_detectable: rules
-                .iter()
-                .flat_map(|r| &r.detectors)
-                .map(|d| d.min_len())
-                .min()
-                .unwrap_or(usize::MAX),
+            detectors,
+            shortest_detectable,
             rules,
             masker,
             memo: HashMemo::new(),
@@ -522,7 +522,7 @@ impl SessionMasking {
             Ok(Some(rule)) if matches!(f.type_oid, TEXT | VARCHAR | BPCHAR | NAME | UNKNOWN) => {
                 Action::Replace(rule)
             }
-            Ok(None) if !self.detecting => Action::Keep,
+            Ok(None) if self.detectors.is_empty() => Action::Keep,
             // A binary integer too short, written out, for any detector.
             Ok(None)
                 if f.format == 1
@@ -539,6 +539,7 @@ impl SessionMasking {
     }
 
     /// The DataRow body masked, or `None` if nothing in it needs masking.
+    #[cfg(test)]
     pub fn row(
         &mut self,
         shape: Option<&Shape>,
@@ -675,7 +676,7 @@ impl SessionMasking {
             }
             Ok(None) => {}
         }
-        if !self.detecting {
+        if self.detectors.is_empty() {
             return Masked::Same;
         }
         // Text is judged before its UTF-8 is checked; binary numbers once they are digits.

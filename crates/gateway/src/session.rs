@@ -645,16 +645,26 @@ struct Rewrite {
 }
 
 impl Rewrite {
-    /// The bytes of `buf` not yet copied that come before a frame starting at `at`.
-    fn before<'b>(&self, buf: &'b [u8], at: usize) -> &'b [u8] {
-        &buf[self.copied..at]
-    }
-
     /// Sends `with` in place of `buf[span]`.
     fn replace(&mut self, buf: &[u8], span: std::ops::Range<usize>, with: &[u8]) {
-        self.out.extend_from_slice(self.before(buf, span.start));
+        self.out.extend_from_slice(&buf[self.copied..span.start]);
         self.out.extend_from_slice(with);
         self.copied = span.end;
+    }
+
+    /// Lets `write` put a replacement for `buf[span]` straight into the outgoing bytes. It is
+    /// given the bytes before the frame not yet copied, to write first if it replaces the frame,
+    /// and says whether it did; if not, it must leave the outgoing bytes as they were.
+    fn replace_in_place<E>(
+        &mut self,
+        buf: &[u8],
+        span: std::ops::Range<usize>,
+        write: impl FnOnce(&[u8], &mut BytesMut) -> std::result::Result<bool, E>,
+    ) -> std::result::Result<(), E> {
+        if write(&buf[self.copied..span.start], &mut self.out)? {
+            self.copied = span.end;
+        }
+        Ok(())
     }
 
     /// What to send for `buf[..upto]`.
@@ -1077,10 +1087,9 @@ impl<'a> Session<'a> {
                     None => &mut scratch,
                 };
                 // Written straight into what goes to the client, after the frames before it.
-                let before = rewrite.before(buf, span.start);
-                if m.row_into(shape, body, counts, before, &mut rewrite.out)? {
-                    rewrite.copied = span.end;
-                }
+                rewrite.replace_in_place(buf, span, |before, out| {
+                    m.row_into(shape, body, counts, before, out)
+                })?;
             }
             b'C' | b'I' | b's' => {
                 if simple {
