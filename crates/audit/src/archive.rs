@@ -1,15 +1,18 @@
 //! Archive segments: events that left the live log under an `archive` rule, with their payloads,
 //! as zstd-compressed JSON lines, each segment with a manifest that records its checksum and where
 //! it sits in the chain. A segment holds, for each range boundary of the live log that names it,
-//! the archived events and the signed boundaries of events deleted between them, so
-//! `audit verify --archive` walks archive and live log as one chain.
+//! the archived events and the skips over events deleted between them, with one seal that signs
+//! all the skips, so `audit verify --archive` walks archive and live log as one chain.
+//!
+//! Segments written before seals existed hold a signed [`Gap`] for each skip instead; they still
+//! verify.
 
 use serde::{Deserialize, Serialize};
 
 use crate::AuditError;
 use crate::chain::{Hash, Skeleton, sha256};
 use crate::retention::Candidate;
-use crate::signing::Gap;
+use crate::signing::{Gap, Seal, Skip};
 use crate::verify::Item;
 
 /// One archived event, whole.
@@ -38,38 +41,51 @@ pub struct ArchivedEvent {
 #[serde(rename_all = "snake_case")]
 pub enum SegmentItem {
     Event(ArchivedEvent),
+    /// Deleted events between archived ones; covered by the boundary's seal.
+    Skip(Skip),
+    /// Signs the skips of one range boundary; the first of the boundary's items.
+    Seal(Seal),
+    /// Deleted events between archived ones, signed on their own (segments from before seals).
     Gap(Gap),
 }
 
 impl SegmentItem {
+    /// Where the item sorts in its segment: a seal at its boundary's first `seq`, ahead of the
+    /// item there.
     pub fn first_seq(&self) -> i64 {
         match self {
             SegmentItem::Event(e) => e.seq,
+            SegmentItem::Skip(s) => s.first_seq,
+            SegmentItem::Seal(s) => s.first_seq,
             SegmentItem::Gap(g) => g.first_seq,
         }
     }
 
-    /// Lends the item to `f` in the shape a verifier takes.
-    pub fn with_item<T>(&self, f: impl FnOnce(Item<'_>) -> T) -> T {
+    fn last_seq(&self) -> i64 {
         match self {
-            SegmentItem::Gap(g) => f(Item::Gap(g)),
-            SegmentItem::Event(e) => {
-                let salt = e.salt.as_deref().and_then(|s| hex::decode(s).ok());
-                let payload = match (&salt, &e.payload) {
-                    (Some(salt), Some(p)) => Some((salt.as_slice(), p.as_bytes())),
-                    _ => None,
-                };
-                f(Item::Event {
-                    skeleton: e.skeleton(),
-                    stored_hash: &e.hash,
-                    payload,
-                })
-            }
+            SegmentItem::Event(e) => e.seq,
+            SegmentItem::Skip(s) => s.last_seq,
+            SegmentItem::Seal(s) => s.last_seq,
+            SegmentItem::Gap(g) => g.last_seq,
         }
     }
 }
 
 impl ArchivedEvent {
+    /// Lends the event to `f` in the shape a verifier takes.
+    pub fn with_item<T>(&self, f: impl FnOnce(Item<'_>) -> T) -> T {
+        let salt = self.salt.as_deref().and_then(|s| hex::decode(s).ok());
+        let payload = match (&salt, &self.payload) {
+            (Some(salt), Some(p)) => Some((salt.as_slice(), p.as_bytes())),
+            _ => None,
+        };
+        f(Item::Event {
+            skeleton: self.skeleton(),
+            stored_hash: &self.hash,
+            payload,
+        })
+    }
+
     /// What retention rules and holds look at.
     pub fn candidate(&self) -> Candidate<'_> {
         Candidate {
@@ -139,13 +155,7 @@ pub fn encode(name: &str, items: &[SegmentItem]) -> Result<(Vec<u8>, Manifest), 
         .iter()
         .filter(|i| matches!(i, SegmentItem::Event(_)))
         .count() as u64;
-    let last_seq = items
-        .last()
-        .map(|i| match i {
-            SegmentItem::Event(e) => e.seq,
-            SegmentItem::Gap(g) => g.last_seq,
-        })
-        .unwrap_or(0);
+    let last_seq = items.iter().map(SegmentItem::last_seq).max().unwrap_or(0);
     let manifest = Manifest {
         name: name.to_owned(),
         first_seq: items.first().map(SegmentItem::first_seq).unwrap_or(0),

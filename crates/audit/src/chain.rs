@@ -93,7 +93,7 @@ pub fn sha256(bytes: &[u8]) -> Hash {
     into_hash(digest(&SHA256, bytes))
 }
 
-fn into_hash(d: ring::digest::Digest) -> Hash {
+pub(crate) fn into_hash(d: ring::digest::Digest) -> Hash {
     d.as_ref().try_into().expect("SHA-256 gives 32 bytes")
 }
 

@@ -1,5 +1,6 @@
-//! Ed25519 signatures over checkpoints `(seq, hash)` and over range boundaries (the gaps that
-//! retention leaves), and the key file they come from.
+//! Ed25519 signatures over checkpoints `(seq, hash)`, over range boundaries (the gaps that
+//! retention leaves), and over the ranges skipped inside an archive segment (one seal for all of
+//! a boundary's skips), and the key file they come from.
 //!
 //! Events are never signed one by one: writers do not wait for signatures. A checkpoint signs the
 //! chain head, which commits to everything before it.
@@ -14,6 +15,7 @@ use crate::chain::Hash;
 
 const CHECKPOINT_DOMAIN: &[u8] = b"jitgate-checkpoint-v1";
 const GAP_DOMAIN: &[u8] = b"jitgate-gap-v1";
+const SEAL_DOMAIN: &[u8] = b"jitgate-seal-v1";
 
 /// The short name of a public key: the first 8 bytes of its SHA-256, in hex.
 pub fn key_id(public: &VerifyingKey) -> String {
@@ -82,6 +84,19 @@ impl Signer {
             signature: signature.to_bytes(),
         }
     }
+
+    /// Seals the skips inside the archived items of the range boundary `first_seq..=last_seq`,
+    /// given the [`SkipDigest`] of all of them in order.
+    pub fn sign_seal(&self, first_seq: i64, last_seq: i64, skips: Hash) -> Seal {
+        let signature = self.key.sign(&seal_message(first_seq, last_seq, &skips));
+        Seal {
+            first_seq,
+            last_seq,
+            skips,
+            key_id: self.id.clone(),
+            signature: signature.to_bytes(),
+        }
+    }
 }
 
 /// A public key that verifies checkpoints, with its id.
@@ -139,6 +154,13 @@ impl PublicKey {
             .verify(&message, &Signature::from_bytes(&gap.signature))
             .is_ok()
     }
+
+    pub fn verifies_seal(&self, seal: &Seal) -> bool {
+        let message = seal_message(seal.first_seq, seal.last_seq, &seal.skips);
+        self.key
+            .verify(&message, &Signature::from_bytes(&seal.signature))
+            .is_ok()
+    }
 }
 
 fn checkpoint_message(seq: i64, hash: &Hash, ts_us: i64) -> Vec<u8> {
@@ -157,6 +179,15 @@ fn gap_message(first: i64, last: i64, prev: &Hash, last_hash: &Hash) -> Vec<u8> 
     m.extend_from_slice(&last.to_be_bytes());
     m.extend_from_slice(prev);
     m.extend_from_slice(last_hash);
+    m
+}
+
+fn seal_message(first: i64, last: i64, skips: &Hash) -> Vec<u8> {
+    let mut m = Vec::with_capacity(SEAL_DOMAIN.len() + 48);
+    m.extend_from_slice(SEAL_DOMAIN);
+    m.extend_from_slice(&first.to_be_bytes());
+    m.extend_from_slice(&last.to_be_bytes());
+    m.extend_from_slice(skips);
     m
 }
 
@@ -187,6 +218,68 @@ pub struct Gap {
     pub signature: [u8; 64],
 }
 
+impl Gap {
+    /// The range without its signature.
+    pub fn skip(&self) -> Skip {
+        Skip {
+            first_seq: self.first_seq,
+            last_seq: self.last_seq,
+            prev_hash: self.prev_hash,
+            last_hash: self.last_hash,
+        }
+    }
+}
+
+/// Events `first_seq..=last_seq` deleted between archived events of one range boundary, and the
+/// chain across them. Not signed on its own: the boundary's [`Seal`] signs all its skips at once,
+/// because a sweep that archives one event in ten would otherwise sign hundreds per batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skip {
+    pub first_seq: i64,
+    pub last_seq: i64,
+    #[serde(with = "hex::serde")]
+    pub prev_hash: Hash,
+    #[serde(with = "hex::serde")]
+    pub last_hash: Hash,
+}
+
+/// The SHA-256 over a boundary's skips, in order, that its [`Seal`] signs.
+pub struct SkipDigest(ring::digest::Context);
+
+impl Default for SkipDigest {
+    fn default() -> Self {
+        Self(ring::digest::Context::new(&ring::digest::SHA256))
+    }
+}
+
+impl SkipDigest {
+    pub fn add(&mut self, skip: &Skip) {
+        self.0.update(&skip.first_seq.to_be_bytes());
+        self.0.update(&skip.last_seq.to_be_bytes());
+        self.0.update(&skip.prev_hash);
+        self.0.update(&skip.last_hash);
+    }
+
+    pub fn finish(self) -> Hash {
+        crate::chain::into_hash(self.0.finish())
+    }
+}
+
+/// One signature over every [`Skip`] among the archived items of the range boundary
+/// `first_seq..=last_seq`: removing an archived event and skipping over it instead changes
+/// `skips`, and so fails the seal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seal {
+    pub first_seq: i64,
+    pub last_seq: i64,
+    /// The [`SkipDigest`] of the boundary's skips.
+    #[serde(with = "hex::serde")]
+    pub skips: Hash,
+    pub key_id: String,
+    #[serde(with = "hex::serde")]
+    pub signature: [u8; 64],
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +294,26 @@ mod tests {
         let mut forged = cp.clone();
         forged.seq = 8;
         assert!(!a.public().verifies_checkpoint(&forged));
+    }
+
+    #[test]
+    fn seals_sign_their_range_and_skips() {
+        let a = Signer::generate();
+        let seal = a.sign_seal(3, 9, [4; 32]);
+        assert!(a.public().verifies_seal(&seal));
+        assert!(!Signer::generate().public().verifies_seal(&seal));
+        for forged in [
+            Seal {
+                skips: [5; 32],
+                ..seal.clone()
+            },
+            Seal {
+                last_seq: 10,
+                ..seal.clone()
+            },
+        ] {
+            assert!(!a.public().verifies_seal(&forged));
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::fmt;
 
 use crate::archive::SegmentItem;
 use crate::chain::{GENESIS, Hash, Skeleton, commitment};
-use crate::signing::{Checkpoint, Gap, PublicKey};
+use crate::signing::{Checkpoint, Gap, PublicKey, Seal, Skip, SkipDigest};
 
 /// The action of the event that introduces a new signing key; its payload holds
 /// `{"public_key": "<hex>"}` and it is trusted once a checkpoint signed by an already trusted key
@@ -195,29 +195,87 @@ impl Verifier {
 
     fn gap(&mut self, gap: &Gap) -> Result<(), Problem> {
         self.check_boundary(gap)?;
-        self.prev = gap.last_hash;
-        self.next_seq = gap.last_seq + 1;
+        self.jump(&gap.skip())
+    }
+
+    /// Moves the chain across a range whose events are not given, once the range is trusted.
+    fn jump(&mut self, range: &Skip) -> Result<(), Problem> {
+        self.prev = range.last_hash;
+        self.next_seq = range.last_seq + 1;
         self.report.gaps += 1;
-        self.report.events_in_gaps += (gap.last_seq - gap.first_seq + 1) as u64;
-        self.report.signed_through = self.report.signed_through.max(gap.last_seq);
-        // Checkpoints inside the gap can only have their signatures checked.
+        self.report.events_in_gaps += (range.last_seq - range.first_seq + 1) as u64;
+        self.report.signed_through = self.report.signed_through.max(range.last_seq);
+        // Checkpoints inside the range can only have their signatures checked.
         while self
             .checkpoints
             .last()
-            .is_some_and(|c| c.seq < gap.last_seq)
+            .is_some_and(|c| c.seq < range.last_seq)
         {
             let cp = self.checkpoints.pop().expect("checked");
             self.check_signature(&cp)?;
         }
-        self.check_checkpoints(gap.last_seq)
+        self.check_checkpoints(range.last_seq)
     }
 
     /// A range boundary of the live log whose events are in an archive segment: walks the
-    /// archived items instead of jumping, and checks they end where the boundary says.
+    /// archived items instead of jumping, and checks they end where the boundary says. Skips
+    /// between archived events are trusted through the boundary's seal, which must come first
+    /// and sign exactly the skips that follow.
     pub fn archived_gap(&mut self, gap: &Gap, items: &[SegmentItem]) -> Result<(), Problem> {
         self.check_boundary(gap)?;
-        for item in items {
-            item.with_item(|item| self.feed(item))?;
+        let mut seal = None;
+        let mut skips = SkipDigest::default();
+        let mut first_skip = None;
+        for (i, item) in items.iter().enumerate() {
+            match item {
+                SegmentItem::Event(e) => e.with_item(|item| self.feed(item))?,
+                SegmentItem::Gap(g) => self.gap(g)?,
+                SegmentItem::Skip(skip) => {
+                    self.check_continues(skip)?;
+                    skips.add(skip);
+                    first_skip.get_or_insert(skip.first_seq);
+                    self.jump(skip)?;
+                }
+                SegmentItem::Seal(s) => {
+                    if i != 0 || (s.first_seq, s.last_seq) != (gap.first_seq, gap.last_seq) {
+                        return Err(Problem {
+                            seq: s.first_seq,
+                            kind: ProblemKind::Reordered,
+                            detail: format!(
+                                "a seal for {}..={} where the archive segment's items for \
+                                 {}..={} begin",
+                                s.first_seq, s.last_seq, gap.first_seq, gap.last_seq
+                            ),
+                        });
+                    }
+                    self.check_seal_signature(s)?;
+                    seal = Some(s);
+                }
+            }
+        }
+        let skips = skips.finish();
+        match (seal, first_skip) {
+            (Some(seal), _) if seal.skips != skips => {
+                return Err(Problem {
+                    seq: first_skip.unwrap_or(gap.first_seq),
+                    kind: ProblemKind::BadSignature,
+                    detail: format!(
+                        "the deleted ranges in the archive segment's items for {}..={} are not \
+                         the ones its seal signs (an archived event removed, or a range edited?)",
+                        gap.first_seq, gap.last_seq
+                    ),
+                });
+            }
+            (None, Some(first)) => {
+                return Err(Problem {
+                    seq: first,
+                    kind: ProblemKind::BadSignature,
+                    detail: "deleted events inside an archive segment without the seal that \
+                             signs them"
+                        .into(),
+                });
+            }
+            _ => {}
         }
         if self.next_seq != gap.last_seq + 1 {
             return Err(Problem {
@@ -240,37 +298,61 @@ impl Verifier {
     }
 
     fn check_boundary(&self, gap: &Gap) -> Result<(), Problem> {
-        self.expect_seq(gap.first_seq)?;
-        let seq = gap.first_seq;
-        if gap.last_seq < gap.first_seq {
-            return Err(Problem {
-                seq,
-                kind: ProblemKind::Reordered,
-                detail: format!(
-                    "a range boundary ends at seq {} before it starts",
-                    gap.last_seq
-                ),
-            });
-        }
-        if gap.prev_hash != self.prev {
-            return Err(Problem {
-                seq,
-                kind: ProblemKind::Mismatch,
-                detail: "a range boundary does not continue the chain before it".into(),
-            });
-        }
+        self.check_continues(&gap.skip())?;
         if !self
             .trusted
             .get(&gap.key_id)
             .is_some_and(|k| k.verifies_gap(gap))
         {
             return Err(Problem {
-                seq,
+                seq: gap.first_seq,
                 kind: ProblemKind::BadSignature,
                 detail: format!(
                     "the range boundary {}..={} is not signed by a trusted key ({})",
                     gap.first_seq, gap.last_seq, gap.key_id
                 ),
+            });
+        }
+        Ok(())
+    }
+
+    fn check_seal_signature(&self, seal: &Seal) -> Result<(), Problem> {
+        if self
+            .trusted
+            .get(&seal.key_id)
+            .is_some_and(|k| k.verifies_seal(seal))
+        {
+            return Ok(());
+        }
+        Err(Problem {
+            seq: seal.first_seq,
+            kind: ProblemKind::BadSignature,
+            detail: format!(
+                "the seal of the archived range {}..={} is not signed by a trusted key ({})",
+                seal.first_seq, seal.last_seq, seal.key_id
+            ),
+        })
+    }
+
+    /// A range must start where the chain stands and continue its hash.
+    fn check_continues(&self, range: &Skip) -> Result<(), Problem> {
+        self.expect_seq(range.first_seq)?;
+        let seq = range.first_seq;
+        if range.last_seq < range.first_seq {
+            return Err(Problem {
+                seq,
+                kind: ProblemKind::Reordered,
+                detail: format!(
+                    "a range boundary ends at seq {} before it starts",
+                    range.last_seq
+                ),
+            });
+        }
+        if range.prev_hash != self.prev {
+            return Err(Problem {
+                seq,
+                kind: ProblemKind::Mismatch,
+                detail: "a range boundary does not continue the chain before it".into(),
             });
         }
         Ok(())
@@ -387,5 +469,158 @@ impl Verifier {
         self.report.last_seq = last;
         self.report.last_hash = self.prev;
         Ok(self.report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::ArchivedEvent;
+    use crate::signing::Signer;
+
+    /// Events 1..=10, chained from genesis, with their hashes.
+    fn chain() -> Vec<ArchivedEvent> {
+        let mut prev = GENESIS;
+        let mut scratch = Vec::new();
+        (1..=10)
+            .map(|seq| {
+                let mut e = ArchivedEvent {
+                    seq,
+                    ts_us: seq * 1_000,
+                    actor: format!("user{seq}"),
+                    action: "grant.activated".into(),
+                    outcome: "success".into(),
+                    resource: Some("orders-db".into()),
+                    subject: None,
+                    request_id: None,
+                    grant_id: None,
+                    session_id: None,
+                    commitment: [seq as u8; 32],
+                    hash: GENESIS,
+                    salt: None,
+                    payload: None,
+                };
+                e.hash = e.skeleton().link(&prev, &mut scratch);
+                prev = e.hash;
+                e
+            })
+            .collect()
+    }
+
+    fn skip(events: &[ArchivedEvent], first: i64, last: i64) -> Skip {
+        let at = |seq: i64| &events[(seq - 1) as usize];
+        Skip {
+            first_seq: first,
+            last_seq: last,
+            prev_hash: if first == 1 {
+                GENESIS
+            } else {
+                at(first - 1).hash
+            },
+            last_hash: at(last).hash,
+        }
+    }
+
+    /// The whole chain as one live boundary whose segment archives 2, 5 and 9 and skips the rest.
+    fn sealed(signer: &Signer, events: &[ArchivedEvent]) -> (Gap, Vec<SegmentItem>) {
+        let gap = signer.sign_gap(1, 10, GENESIS, events[9].hash);
+        let mut items = Vec::new();
+        for (first, last, archived) in [(1, 1, 2), (3, 4, 5), (6, 8, 9)] {
+            items.push(SegmentItem::Skip(skip(events, first, last)));
+            items.push(SegmentItem::Event(events[archived - 1].clone()));
+        }
+        items.push(SegmentItem::Skip(skip(events, 10, 10)));
+        let seal = seal_over(signer, &items);
+        items.insert(0, SegmentItem::Seal(seal));
+        (gap, items)
+    }
+
+    fn seal_over(signer: &Signer, items: &[SegmentItem]) -> Seal {
+        let mut digest = SkipDigest::default();
+        for item in items {
+            if let SegmentItem::Skip(s) = item {
+                digest.add(s);
+            }
+        }
+        signer.sign_seal(1, 10, digest.finish())
+    }
+
+    fn verify(signer: &Signer, gap: &Gap, items: &[SegmentItem]) -> Result<Report, Problem> {
+        let mut verifier = Verifier::new(vec![signer.public()], Vec::new())?;
+        verifier.archived_gap(gap, items)?;
+        verifier.finish()
+    }
+
+    #[test]
+    fn a_sealed_segment_verifies() {
+        let signer = Signer::generate();
+        let events = chain();
+        let (gap, items) = sealed(&signer, &events);
+        let report = verify(&signer, &gap, &items).unwrap();
+        assert_eq!(
+            (report.events, report.events_in_gaps, report.last_seq),
+            (3, 7, 10)
+        );
+        assert_eq!(report.last_hash, events[9].hash);
+    }
+
+    #[test]
+    fn an_archived_event_skipped_over_fails_the_seal() {
+        let signer = Signer::generate();
+        let events = chain();
+        let (gap, mut items) = sealed(&signer, &events);
+        // Event 5 and the skips around it become one skip 3..=8, which chains correctly.
+        let at = items
+            .iter()
+            .position(|i| matches!(i, SegmentItem::Skip(s) if s.first_seq == 3))
+            .unwrap();
+        items.splice(at..at + 3, [SegmentItem::Skip(skip(&events, 3, 8))]);
+        let problem = verify(&signer, &gap, &items).unwrap_err();
+        assert_eq!((problem.seq, problem.kind), (1, ProblemKind::BadSignature));
+        assert!(problem.detail.contains("seal"), "{problem}");
+    }
+
+    #[test]
+    fn skips_need_a_trusted_seal_at_the_front() {
+        let signer = Signer::generate();
+        let events = chain();
+        let (gap, items) = sealed(&signer, &events);
+
+        let unsealed = &items[1..];
+        let problem = verify(&signer, &gap, unsealed).unwrap_err();
+        assert_eq!((problem.seq, problem.kind), (1, ProblemKind::BadSignature));
+
+        let mut foreign = items.clone();
+        foreign[0] = SegmentItem::Seal(seal_over(&Signer::generate(), &items));
+        let problem = verify(&signer, &gap, &foreign).unwrap_err();
+        assert_eq!(problem.kind, ProblemKind::BadSignature, "{problem}");
+
+        let mut moved = items.clone();
+        let seal = moved.remove(0);
+        moved.insert(2, seal);
+        let problem = verify(&signer, &gap, &moved).unwrap_err();
+        assert_eq!(problem.kind, ProblemKind::Reordered, "{problem}");
+    }
+
+    #[test]
+    fn segments_with_signed_sub_gaps_still_verify() {
+        let signer = Signer::generate();
+        let events = chain();
+        let (gap, items) = sealed(&signer, &events);
+        let old: Vec<SegmentItem> = items
+            .into_iter()
+            .filter_map(|item| match item {
+                SegmentItem::Seal(_) => None,
+                SegmentItem::Skip(s) => Some(SegmentItem::Gap(signer.sign_gap(
+                    s.first_seq,
+                    s.last_seq,
+                    s.prev_hash,
+                    s.last_hash,
+                ))),
+                other => Some(other),
+            })
+            .collect();
+        let report = verify(&signer, &gap, &old).unwrap();
+        assert_eq!((report.events, report.last_seq), (3, 10));
     }
 }

@@ -65,15 +65,8 @@ pub async fn run(events: u64, writers: usize) -> anyhow::Result<()> {
     );
 
     // Verification, offline, one thread.
-    let opts = VerifyOptions {
-        database: config.database_path.clone(),
-        keys: audit_offline::data_dir_keys(&config.data_dir)?,
-        anchors: vec![],
-        archive: None,
-    };
     let started = Instant::now();
-    let report =
-        tokio::task::spawn_blocking(move || audit_offline::verify(&opts, &mut |_| {})).await??;
+    let report = verify(&config, None).await?;
     let verify_s = started.elapsed().as_secs_f64();
     let verify_per_s = report.events as f64 / verify_s;
     println!(
@@ -120,10 +113,33 @@ pub async fn run(events: u64, writers: usize) -> anyhow::Result<()> {
         sweep.batches,
         sweep.max_batch_ms
     );
+    // What the sweep left, live log and archive, verifies as one chain.
+    let started = Instant::now();
+    let after = verify(&config, Some(config.audit.archive.clone())).await?;
+    println!(
+        "verify after the sweep, with the archive: {} events, {} in gaps, {} checkpoints in {:.2} s",
+        after.events,
+        after.events_in_gaps,
+        after.checkpoints,
+        started.elapsed().as_secs_f64()
+    );
     println!(
         "append_per_s={append_per_s:.0} verify_per_s={verify_per_s:.0} sweep_s={sweep_s:.2} max_writer_block_ms={max_writer_block_ms:.1}"
     );
     Ok(())
+}
+
+async fn verify(
+    config: &Config,
+    archive: Option<std::path::PathBuf>,
+) -> anyhow::Result<jitgate_audit::Report> {
+    let opts = VerifyOptions {
+        database: config.database_path.clone(),
+        keys: audit_offline::data_dir_keys(&config.data_dir)?,
+        anchors: vec![],
+        archive,
+    };
+    Ok(tokio::task::spawn_blocking(move || audit_offline::verify(&opts, &mut |_| {})).await??)
 }
 
 fn event(ts: Timestamp, i: u64) -> EventDraft {

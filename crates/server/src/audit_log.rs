@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use jitgate_audit::archive::{self, Manifest, SegmentItem};
 use jitgate_audit::retention::{Fate, Policy, RetentionAction, Rule, class_of, runs};
-use jitgate_audit::{Checkpoint, Gap, PublicKey, Signer};
+use jitgate_audit::{Checkpoint, Gap, PublicKey, Signer, Skip, SkipDigest};
 use jitgate_core::event::SYSTEM_ACTOR;
 use jitgate_core::{Clock, EventDraft};
 use jitgate_store::{LiveEvent, Store, StoreError};
@@ -384,8 +384,9 @@ struct Plan {
     classes: std::collections::BTreeMap<&'static str, u64>,
 }
 
-/// Decides the fate of each event in a batch and signs a boundary for each run of removed ones;
-/// archived events (and signed sub-boundaries for deleted ones between them) go to one segment.
+/// Decides the fate of each event in a batch and signs a boundary for each run of removed ones.
+/// A run's archived events go to the batch's segment, with a skip over each stretch of deleted
+/// events between them and one seal that signs all the run's skips.
 fn plan(policy: &Policy, batch: &[LiveEvent], signer: &Signer) -> Plan {
     let fates: Vec<(i64, Fate)> = batch
         .iter()
@@ -406,7 +407,12 @@ fn plan(policy: &Policy, batch: &[LiveEvent], signer: &Signer) -> Plan {
         .zip(runs.last())
         .map(|((a, _), (_, b))| archive::segment_name(batch[*a].record.seq, batch[*b].record.seq));
     for (start, end) in runs {
-        let before = |i: usize| batch[i].prev;
+        let skip = |from: usize, to: usize| Skip {
+            first_seq: batch[from].record.seq,
+            last_seq: batch[to].record.seq,
+            prev_hash: batch[from].prev,
+            last_hash: batch[to].record.hash,
+        };
         let mut archived_here = false;
         let mut deleted_from: Option<usize> = None;
         let mut items = Vec::new();
@@ -427,28 +433,34 @@ fn plan(policy: &Policy, batch: &[LiveEvent], signer: &Signer) -> Plan {
                     plan.archived += 1;
                     archived_here = true;
                     if let Some(d) = deleted_from.take() {
-                        items.push(SegmentItem::Gap(sub_gap(
-                            signer,
-                            batch,
-                            d,
-                            i - 1,
-                            before(d),
-                        )));
+                        items.push(SegmentItem::Skip(skip(d, i - 1)));
                     }
                     items.push(SegmentItem::Event(batch[i].record.clone()));
                 }
             }
         }
         if let Some(d) = deleted_from.take() {
-            items.push(SegmentItem::Gap(sub_gap(signer, batch, d, end, before(d))));
+            items.push(SegmentItem::Skip(skip(d, end)));
         }
+        let range = skip(start, end);
         let gap = signer.sign_gap(
-            batch[start].record.seq,
-            batch[end].record.seq,
-            before(start),
-            batch[end].record.hash,
+            range.first_seq,
+            range.last_seq,
+            range.prev_hash,
+            range.last_hash,
         );
         if archived_here {
+            let mut skips = SkipDigest::default();
+            for item in &items {
+                if let SegmentItem::Skip(s) = item {
+                    skips.add(s);
+                }
+            }
+            plan.segment.push(SegmentItem::Seal(signer.sign_seal(
+                range.first_seq,
+                range.last_seq,
+                skips.finish(),
+            )));
             plan.segment.extend(items);
             plan.segment_name = name.clone();
             plan.gaps.push((gap, name.clone()));
@@ -457,21 +469,6 @@ fn plan(policy: &Policy, batch: &[LiveEvent], signer: &Signer) -> Plan {
         }
     }
     plan
-}
-
-fn sub_gap(
-    signer: &Signer,
-    batch: &[LiveEvent],
-    from: usize,
-    to: usize,
-    prev: jitgate_audit::Hash,
-) -> Gap {
-    signer.sign_gap(
-        batch[from].record.seq,
-        batch[to].record.seq,
-        prev,
-        batch[to].record.hash,
-    )
 }
 
 async fn write_segment(
