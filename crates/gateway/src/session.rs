@@ -1224,8 +1224,8 @@ impl<'a> Session<'a> {
                             .front()
                             .is_some_and(|p| p.simple && Some(p.n) == answers)
                     {
-                        let p = self.pending.pop_front().expect("front");
-                        let tags = p.tags.clone();
+                        let mut p = self.pending.pop_front().expect("front");
+                        let tags = std::mem::take(&mut p.tags);
                         results.push(self.result(p, json!({ "outcome": "ok", "tags": tags })));
                     }
                 }
@@ -1274,9 +1274,13 @@ impl<'a> Session<'a> {
         }
         let results = std::mem::take(&mut self.results);
         let failed = results.iter().filter(|r| r["outcome"] == "error").count();
+        // Moved into the event, not copied (`json!` would clone every outcome).
+        let mut details = serde_json::Map::new();
+        details.insert("results".into(), serde_json::Value::Array(results));
+        details.insert("failed".into(), failed.into());
         let e = self
             .event("session.results")
-            .details(json!({ "results": results, "failed": failed }));
+            .details(serde_json::Value::Object(details));
         let e = if failed > 0 {
             e.outcome(Outcome::Failure)
         } else {
