@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::AuditError;
 use crate::chain::{Hash, Skeleton, sha256};
 use crate::retention::Candidate;
-use crate::signing::{Gap, Seal, Skip};
+use crate::signing::{Gap, Seal, Span};
 use crate::verify::Item;
 
 /// One archived event, whole.
@@ -42,7 +42,7 @@ pub struct ArchivedEvent {
 pub enum SegmentItem {
     Event(ArchivedEvent),
     /// Deleted events between archived ones; covered by the boundary's seal.
-    Skip(Skip),
+    Skip(Span),
     /// Signs the skips of one range boundary; the first of the boundary's items.
     Seal(Seal),
     /// Deleted events between archived ones, signed on their own (segments from before seals).
@@ -57,7 +57,7 @@ impl SegmentItem {
             SegmentItem::Event(e) => e.seq,
             SegmentItem::Skip(s) => s.first_seq,
             SegmentItem::Seal(s) => s.first_seq,
-            SegmentItem::Gap(g) => g.first_seq,
+            SegmentItem::Gap(g) => g.span.first_seq,
         }
     }
 
@@ -66,7 +66,7 @@ impl SegmentItem {
             SegmentItem::Event(e) => e.seq,
             SegmentItem::Skip(s) => s.last_seq,
             SegmentItem::Seal(s) => s.last_seq,
-            SegmentItem::Gap(g) => g.last_seq,
+            SegmentItem::Gap(g) => g.span.last_seq,
         }
     }
 }

@@ -14,7 +14,7 @@ pub mod verify;
 
 pub use chain::{Hash, Skeleton};
 pub use error::AuditError;
-pub use signing::{Checkpoint, Gap, PublicKey, Seal, Signer, Skip, SkipDigest};
+pub use signing::{Checkpoint, Gap, PublicKey, Seal, Signer, SkipDigest, Span};
 pub use verify::{Item, Problem, ProblemKind, Report, Verifier};
 
 use jitgate_core::Timestamp;

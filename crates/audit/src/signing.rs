@@ -71,15 +71,10 @@ impl Signer {
         }
     }
 
-    pub fn sign_gap(&self, first_seq: i64, last_seq: i64, prev: Hash, last: Hash) -> Gap {
-        let signature = self
-            .key
-            .sign(&gap_message(first_seq, last_seq, &prev, &last));
+    pub fn sign_gap(&self, span: Span) -> Gap {
+        let signature = self.key.sign(&gap_message(&span));
         Gap {
-            first_seq,
-            last_seq,
-            prev_hash: prev,
-            last_hash: last,
+            span,
             key_id: self.id.clone(),
             signature: signature.to_bytes(),
         }
@@ -149,7 +144,7 @@ impl PublicKey {
     }
 
     pub fn verifies_gap(&self, gap: &Gap) -> bool {
-        let message = gap_message(gap.first_seq, gap.last_seq, &gap.prev_hash, &gap.last_hash);
+        let message = gap_message(&gap.span);
         self.key
             .verify(&message, &Signature::from_bytes(&gap.signature))
             .is_ok()
@@ -172,13 +167,13 @@ fn checkpoint_message(seq: i64, hash: &Hash, ts_us: i64) -> Vec<u8> {
     m
 }
 
-fn gap_message(first: i64, last: i64, prev: &Hash, last_hash: &Hash) -> Vec<u8> {
+fn gap_message(span: &Span) -> Vec<u8> {
     let mut m = Vec::with_capacity(GAP_DOMAIN.len() + 80);
     m.extend_from_slice(GAP_DOMAIN);
-    m.extend_from_slice(&first.to_be_bytes());
-    m.extend_from_slice(&last.to_be_bytes());
-    m.extend_from_slice(prev);
-    m.extend_from_slice(last_hash);
+    m.extend_from_slice(&span.first_seq.to_be_bytes());
+    m.extend_from_slice(&span.last_seq.to_be_bytes());
+    m.extend_from_slice(&span.prev_hash);
+    m.extend_from_slice(&span.last_hash);
     m
 }
 
@@ -203,47 +198,32 @@ pub struct Checkpoint {
     pub signature: [u8; 64],
 }
 
-/// A signed range boundary: events `first_seq..=last_seq` left the live log (deleted, or moved
-/// to an archive segment), and the chain ran from `prev_hash` to `last_hash` across them.
+/// Events `first_seq..=last_seq` that are not given, and the chain across them: from
+/// `prev_hash` (the hash before the first) to `last_hash` (the hash of the last).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Gap {
+pub struct Span {
     pub first_seq: i64,
     pub last_seq: i64,
     #[serde(with = "hex::serde")]
     pub prev_hash: Hash,
     #[serde(with = "hex::serde")]
     pub last_hash: Hash,
+}
+
+/// A signed range boundary: the span's events left the live log (deleted, or moved to an
+/// archive segment).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    #[serde(flatten)]
+    pub span: Span,
     pub key_id: String,
     #[serde(with = "hex::serde")]
     pub signature: [u8; 64],
 }
 
-impl Gap {
-    /// The range without its signature.
-    pub fn skip(&self) -> Skip {
-        Skip {
-            first_seq: self.first_seq,
-            last_seq: self.last_seq,
-            prev_hash: self.prev_hash,
-            last_hash: self.last_hash,
-        }
-    }
-}
-
-/// Events `first_seq..=last_seq` deleted between archived events of one range boundary, and the
-/// chain across them. Not signed on its own: the boundary's [`Seal`] signs all its skips at once,
-/// because a sweep that archives one event in ten would otherwise sign hundreds per batch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Skip {
-    pub first_seq: i64,
-    pub last_seq: i64,
-    #[serde(with = "hex::serde")]
-    pub prev_hash: Hash,
-    #[serde(with = "hex::serde")]
-    pub last_hash: Hash,
-}
-
-/// The SHA-256 over a boundary's skips, in order, that its [`Seal`] signs.
+/// The SHA-256 over a boundary's skips (the spans of events deleted between archived ones), in
+/// order, that its [`Seal`] signs. Skips are not signed one by one: a sweep that archives one
+/// event in ten would otherwise sign hundreds per batch.
 pub struct SkipDigest(ring::digest::Context);
 
 impl Default for SkipDigest {
@@ -253,7 +233,7 @@ impl Default for SkipDigest {
 }
 
 impl SkipDigest {
-    pub fn add(&mut self, skip: &Skip) {
+    pub fn add(&mut self, skip: &Span) {
         self.0.update(&skip.first_seq.to_be_bytes());
         self.0.update(&skip.last_seq.to_be_bytes());
         self.0.update(&skip.prev_hash);
@@ -265,7 +245,7 @@ impl SkipDigest {
     }
 }
 
-/// One signature over every [`Skip`] among the archived items of the range boundary
+/// One signature over every skip among the archived items of the range boundary
 /// `first_seq..=last_seq`: removing an archived event and skipping over it instead changes
 /// `skips`, and so fails the seal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -314,6 +294,36 @@ mod tests {
         ] {
             assert!(!a.public().verifies_seal(&forged));
         }
+    }
+
+    /// Archive segments written before seals hold gaps as flat JSON objects; they must still read.
+    #[test]
+    fn gaps_keep_their_flat_json_shape() {
+        let gap = Signer::generate().sign_gap(Span {
+            first_seq: 3,
+            last_seq: 9,
+            prev_hash: [1; 32],
+            last_hash: [2; 32],
+        });
+        let json = serde_json::to_value(&gap).unwrap();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "first_seq",
+                "key_id",
+                "last_hash",
+                "last_seq",
+                "prev_hash",
+                "signature"
+            ]
+        );
+        assert_eq!(serde_json::from_value::<Gap>(json).unwrap(), gap);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::fmt;
 
 use crate::archive::SegmentItem;
 use crate::chain::{GENESIS, Hash, Skeleton, commitment};
-use crate::signing::{Checkpoint, Gap, PublicKey, Seal, Skip, SkipDigest};
+use crate::signing::{Checkpoint, Gap, PublicKey, Seal, SkipDigest, Span};
 
 /// The action of the event that introduces a new signing key; its payload holds
 /// `{"public_key": "<hex>"}` and it is trusted once a checkpoint signed by an already trusted key
@@ -195,11 +195,11 @@ impl Verifier {
 
     fn gap(&mut self, gap: &Gap) -> Result<(), Problem> {
         self.check_boundary(gap)?;
-        self.jump(&gap.skip())
+        self.jump(&gap.span)
     }
 
     /// Moves the chain across a range whose events are not given, once the range is trusted.
-    fn jump(&mut self, range: &Skip) -> Result<(), Problem> {
+    fn jump(&mut self, range: &Span) -> Result<(), Problem> {
         self.prev = range.last_hash;
         self.next_seq = range.last_seq + 1;
         self.report.gaps += 1;
@@ -237,14 +237,16 @@ impl Verifier {
                     self.jump(skip)?;
                 }
                 SegmentItem::Seal(s) => {
-                    if i != 0 || (s.first_seq, s.last_seq) != (gap.first_seq, gap.last_seq) {
+                    if i != 0
+                        || (s.first_seq, s.last_seq) != (gap.span.first_seq, gap.span.last_seq)
+                    {
                         return Err(Problem {
                             seq: s.first_seq,
                             kind: ProblemKind::Reordered,
                             detail: format!(
                                 "a seal for {}..={} where the archive segment's items for \
                                  {}..={} begin",
-                                s.first_seq, s.last_seq, gap.first_seq, gap.last_seq
+                                s.first_seq, s.last_seq, gap.span.first_seq, gap.span.last_seq
                             ),
                         });
                     }
@@ -257,12 +259,12 @@ impl Verifier {
         match (seal, first_skip) {
             (Some(seal), _) if seal.skips != skips => {
                 return Err(Problem {
-                    seq: first_skip.unwrap_or(gap.first_seq),
+                    seq: first_skip.unwrap_or(gap.span.first_seq),
                     kind: ProblemKind::BadSignature,
                     detail: format!(
                         "the deleted ranges in the archive segment's items for {}..={} are not \
                          the ones its seal signs (an archived event removed, or a range edited?)",
-                        gap.first_seq, gap.last_seq
+                        gap.span.first_seq, gap.span.last_seq
                     ),
                 });
             }
@@ -277,19 +279,19 @@ impl Verifier {
             }
             _ => {}
         }
-        if self.next_seq != gap.last_seq + 1 {
+        if self.next_seq != gap.span.last_seq + 1 {
             return Err(Problem {
                 seq: self.next_seq,
                 kind: ProblemKind::Missing,
                 detail: format!(
                     "the archive segment lacks events {}..={} of its range boundary",
-                    self.next_seq, gap.last_seq
+                    self.next_seq, gap.span.last_seq
                 ),
             });
         }
-        if self.prev != gap.last_hash {
+        if self.prev != gap.span.last_hash {
             return Err(Problem {
-                seq: gap.last_seq,
+                seq: gap.span.last_seq,
                 kind: ProblemKind::Mismatch,
                 detail: "the archived events do not reach the hash of their range boundary".into(),
             });
@@ -298,18 +300,18 @@ impl Verifier {
     }
 
     fn check_boundary(&self, gap: &Gap) -> Result<(), Problem> {
-        self.check_continues(&gap.skip())?;
+        self.check_continues(&gap.span)?;
         if !self
             .trusted
             .get(&gap.key_id)
             .is_some_and(|k| k.verifies_gap(gap))
         {
             return Err(Problem {
-                seq: gap.first_seq,
+                seq: gap.span.first_seq,
                 kind: ProblemKind::BadSignature,
                 detail: format!(
                     "the range boundary {}..={} is not signed by a trusted key ({})",
-                    gap.first_seq, gap.last_seq, gap.key_id
+                    gap.span.first_seq, gap.span.last_seq, gap.key_id
                 ),
             });
         }
@@ -335,7 +337,7 @@ impl Verifier {
     }
 
     /// A range must start where the chain stands and continue its hash.
-    fn check_continues(&self, range: &Skip) -> Result<(), Problem> {
+    fn check_continues(&self, range: &Span) -> Result<(), Problem> {
         self.expect_seq(range.first_seq)?;
         let seq = range.first_seq;
         if range.last_seq < range.first_seq {
@@ -507,9 +509,9 @@ mod tests {
             .collect()
     }
 
-    fn skip(events: &[ArchivedEvent], first: i64, last: i64) -> Skip {
+    fn skip(events: &[ArchivedEvent], first: i64, last: i64) -> Span {
         let at = |seq: i64| &events[(seq - 1) as usize];
-        Skip {
+        Span {
             first_seq: first,
             last_seq: last,
             prev_hash: if first == 1 {
@@ -523,7 +525,7 @@ mod tests {
 
     /// The whole chain as one live boundary whose segment archives 2, 5 and 9 and skips the rest.
     fn sealed(signer: &Signer, events: &[ArchivedEvent]) -> (Gap, Vec<SegmentItem>) {
-        let gap = signer.sign_gap(1, 10, GENESIS, events[9].hash);
+        let gap = signer.sign_gap(skip(events, 1, 10));
         let mut items = Vec::new();
         for (first, last, archived) in [(1, 1, 2), (3, 4, 5), (6, 8, 9)] {
             items.push(SegmentItem::Skip(skip(events, first, last)));
@@ -611,12 +613,7 @@ mod tests {
             .into_iter()
             .filter_map(|item| match item {
                 SegmentItem::Seal(_) => None,
-                SegmentItem::Skip(s) => Some(SegmentItem::Gap(signer.sign_gap(
-                    s.first_seq,
-                    s.last_seq,
-                    s.prev_hash,
-                    s.last_hash,
-                ))),
+                SegmentItem::Skip(s) => Some(SegmentItem::Gap(signer.sign_gap(s))),
                 other => Some(other),
             })
             .collect();

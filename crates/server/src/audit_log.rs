@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use jitgate_audit::archive::{self, Manifest, SegmentItem};
 use jitgate_audit::retention::{Fate, Policy, RetentionAction, Rule, class_of, runs};
-use jitgate_audit::{Checkpoint, Gap, PublicKey, Signer, Skip, SkipDigest};
+use jitgate_audit::{Checkpoint, Gap, PublicKey, Signer, SkipDigest, Span};
 use jitgate_core::event::SYSTEM_ACTOR;
 use jitgate_core::{Clock, EventDraft};
 use jitgate_store::{LiveEvent, Store, StoreError};
@@ -270,8 +270,8 @@ impl AuditLog {
                 EventDraft::new(self.clock.now(), SYSTEM_ACTOR, "retention.swept").details(json!({
                     "deleted": plan.deleted,
                     "archived": plan.archived,
-                    "first_seq": plan.gaps.first().map(|(g, _)| g.first_seq),
-                    "last_seq": plan.gaps.last().map(|(g, _)| g.last_seq),
+                    "first_seq": plan.gaps.first().map(|(g, _)| g.span.first_seq),
+                    "last_seq": plan.gaps.last().map(|(g, _)| g.span.last_seq),
                     "ranges": plan.gaps.len(),
                     "segment": manifest.as_ref().map(|m| m.name.clone()),
                     "classes": plan.classes,
@@ -407,7 +407,7 @@ fn plan(policy: &Policy, batch: &[LiveEvent], signer: &Signer) -> Plan {
         .zip(runs.last())
         .map(|((a, _), (_, b))| archive::segment_name(batch[*a].record.seq, batch[*b].record.seq));
     for (start, end) in runs {
-        let skip = |from: usize, to: usize| Skip {
+        let span = |from: usize, to: usize| Span {
             first_seq: batch[from].record.seq,
             last_seq: batch[to].record.seq,
             prev_hash: batch[from].prev,
@@ -433,22 +433,16 @@ fn plan(policy: &Policy, batch: &[LiveEvent], signer: &Signer) -> Plan {
                     plan.archived += 1;
                     archived_here = true;
                     if let Some(d) = deleted_from.take() {
-                        items.push(SegmentItem::Skip(skip(d, i - 1)));
+                        items.push(SegmentItem::Skip(span(d, i - 1)));
                     }
                     items.push(SegmentItem::Event(batch[i].record.clone()));
                 }
             }
         }
         if let Some(d) = deleted_from.take() {
-            items.push(SegmentItem::Skip(skip(d, end)));
+            items.push(SegmentItem::Skip(span(d, end)));
         }
-        let range = skip(start, end);
-        let gap = signer.sign_gap(
-            range.first_seq,
-            range.last_seq,
-            range.prev_hash,
-            range.last_hash,
-        );
+        let gap = signer.sign_gap(span(start, end));
         if archived_here {
             let mut skips = SkipDigest::default();
             for item in &items {
@@ -457,8 +451,8 @@ fn plan(policy: &Policy, batch: &[LiveEvent], signer: &Signer) -> Plan {
                 }
             }
             plan.segment.push(SegmentItem::Seal(signer.sign_seal(
-                range.first_seq,
-                range.last_seq,
+                gap.span.first_seq,
+                gap.span.last_seq,
                 skips.finish(),
             )));
             plan.segment.extend(items);

@@ -57,8 +57,8 @@ pub fn verify(
             };
             // Only the boundary's own items: one segment covers many boundaries.
             let items = segments.get(dir, name)?;
-            let start = items.partition_point(|i| i.first_seq() < gap.first_seq);
-            let end = items.partition_point(|i| i.first_seq() <= gap.last_seq);
+            let start = items.partition_point(|i| i.first_seq() < gap.span.first_seq);
+            let end = items.partition_point(|i| i.first_seq() <= gap.span.last_seq);
             Ok(Some(items[start..end].to_vec()))
         };
     match log.scan(&mut verifier, &mut lookup, progress) {

@@ -5,7 +5,7 @@ use jitgate_audit::archive::{ArchivedEvent, Manifest};
 use jitgate_audit::chain::{self, GENESIS, Hash, Skeleton};
 use jitgate_audit::retention::{Candidate, Hold};
 use jitgate_audit::{
-    AuditEvent, Checkpoint, EventFilter, Gap, Item, Problem, Verifier, glob_to_like,
+    AuditEvent, Checkpoint, EventFilter, Gap, Item, Problem, Span, Verifier, glob_to_like,
 };
 use jitgate_core::EventDraft;
 use rusqlite::types::ValueRef;
@@ -432,10 +432,12 @@ fn gap_from_row(r: &rusqlite::Row<'_>) -> Result<(Gap, Option<String>)> {
         why: "malformed hash or signature".into(),
     };
     let gap = Gap {
-        first_seq,
-        last_seq: r.get(1)?,
-        prev_hash: blob_hash(r.get_ref(2)?, "prev_hash").map_err(|_| bad())?,
-        last_hash: blob_hash(r.get_ref(3)?, "last_hash").map_err(|_| bad())?,
+        span: Span {
+            first_seq,
+            last_seq: r.get(1)?,
+            prev_hash: blob_hash(r.get_ref(2)?, "prev_hash").map_err(|_| bad())?,
+            last_hash: blob_hash(r.get_ref(3)?, "last_hash").map_err(|_| bad())?,
+        },
         key_id: r.get(4)?,
         signature: r.get::<_, Vec<u8>>(5)?.try_into().map_err(|_| bad())?,
     };
@@ -520,7 +522,7 @@ fn scan_in_snapshot(
     let mut n: u64 = 0;
     while let Some(e) = events.next()? {
         let seq: i64 = e.get(0)?;
-        while let Some((gap, segment)) = gaps.next_if(|(g, _)| g.first_seq < seq) {
+        while let Some((gap, segment)) = gaps.next_if(|(g, _)| g.span.first_seq < seq) {
             feed_gap(verifier, archive, &gap, segment.as_deref())?;
         }
         if payload_seq.is_some_and(|p| p < seq) {
@@ -770,23 +772,23 @@ pub(super) fn remove_ranges(
     let mut present = conn.prepare_cached(
         "SELECT seq, hash FROM audit_events WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq",
     )?;
-    let mut rows = present.query(params![lo.0.first_seq, hi.0.last_seq])?;
+    let mut rows = present.query(params![lo.0.span.first_seq, hi.0.span.last_seq])?;
     let mut seqs: Vec<i64> = Vec::new();
     let mut pending = gaps.iter().peekable();
     let mut in_gap = 0;
     while let Some(r) = rows.next()? {
         let seq: i64 = r.get(0)?;
-        while pending.peek().is_some_and(|(g, _)| g.last_seq < seq) {
+        while pending.peek().is_some_and(|(g, _)| g.span.last_seq < seq) {
             let (g, _) = pending.next().expect("peeked");
             check_range(g, in_gap, None)?;
             in_gap = 0;
         }
         if let Some((g, _)) = pending.peek()
-            && g.first_seq <= seq
+            && g.span.first_seq <= seq
         {
             seqs.push(seq);
             in_gap += 1;
-            if seq == g.last_seq {
+            if seq == g.span.last_seq {
                 let hash: Vec<u8> = r.get(1)?;
                 check_range(g, in_gap, Some(&hash))?;
                 pending.next();
@@ -805,8 +807,8 @@ pub(super) fn remove_ranges(
         let mut events =
             conn.prepare_cached("DELETE FROM audit_events WHERE seq BETWEEN ?1 AND ?2")?;
         for (g, _) in gaps {
-            payloads.execute(params![g.first_seq, g.last_seq])?;
-            events.execute(params![g.first_seq, g.last_seq])?;
+            payloads.execute(params![g.span.first_seq, g.span.last_seq])?;
+            events.execute(params![g.span.first_seq, g.span.last_seq])?;
         }
     } else {
         // Many short ranges: one statement per table. A statement per range made SQLite
@@ -827,10 +829,10 @@ pub(super) fn remove_ranges(
     )?;
     for (gap, segment) in gaps {
         insert.execute(params![
-            gap.first_seq,
-            gap.last_seq,
-            &gap.prev_hash[..],
-            &gap.last_hash[..],
+            gap.span.first_seq,
+            gap.span.last_seq,
+            &gap.span.prev_hash[..],
+            &gap.span.last_hash[..],
             gap.key_id,
             &gap.signature[..],
             segment
@@ -847,7 +849,7 @@ pub(super) fn remove_ranges(
     // Time blocks that end before the oldest live event describe nothing any more.
     let oldest: i64 = conn
         .prepare_cached("SELECT coalesce(min(seq), ?1) FROM audit_events")?
-        .query_row([hi.0.last_seq + 1], |r| r.get(0))?;
+        .query_row([hi.0.span.last_seq + 1], |r| r.get(0))?;
     conn.prepare_cached("DELETE FROM audit_time_blocks WHERE first_seq < ?1 AND last_seq < ?1")?
         .execute([oldest])?;
     restore_delete_guards(conn, &guards)?;
@@ -897,10 +899,12 @@ fn restore_delete_guards(conn: &Connection, guards: &[String]) -> Result<()> {
 
 /// A range is removed only if every event it names is still there, ending in the hash planned.
 fn check_range(gap: &Gap, present: i64, last_hash: Option<&[u8]>) -> Result<()> {
-    if present != gap.last_seq - gap.first_seq + 1 || last_hash != Some(&gap.last_hash[..]) {
+    if present != gap.span.last_seq - gap.span.first_seq + 1
+        || last_hash != Some(&gap.span.last_hash[..])
+    {
         return Err(StoreError::Conflict(format!(
             "events {}..={} changed while the sweep ran; it plans again",
-            gap.first_seq, gap.last_seq
+            gap.span.first_seq, gap.span.last_seq
         )));
     }
     Ok(())
