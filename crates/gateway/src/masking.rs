@@ -414,17 +414,15 @@ impl SessionMasking {
         })
     }
 
-    /// Appends the CopyData frame for one masked COPY row to `out` if anything in it needs
-    /// masking; says whether it did.
+    /// The CopyData frame for one masked COPY row, or `None` if nothing in it needs masking.
     pub fn copy_row(
         &mut self,
         plan: &mut CopyPlan,
         row: &[u8],
         counts: &mut Counts,
-        out: &mut BytesMut,
-    ) -> bool {
+    ) -> Option<BytesMut> {
         if std::mem::take(&mut plan.header_left) {
-            return false; // column names
+            return None; // column names
         }
         let fields = match plan.format {
             CopyFormat::Text => copy_text::split(row),
@@ -462,14 +460,13 @@ impl SessionMasking {
             }
         }
         if !changed {
-            return false;
+            return None;
         }
         let body = match plan.format {
             CopyFormat::Text => copy_text::join(&masked),
             CopyFormat::Csv { .. } => copy_csv::join(&masked),
         };
-        out.extend_from_slice(&codec::frame_of(b'd', &body));
-        true
+        Some(codec::frame_of(b'd', &body))
     }
 
     /// The rule that masks this result column whole, if any; `Err` if the column belongs to a
@@ -1284,28 +1281,33 @@ mod tests {
             format,
         };
         let mut plan = s.copy_plan(table(CopyFormat::Text)).unwrap();
-        let mut out = BytesMut::new();
-        assert!(s.copy_row(
-            &mut plan,
-            b"1\tann@example.com\tcard 4111 1111 1111 1111\\ttab\n",
-            &mut counts,
-            &mut out
-        ));
+        let out = s
+            .copy_row(
+                &mut plan,
+                b"1\tann@example.com\tcard 4111 1111 1111 1111\\ttab\n",
+                &mut counts,
+            )
+            .unwrap();
         assert_eq!(&out[5..], b"1\t*****\tcard ***************1111\\ttab\n");
-        let mut out = BytesMut::new();
-        assert!(!s.copy_row(&mut plan, b"2\t\\N\tnothing\n", &mut counts, &mut out));
+        assert!(
+            s.copy_row(&mut plan, b"2\t\\N\tnothing\n", &mut counts)
+                .is_none()
+        );
 
         let mut plan = s
             .copy_plan(table(CopyFormat::Csv { header: true }))
             .unwrap();
-        let mut out = BytesMut::new();
-        assert!(!s.copy_row(&mut plan, b"id,email,note\n", &mut counts, &mut out));
-        assert!(s.copy_row(
-            &mut plan,
-            b"1,ann@example.com,\"a \"\"quoted\"\", note\"\n",
-            &mut counts,
-            &mut out
-        ));
+        assert!(
+            s.copy_row(&mut plan, b"id,email,note\n", &mut counts)
+                .is_none()
+        );
+        let out = s
+            .copy_row(
+                &mut plan,
+                b"1,ann@example.com,\"a \"\"quoted\"\", note\"\n",
+                &mut counts,
+            )
+            .unwrap();
         assert_eq!(&out[5..], b"\"1\",\"*****\",\"a \"\"quoted\"\", note\"\n");
         assert!(
             s.copy_plan(CopyOut::Query {

@@ -576,8 +576,6 @@ struct Shapes {
     simple: Option<Shape>,
     /// The description for the Execute now returning rows, once looked up.
     current: Option<Option<Shape>>,
-    /// Where a masked COPY row is written before it replaces the server's.
-    rows: BytesMut,
     /// Plans for the COPY … TO STDOUT statements sent, and the one now running.
     copies: VecDeque<(u64, CopyPlan)>,
     copying: Option<CopyPlan>,
@@ -1131,17 +1129,13 @@ impl<'a> Session<'a> {
                 // CopyData with no CopyOutResponse before it breaks the protocol; if it ever
                 // came, nothing in it would pass.
                 let plan = sh.copying.get_or_insert_with(CopyPlan::withhold_all);
-                {
-                    let rows = &mut sh.rows;
-                    let mut scratch = Counts::default();
-                    let counts = match self.pending.front_mut() {
-                        Some(p) => &mut p.masked,
-                        None => &mut scratch,
-                    };
-                    if m.copy_row(plan, body, counts, rows) {
-                        rewrite.replace(buf, span, rows);
-                        rows.clear();
-                    }
+                let mut scratch = Counts::default();
+                let counts = match self.pending.front_mut() {
+                    Some(p) => &mut p.masked,
+                    None => &mut scratch,
+                };
+                if let Some(frame) = m.copy_row(plan, body, counts) {
+                    rewrite.replace(buf, span, &frame);
                 }
             }
             b'c' => sh.copying = None,
