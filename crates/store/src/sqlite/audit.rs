@@ -1006,7 +1006,7 @@ mod tests {
     #[test]
     fn time_and_involvement_searches_use_an_index() {
         let mut conn = Connection::open_in_memory().unwrap();
-        super::super::configure(&conn).unwrap();
+        super::super::configure(&conn, super::super::Reads::Short).unwrap();
         super::super::migrate(&mut conn).unwrap();
         let plan = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> String {
             let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();

@@ -66,6 +66,7 @@ impl SqliteStore {
         let mut conn = open_connection(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+            Reads::Scans,
         )?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         migrate(&mut conn)?;
@@ -137,14 +138,26 @@ impl SqliteStore {
     }
 }
 
-fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection> {
+/// How a connection reads the database file.
+#[derive(Debug, Clone, Copy)]
+enum Reads {
+    /// Whole-log passes (verification; the writer's sweeps): through a memory map, with no copy
+    /// per page read. SQLite caps the map at its compile-time limit (2 GiB).
+    Scans,
+    /// Short reads while others commit (logins, API requests, sweep batches): copied. A read
+    /// that begins after any commit makes SQLite drop the connection's whole map, and tearing a
+    /// map down flushes every core's TLB; that was a fifth of a gateway login's grant lookup.
+    Short,
+}
+
+fn open_connection(path: &Path, flags: OpenFlags, reads: Reads) -> Result<Connection> {
     let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-    configure(&conn)?;
+    configure(&conn, reads)?;
     Ok(conn)
 }
 
 /// The settings every connection runs with.
-fn configure(conn: &Connection) -> Result<()> {
+fn configure(conn: &Connection, reads: Reads) -> Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     // FULL: a commit is on disk when it returns, WAL or not.
     conn.pragma_update(None, "synchronous", "FULL")?;
@@ -153,10 +166,11 @@ fn configure(conn: &Connection) -> Result<()> {
     // Durability comes from the WAL, which this does not touch.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.pragma_update(None, "cache_size", -65536)?; // 64 MiB
-    // Read pages through a memory map instead of a copy per read: verification and sweeps read
-    // the whole log. SQLite caps this at its compile-time limit (2 GiB). (Not for the read pool:
-    // see `ReadPool::with`.)
-    conn.pragma_update(None, "mmap_size", 1i64 << 31)?;
+    let mmap_size: i64 = match reads {
+        Reads::Scans => 1 << 31,
+        Reads::Short => 0,
+    };
+    conn.pragma_update(None, "mmap_size", mmap_size)?;
     // Deleted audit payloads (retention, erasure) are overwritten, not left in free space.
     conn.pragma_update(None, "secure_delete", "ON")?;
     // Plan each statement once. Without this, SQLite (built with STAT4) re-plans some cached
@@ -212,15 +226,7 @@ impl ReadPool {
         let conn = self.idle.lock().expect("pool lock").pop();
         let conn = match conn {
             Some(c) => c,
-            None => {
-                let conn = open_connection(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-                // No memory map for these short reads: a read that begins after any commit
-                // unmaps the whole map (SQLite drops it when the WAL changed), and tearing
-                // down a map costs every core a TLB flush. That was a fifth of a gateway
-                // login's grant lookup under write load.
-                conn.pragma_update(None, "mmap_size", 0)?;
-                conn
-            }
+            None => open_connection(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY, Reads::Short)?,
         };
         let out = work(&conn);
         self.idle.lock().expect("pool lock").push(conn);
@@ -582,7 +588,7 @@ impl Store for SqliteStore {
         // overwritten) database file and empty it, so no copy of an erased payload remains.
         let path = self.readers.path.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = open_connection(&path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+            let conn = open_connection(&path, OpenFlags::SQLITE_OPEN_READ_WRITE, Reads::Scans)?;
             conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
             Ok::<_, StoreError>(())
         })
@@ -627,7 +633,7 @@ impl LogFile {
         if !path.exists() {
             return Err(StoreError::NotFound(format!("database {}", path.display())));
         }
-        let conn = open_connection(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let conn = open_connection(path, OpenFlags::SQLITE_OPEN_READ_ONLY, Reads::Scans)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version < MIGRATIONS.len() as i64 {
             return Err(StoreError::Db(format!(
