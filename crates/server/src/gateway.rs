@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use jitgate_core::{EventDraft, State};
-use jitgate_gateway::{Authority, Refusal, SessionGrant, Upstream};
+use jitgate_gateway::{AuditMode, Authority, Refusal, SessionGrant, Upstream};
 use jitgate_store::RequestFilter;
 
 use crate::config::ResourceKind;
@@ -113,8 +113,21 @@ impl Authority for App {
         })
     }
 
+    /// In durable mode every event of a session goes through the intake journal, statements
+    /// (which wait for it) and outcomes alike, so they reach the chain in the order they were
+    /// made; in async mode none waits, and they go straight to the log.
     async fn record(&self, events: Vec<EventDraft>) -> Result<(), String> {
-        self.append(events).await.map_err(|e| e.to_string())
+        let durable = self
+            .config
+            .gateway
+            .as_ref()
+            .is_none_or(|g| g.audit == AuditMode::Durable);
+        let written = if durable {
+            self.journal(events).await
+        } else {
+            self.append(events).await
+        };
+        written.map_err(|e| e.to_string())
     }
 }
 

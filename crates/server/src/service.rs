@@ -217,6 +217,16 @@ impl App {
         self.store.append_events(events).await
     }
 
+    /// Like `append`, for events the caller waits on before going on: durable on return, in
+    /// the chain a moment later (see `Store::journal_events`).
+    pub(crate) async fn journal(
+        &self,
+        events: Vec<EventDraft>,
+    ) -> std::result::Result<(), StoreError> {
+        self.metrics.observe(&events);
+        self.store.journal_events(events).await
+    }
+
     /// Applies `change` to the request behind `key`, auditing a refusal.
     async fn change(
         &self,

@@ -15,7 +15,7 @@ use jitgate_core::{AccessRequest, CoreError, EventDraft, State, Timestamp};
 use tokio::sync::{mpsc, watch};
 
 pub use error::StoreError;
-pub use sqlite::{ArchiveLookup, Head, LiveEvent, LogFile, ScanError, SqliteStore};
+pub use sqlite::{ArchiveLookup, Head, LiveEvent, LogFile, ScanError, SqliteStore, intake_path};
 
 /// Builds the events that record an erasure, from how many payloads went and their seq range.
 pub type EraseRecord = Box<dyn FnOnce(u64, Option<(i64, i64)>) -> Vec<EventDraft> + Send>;
@@ -72,6 +72,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes events that change no request (a refused request, credentials issued).
     async fn append_events(&self, events: Vec<EventDraft>) -> Result<(), StoreError>;
+
+    /// Makes `events` durable and returns; they join the chain a moment later, in order. For
+    /// events someone waits on before going on (a gateway's statements in durable mode): the
+    /// SQLite store syncs them to its intake journal, a plain file, instead of committing them.
+    /// Searches and erasures first wait for what was acknowledged to be in the log.
+    async fn journal_events(&self, events: Vec<EventDraft>) -> Result<(), StoreError> {
+        self.append_events(events).await
+    }
 
     async fn get_request(&self, key: RequestKey) -> Result<Option<AccessRequest>, StoreError>;
 

@@ -821,15 +821,29 @@ async fn durable_auditing_fails_closed_when_the_log_cannot_be_written() {
     assert_eq!(r["state"], "active");
     let c = connect(&app, "ci-bot").await.unwrap();
     c.simple_query("SELECT 1").await.unwrap();
-    // Break the audit log from outside: the writer's inserts now fail.
+    // Break the audit log from outside: the writer can no longer take events into the chain.
     let sqlite = rusqlite::Connection::open(app.data_dir().join("jitgate.db")).unwrap();
     sqlite
         .execute_batch("ALTER TABLE audit_events RENAME TO audit_events_gone")
         .unwrap();
-    let e = c
-        .simple_query("INSERT INTO orders VALUES (99, 'unaudited')")
-        .await
-        .unwrap_err();
+    // A statement goes on only once its event is durable in the intake journal; when the
+    // writer fails to take a record in, intake stops and every later statement is refused.
+    let mut tried = Vec::new();
+    let mut refusal = None;
+    for id in 100..200 {
+        tried.push(id);
+        match c
+            .simple_query(&format!("INSERT INTO orders VALUES ({id}, 'unaudited?')"))
+            .await
+        {
+            Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Err(e) => {
+                refusal = Some(e);
+                break;
+            }
+        }
+    }
+    let e = refusal.expect("the session was never refused");
     let msg = e
         .as_db_error()
         .map(|d| d.message().to_owned())
@@ -838,13 +852,27 @@ async fn durable_auditing_fails_closed_when_the_log_cannot_be_written() {
         msg.contains("audit log cannot be written") || c.is_closed(),
         "{msg}"
     );
-    // The statement never reached the database.
+    assert!(tried.len() < 100);
+    // The refused statement never reached the database, and each one that did is durably
+    // recorded: in the journal, from which the next start takes it into the chain.
+    let refused = tried.last().unwrap().to_string();
     assert!(
-        db.query_one_opt("SELECT 1 FROM orders WHERE id = $1::text::int", "99")
+        db.query_one_opt("SELECT 1 FROM orders WHERE id = $1::text::int", &refused)
             .await
             .is_none(),
         "an unaudited statement ran"
     );
+    let journal = std::fs::read(jitgate_store::intake_path(
+        &app.data_dir().join("jitgate.db"),
+    ))
+    .unwrap();
+    let journal = String::from_utf8_lossy(&journal);
+    for id in &tried[..tried.len() - 1] {
+        assert!(
+            journal.contains(&format!("INSERT INTO orders VALUES ({id}, 'unaudited?')")),
+            "statement {id} ran but is not in the intake journal"
+        );
+    }
 }
 
 #[tokio::test]

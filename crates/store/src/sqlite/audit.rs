@@ -81,11 +81,14 @@ pub(super) struct NewEvent<'a> {
 
 /// An event ready for the chain: its payload serialised, salted and committed to. Sealing needs
 /// nothing from the log, so callers do it on their own threads and the writer thread only links
-/// and inserts.
+/// and inserts. Serialised only into the intake journal.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct SealedEvent {
     draft: EventDraft,
     payload: String,
+    #[serde(with = "hex::serde")]
     salt: [u8; chain::SALT_LEN],
+    #[serde(with = "hex::serde")]
     commitment: Hash,
 }
 

@@ -11,9 +11,11 @@
 //! are appended; a change that rolls back rolls the head back with it.
 
 mod audit;
+mod intake;
 
 use audit::SealedEvent;
 pub use audit::{ArchiveLookup, Head, LiveEvent, ScanError};
+pub use intake::path_for as intake_path;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -47,6 +49,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Sql(include_str!(
         "../../migrations/sqlite/0004_subject_index.sql"
     )),
+    Migration::Sql(include_str!("../../migrations/sqlite/0005_intake.sql")),
 ];
 /// Most changes committed together; bounds the time one transaction holds the write lock.
 const MAX_BATCH: usize = 2048;
@@ -58,6 +61,8 @@ pub struct SqliteStore {
     writer: mpsc::Sender<Box<dyn Job>>,
     readers: Arc<ReadPool>,
     head: watch::Receiver<Head>,
+    /// `None` when another process holds the journal (it appends directly then).
+    intake: Option<intake::Intake>,
 }
 
 impl SqliteStore {
@@ -70,13 +75,18 @@ impl SqliteStore {
         )?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         migrate(&mut conn)?;
+        let recovered = intake::recover(path, &conn)?;
         let (head_tx, head) = watch::channel(audit::read_head(&conn)?);
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
         thread::Builder::new()
             .name("jitgate-sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx, head_tx))
             .map_err(|e| StoreError::Db(format!("cannot start the writer thread: {e}")))?;
+        let intake = recovered
+            .map(|r| intake::Intake::start(r, tx.clone()))
+            .transpose()?;
         Ok(Self {
+            intake,
             writer: tx,
             readers: Arc::new(ReadPool {
                 path: path.to_owned(),
@@ -124,6 +134,13 @@ impl SqliteStore {
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Waits until the events the intake journal acknowledged so far are in the log.
+    async fn caught_up(&self) {
+        if let Some(intake) = &self.intake {
+            intake.caught_up().await;
+        }
     }
 
     async fn read<T, F>(&self, work: F) -> Result<T>
@@ -458,6 +475,13 @@ impl Store for SqliteStore {
         .map(drop)
     }
 
+    async fn journal_events(&self, events: Vec<EventDraft>) -> Result<()> {
+        match &self.intake {
+            Some(intake) => intake.append(events).await,
+            None => self.append_events(events).await,
+        }
+    }
+
     async fn get_request(&self, key: RequestKey) -> Result<Option<AccessRequest>> {
         self.read(move |conn| load_request(conn, &key)).await
     }
@@ -533,6 +557,7 @@ impl Store for SqliteStore {
     }
 
     async fn search_events(&self, f: EventFilter) -> Result<Vec<AuditEvent>> {
+        self.caught_up().await;
         let limit = if f.limit == 0 {
             100
         } else {
@@ -542,6 +567,7 @@ impl Store for SqliteStore {
     }
 
     async fn stream_events(&self, f: EventFilter, out: mpsc::Sender<AuditEvent>) -> Result<()> {
+        self.caught_up().await;
         self.read(move |conn| audit::stream(conn, &f, |e| out.blocking_send(e).is_ok()))
             .await
     }
@@ -577,6 +603,8 @@ impl Store for SqliteStore {
     }
 
     async fn erase(&self, principal: String, record: EraseRecord) -> Result<u64> {
+        // Events acknowledged before the erasure are erased with the rest, so they must be in.
+        self.caught_up().await;
         let count = self
             .write(move |conn, head| {
                 let (count, range) = audit::erase(conn, &principal)?;
@@ -594,6 +622,9 @@ impl Store for SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Db(format!("checkpoint task failed: {e}")))??;
+        if let Some(intake) = &self.intake {
+            intake.clear().await?;
+        }
         Ok(count)
     }
 

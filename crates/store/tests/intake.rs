@@ -1,0 +1,228 @@
+//! The intake journal: events acknowledged as durable are in the log for every reader, after a
+//! crash the next open takes in exactly those not yet in, a record cut short is dropped, damage
+//! is refused, and an erasure leaves no copy behind in it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use jitgate_audit::{EventFilter, Verifier};
+use jitgate_core::{EventDraft, Timestamp};
+use jitgate_store::{LogFile, SqliteStore, Store, StoreError, intake_path};
+
+fn draft(who: &str, i: usize) -> EventDraft {
+    let ts = Timestamp::from_second(1_700_000_000 + i as i64).unwrap();
+    let mut e = EventDraft::new(ts, who, "session.statement");
+    e.resource = Some("orders-db".into());
+    e.subject = Some(who.into());
+    e.session_id = Some(format!("sess_{who}"));
+    e.details(
+        serde_json::json!({ "statement": i, "sql": format!("SELECT {i} /* {who}-secret */") }),
+    )
+}
+
+async fn statements(s: &SqliteStore) -> Vec<i64> {
+    s.search_events(EventFilter {
+        action: Some("session.statement".into()),
+        limit: 1000,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .iter()
+    .filter_map(|e| e.details["statement"].as_i64()) // erased payloads have none
+    .collect()
+}
+
+/// Verifies the whole chain in the file; returns how many events it holds.
+fn verify(path: &Path) -> u64 {
+    let log = LogFile::open(path).unwrap();
+    let mut v = Verifier::new(vec![], vec![]).unwrap();
+    log.scan(&mut v, &mut |_, _| Ok(None), &mut |_| {}).unwrap();
+    v.finish().unwrap().events
+}
+
+/// Copies every file of the database at `from` (closed) to `to`.
+fn copy_db(from: &Path, to: &Path) {
+    let dir = from.parent().unwrap();
+    let name = from.file_name().unwrap().to_str().unwrap();
+    for f in std::fs::read_dir(dir).unwrap() {
+        let f = f.unwrap().file_name();
+        let f = f.to_str().unwrap();
+        if let Some(suffix) = f.strip_prefix(name) {
+            let mut target = to.as_os_str().to_owned();
+            target.push(suffix);
+            std::fs::copy(dir.join(f), PathBuf::from(target)).unwrap();
+        }
+    }
+}
+
+/// A database with one event, and beside it the journal a crash would leave: records for
+/// events 1..=`n` made durable, none taken in. Returns the database path.
+async fn crashed(dir: &Path, n: usize) -> PathBuf {
+    let before = dir.join("before.db");
+    let after = dir.join("after.db");
+    {
+        let s = SqliteStore::open(&before).unwrap();
+        s.append_events(vec![draft("setup", 0)]).await.unwrap();
+    }
+    copy_db(&before, &after);
+    {
+        let s = SqliteStore::open(&after).unwrap();
+        for i in 1..=n {
+            s.journal_events(vec![draft("alice", i)]).await.unwrap();
+        }
+        assert_eq!(statements(&s).await.len(), n + 1);
+    }
+    // The journal as `after` left it, with `before` as it was when the records were written.
+    std::fs::copy(intake_path(&after), intake_path(&before)).unwrap();
+    before
+}
+
+#[tokio::test]
+async fn acknowledged_events_are_in_the_log_for_every_reader_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jitgate.db");
+    let s = Arc::new(SqliteStore::open(&path).unwrap());
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                s.journal_events(vec![draft(&format!("u{t}"), t * 100 + i)])
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let seen = statements(&s).await;
+    assert_eq!(seen.len(), 200, "every acknowledged event is found at once");
+    // Each caller's events keep the order they were acknowledged in.
+    for t in 0..8 {
+        let mine: Vec<i64> = seen.iter().copied().filter(|n| n / 100 == t).collect();
+        assert_eq!(mine, (t * 100..t * 100 + 25).collect::<Vec<_>>());
+    }
+    drop(s);
+    assert_eq!(verify(&path), 200);
+}
+
+#[tokio::test]
+async fn after_a_crash_the_next_open_takes_in_exactly_what_was_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = crashed(dir.path(), 5).await;
+    {
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(statements(&s).await, vec![0, 1, 2, 3, 4, 5]);
+    }
+    assert_eq!(std::fs::metadata(intake_path(&path)).unwrap().len(), 0);
+    // Taken in once: opening again adds nothing, and the chain holds.
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(statements(&s).await, vec![0, 1, 2, 3, 4, 5]);
+    drop(s);
+    assert_eq!(verify(&path), 6);
+}
+
+#[tokio::test]
+async fn records_already_in_the_log_are_not_taken_in_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jitgate.db");
+    {
+        let s = SqliteStore::open(&path).unwrap();
+        for i in 1..=3 {
+            s.journal_events(vec![draft("alice", i)]).await.unwrap();
+        }
+        assert_eq!(statements(&s).await.len(), 3);
+    }
+    // The journal still holds all three records (it empties only when reopened or large).
+    assert!(std::fs::metadata(intake_path(&path)).unwrap().len() > 0);
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(statements(&s).await, vec![1, 2, 3]);
+}
+
+#[tokio::test]
+async fn a_record_cut_short_at_the_end_is_dropped() {
+    for tail in [&[0x40, 0, 0, 0, 1, 2][..], &[0; 300][..], &[7; 3][..]] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = crashed(dir.path(), 2).await;
+        let journal = intake_path(&path);
+        let mut bytes = std::fs::read(&journal).unwrap();
+        bytes.extend_from_slice(tail);
+        std::fs::write(&journal, bytes).unwrap();
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(statements(&s).await, vec![0, 1, 2], "tail {tail:?}");
+    }
+    // The last record itself torn: its events were never acknowledged, the rest are kept.
+    let dir = tempfile::tempdir().unwrap();
+    let path = crashed(dir.path(), 3).await;
+    let journal = intake_path(&path);
+    let bytes = std::fs::read(&journal).unwrap();
+    std::fs::write(&journal, &bytes[..bytes.len() - 10]).unwrap();
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(statements(&s).await, vec![0, 1, 2]);
+}
+
+#[tokio::test]
+async fn a_damaged_record_with_more_after_it_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = crashed(dir.path(), 3).await;
+    let journal = intake_path(&path);
+    let mut bytes = std::fs::read(&journal).unwrap();
+    bytes[30] ^= 0x20;
+    std::fs::write(&journal, &bytes).unwrap();
+    let err = SqliteStore::open(&path).err().expect("damage is refused");
+    match err {
+        StoreError::Corrupt { id, why } => {
+            assert!(id.contains("intake journal"), "{id}");
+            assert!(why.contains("bad record at byte 0"), "{why}");
+        }
+        other => panic!("unexpected error: {other}"),
+    }
+    // Nothing was taken in, and the journal is left as it was for an operator to look at.
+    assert_eq!(std::fs::read(&journal).unwrap(), bytes);
+}
+
+#[tokio::test]
+async fn a_second_opener_appends_directly_and_leaves_the_journal_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jitgate.db");
+    let first = SqliteStore::open(&path).unwrap();
+    first.journal_events(vec![draft("alice", 1)]).await.unwrap();
+    assert_eq!(statements(&first).await, vec![1]);
+    let len = std::fs::metadata(intake_path(&path)).unwrap().len();
+    let second = SqliteStore::open(&path).unwrap();
+    second.journal_events(vec![draft("bob", 2)]).await.unwrap();
+    assert_eq!(std::fs::metadata(intake_path(&path)).unwrap().len(), len);
+    assert_eq!(statements(&second).await, vec![1, 2]);
+    first.journal_events(vec![draft("alice", 3)]).await.unwrap();
+    assert_eq!(statements(&first).await, vec![1, 2, 3]);
+}
+
+#[tokio::test]
+async fn an_erasure_leaves_no_copy_in_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jitgate.db");
+    let s = SqliteStore::open(&path).unwrap();
+    for i in 1..=3 {
+        s.journal_events(vec![draft("bob", i), draft("carol", 10 + i)])
+            .await
+            .unwrap();
+    }
+    let journal = std::fs::read(intake_path(&path)).unwrap();
+    assert!(contains(&journal, b"bob-secret"));
+    let erased = s
+        .erase("bob".into(), Box::new(|_, _| vec![draft("admin", 99)]))
+        .await
+        .unwrap();
+    assert_eq!(erased, 3);
+    let journal = std::fs::read(intake_path(&path)).unwrap();
+    assert!(!contains(&journal, b"bob-secret"));
+    // The journal goes on working after it was emptied.
+    s.journal_events(vec![draft("carol", 20)]).await.unwrap();
+    assert_eq!(statements(&s).await, vec![11, 12, 13, 99, 20]);
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
