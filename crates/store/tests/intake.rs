@@ -150,7 +150,11 @@ fn records_end(bytes: &[u8]) -> usize {
 async fn a_record_cut_short_at_the_end_is_dropped() {
     // What a write cut short by a crash leaves after the last record: part of a header, part of
     // a record, or a record whose length came through but not its bytes.
-    for tail in [&[0x40, 0, 0, 0, 1, 2][..], &[7; 3][..], &[9, 0, 0, 0, 0, 0, 0, 0, 1][..]] {
+    for tail in [
+        &[0x40, 0, 0, 0, 1, 2][..],
+        &[7; 3][..],
+        &[9, 0, 0, 0, 0, 0, 0, 0, 1][..],
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let path = crashed(dir.path(), 2).await;
         let journal = intake_path(&path);
