@@ -142,7 +142,7 @@ async fn verify(
     Ok(tokio::task::spawn_blocking(move || audit_offline::verify(&opts, &mut |_| {})).await??)
 }
 
-fn event(ts: Timestamp, i: u64) -> EventDraft {
+pub(crate) fn event(ts: Timestamp, i: u64) -> EventDraft {
     let action = if i.is_multiple_of(10) {
         "grant.activated"
     } else {

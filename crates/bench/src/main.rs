@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 mod audit;
 mod connector;
 mod gateway;
+mod intake;
 mod masking;
 
 use clap::{Parser, Subcommand};
@@ -57,6 +58,14 @@ enum Bench {
         #[arg(long, default_value_t = 256)]
         writers: usize,
     },
+    /// What a durable gateway statement waits for: the intake journal against a SQLite commit.
+    Intake {
+        /// Concurrent callers, each waiting for its own event (gateway sessions in durable mode).
+        #[arg(long, default_value_t = 8)]
+        callers: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
     /// A 1,000-row, 10-column result with 3 masked columns through the gateway, against the
     /// same result unmasked.
     Masking,
@@ -86,6 +95,7 @@ fn main() -> anyhow::Result<()> {
             Bench::Gateway { sessions } => gateway::run(sessions).await,
             Bench::Audit { events, writers } => audit::run(events, writers).await,
             Bench::Masking => masking::run().await,
+            Bench::Intake { callers, seconds } => intake::run(callers, seconds).await,
         }
     })
 }
