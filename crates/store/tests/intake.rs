@@ -41,41 +41,25 @@ fn verify(path: &Path) -> u64 {
     v.finish().unwrap().events
 }
 
-/// Copies every file of the database at `from` (closed) to `to`.
-fn copy_db(from: &Path, to: &Path) {
-    let dir = from.parent().unwrap();
-    let name = from.file_name().unwrap().to_str().unwrap();
-    for f in std::fs::read_dir(dir).unwrap() {
-        let f = f.unwrap().file_name();
-        let f = f.to_str().unwrap();
-        if let Some(suffix) = f.strip_prefix(name) {
-            let mut target = to.as_os_str().to_owned();
-            target.push(suffix);
-            std::fs::copy(dir.join(f), PathBuf::from(target)).unwrap();
-        }
-    }
-}
-
 /// A database with one event, and beside it the journal a crash would leave: records for
 /// events 1..=`n` made durable, none taken in. Returns the database path.
 async fn crashed(dir: &Path, n: usize) -> PathBuf {
-    let before = dir.join("before.db");
-    let after = dir.join("after.db");
-    {
-        let s = SqliteStore::open(&before).unwrap();
+    let crashed = dir.join("crashed.db");
+    let other = dir.join("other.db");
+    for path in [&crashed, &other] {
+        let s = SqliteStore::open(path).unwrap();
         s.append_events(vec![draft("setup", 0)]).await.unwrap();
     }
-    copy_db(&before, &after);
-    {
-        let s = SqliteStore::open(&after).unwrap();
-        for i in 1..=n {
-            s.journal_events(vec![draft("alice", i)]).await.unwrap();
-        }
-        assert_eq!(statements(&s).await.len(), n + 1);
+    // The records, written by another database in the same state (nothing taken in yet)...
+    let s = SqliteStore::open(&other).unwrap();
+    for i in 1..=n {
+        s.journal_events(vec![draft("alice", i)]).await.unwrap();
     }
-    // The journal as `after` left it, with `before` as it was when the records were written.
-    std::fs::copy(intake_path(&after), intake_path(&before)).unwrap();
-    before
+    assert_eq!(statements(&s).await.len(), n + 1);
+    drop(s);
+    // ...and left beside this one, as if it had stopped right after syncing them.
+    std::fs::copy(intake_path(&other), intake_path(&crashed)).unwrap();
+    crashed
 }
 
 #[tokio::test]
@@ -239,4 +223,33 @@ async fn an_erasure_leaves_no_copy_in_the_journal() {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn a_long_journal_starts_again_once_the_log_has_caught_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jitgate.db");
+    let s = SqliteStore::open(&path).unwrap();
+    // 280 events of 256 KiB each: past the 64 MiB at which the journal starts again.
+    let big = "x".repeat(256 << 10);
+    let mut longest = 0;
+    for i in 0..280 {
+        let mut e = draft("alice", i);
+        e.details["pad"] = big.clone().into();
+        s.journal_events(vec![e]).await.unwrap();
+        longest = longest.max(std::fs::metadata(intake_path(&path)).unwrap().len());
+    }
+    let len = std::fs::metadata(intake_path(&path)).unwrap().len();
+    assert!(longest >= 64 << 20, "the journal reached {longest} bytes");
+    assert!(
+        len < 16 << 20,
+        "the journal did not start again: {len} bytes"
+    );
+    assert_eq!(statements(&s).await, (0..280).collect::<Vec<_>>());
+    assert_eq!(s.head().borrow().seq, 280);
+    drop(s);
+    // Nothing taken in twice from what the restarted file holds.
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(statements(&s).await.len(), 280);
+    assert_eq!(s.head().borrow().seq, 280);
 }

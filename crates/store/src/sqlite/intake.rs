@@ -55,8 +55,21 @@ pub fn path_for(db: &Path) -> PathBuf {
 
 /// The running journal: a thread that writes and syncs records, feeding the writer.
 pub(super) struct Intake {
-    tx: mpsc::Sender<Message>,
+    /// `None` once dropping: closing it ends the thread.
+    tx: Option<mpsc::Sender<Message>>,
     progress: Arc<Progress>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Intake {
+    /// Waits for the thread to hand its last records over and let go of the file, so the
+    /// database can be opened again at once and find the journal free.
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 struct Progress {
@@ -201,11 +214,15 @@ impl Intake {
             taken,
         });
         let shared = progress.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("jitgate-intake".into())
             .spawn(move || run(r, rx, writer, shared))
             .map_err(|e| StoreError::Db(format!("cannot start the intake thread: {e}")))?;
-        Ok(Self { tx, progress })
+        Ok(Self {
+            tx: Some(tx),
+            progress,
+            thread: Some(thread),
+        })
     }
 
     /// Returns once `events` are durable in the journal; they join the chain shortly after.
@@ -253,7 +270,8 @@ impl Intake {
     }
 
     async fn send(&self, m: Message) -> Result<()> {
-        self.tx.send(m).await.map_err(|_| StoreError::Closed)
+        let tx = self.tx.as_ref().ok_or(StoreError::Closed)?;
+        tx.send(m).await.map_err(|_| StoreError::Closed)
     }
 }
 
