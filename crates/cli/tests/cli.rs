@@ -392,20 +392,7 @@ fn demo_starts_with_no_setup_and_its_tokens_work() {
         format!("DROP ROLE IF EXISTS {database}_admin"),
         format!("DROP ROLE IF EXISTS {database}_owner"),
     ] {
-        let _ = Command::new("psql")
-            .args([
-                "-X",
-                "-q",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-c",
-                &sql,
-            ])
-            .output();
+        psql("postgres", &sql);
     }
 }
 

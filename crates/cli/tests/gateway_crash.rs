@@ -8,27 +8,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn psql(db: &str, sql: &str) -> Option<String> {
-    let out = Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-At",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            db,
-        ])
-        .args(["-c", sql])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
 #[test]
 fn durable_statements_that_ran_survive_a_kill_9() {
     if psql("postgres", "SELECT 1").is_none() {

@@ -133,3 +133,26 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `sql` as the `postgres` superuser on `db`; its output without alignment, or `None` if
+/// it failed.
+pub fn psql(db: &str, sql: &str) -> Option<String> {
+    let out = Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-At",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            db,
+        ])
+        .args(["-c", sql])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
