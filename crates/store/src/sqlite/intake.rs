@@ -38,6 +38,8 @@ const RESTART_AT: u64 = 64 << 20;
 const ZEROED_AHEAD: u64 = 4 << 20;
 /// Most callers made durable by one write.
 const MOST: usize = 1024;
+/// A record stops gathering callers at this size (its length field has 32 bits).
+const MOST_BYTES: usize = 256 << 20;
 /// How long written events wait to be handed to the writer, at most, so that the log takes
 /// them in a few large commits rather than one per record (its syncs would compete with ours).
 const HAND_OVER_AFTER: std::time::Duration = std::time::Duration::from_millis(5);
@@ -363,7 +365,7 @@ impl Journal {
                         let _ = reply.send(self.clear().await);
                     }
                 }
-                if self.waiting.len() < MOST {
+                if self.waiting.len() < MOST && self.record.len() < MOST_BYTES {
                     next = rx.try_recv().ok();
                 }
             }
@@ -452,7 +454,8 @@ impl Journal {
         let number = self.number + 1;
         let record = &mut self.record;
         record.push(b']');
-        let size = (record.len() - HEADER) as u32;
+        let size = u32::try_from(record.len() - HEADER)
+            .map_err(|_| StoreError::Db("an intake record would exceed 4 GiB".into()))?;
         record[HEADER..HEADER + NUMBER].copy_from_slice(&number.to_le_bytes());
         let crc = crc32fast::hash(&record[HEADER..]);
         record[..4].copy_from_slice(&size.to_le_bytes());
