@@ -254,13 +254,21 @@ impl Intake {
 
     /// Waits until every record made durable before the call is in the log, so a reader sees
     /// what was acknowledged. Returns at once if intake has stopped (what is in the log is all
-    /// there is to read).
+    /// there is to read), and after 10 s at most, so a stuck writer cannot hang every reader.
     pub(super) async fn caught_up(&self) {
         let target = self.progress.durable.load(Ordering::Acquire);
         let mut taken = self.progress.taken.subscribe();
-        let _ = taken
-            .wait_for(|t| t.as_ref().map_or(true, |n| *n >= target))
-            .await;
+        let waited = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            taken.wait_for(|t| t.as_ref().map_or(true, |n| *n >= target)),
+        )
+        .await;
+        if waited.is_err() {
+            tracing::warn!(
+                record = target,
+                "the log has not taken in the intake journal's records for 10 s; reading without them"
+            );
+        }
     }
 
     /// Overwrites and empties the journal once all it holds is in the log: after an erasure, no
