@@ -257,10 +257,9 @@ impl Intake {
     /// there is to read), and after 10 s at most, so a stuck writer cannot hang every reader.
     pub(super) async fn caught_up(&self) {
         let target = self.progress.durable.load(Ordering::Acquire);
-        let mut taken = self.progress.taken.subscribe();
         let waited = tokio::time::timeout(
             std::time::Duration::from_secs(10),
-            taken.wait_for(|t| t.as_ref().map_or(true, |n| *n >= target)),
+            self.progress.in_log(target),
         )
         .await;
         if waited.is_err() {
@@ -485,16 +484,7 @@ impl Journal {
 
     /// Waits until every record written is in the log.
     async fn in_log(&self) -> Result<()> {
-        let number = self.number;
-        let mut taken = self.progress.taken.subscribe();
-        let in_log = match taken
-            .wait_for(|t| t.as_ref().map_or(true, |n| *n >= number))
-            .await
-        {
-            Ok(t) => t.clone(),
-            Err(_) => Err("the store has shut down".into()),
-        };
-        in_log.map(drop).map_err(|why| {
+        self.progress.in_log(self.number).await.map_err(|why| {
             StoreError::Db(format!(
                 "audit intake has stopped ({why}); its journal keeps what it holds until the next start"
             ))
@@ -523,6 +513,18 @@ fn zero(file: &File, range: std::ops::Range<u64>) -> std::io::Result<()> {
 }
 
 impl Progress {
+    /// Waits until record `number` is in the log; why not, if intake stopped first.
+    async fn in_log(&self, number: u64) -> std::result::Result<(), String> {
+        let mut taken = self.taken.subscribe();
+        match taken
+            .wait_for(|t| t.as_ref().map_or(true, |n| *n >= number))
+            .await
+        {
+            Ok(t) => t.clone().map(drop),
+            Err(_) => Err("the store has shut down".into()),
+        }
+    }
+
     fn stop(&self, why: String) {
         tracing::error!(%why, "audit intake stopped; durable gateway statements are refused until jitgate restarts");
         let _ = self.taken.send_replace(Err(why));
