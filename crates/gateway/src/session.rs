@@ -745,6 +745,11 @@ impl<'a> Session<'a> {
         let (mut to_server, mut to_client) = (Rewrite::default(), Rewrite::default());
         let sleep = tokio::time::sleep_until(self.deadline(&control.borrow()));
         tokio::pin!(sleep);
+        // One timer for the outcomes' flush, moved when a new batch starts: a fresh one per
+        // loop turn would be registered and cancelled around every statement.
+        let flush = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(flush);
+        let mut flush_armed = None;
         // The grant may have ended between the login check and now.
         let ended_already = control.borrow_and_update().closed.clone();
         let cut = loop {
@@ -787,6 +792,12 @@ impl<'a> Session<'a> {
                         return Ok("server closed".into());
                     }
                     let upto = self.server_frames(&ubuf, &mut to_client).await?;
+                    if self.flush_at != flush_armed {
+                        flush_armed = self.flush_at;
+                        if let Some(at) = flush_armed {
+                            flush.as_mut().reset(at);
+                        }
+                    }
                     if upto > 0 {
                         cw.write_all(to_client.bytes(&ubuf, upto)).await?;
                         to_client.clear();
@@ -795,8 +806,9 @@ impl<'a> Session<'a> {
                     ubuf.advance(upto);
                 }
                 _ = &mut sleep => break "expired".to_owned(),
-                _ = tokio::time::sleep_until(self.flush_at.unwrap_or_else(tokio::time::Instant::now)), if self.flush_at.is_some() => {
+                _ = &mut flush, if flush_armed.is_some() => {
                     self.flush_results().await;
+                    flush_armed = None;
                 }
                 changed = control.changed() => {
                     if changed.is_err() {
