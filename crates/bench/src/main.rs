@@ -2,6 +2,10 @@
 //! and, as its last line, `key=value` pairs for scripts. Each compares against a baseline taken
 //! in the same run on the same machine.
 
+/// The allocator the `jitgate` binary runs with, so in-process figures match it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};

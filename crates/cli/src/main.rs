@@ -2,6 +2,13 @@
 //!
 //! Exit codes: 0 success, 1 a refused or failed action, 2 bad usage.
 
+/// mimalloc rather than glibc's malloc: the gateway allocates and frees a few small objects per
+/// statement and its audit batches churn large buffers; alternated select-only runs through
+/// the async gateway gave 36.3 µs of its CPU per statement against 44.5 µs. Built without
+/// transparent huge pages, which made 1,000 idle sessions cost 139 KiB each instead of 37.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod audit_cmd;
 mod client;
 mod demo;
