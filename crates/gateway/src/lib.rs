@@ -198,12 +198,36 @@ pub async fn start(
         background,
         tls,
     });
+    let (threads, stop) = session_threads()?;
     let task = tokio::spawn(async move {
+        // Held by the accept loop: when it ends, the session threads end with their sessions.
+        let _stop = stop;
+        let mut next = 0;
         loop {
             match listener.accept().await {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(session::serve(stream, peer, shared.clone()));
+                    let thread = &threads[next % threads.len()];
+                    next += 1;
+                    // Registered again with the session thread's own reactor, so its wakeups
+                    // stay on that thread.
+                    let handed = move |e: std::io::Error| {
+                        tracing::warn!(%peer, error = %e, "gateway could not hand a connection to its session thread");
+                    };
+                    let stream = match stream.into_std() {
+                        Ok(stream) => stream,
+                        Err(e) => {
+                            handed(e);
+                            continue;
+                        }
+                    };
+                    let shared = shared.clone();
+                    thread.spawn(async move {
+                        match tokio::net::TcpStream::from_std(stream) {
+                            Ok(stream) => session::serve(stream, peer, shared).await,
+                            Err(e) => handed(e),
+                        }
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "gateway accept failed");
@@ -214,6 +238,31 @@ pub async fn start(
     });
     tracing::info!(%addr, "gateway listening (PostgreSQL protocol)");
     Ok(Running { addr, task })
+}
+
+/// Starts one thread per core, each running a single-threaded runtime; sessions are dealt out
+/// to them in turn. A session's reads, writes and timers then wake only its own thread, where a
+/// work-stealing runtime woke a second worker for about every transaction. The threads run
+/// until the sender returned is dropped.
+fn session_threads()
+-> Result<(Vec<tokio::runtime::Handle>, tokio::sync::watch::Sender<()>), GatewayError> {
+    let n = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let (stop, stopped) = tokio::sync::watch::channel(());
+    let mut handles = Vec::with_capacity(n);
+    for i in 0..n {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        handles.push(runtime.handle().clone());
+        let mut stopped = stopped.clone();
+        std::thread::Builder::new()
+            .name(format!("jitgate-gw-{i}"))
+            .spawn(move || {
+                // Returns when the sender is dropped.
+                let _ = runtime.block_on(stopped.changed());
+            })?;
+    }
+    Ok((handles, stop))
 }
 
 /// Batches background events into as few writes as possible: once one arrives, it waits 50 ms
