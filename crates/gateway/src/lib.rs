@@ -241,9 +241,11 @@ pub async fn start(
 }
 
 /// Starts one thread per core, each running a single-threaded runtime; sessions are dealt out
-/// to them in turn. A session's reads, writes and timers then wake only its own thread, where a
-/// work-stealing runtime woke a second worker for about every transaction. The threads run
-/// until the sender returned is dropped.
+/// to them in turn. A session's reads, writes and timers then wake only its own thread: on the
+/// shared work-stealing runtime, workers woke each other (0.4 `futex` wakes per select-only
+/// transaction; none now), and the async gateway spent 39.4 µs of CPU per statement against
+/// 36.0 µs now, in alternated runs. The cost is balance: a thread's sessions cannot move to an
+/// idle one. The threads run until the sender returned is dropped.
 fn session_threads()
 -> Result<(Vec<tokio::runtime::Handle>, tokio::sync::watch::Sender<()>), GatewayError> {
     let n = std::thread::available_parallelism().map_or(2, |n| n.get());
