@@ -151,8 +151,11 @@ pub trait Authority: Send + Sync + 'static {
         database: &str,
     ) -> Result<SessionGrant, Refusal>;
 
-    /// Writes audit events durably. An error means the gateway must not go on (fail closed).
-    async fn record(&self, events: Vec<EventDraft>) -> Result<(), String>;
+    /// Writes audit events in order, on disk when it returns. `mode` is the gateway's: in
+    /// `Durable` mode every event of a session comes through here and may take a faster durable
+    /// path (the store's intake journal). An error means the gateway must not go on (fail
+    /// closed).
+    async fn record(&self, events: Vec<EventDraft>, mode: AuditMode) -> Result<(), String>;
 }
 
 pub(crate) struct Shared {
@@ -187,7 +190,7 @@ pub async fn start(
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let (background, rx) = mpsc::channel(65_536);
-    tokio::spawn(write_in_background(authority.clone(), rx));
+    tokio::spawn(write_in_background(authority.clone(), config.audit, rx));
     let masker = Arc::new(mask::Masker::new(config.masking_key.0));
     let shared = Arc::new(Shared {
         masker,
@@ -290,7 +293,11 @@ fn hand_over(
 /// write is a commit with a fixed cost (the pages every commit touches, the sync): gathering
 /// for 50 ms rather than 5 cut the async gateway's CPU per statement by about 8 %. (Durable
 /// statement events never come this way.)
-async fn write_in_background(authority: Arc<dyn Authority>, mut rx: mpsc::Receiver<EventDraft>) {
+async fn write_in_background(
+    authority: Arc<dyn Authority>,
+    mode: AuditMode,
+    mut rx: mpsc::Receiver<EventDraft>,
+) {
     const GATHER: std::time::Duration = std::time::Duration::from_millis(50);
     const MOST: usize = 8192;
     let mut batch = Vec::new();
@@ -302,7 +309,7 @@ async fn write_in_background(authority: Arc<dyn Authority>, mut rx: mpsc::Receiv
                 Err(_) => break,
             }
         }
-        if let Err(e) = authority.record(std::mem::take(&mut batch)).await {
+        if let Err(e) = authority.record(std::mem::take(&mut batch), mode).await {
             tracing::error!(error = %e, "could not write gateway audit events");
         }
     }

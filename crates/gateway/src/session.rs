@@ -130,7 +130,11 @@ async fn handle<S: Stream>(
         }
     }
     let opened = s.event("session.opened").details(json!({ "client_addr": peer.to_string(), "application_name": app, "upstream_user": grant.upstream.user }));
-    let outcome = match shared.authority.record(vec![opened]).await {
+    let outcome = match shared
+        .authority
+        .record(vec![opened], shared.config.audit)
+        .await
+    {
         Ok(()) => s.relay(client, upstream, control, target).await,
         Err(e) => {
             let _ = client
@@ -768,7 +772,7 @@ impl<'a> Session<'a> {
                     if !events.is_empty() {
                         let batch = std::mem::take(&mut events);
                         if self.shared.config.audit == AuditMode::Durable {
-                            if let Err(e) = self.shared.authority.record(batch).await {
+                            if let Err(e) = self.shared.authority.record(batch, AuditMode::Durable).await {
                                 let msg = format!("the audit log cannot be written; refusing unaudited statements ({e})");
                                 let _ = cw.write_all(&codec::error_response("FATAL", "58000", &msg)).await;
                                 return Ok("audit log unavailable".into());

@@ -116,16 +116,10 @@ impl Authority for App {
     /// In durable mode every event of a session goes through the intake journal, statements
     /// (which wait for it) and outcomes alike, so they reach the chain in the order they were
     /// made; in async mode none waits, and they go straight to the log.
-    async fn record(&self, events: Vec<EventDraft>) -> Result<(), String> {
-        let durable = self
-            .config
-            .gateway
-            .as_ref()
-            .is_none_or(|g| g.audit == AuditMode::Durable);
-        let written = if durable {
-            self.journal(events).await
-        } else {
-            self.append(events).await
+    async fn record(&self, events: Vec<EventDraft>, mode: AuditMode) -> Result<(), String> {
+        let written = match mode {
+            AuditMode::Durable => self.journal(events).await,
+            AuditMode::Async => self.append(events).await,
         };
         written.map_err(|e| e.to_string())
     }
