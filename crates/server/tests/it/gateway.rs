@@ -521,6 +521,73 @@ async fn sessions_are_cut_within_a_second_of_expiry_even_mid_query() {
     );
 }
 
+/// Users ask to extend a grant without dropping their sessions: an open session lives on past
+/// the grant's first end, a new one can still log in (the upstream login's validity moved too),
+/// and both are cut at the new end.
+#[tokio::test]
+async fn an_extended_grant_keeps_its_sessions_until_the_new_end() {
+    let Some((_db, app)) = setup().await else {
+        return;
+    };
+    let r = app
+        .request(
+            "ci-bot",
+            json!({"resource": "orders-db", "role": "read", "duration": "3s"}),
+        )
+        .await;
+    let first_end: jiff::Timestamp = r["grant"]["expires_at"].as_str().unwrap().parse().unwrap();
+    let early = connect(&app, "ci-bot").await.unwrap();
+    let (s, v) = app
+        .post(
+            "ci-bot",
+            &format!("/api/v1/grants/{}/extend", r["grant_id"].as_str().unwrap()),
+            json!({"duration": "4s", "reason": "still looking"}),
+        )
+        .await;
+    assert_eq!(s, reqwest::StatusCode::OK, "{v}");
+    assert_eq!(v["extensions"][0]["state"], "approved", "{v}");
+    let new_end: jiff::Timestamp = v["expires_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(new_end.duration_since(first_end).as_secs(), 4, "{v}");
+
+    // Past the first end, with a margin for the scheduler.
+    let now = || jitgate_core::Clock::now(&jitgate_core::SystemClock);
+    let past_first = first_end.duration_since(now()) + jiff::SignedDuration::from_millis(1200);
+    tokio::time::sleep(past_first.try_into().unwrap_or_default()).await;
+    assert!(
+        now() < new_end,
+        "the test ran too slowly to check between the ends"
+    );
+    early
+        .simple_query("SELECT 1")
+        .await
+        .expect("a session outlives the grant's first end once it is extended");
+    let late = connect(&app, "ci-bot")
+        .await
+        .expect("a new session logs in after the first end");
+
+    let start = Instant::now();
+    for (what, client) in [("early", &early), ("late", &late)] {
+        let cut_at = loop {
+            if client.simple_query("SELECT 1").await.is_err() {
+                break now();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{what}: never cut"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let lag = cut_at.duration_since(new_end);
+        assert!(
+            lag > jiff::SignedDuration::from_millis(-50)
+                && lag < jiff::SignedDuration::from_secs(1),
+            "{what} session cut {lag:?} from the new end"
+        );
+    }
+    app.wait_state(r["id"].as_str().unwrap(), "expired", Duration::from_secs(5))
+        .await;
+}
+
 #[tokio::test]
 async fn revoking_cuts_a_running_query_at_once() {
     let Some((_db, app)) = setup().await else {
