@@ -529,6 +529,19 @@ async fn an_extended_grant_keeps_its_sessions_until_the_new_end() {
     let Some((_db, app)) = setup().await else {
         return;
     };
+    extended_grant_keeps_its_sessions(&app).await;
+}
+
+/// The same for sessions on the async gateway's session threads.
+#[tokio::test]
+async fn an_extended_grant_keeps_its_sessions_on_the_session_threads() {
+    let Some((_db, app)) = setup_with("audit = \"async\"").await else {
+        return;
+    };
+    extended_grant_keeps_its_sessions(&app).await;
+}
+
+async fn extended_grant_keeps_its_sessions(app: &TestApp) {
     let r = app
         .request(
             "ci-bot",
@@ -536,7 +549,7 @@ async fn an_extended_grant_keeps_its_sessions_until_the_new_end() {
         )
         .await;
     let first_end: jiff::Timestamp = r["grant"]["expires_at"].as_str().unwrap().parse().unwrap();
-    let early = connect(&app, "ci-bot").await.unwrap();
+    let early = connect(app, "ci-bot").await.unwrap();
     let (s, v) = app
         .post(
             "ci-bot",
@@ -561,7 +574,7 @@ async fn an_extended_grant_keeps_its_sessions_until_the_new_end() {
         .simple_query("SELECT 1")
         .await
         .expect("a session outlives the grant's first end once it is extended");
-    let late = connect(&app, "ci-bot")
+    let late = connect(app, "ci-bot")
         .await
         .expect("a new session logs in after the first end");
 
