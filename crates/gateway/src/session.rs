@@ -749,11 +749,10 @@ impl<'a> Session<'a> {
         let (mut to_server, mut to_client) = (Rewrite::default(), Rewrite::default());
         let sleep = tokio::time::sleep_until(self.deadline(&control.borrow()));
         tokio::pin!(sleep);
-        // One timer for the outcomes' flush, moved when a new batch starts: a fresh one per
-        // loop turn would be registered and cancelled around every statement.
+        // One timer for the outcomes' flush, moved to `flush_at` when a new batch sets it: a
+        // fresh one per loop turn would be registered and cancelled around every statement.
         let flush = tokio::time::sleep_until(tokio::time::Instant::now());
         tokio::pin!(flush);
-        let mut flush_armed = None;
         // The grant may have ended between the login check and now.
         let ended_already = control.borrow_and_update().closed.clone();
         let cut = loop {
@@ -796,11 +795,10 @@ impl<'a> Session<'a> {
                         return Ok("server closed".into());
                     }
                     let upto = self.server_frames(&ubuf, &mut to_client).await?;
-                    if self.flush_at != flush_armed {
-                        flush_armed = self.flush_at;
-                        if let Some(at) = flush_armed {
-                            flush.as_mut().reset(at);
-                        }
+                    if let Some(at) = self.flush_at
+                        && flush.deadline() != at
+                    {
+                        flush.as_mut().reset(at);
                     }
                     if upto > 0 {
                         cw.write_all(to_client.bytes(&ubuf, upto)).await?;
@@ -810,10 +808,7 @@ impl<'a> Session<'a> {
                     ubuf.advance(upto);
                 }
                 _ = &mut sleep => break "expired".to_owned(),
-                _ = &mut flush, if flush_armed.is_some() => {
-                    self.flush_results().await;
-                    flush_armed = None;
-                }
+                _ = &mut flush, if self.flush_at.is_some() => self.flush_results().await,
                 changed = control.changed() => {
                     if changed.is_err() {
                         break "gateway shutting down".to_owned();
