@@ -1,7 +1,8 @@
 //! MariaDB / MySQL: one ephemeral user per grant.
 //!
 //! Provision: `CREATE USER 'jit_<principal>_<grant>'@'%' IDENTIFIED BY …`, `GRANT` the role's
-//! MariaDB roles and `SET DEFAULT ROLE` (the first one). Revoke: `ACCOUNT LOCK`, kill the user's
+//! MariaDB roles and `SET DEFAULT ROLE` (the first one). Suspend (before a release or revoke is
+//! recorded): `ACCOUNT LOCK` and kill the user's connections; resume: `ACCOUNT UNLOCK`. Revoke: `ACCOUNT LOCK`, kill the user's
 //! connections, `DROP USER`.
 //!
 //! MariaDB has no `VALID UNTIL`: while jitgate is down, an ephemeral user keeps working until
@@ -90,6 +91,31 @@ impl MysqlConnector {
         Ok(found.is_some())
     }
 
+    /// No new logins (`ACCOUNT LOCK`), then kill every connection of the user.
+    async fn disable(
+        &self,
+        conn: &mut mysql_async::Conn,
+        login: &str,
+    ) -> Result<(), ConnectorError> {
+        conn.query_drop(format!("ALTER USER {} ACCOUNT LOCK", Self::user(login)))
+            .await
+            .map_err(|e| self.target_err(e))?;
+        let ids: Vec<u64> = conn
+            .exec(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ?",
+                (login,),
+            )
+            .await
+            .map_err(|e| self.target_err(e))?;
+        for id in ids {
+            // A connection that ended meanwhile is fine ("Unknown thread id").
+            if let Err(e) = conn.query_drop(format!("KILL CONNECTION {id}")).await {
+                tracing::debug!(login = %login, id, error = %e, "connection already gone");
+            }
+        }
+        Ok(())
+    }
+
     /// Gives the login a new password (after a restart, when the old one is not in memory).
     async fn reset_password(&self, login: &str) -> Result<String, ConnectorError> {
         let password = naming::password();
@@ -164,22 +190,7 @@ impl Connector for MysqlConnector {
         let mut conn = self.conn().await?;
         let exists = self.user_exists(&mut conn, &login).await?;
         if exists {
-            conn.query_drop(format!("ALTER USER {user} ACCOUNT LOCK"))
-                .await
-                .map_err(|e| self.target_err(e))?;
-            let ids: Vec<u64> = conn
-                .exec(
-                    "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ?",
-                    (login.as_str(),),
-                )
-                .await
-                .map_err(|e| self.target_err(e))?;
-            for id in ids {
-                // A connection that ended meanwhile is fine ("Unknown thread id").
-                if let Err(e) = conn.query_drop(format!("KILL CONNECTION {id}")).await {
-                    tracing::debug!(login = %login, id, error = %e, "connection already gone");
-                }
-            }
+            self.disable(&mut conn, &login).await?;
             conn.query_drop(format!("DROP USER IF EXISTS {user}"))
                 .await
                 .map_err(|e| self.target_err(e))?;
@@ -188,25 +199,51 @@ impl Connector for MysqlConnector {
         Ok(())
     }
 
+    async fn suspend(&self, handle: &Handle) -> Result<(), ConnectorError> {
+        let login = handle_str(handle, "login")?;
+        let mut conn = self.conn().await?;
+        if self.user_exists(&mut conn, login).await? {
+            self.disable(&mut conn, login).await?;
+        }
+        Ok(())
+    }
+
+    async fn resume(&self, handle: &Handle) -> Result<(), ConnectorError> {
+        let login = handle_str(handle, "login")?;
+        let mut conn = self.conn().await?;
+        if self.user_exists(&mut conn, login).await? {
+            conn.query_drop(format!("ALTER USER {} ACCOUNT UNLOCK", Self::user(login)))
+                .await
+                .map_err(|e| self.target_err(e))?;
+        }
+        Ok(())
+    }
+
     async fn list_managed(&self) -> Result<Vec<Managed>, ConnectorError> {
         let mut conn = self.conn().await?;
-        let logins: Vec<String> = conn
-            .exec(
-                "SELECT User FROM mysql.user WHERE Host = '%' AND LEFT(User, CHAR_LENGTH(?)) = ?",
-                (
-                    self.settings.role_prefix.as_str(),
-                    self.settings.role_prefix.as_str(),
-                ),
-            )
-            .await
-            .map_err(|e| self.target_err(e))?;
+        let prefix = self.settings.role_prefix.as_str();
+        // Whether an account is locked: MariaDB keeps it in global_priv's JSON, MySQL 8 in a
+        // column of mysql.user.
+        let mariadb =
+            "SELECT User, COALESCE(JSON_VALUE(Priv, '$.account_locked'), '0') IN ('1', 'true')
+             FROM mysql.global_priv WHERE Host = '%' AND LEFT(User, CHAR_LENGTH(?)) = ?";
+        let mysql = "SELECT User, account_locked = 'Y'
+             FROM mysql.user WHERE Host = '%' AND LEFT(User, CHAR_LENGTH(?)) = ?";
+        let logins: Vec<(String, bool)> = match conn.exec(mariadb, (prefix, prefix)).await {
+            Ok(rows) => rows,
+            Err(_) => conn
+                .exec(mysql, (prefix, prefix))
+                .await
+                .map_err(|e| self.target_err(e))?,
+        };
         Ok(logins
             .into_iter()
-            .filter_map(|login| {
+            .filter_map(|(login, suspended)| {
                 let grant_id = naming::grant_id_of(&login)?;
                 Some(Managed {
                     handle: json!({ "login": login, "grant_id": grant_id }),
                     grant_id,
+                    suspended,
                 })
             })
             .collect())

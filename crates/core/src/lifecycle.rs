@@ -521,7 +521,13 @@ impl AccessRequest {
                     .min(g.expires_at),
             ),
             (State::Active, Some(g)) => Some(g.expires_at),
-            (State::Revoking, Some(g)) => Some(g.retry_at.unwrap_or(g.expires_at)),
+            // Due from the moment it began ending (or at its retry): whatever happened to the
+            // call that started the end, the scheduler and a restart's catch-up finish it.
+            (State::Revoking, Some(g)) => Some(
+                g.retry_at
+                    .or(g.ending.as_ref().map(|e| e.at))
+                    .unwrap_or(g.expires_at),
+            ),
             _ => None,
         }
     }

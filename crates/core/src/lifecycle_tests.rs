@@ -353,6 +353,29 @@ fn release_is_for_the_holder_and_idempotent() {
 }
 
 #[test]
+fn a_grant_that_begins_ending_early_is_due_at_once() {
+    let c = clock();
+    let p = policy("p");
+    let mut r = active(&p, &c, 1800);
+    c.advance(MIN);
+    r.release(&alice(), c.now()).unwrap();
+    assert_eq!(r.state, State::Revoking);
+    assert_eq!(
+        r.next_deadline(),
+        Some(c.now()),
+        "due when it began ending, not at the window's original end"
+    );
+    assert_eq!(r.due(c.now()), Some(Due::RetryRevoke));
+    // After a failed attempt, at its retry time.
+    r.revocation_failed("target down", c.now()).unwrap();
+    assert_eq!(r.next_deadline(), r.grant().unwrap().retry_at);
+    // An admin's revoke too.
+    let mut r = active(&p, &c, 1800);
+    r.revoke(&admin(), true, None, c.now()).unwrap();
+    assert_eq!(r.next_deadline(), Some(c.now()));
+}
+
+#[test]
 fn revoke_is_for_admins() {
     let c = clock();
     let p = policy("p");

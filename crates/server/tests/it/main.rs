@@ -3,6 +3,7 @@
 mod api;
 mod gateway;
 mod helpers;
+mod lifecycle;
 mod mysql;
 mod postgres;
 mod retention;

@@ -193,4 +193,15 @@ async fn orphans_are_reconciled_and_hostile_role_names_are_quoted() {
         )
         .await;
     assert_eq!(ev[0]["grant_id"], "grt_abcdefghijkl");
+    // A crash between locking a login and recording its grant's end: the reconciler unlocks
+    // the login of the grant that is still active.
+    let login = c["username"].as_str().unwrap();
+    db.exec(&format!("ALTER USER '{login}'@'%' ACCOUNT LOCK"))
+        .await;
+    assert!(connect(c["dsn"].as_str().unwrap()).await.is_err());
+    running.app.reconcile().await.unwrap();
+    assert!(
+        connect(c["dsn"].as_str().unwrap()).await.is_ok(),
+        "the active grant's login is unlocked"
+    );
 }
