@@ -38,7 +38,13 @@ pub struct Policy {
     pub principals: Vec<Selector>,
     pub resources: Vec<Pattern>,
     pub roles: Vec<Pattern>,
+    /// Bounds the grant's whole length from its start, extensions included.
     pub max_duration: Duration,
+    /// How many extensions one grant may have; `None`: any number within `max_duration`.
+    pub max_extensions: Option<u32>,
+    /// Whether a principal may ask for a role they already hold (or are approved for) on the
+    /// same resource for an overlapping window; otherwise they are told to extend instead.
+    pub allow_overlapping: bool,
     pub require_reason: bool,
     pub ticket_pattern: Option<TicketPattern>,
     pub pending_timeout: Duration,
@@ -341,6 +347,8 @@ pub(crate) mod tests {
             resources: vec![Pattern::new("orders-*").unwrap()],
             roles: vec![Pattern::new("read").unwrap()],
             max_duration: Duration::from_secs(4 * 3600),
+            max_extensions: None,
+            allow_overlapping: false,
             require_reason: true,
             ticket_pattern: None,
             pending_timeout: Duration::from_secs(3600),
