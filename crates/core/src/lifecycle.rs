@@ -774,13 +774,17 @@ impl AccessRequest {
         )
     }
 
-    /// The holder asks for more time. `decision` is the policy's verdict on the extension alone.
+    /// The holder asks for more time. The policies the request was made under (as configured
+    /// now) decide, as for a request, with the grant's whole length: its window so far plus
+    /// `extra` must fit each policy's and auto-approve rule's `max_duration`, and the extension
+    /// must be within `max_extensions`. One that only auto-approval would not allow waits for
+    /// the approvers.
     pub fn request_extension(
         &mut self,
         by: &Principal,
         extra: Duration,
         reason: Option<&str>,
-        decision: Decision,
+        configured: &[Policy],
         now: Timestamp,
     ) -> Result<Vec<EventDraft>, CoreError> {
         if by.name != self.principal {
@@ -798,6 +802,7 @@ impl AccessRequest {
                 self.grant_id
             )));
         }
+        let decision = self.decide_extension(by, extra, reason, configured, now)?;
         let (policies, rule) = match decision {
             Decision::NeedsApproval { policies, .. } => (policies, None),
             Decision::AutoApproved { policy, rule } => {
@@ -829,6 +834,39 @@ impl AccessRequest {
             events.push(self.apply_extension(SYSTEM_ACTOR, json!({ "rule": rule }), now));
         }
         Ok(events)
+    }
+
+    fn decide_extension(
+        &self,
+        by: &Principal,
+        extra: Duration,
+        reason: Option<&str>,
+        configured: &[Policy],
+        now: Timestamp,
+    ) -> Result<Decision, CoreError> {
+        let g = self.grant().expect("an active request has a grant");
+        let so_far = duration::until(g.starts_at, g.expires_at);
+        let extended = g
+            .extensions
+            .iter()
+            .filter(|e| e.state == ExtensionState::Approved)
+            .count() as u32;
+        let policies: Vec<Policy> = policy::named(configured, &self.policies)
+            .into_iter()
+            .cloned()
+            .collect();
+        let ask = policy::AccessAsk {
+            principal: by,
+            resource: &self.resource,
+            role: &self.role,
+            duration: so_far.saturating_add(extra),
+            reason: reason.or(self.reason.as_deref()),
+            ticket: self.ticket.as_deref(),
+            start_at: None,
+            break_glass: false,
+            extension: Some(extended + 1),
+        };
+        policy::evaluate(&policies, &ask, now)
     }
 
     /// An approver approves the pending extension; applied once a quorum is met, with no gap.

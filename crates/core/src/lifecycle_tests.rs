@@ -438,18 +438,15 @@ fn extension_needs_a_new_decision_and_leaves_no_gap() {
     let c = clock();
     let mut p = policy("p");
     p.approval.required = 1;
+    let ps = std::slice::from_ref(&p);
     let mut r = active(&p, &c, 1800);
     let end = r.grant().unwrap().expires_at;
-    let d = Decision::NeedsApproval {
-        policies: vec!["p".into()],
-        pending_timeout: Duration::from_secs(600),
-    };
     assert!(matches!(
-        r.request_extension(&dba("dora"), MIN, None, d.clone(), c.now()),
+        r.request_extension(&dba("dora"), MIN, None, ps, c.now()),
         Err(CoreError::Refused(_))
     ));
     let ev = r
-        .request_extension(&alice(), 30 * MIN, Some("still fixing"), d.clone(), c.now())
+        .request_extension(&alice(), 30 * MIN, Some("still fixing"), ps, c.now())
         .unwrap();
     assert_eq!(actions(&ev), ["grant.extension_requested"]);
     assert_eq!(
@@ -458,55 +455,45 @@ fn extension_needs_a_new_decision_and_leaves_no_gap() {
         "not extended before approval"
     );
     assert!(
-        r.request_extension(&alice(), MIN, None, d, c.now())
+        r.request_extension(&alice(), MIN, None, ps, c.now())
             .is_err(),
         "one pending extension at a time"
     );
     assert!(
-        r.approve(&alice(), None, std::slice::from_ref(&p), c.now())
-            .is_err(),
+        r.approve(&alice(), None, ps, c.now()).is_err(),
         "no self-approval"
     );
     let ev = r
-        .approve_extension(&dba("dora"), None, std::slice::from_ref(&p), c.now())
+        .approve_extension(&dba("dora"), None, ps, c.now())
         .unwrap();
     assert_eq!(actions(&ev), ["grant.extended"]);
     assert_eq!(r.grant().unwrap().expires_at, duration::add(end, 30 * MIN));
     assert_eq!(r.state, State::Active);
     // a denied extension leaves the end where it was
-    let d2 = Decision::NeedsApproval {
-        policies: vec!["p".into()],
-        pending_timeout: Duration::from_secs(600),
-    };
-    r.request_extension(&alice(), MIN, None, d2, c.now())
+    r.request_extension(&alice(), MIN, None, ps, c.now())
         .unwrap();
     let before = r.grant().unwrap().expires_at;
     assert!(
-        r.deny(&alice(), false, None, std::slice::from_ref(&p), c.now())
-            .is_err(),
+        r.deny(&alice(), false, None, ps, c.now()).is_err(),
         "the holder cannot deny"
     );
     assert_eq!(
         actions(
-            &r.deny(
-                &dba("dora"),
-                false,
-                Some("enough"),
-                std::slice::from_ref(&p),
-                c.now()
-            )
-            .unwrap()
+            &r.deny(&dba("dora"), false, Some("enough"), ps, c.now())
+                .unwrap()
         ),
         ["grant.extension_denied"]
     );
     assert_eq!(r.grant().unwrap().expires_at, before);
     // auto-approved extension applies at once
-    let d = Decision::AutoApproved {
-        policy: "p".into(),
-        rule: "oncall".into(),
-    };
+    p.auto_approve.push(AutoApprove {
+        name: "oncall".into(),
+        principals: vec!["group:engineering".parse().unwrap()],
+        max_duration: 2 * 60 * MIN,
+        schedule: None,
+    });
     let ev = r
-        .request_extension(&alice(), 10 * MIN, None, d, c.now())
+        .request_extension(&alice(), 10 * MIN, None, std::slice::from_ref(&p), c.now())
         .unwrap();
     assert_eq!(
         actions(&ev),
@@ -515,16 +502,84 @@ fn extension_needs_a_new_decision_and_leaves_no_gap() {
     assert_eq!(ev[1].details["rule"], "p/oncall");
 }
 
+/// A grant that `p` approved automatically (rule `oncall`, up to 30 minutes in all).
+fn auto_approved(p: &Policy, c: &FakeClock, secs: u64) -> AccessRequest {
+    let a = alice();
+    let asked = ask(&a, secs);
+    let d = evaluate(std::slice::from_ref(p), &asked, c.now()).unwrap();
+    assert!(matches!(d, Decision::AutoApproved { .. }), "{d:?}");
+    let (mut r, _) = AccessRequest::create(&asked, d, c.now()).unwrap();
+    r.activate(None, c.now()).unwrap();
+    r
+}
+
+#[test]
+fn extensions_are_bounded_by_the_grants_whole_length_and_count() {
+    let c = clock();
+    let mut p = policy("p");
+    p.max_duration = 60 * MIN;
+    p.auto_approve.push(AutoApprove {
+        name: "oncall".into(),
+        principals: vec!["group:engineering".parse().unwrap()],
+        max_duration: 30 * MIN,
+        schedule: None,
+    });
+    let ps = std::slice::from_ref(&p);
+    let mut r = auto_approved(&p, &c, 15 * 60);
+    c.advance(5 * MIN);
+    // 15m + 10m = 25m: still within what the rule approves on its own.
+    let ev = r
+        .request_extension(&alice(), 10 * MIN, None, ps, c.now())
+        .unwrap();
+    assert_eq!(
+        actions(&ev),
+        ["grant.extension_requested", "grant.extended"]
+    );
+    // 25m + 10m = 35m: past the rule's 30m in all, so a person decides.
+    let ev = r
+        .request_extension(&alice(), 10 * MIN, None, ps, c.now())
+        .unwrap();
+    assert_eq!(actions(&ev), ["grant.extension_requested"]);
+    assert_eq!(
+        r.grant().unwrap().pending_extension().unwrap().policies,
+        ["p"]
+    );
+    r.approve(&dba("dora"), None, ps, c.now()).unwrap();
+    let g = r.grant().unwrap();
+    assert_eq!(duration::until(g.starts_at, g.expires_at), 35 * MIN);
+    // 35m + 30m = 65m: over the policy's 60m in all, refused whoever would approve.
+    let e = r
+        .request_extension(&alice(), 30 * MIN, None, ps, c.now())
+        .unwrap_err();
+    assert!(
+        matches!(&e, CoreError::Refused(m) if m.contains("would last 1h 5m in all, over max_duration 1h")),
+        "{e}"
+    );
+    assert!(
+        r.grant().unwrap().pending_extension().is_none(),
+        "refusal changes nothing"
+    );
+    // max_extensions counts the approved ones.
+    p.max_extensions = Some(2);
+    let e = r
+        .request_extension(&alice(), MIN, None, std::slice::from_ref(&p), c.now())
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("max_extensions 2 reached (the grant was extended 2 time(s))"),
+        "{e}"
+    );
+    p.max_extensions = Some(3);
+    r.request_extension(&alice(), MIN, None, std::slice::from_ref(&p), c.now())
+        .unwrap();
+}
+
 #[test]
 fn pending_extension_lapses_when_the_grant_ends() {
     let c = clock();
     let p = policy("p");
     let mut r = active(&p, &c, 60);
-    let d = Decision::NeedsApproval {
-        policies: vec!["p".into()],
-        pending_timeout: Duration::from_secs(600),
-    };
-    r.request_extension(&alice(), MIN, None, d, c.now())
+    r.request_extension(&alice(), MIN, None, std::slice::from_ref(&p), c.now())
         .unwrap();
     c.advance(MIN);
     assert_eq!(

@@ -7,7 +7,10 @@
 //! judged on its own:
 //!
 //! 1. A candidate whose limits the ask breaks (duration over `max_duration`, missing reason,
-//!    missing or non-matching ticket) drops out.
+//!    missing or non-matching ticket; for an extension, the grant's whole length over
+//!    `max_duration` or one extension more than `max_extensions`) drops out. An auto-approve
+//!    rule's `max_duration` bounds an extended grant's whole length too: an extension past it
+//!    waits for the approvers.
 //! 2. If the requester asked for break-glass, only candidates with a `break_glass` section that
 //!    names the requester and allows the duration stay in; the request is approved at once and
 //!    flagged for review. Break-glass is never chosen implicitly.
@@ -111,6 +114,10 @@ pub struct AccessAsk<'a> {
     /// When the grant should start; `None` means on approval.
     pub start_at: Option<Timestamp>,
     pub break_glass: bool,
+    /// For an extension: which one it would be (1 for the first). `duration` is then the
+    /// grant's whole length from its start with this extension, so `max_duration` (the
+    /// policy's and each auto-approve rule's) bounds the total, not each extension alone.
+    pub extension: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,10 +152,20 @@ impl Policy {
     /// Why the ask breaks this policy's limits, if it does.
     fn limits_broken(&self, ask: &AccessAsk<'_>, max: Duration) -> Option<String> {
         if ask.duration > max {
+            let (d, max) = (duration::format(ask.duration), duration::format(max));
+            return Some(match ask.extension {
+                None => format!("duration {d} exceeds max_duration {max}"),
+                Some(_) => format!(
+                    "with this extension the grant would last {d} in all, over max_duration {max}"
+                ),
+            });
+        }
+        if let (Some(n), Some(limit)) = (ask.extension, self.max_extensions)
+            && n > limit
+        {
             return Some(format!(
-                "duration {} exceeds max_duration {}",
-                duration::format(ask.duration),
-                duration::format(max)
+                "max_extensions {limit} reached (the grant was extended {} time(s))",
+                n - 1
             ));
         }
         let reason = ask.reason.map(str::trim).unwrap_or("");
@@ -372,6 +389,7 @@ pub(crate) mod tests {
             ticket: None,
             start_at: None,
             break_glass: false,
+            extension: None,
         }
     }
 

@@ -10,7 +10,7 @@ use jitgate_connectors::mysql::{MysqlConnector, MysqlSettings};
 use jitgate_connectors::postgres::{PostgresConnector, PostgresSettings};
 use jitgate_connectors::{Connector, NoneConnector};
 use jitgate_core::event::Outcome;
-use jitgate_core::policy::{self, AccessAsk, Policy};
+use jitgate_core::policy::{self, AccessAsk};
 use jitgate_core::{
     AccessRequest, Clock, CoreError, EventDraft, Selector, State, Timestamp, duration,
 };
@@ -178,6 +178,7 @@ impl App {
             ticket: new.ticket.as_deref(),
             start_at: new.start_at,
             break_glass: new.break_glass,
+            extension: None,
         };
         let decision = match policy::evaluate(&self.config.policies, &ask, now) {
             Ok(d) => d,
@@ -428,24 +429,13 @@ impl App {
                 "grant.extend",
                 RequestKey::Grant(grant_id.to_owned()),
                 Box::new(move |r| {
-                    let now = clock.now();
-                    // The same policies that allowed the request decide the extension, on its own length.
-                    let policies: Vec<Policy> = policy::named(&config.policies, &r.policies)
-                        .into_iter()
-                        .cloned()
-                        .collect();
-                    let ask = AccessAsk {
-                        principal: &by,
-                        resource: &r.resource,
-                        role: &r.role,
-                        duration: extra,
-                        reason: reason.as_deref().or(r.reason.as_deref()),
-                        ticket: r.ticket.as_deref(),
-                        start_at: None,
-                        break_glass: false,
-                    };
-                    let decision = policy::evaluate(&policies, &ask, now)?;
-                    r.request_extension(&by, extra, reason.as_deref(), decision, now)
+                    r.request_extension(
+                        &by,
+                        extra,
+                        reason.as_deref(),
+                        &config.policies,
+                        clock.now(),
+                    )
                 }),
             )
             .await?;

@@ -48,3 +48,53 @@ async fn the_scheduler_finishes_a_grant_left_revoking_at_once() {
     app.wait_state(&id(&r), "released", Duration::from_secs(2))
         .await;
 }
+
+#[tokio::test]
+async fn auto_approval_bounds_an_extended_grants_whole_length() {
+    let app = TestApp::start(STANDARD).await;
+    // bob is on call: up to 30 minutes are approved without a person.
+    let r = app.request("bob", crate::helpers::read("15m")).await;
+    assert_eq!(r["state"], "active", "{r}");
+    let grant = r["grant_id"].as_str().unwrap();
+    let extend = |minutes: &str| {
+        let path = format!("/api/v1/grants/{grant}/extend");
+        let body = json!({ "duration": minutes, "reason": "still on it" });
+        let app = &app;
+        async move { app.post("bob", &path, body).await }
+    };
+    let (s, g) = extend("10m").await;
+    assert_eq!(s, reqwest::StatusCode::OK, "{g}");
+    assert_eq!(g["extensions"][0]["state"], "approved", "25m in all: {g}");
+    let (s, g) = extend("10m").await;
+    assert_eq!(s, reqwest::StatusCode::OK, "{g}");
+    assert_eq!(
+        g["extensions"][1]["state"], "pending",
+        "35m in all is past the rule's 30m: a person decides: {g}"
+    );
+    let (s, v) = app
+        .post(
+            "dora",
+            &format!("/api/v1/requests/{}/approve", id(&r)),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, reqwest::StatusCode::OK, "{v}");
+    assert_eq!(v["grant"]["extensions"][1]["state"], "approved");
+    // 35m + 4h is past the policy's 4h in all: refused, and the refusal is audited.
+    let (s, e) = extend("4h").await;
+    assert_eq!(s, reqwest::StatusCode::FORBIDDEN, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("would last 4h 35m in all, over max_duration 4h"),
+        "{e}"
+    );
+    let (_, ev) = app
+        .get(
+            "root",
+            &format!("/api/v1/audit/events?grant={grant}&action=grant.extend&outcome=denied"),
+        )
+        .await;
+    assert_eq!(ev.as_array().unwrap().len(), 1, "{ev}");
+}
