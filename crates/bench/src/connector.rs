@@ -308,7 +308,7 @@ async fn measure(target: &Target, n: usize) -> anyhow::Result<()> {
 async fn batch_end(target: &Target, n: usize) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
     let extra = format!(
-        "\n[[resources]]\nname = \"bench-db\"\nkind = \"{}\"\nadmin_url = \"{}\"\nrole_prefix = \"{}\"\n[resources.roles.read]\ngrants = [\"{}\"]\n\n[[policies]]\nname = \"ci-bench\"\nprincipals = [\"service:ci-bot\"]\nresources = [\"bench-db\"]\nroles = [\"read\"]\nmax_duration = \"1h\"\n[policies.approval]\nrequired = 0\n",
+        "\n[[resources]]\nname = \"bench-db\"\nkind = \"{}\"\nadmin_url = \"{}\"\nrole_prefix = \"{}\"\n[resources.roles.read]\ngrants = [\"{}\"]\n\n[[policies]]\nname = \"ci-bench\"\nprincipals = [\"service:ci-bot\"]\nresources = [\"bench-db\"]\nroles = [\"read\"]\nmax_duration = \"1h\"\nallow_overlapping = true\n[policies.approval]\nrequired = 0\n",
         target.kind,
         target.admin_url(),
         target.prefix,

@@ -180,20 +180,33 @@ impl App {
             break_glass: new.break_glass,
             extension: None,
         };
+        // Refusals by policy, and of a role already held, are audited; bad input is not.
+        let refused = |e: CoreError| {
+            let mut ev = EventDraft::new(now, &caller.principal.name, "request.refused").outcome(Outcome::Denied).details(json!({
+                "role": new.role, "duration": new.duration, "reason": new.reason, "ticket": new.ticket,
+                "break_glass": new.break_glass, "message": e.to_string(),
+            }));
+            ev.resource = Some(new.resource.clone());
+            ev.subject = Some(caller.principal.name.clone());
+            (ev, e)
+        };
         let decision = match policy::evaluate(&self.config.policies, &ask, now) {
             Ok(d) => d,
             Err(e) => {
-                let mut ev = EventDraft::new(now, &caller.principal.name, "request.refused").outcome(Outcome::Denied).details(json!({
-                    "role": new.role, "duration": new.duration, "reason": new.reason, "ticket": new.ticket,
-                    "break_glass": new.break_glass, "message": e.to_string(),
-                }));
-                ev.resource = Some(new.resource.clone());
-                ev.subject = Some(caller.principal.name.clone());
+                let (ev, e) = refused(e);
                 self.append(vec![ev]).await?;
                 return Err(e.into());
             }
         };
-        let (request, events) = AccessRequest::create(&ask, decision, now)?;
+        let (request, events) = AccessRequest::create(&ask, decision.clone(), now)?;
+        let held = self
+            .held(&caller.principal.name, &new.resource, &new.role)
+            .await?;
+        if let Err(e) = policy::refuse_overlap(&self.config.policies, &decision, &ask, &held, now) {
+            let (ev, e) = refused(e);
+            self.append(vec![ev]).await?;
+            return Err(e.into());
+        }
         self.metrics.observe(&events);
         self.store.insert_request(request.clone(), events).await?;
         self.wake.notify_one();
@@ -201,6 +214,32 @@ impl App {
             return self.drive(request).await;
         }
         Ok(request)
+    }
+
+    /// The principal's active and approved grants of this role on this resource.
+    async fn held(&self, principal: &str, resource: &str, role: &str) -> Result<Vec<policy::Held>> {
+        let mut held = Vec::new();
+        for state in [State::Active, State::Approved] {
+            let filter = RequestFilter {
+                state: Some(state),
+                principal: Some(principal.to_owned()),
+                resource: Some(resource.to_owned()),
+                limit: 1000,
+                ..Default::default()
+            };
+            for r in self.store.list_requests(filter).await? {
+                if let (true, Some(g)) = (r.role == role, &r.grant) {
+                    held.push(policy::Held {
+                        grant_id: g.id.clone(),
+                        request_id: r.id.clone(),
+                        active: state == State::Active,
+                        starts_at: g.starts_at,
+                        expires_at: g.expires_at,
+                    });
+                }
+            }
+        }
+        Ok(held)
     }
 
     /// Every change to a request goes through here, so metrics follow from the events written.

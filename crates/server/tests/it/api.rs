@@ -372,7 +372,12 @@ schedule = "{other_day} 00:00-24:00 UTC"
         )
         .await;
     assert_eq!(r["state"], "pending");
-    // longer than the rule allows: bob waits too
+    // longer than the rule allows: bob waits too (once his first grant is released)
+    let grant = events[0]["grant_id"].as_str().unwrap();
+    let (s, _) = app
+        .post("bob", &format!("/api/v1/grants/{grant}/release"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
     let r = app
         .request(
             "bob",

@@ -98,3 +98,48 @@ async fn auto_approval_bounds_an_extended_grants_whole_length() {
         .await;
     assert_eq!(ev.as_array().unwrap().len(), 1, "{ev}");
 }
+
+#[tokio::test]
+async fn a_second_grant_of_a_role_already_held_is_refused_unless_a_policy_allows_it() {
+    use crate::helpers::read;
+    let app = TestApp::start(STANDARD).await;
+    let r = app.request("bob", read("20m")).await;
+    assert_eq!(r["state"], "active", "{r}");
+    let grant = r["grant_id"].as_str().unwrap();
+    let (s, e) = app.post("bob", "/api/v1/requests", read("10m")).await;
+    assert_eq!(s, reqwest::StatusCode::FORBIDDEN, "{e}");
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("bob already holds role read on orders-db")
+            && message.contains(&format!("jitgate grant extend {grant}")),
+        "{message}"
+    );
+    let (_, ev) = app
+        .get(
+            "root",
+            "/api/v1/audit/events?action=request.refused&actor=bob",
+        )
+        .await;
+    assert_eq!(ev.as_array().unwrap().len(), 1, "{ev}");
+    assert_eq!(ev[0]["outcome"], "denied");
+    assert_eq!(ev[0]["details"]["message"], message);
+    // Another role, or a window after this one ends, is not an overlap.
+    let mut later = read("10m");
+    let ends: jiff::Timestamp = r["grant"]["expires_at"].as_str().unwrap().parse().unwrap();
+    later["start_at"] = json!(ends.to_string());
+    app.request("bob", later).await;
+    // A policy may allow overlapping grants.
+    let mut app2 = app;
+    app2.stop().await;
+    let text = std::fs::read_to_string(&app2.config_path)
+        .unwrap()
+        .replacen(
+            "max_duration = \"4h\"\n",
+            "max_duration = \"4h\"\nallow_overlapping = true\n",
+            1,
+        );
+    std::fs::write(&app2.config_path, text).unwrap();
+    app2.boot().await;
+    let again = app2.request("bob", read("10m")).await;
+    assert_eq!(again["state"], "active", "{again}");
+}
