@@ -627,10 +627,24 @@ async fn request(conn: &Conn, command: RequestCommand) -> anyhow::Result<()> {
         }
         RequestCommand::List { state, limit } => {
             let q = query(&[("state", state), ("limit", limit.map(|l| l.to_string()))]);
-            let list = client.get(&format!("/api/v1/requests{q}")).await?;
+            let mut list = client.get(&format!("/api/v1/requests{q}")).await?;
             if conn.output == Output::Json {
                 println!("{list}");
             } else {
+                // What waits for a decision: the request, or the extension of its grant.
+                for r in list.as_array_mut().into_iter().flatten() {
+                    let a = &r["awaiting"];
+                    let (what, reason) = match a["kind"].as_str() {
+                        Some("extension") => (
+                            format!("extension +{}", cell(&a["duration"])),
+                            a["reason"].clone(),
+                        ),
+                        Some(_) => ("approval".to_owned(), a["reason"].clone()),
+                        None => ("-".to_owned(), r["reason"].clone()),
+                    };
+                    r["awaiting_"] = what.into();
+                    r["reason_"] = reason;
+                }
                 output::rows(
                     &list,
                     &[
@@ -640,8 +654,10 @@ async fn request(conn: &Conn, command: RequestCommand) -> anyhow::Result<()> {
                         ("RESOURCE", "resource"),
                         ("ROLE", "role"),
                         ("DURATION", "duration"),
+                        ("AWAITING", "awaiting_"),
                         ("CREATED", "created_at"),
                         ("GRANT", "grant_id"),
+                        ("REASON", "reason_"),
                     ],
                 );
             }
@@ -816,6 +832,29 @@ fn print_request(conn: &Conn, r: &Value) {
         if g["needs_review"] == true {
             println!("needs_review:     true (break-glass)");
         }
+    }
+    let a = &r["awaiting"];
+    if a["kind"] == "extension" {
+        let reason = a["reason"]
+            .as_str()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        println!(
+            "awaiting:         approval of an extension by {}{reason}",
+            cell(&a["duration"])
+        );
+    }
+    let d = &r["decided"];
+    if let Some(kind) = d["kind"].as_str() {
+        let what = match kind {
+            "extension" => "the extension",
+            _ => "the request",
+        };
+        println!(
+            "decided:          {what} for {}: {}",
+            cell(&d["duration"]),
+            cell(&d["outcome"]).replace('_', " ")
+        );
     }
 }
 

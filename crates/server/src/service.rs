@@ -4,7 +4,7 @@
 //! expiry scheduler.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use jitgate_connectors::mysql::{MysqlConnector, MysqlSettings};
 use jitgate_connectors::postgres::{PostgresConnector, PostgresSettings};
@@ -36,6 +36,14 @@ pub struct NewRequest {
     pub ticket: Option<String>,
     pub start_at: Option<Timestamp>,
     pub break_glass: bool,
+}
+
+/// An approval or a denial, and what it applied to.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub request: AccessRequest,
+    /// The index in the grant's `extensions` of the extension it decided; `None`: the request.
+    pub extension: Option<usize>,
 }
 
 pub struct App {
@@ -318,7 +326,7 @@ impl App {
         caller: &Caller,
         id: &str,
         comment: Option<String>,
-    ) -> Result<AccessRequest> {
+    ) -> Result<Verdict> {
         let (caller, id) = (caller.clone(), id.to_owned());
         self.detached(move |app| async move { app.approve_now(&caller, &id, comment).await })
             .await
@@ -329,19 +337,22 @@ impl App {
         caller: &Caller,
         id: &str,
         comment: Option<String>,
-    ) -> Result<AccessRequest> {
+    ) -> Result<Verdict> {
         let before = self
             .visible(caller, RequestKey::Request(id.to_owned()))
             .await?;
         let config = self.config.clone();
         let clock = self.clock.clone();
         let approver = caller.principal.clone();
+        let subject = Arc::new(Mutex::new(None));
+        let seen = subject.clone();
         let r = self
             .change(
                 caller,
                 "request.approve",
                 RequestKey::Request(id.to_owned()),
                 Box::new(move |r| {
+                    *seen.lock().expect("subject lock") = pending_extension(r);
                     r.approve(&approver, comment.as_deref(), &config.policies, clock.now())
                 }),
             )
@@ -349,37 +360,42 @@ impl App {
         if r.state == State::Active && ends_at(&before) != ends_at(&r) {
             self.extend_in_target(&r).await;
         }
-        self.after_change(r).await
+        let extension = *subject.lock().expect("subject lock");
+        Ok(Verdict {
+            request: self.after_change(r).await?,
+            extension,
+        })
     }
 
     /// Denies a pending request, or the pending extension of an active grant.
-    pub async fn deny(
-        &self,
-        caller: &Caller,
-        id: &str,
-        reason: Option<String>,
-    ) -> Result<AccessRequest> {
+    pub async fn deny(&self, caller: &Caller, id: &str, reason: Option<String>) -> Result<Verdict> {
         self.visible(caller, RequestKey::Request(id.to_owned()))
             .await?;
         let config = self.config.clone();
         let clock = self.clock.clone();
         let by = caller.principal.clone();
         let is_admin = caller.is_admin;
-        self.change(
-            caller,
-            "request.deny",
-            RequestKey::Request(id.to_owned()),
-            Box::new(move |r| {
-                r.deny(
-                    &by,
-                    is_admin,
-                    reason.as_deref(),
-                    &config.policies,
-                    clock.now(),
-                )
-            }),
-        )
-        .await
+        let subject = Arc::new(Mutex::new(None));
+        let seen = subject.clone();
+        let request = self
+            .change(
+                caller,
+                "request.deny",
+                RequestKey::Request(id.to_owned()),
+                Box::new(move |r| {
+                    *seen.lock().expect("subject lock") = pending_extension(r);
+                    r.deny(
+                        &by,
+                        is_admin,
+                        reason.as_deref(),
+                        &config.policies,
+                        clock.now(),
+                    )
+                }),
+            )
+            .await?;
+        let extension = *subject.lock().expect("subject lock");
+        Ok(Verdict { request, extension })
     }
 
     pub async fn cancel(&self, caller: &Caller, id: &str) -> Result<AccessRequest> {
@@ -617,6 +633,14 @@ impl App {
         }
         Ok(self.store.list_requests(filter).await?)
     }
+}
+
+/// The index of the extension an approval or a denial of `r` would decide, if it is one.
+fn pending_extension(r: &AccessRequest) -> Option<usize> {
+    let g = r.grant.as_ref().filter(|_| r.state == State::Active)?;
+    g.extensions
+        .iter()
+        .position(|e| e.state == jitgate_core::lifecycle::ExtensionState::Pending)
 }
 
 fn ends_at(r: &AccessRequest) -> Option<Timestamp> {

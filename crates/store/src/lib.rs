@@ -44,6 +44,9 @@ impl std::fmt::Display for RequestKey {
 #[derive(Debug, Clone, Default)]
 pub struct RequestFilter {
     pub state: Option<State>,
+    /// With `state = Pending`: also the active requests whose grant has an extension awaiting
+    /// approval, so approvers see everything that waits for them.
+    pub include_pending_extensions: bool,
     /// Only requests that have (or had) a grant.
     pub with_grant: bool,
     /// Only requests by this principal, or awaiting approval under one of these policies.

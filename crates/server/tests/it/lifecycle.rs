@@ -143,3 +143,79 @@ async fn a_second_grant_of_a_role_already_held_is_refused_unless_a_policy_allows
     let again = app2.request("bob", read("10m")).await;
     assert_eq!(again["state"], "active", "{again}");
 }
+
+#[tokio::test]
+async fn approvers_see_pending_extensions_and_are_told_what_they_decided() {
+    use crate::helpers::read;
+    let app = TestApp::start(STANDARD).await;
+    let r = app.request("alice", read("30m")).await;
+    let (_, v) = app
+        .post(
+            "dora",
+            &format!("/api/v1/requests/{}/approve", id(&r)),
+            json!({}),
+        )
+        .await;
+    assert_eq!(v["state"], "active", "{v}");
+    assert_eq!(
+        v["decided"],
+        json!({"kind": "request", "outcome": "approved", "duration": "30m"})
+    );
+    let grant = v["grant_id"].as_str().unwrap();
+    let (_, g) = app
+        .post(
+            "alice",
+            &format!("/api/v1/grants/{grant}/extend"),
+            json!({"duration": "10m", "reason": "almost there"}),
+        )
+        .await;
+    assert_eq!(g["extensions"][0]["state"], "pending", "{g}");
+    // Every approver sees it among what is pending, marked as an extension.
+    for approver in ["dora", "dan"] {
+        let (_, list) = app.get(approver, "/api/v1/requests?state=pending").await;
+        let list = list.as_array().unwrap();
+        assert_eq!(list.len(), 1, "{approver}: {list:?}");
+        assert_eq!(list[0]["id"], id(&r).as_str());
+        assert_eq!(list[0]["state"], "active");
+        assert_eq!(list[0]["awaiting"]["kind"], "extension");
+        assert_eq!(list[0]["awaiting"]["duration"], "10m");
+        assert_eq!(list[0]["awaiting"]["reason"], "almost there");
+    }
+    let (_, list) = app.get("mallory", "/api/v1/requests?state=pending").await;
+    assert!(list.as_array().unwrap().is_empty(), "{list}");
+    let (_, active) = app.get("dora", "/api/v1/requests?state=active").await;
+    assert_eq!(active.as_array().unwrap().len(), 1);
+    // Approving says it was the extension that was approved, not the 30m request.
+    let (_, v) = app
+        .post(
+            "dora",
+            &format!("/api/v1/requests/{}/approve", id(&r)),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        v["decided"],
+        json!({"kind": "extension", "outcome": "approved", "duration": "10m"})
+    );
+    assert!(v["awaiting"].is_null(), "{v}");
+    let (_, list) = app.get("dora", "/api/v1/requests?state=pending").await;
+    assert!(list.as_array().unwrap().is_empty(), "{list}");
+    // And denying one says so too.
+    app.post(
+        "alice",
+        &format!("/api/v1/grants/{grant}/extend"),
+        json!({"duration": "5m"}),
+    )
+    .await;
+    let (_, v) = app
+        .post(
+            "dan",
+            &format!("/api/v1/requests/{}/deny", id(&r)),
+            json!({"reason": "wrap it up"}),
+        )
+        .await;
+    assert_eq!(
+        v["decided"],
+        json!({"kind": "extension", "outcome": "denied", "duration": "5m"})
+    );
+}

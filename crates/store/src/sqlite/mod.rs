@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use jitgate_audit::archive::Manifest;
 use jitgate_audit::retention::Hold;
 use jitgate_audit::{AuditEvent, Checkpoint, EventFilter, Gap, Verifier};
-use jitgate_core::{AccessRequest, EventDraft, Timestamp};
+use jitgate_core::{AccessRequest, EventDraft, State, Timestamp};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -489,7 +489,15 @@ impl Store for SqliteStore {
     async fn list_requests(&self, f: RequestFilter) -> Result<Vec<AccessRequest>> {
         self.read(move |conn| {
             let mut w = Where::default();
-            w.eq("state", f.state.map(|s| s.as_str().to_owned()));
+            if f.include_pending_extensions && f.state == Some(State::Pending) {
+                w.clauses.push(
+                    "(state = 'pending' OR (state = 'active' AND EXISTS (SELECT 1 FROM \
+                     json_each(body, '$.grant.extensions') WHERE value ->> 'state' = 'pending')))"
+                        .into(),
+                );
+            } else {
+                w.eq("state", f.state.map(|s| s.as_str().to_owned()));
+            }
             w.eq("principal", f.principal);
             w.eq("resource", f.resource);
             if f.with_grant {
