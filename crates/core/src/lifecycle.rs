@@ -9,8 +9,10 @@
 //!
 //! Every method validates the transition, changes the state and returns the audit events that
 //! record it; the store writes both in one transaction. An illegal transition is an error, never
-//! a silent no-op; repeating the same command (the same approver approving twice, releasing twice)
-//! returns no events and changes nothing.
+//! a silent no-op. The same person repeating the same decision (approving, denying, cancelling,
+//! reviewing, releasing or revoking twice, so a client may retry safely) returns no events and
+//! changes nothing; the same decision by someone else after it was made is a
+//! [`CoreError::Conflict`] that names who made it.
 
 use std::fmt;
 use std::str::FromStr;
@@ -346,6 +348,58 @@ impl AccessRequest {
         }
     }
 
+    /// The extension of an active grant decided last, when none awaits a decision.
+    fn last_decided_extension(&self) -> Option<&Extension> {
+        let g = self
+            .grant
+            .as_ref()
+            .filter(|_| self.state == State::Active)?;
+        g.pending_extension().is_none().then_some(())?;
+        g.extensions
+            .last()
+            .filter(|e| matches!(e.state, ExtensionState::Approved | ExtensionState::Denied))
+    }
+
+    /// Why an approval or a denial no longer applies: who decided instead, when someone did.
+    fn already_decided(&self, action: &'static str) -> CoreError {
+        if let Some(e) = self.last_decided_extension() {
+            let by = e.decided.as_ref().map(|d| d.by.as_str()).unwrap_or("?");
+            let how = if e.state == ExtensionState::Approved {
+                "approved"
+            } else {
+                "denied"
+            };
+            return CoreError::Conflict(format!(
+                "the extension of grant {} was already {how} by {by}; none awaits a decision",
+                self.grant_id
+            ));
+        }
+        let approvers = || {
+            let names: Vec<&str> = self.approvals.iter().map(|a| a.by.as_str()).collect();
+            match &self.approved_by_rule {
+                Some(rule) => format!("rule {rule}"),
+                None => names.join(", "),
+            }
+        };
+        match (self.state, &self.denial, &self.cancellation) {
+            (State::Denied, Some(d), _) => CoreError::Conflict(format!(
+                "request {} was already denied by {}",
+                self.id, d.by
+            )),
+            (State::Cancelled, _, Some(c)) => {
+                CoreError::Conflict(format!("request {} was cancelled by {}", self.id, c.by))
+            }
+            (State::Pending | State::TimedOut | State::Denied | State::Cancelled, ..) => {
+                self.invalid(action)
+            }
+            (state, ..) => CoreError::Conflict(format!(
+                "request {} was already approved by {} and is now {state}",
+                self.id,
+                approvers()
+            )),
+        }
+    }
+
     /// Pending → approved: the window starts now, or at `start_at` if that is later.
     fn approve_now(
         &mut self,
@@ -389,13 +443,18 @@ impl AccessRequest {
         {
             return self.approve_extension(approver, comment, configured, now);
         }
-        if self.approvals.iter().any(|a| a.by == approver.name)
-            && matches!(self.state, State::Pending | State::Approved | State::Active)
+        // The same person approving again (the request, or the extension they approved) counts once.
+        let approved_extension = self.last_decided_extension().is_some_and(|e| {
+            e.state == ExtensionState::Approved && e.approvals.iter().any(|a| a.by == approver.name)
+        });
+        if approved_extension
+            || (self.approvals.iter().any(|a| a.by == approver.name)
+                && matches!(self.state, State::Pending | State::Approved | State::Active))
         {
-            return Ok(vec![]); // the same person approving again counts once
+            return Ok(vec![]);
         }
         if self.state != State::Pending {
-            return Err(self.invalid("approve"));
+            return Err(self.already_decided("approve"));
         }
         let what = format!(
             "request {} (role {} on {} for {})",
@@ -437,11 +496,17 @@ impl AccessRequest {
         {
             return self.deny_extension(by, is_admin, reason, configured, now);
         }
-        if self.state == State::Denied && self.denial.as_ref().is_some_and(|d| d.by == by.name) {
-            return Ok(vec![]);
+        let denied_extension = self.last_decided_extension().is_some_and(|e| {
+            e.state == ExtensionState::Denied && e.decided.as_ref().is_some_and(|d| d.by == by.name)
+        });
+        if denied_extension
+            || (self.state == State::Denied
+                && self.denial.as_ref().is_some_and(|d| d.by == by.name))
+        {
+            return Ok(vec![]); // the same person denying again
         }
         if self.state != State::Pending {
-            return Err(self.invalid("deny"));
+            return Err(self.already_decided("deny"));
         }
         if !is_admin {
             let what = format!("request {}", self.id);
@@ -657,7 +722,20 @@ impl AccessRequest {
             // Nothing was provisioned yet: it ends at once.
             State::Approved => self.finish(reason, &by.name, comment, now),
             State::Revoking | State::Released | State::Revoked if ending_reason == Some(reason) => {
-                Ok(vec![])
+                let ended_by = self
+                    .grant()
+                    .and_then(|g| g.ending.as_ref())
+                    .map(|e| e.by.clone());
+                match ended_by {
+                    // The same person asking again: done already.
+                    Some(who) if who == by.name => Ok(vec![]),
+                    who => Err(CoreError::Conflict(format!(
+                        "grant {} was already {} by {}",
+                        self.grant_id,
+                        reason.final_state(),
+                        who.unwrap_or_default()
+                    ))),
+                }
             }
             _ => Err(self.invalid(action)),
         }
@@ -996,12 +1074,12 @@ impl AccessRequest {
         if !g.needs_review {
             return match &g.review {
                 Some(r) if r.by == by.name => Ok(vec![]),
-                Some(r) => Err(CoreError::Invalid(format!(
+                Some(r) => Err(CoreError::Conflict(format!(
                     "grant {} was already reviewed by {}",
                     self.grant_id, r.by
                 ))),
-                None => Err(CoreError::Invalid(format!(
-                    "grant {} does not need a review",
+                None => Err(CoreError::Conflict(format!(
+                    "grant {} does not need a review (it was not break-glass)",
                     self.grant_id
                 ))),
             };

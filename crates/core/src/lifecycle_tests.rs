@@ -168,7 +168,7 @@ fn k_of_n_counts_distinct_people() {
     );
     assert!(matches!(
         r.approve(&dba("dirk"), None, std::slice::from_ref(&p), c.now()),
-        Err(CoreError::InvalidTransition { .. })
+        Err(CoreError::Conflict(m)) if m.contains("already approved by dora, dan")
     ));
 }
 
@@ -211,8 +211,116 @@ fn deny_by_approver_only() {
     );
     assert!(matches!(
         r.approve(&dba("dan"), None, std::slice::from_ref(&p), c.now()),
-        Err(CoreError::InvalidTransition { .. })
+        Err(CoreError::Conflict(m)) if m.contains("already denied by dora")
     ));
+}
+
+/// The same person repeating a decision changes nothing (a client may retry); the same
+/// decision by someone else after it was made is a conflict that names who made it.
+#[test]
+fn repeated_decisions_are_no_ops_for_the_same_person_and_conflicts_for_others() {
+    let c = clock();
+    let p = policy("p");
+    let ps = std::slice::from_ref(&p);
+    let conflict = |e: Result<Vec<EventDraft>, CoreError>, who: &str| match e {
+        Err(CoreError::Conflict(m)) => assert!(m.contains(who), "{m}"),
+        other => panic!("expected a conflict naming {who}, got {other:?}"),
+    };
+    // deny
+    let mut r = pending(&p, &c, 60);
+    r.deny(&dba("dora"), false, Some("no"), ps, c.now())
+        .unwrap();
+    assert!(
+        r.deny(&dba("dora"), false, Some("no"), ps, c.now())
+            .unwrap()
+            .is_empty()
+    );
+    conflict(
+        r.deny(&dba("dan"), false, None, ps, c.now()),
+        "denied by dora",
+    );
+    conflict(r.deny(&admin(), true, None, ps, c.now()), "denied by dora");
+    // cancel (only the requester may cancel, so only a repeat is possible)
+    let mut r = pending(&p, &c, 60);
+    r.cancel(&alice(), c.now()).unwrap();
+    assert!(r.cancel(&alice(), c.now()).unwrap().is_empty());
+    conflict(
+        r.approve(&dba("dora"), None, ps, c.now()),
+        "cancelled by alice",
+    );
+    // release and revoke
+    let mut r = active(&p, &c, 600);
+    r.revoke(&admin(), true, Some("x"), c.now()).unwrap();
+    assert!(
+        r.revoke(&admin(), true, Some("x"), c.now())
+            .unwrap()
+            .is_empty()
+    );
+    let other_admin = Principal::user("rita", &["security"]);
+    conflict(
+        r.revoke(&other_admin, true, None, c.now()),
+        "revoked by root",
+    );
+    r.finish_revocation(c.now()).unwrap();
+    assert!(r.revoke(&admin(), true, None, c.now()).unwrap().is_empty());
+    conflict(
+        r.revoke(&other_admin, true, None, c.now()),
+        "revoked by root",
+    );
+    // review
+    let mut bg = policy("p");
+    bg.break_glass = Some(BreakGlass {
+        principals: vec!["group:engineering".parse().unwrap()],
+        max_duration: Duration::from_secs(3600),
+    });
+    let a = alice();
+    let mut asked = ask(&a, 600);
+    asked.break_glass = true;
+    let d = evaluate(std::slice::from_ref(&bg), &asked, c.now()).unwrap();
+    let (mut r, _) = AccessRequest::create(&asked, d, c.now()).unwrap();
+    let bgs = std::slice::from_ref(&bg);
+    r.review(&dba("dora"), false, bgs, Some("ok"), c.now())
+        .unwrap();
+    assert!(
+        r.review(&dba("dora"), false, bgs, None, c.now())
+            .unwrap()
+            .is_empty()
+    );
+    conflict(
+        r.review(&dba("dan"), false, bgs, None, c.now()),
+        "reviewed by dora",
+    );
+    let mut plain = active(&p, &c, 600);
+    conflict(
+        plain.review(&admin(), true, ps, None, c.now()),
+        "does not need a review",
+    );
+    // an extension approved, then denied
+    let mut r = active(&p, &c, 600);
+    r.request_extension(&alice(), MIN, None, ps, c.now())
+        .unwrap();
+    r.approve(&dba("dan"), None, ps, c.now()).unwrap();
+    assert!(
+        r.approve(&dba("dan"), None, ps, c.now())
+            .unwrap()
+            .is_empty()
+    );
+    conflict(
+        r.approve(&dba("dirk"), None, ps, c.now()),
+        "extension of grant",
+    );
+    r.request_extension(&alice(), MIN, None, ps, c.now())
+        .unwrap();
+    r.deny(&dba("dirk"), false, None, ps, c.now()).unwrap();
+    assert!(
+        r.deny(&dba("dirk"), false, None, ps, c.now())
+            .unwrap()
+            .is_empty()
+    );
+    conflict(
+        r.deny(&dba("dan"), false, None, ps, c.now()),
+        "already denied by dirk",
+    );
 }
 
 #[test]

@@ -111,7 +111,9 @@ impl From<Error> for ApiError {
             Error::Core(c @ CoreError::InvalidTransition { .. }) => {
                 Self::new(StatusCode::CONFLICT, "conflict", c.to_string())
             }
-            Error::Conflict(m) | Error::Store(StoreError::Conflict(m)) => {
+            Error::Conflict(m)
+            | Error::Core(CoreError::Conflict(m))
+            | Error::Store(StoreError::Conflict(m)) => {
                 Self::new(StatusCode::CONFLICT, "conflict", m)
             }
             Error::Store(StoreError::Closed) => Self::new(

@@ -219,3 +219,76 @@ async fn approvers_see_pending_extensions_and_are_told_what_they_decided() {
         json!({"kind": "extension", "outcome": "denied", "duration": "5m"})
     );
 }
+
+#[tokio::test]
+async fn repeating_a_decision_is_a_no_op_for_the_same_person_and_409_for_others() {
+    use crate::helpers::read;
+    use reqwest::StatusCode;
+    let app = TestApp::start(STANDARD).await;
+    // Each call is made twice by the same person (200, nothing new audited), then once by
+    // someone else (409, naming who decided).
+    let twice = |who: &'static str, path: String, body: Value| {
+        let app = &app;
+        async move {
+            let (s1, v1) = app.post(who, &path, body.clone()).await;
+            assert_eq!(s1, StatusCode::OK, "{path}: {v1}");
+            let (s2, v2) = app.post(who, &path, body).await;
+            assert_eq!(s2, StatusCode::OK, "{path} again: {v2}");
+            assert_eq!(v1["state"], v2["state"]);
+        }
+    };
+    let conflict = |who: &'static str, path: String, names: &'static str| {
+        let app = &app;
+        async move {
+            let (s, v) = app.post(who, &path, json!({})).await;
+            assert_eq!(s, StatusCode::CONFLICT, "{path}: {v}");
+            let m = v["error"]["message"].as_str().unwrap();
+            assert!(m.contains(names), "{m}");
+        }
+    };
+    // deny
+    let r = app.request("alice", read("10m")).await;
+    let path = format!("/api/v1/requests/{}/deny", id(&r));
+    twice("dora", path.clone(), json!({"reason": "freeze"})).await;
+    conflict("dan", path, "already denied by dora").await;
+    let denials = app.actions(&id(&r)).await;
+    assert_eq!(denials.iter().filter(|a| *a == "request.denied").count(), 1);
+    // cancel
+    let r = app.request("alice", read("10m")).await;
+    twice(
+        "alice",
+        format!("/api/v1/requests/{}/cancel", id(&r)),
+        json!({}),
+    )
+    .await;
+    conflict(
+        "dora",
+        format!("/api/v1/requests/{}/approve", id(&r)),
+        "cancelled by alice",
+    )
+    .await;
+    // approve
+    let r = app.request("alice", read("10m")).await;
+    let path = format!("/api/v1/requests/{}/approve", id(&r));
+    twice("dora", path.clone(), json!({})).await;
+    conflict("dan", path, "already approved by dora").await;
+    // review
+    let bg = app.request("sam", json!({"resource": "orders-db", "role": "read", "duration": "30m", "reason": "outage", "break_glass": true})).await;
+    let path = format!("/api/v1/grants/{}/review", bg["grant_id"].as_str().unwrap());
+    twice("dora", path.clone(), json!({"comment": "ok"})).await;
+    conflict("root", path, "already reviewed by dora").await;
+    // revoke
+    let path = format!("/api/v1/grants/{}/revoke", bg["grant_id"].as_str().unwrap());
+    twice("root", path.clone(), json!({"reason": "done"})).await;
+    // release
+    let grant = app.read_request(&id(&r)).await["grant_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    twice(
+        "alice",
+        format!("/api/v1/grants/{grant}/release"),
+        json!({}),
+    )
+    .await;
+}
