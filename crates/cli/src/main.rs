@@ -615,9 +615,9 @@ async fn request(conn: &Conn, command: RequestCommand) -> anyhow::Result<()> {
                 print_request(conn, &r);
                 if r["state"] != "active" {
                     return Err(Failure::Refused(format!(
-                        "request {} ended {}",
+                        "request {} {}",
                         cell(&r["id"]),
-                        cell(&r["state"])
+                        why_not_active(&r)
                     ))
                     .into());
                 }
@@ -775,8 +775,12 @@ async fn grant(conn: &Conn, command: GrantCommand) -> anyhow::Result<()> {
             ],
         );
         if let Some(ext) = g["extensions"].as_array().and_then(|e| e.last()) {
+            let by = match ext.get("decision").filter(|d| !d.is_null()) {
+                Some(d) => format!(" by {}", decision(d)),
+                None => String::new(),
+            };
             println!(
-                "extension:    {} ({})",
+                "extension:    {} ({}{by})",
                 cell(&ext["duration"]),
                 cell(&ext["state"])
             );
@@ -799,6 +803,24 @@ fn shell_quote(v: &str) -> String {
 
 fn cell(v: &Value) -> String {
     output::cell(v)
+}
+
+/// Who decided, with their comment: `dora ("ok for INC-4411")`.
+fn decision(d: &Value) -> String {
+    match d["comment"].as_str().filter(|c| !c.is_empty()) {
+        Some(c) => format!("{} ({c:?})", cell(&d["by"])),
+        None => cell(&d["by"]),
+    }
+}
+
+/// How a request that is not active ended, and by whom: what `request create --wait` says.
+fn why_not_active(r: &Value) -> String {
+    match r["state"].as_str() {
+        Some("denied") => format!("was denied by {}", decision(&r["denial"])),
+        Some("cancelled") => format!("was cancelled by {}", decision(&r["cancellation"])),
+        Some("timed_out") => "timed out: nobody decided before its pending_timeout".to_owned(),
+        _ => format!("ended {}", cell(&r["state"])),
+    }
 }
 
 fn print_request(conn: &Conn, r: &Value) {
@@ -824,8 +846,14 @@ fn print_request(conn: &Conn, r: &Value) {
         ],
     );
     if let Some(a) = r["approvals"].as_array().filter(|a| !a.is_empty()) {
-        let by: Vec<String> = a.iter().map(|x| cell(&x["by"])).collect();
+        let by: Vec<String> = a.iter().map(decision).collect();
         println!("approvals:        {}", by.join(", "));
+    }
+    if let Some(d) = r.get("denial").filter(|d| !d.is_null()) {
+        println!("denied_by:        {}", decision(d));
+    }
+    if let Some(d) = r.get("cancellation").filter(|d| !d.is_null()) {
+        println!("cancelled_by:     {}", decision(d));
     }
     if let Some(g) = r.get("grant").filter(|g| !g.is_null()) {
         println!("expires_at:       {}", cell(&g["expires_at"]));

@@ -62,3 +62,84 @@ fn approvers_see_a_pending_extension_and_what_they_approved() {
         "{out}"
     );
 }
+
+#[test]
+fn a_requester_is_told_who_decided_and_why() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = Server::start(&config(dir.path(), port), port);
+    let waiting = Command::new(BIN)
+        .args([
+            "request",
+            "create",
+            "--resource",
+            "orders-db",
+            "--role",
+            "read",
+        ])
+        .args(["--duration", "30m", "--reason", "INC-1 check", "--wait"])
+        .env("JITGATE_URL", &server.url)
+        .env("JITGATE_TOKEN", "tok-alice")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = loop {
+        let pending = server.json("dora", &["request", "list", "--state", "pending"]);
+        if let Some(id) = pending[0]["id"].as_str() {
+            break id.to_owned();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    server.json(
+        "dora",
+        &[
+            "request",
+            "deny",
+            &id,
+            "--reason",
+            "change freeze until Monday",
+        ],
+    );
+    let out = waiting.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let (printed, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    let line = "denied_by:        dora (\"change freeze until Monday\")";
+    assert!(printed.contains(line), "{printed}");
+    assert!(
+        stderr.contains(&format!(
+            "request {id} was denied by dora (\"change freeze until Monday\")"
+        )),
+        "{stderr}"
+    );
+    let shown = stdout(&server.cli("alice", &["request", "show", &id]));
+    assert!(shown.contains(line), "{shown}");
+    // Approvals show who approved, with their comment.
+    let r = server.json(
+        "alice",
+        &[
+            "request",
+            "create",
+            "--resource",
+            "orders-db",
+            "--role",
+            "read",
+            "--duration",
+            "30m",
+        ],
+    );
+    let id = r["id"].as_str().unwrap();
+    server.json(
+        "dora",
+        &["request", "approve", id, "--comment", "ok for INC-1"],
+    );
+    let shown = stdout(&server.cli("alice", &["request", "show", id]));
+    assert!(
+        shown.contains("approvals:        dora (\"ok for INC-1\")"),
+        "{shown}"
+    );
+}

@@ -33,8 +33,12 @@ pub struct RequestView {
     pub policies: Vec<String>,
     /// `policy/rule` when approved automatically or by break-glass.
     pub approved_by_rule: Option<String>,
+    /// Who approved, when, and with which comment.
     pub approvals: Vec<ApprovalView>,
+    /// Who denied it, when, and why.
     pub denial: Option<DecisionView>,
+    /// Who cancelled it, and when.
+    pub cancellation: Option<DecisionView>,
     pub grant_id: Option<String>,
     pub grant: Option<GrantView>,
     /// What waits for an approver's decision: the request itself (`pending`), or the extension
@@ -123,6 +127,9 @@ pub struct ExtensionView {
     pub requested_at: Timestamp,
     pub approvals: Vec<ApprovalView>,
     pub decided_by: Option<String>,
+    /// Who decided it (an approver whose approval completed the quorum, the rule, or whoever
+    /// denied it), when, and with which comment (a denial's reason).
+    pub decision: Option<DecisionView>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -195,6 +202,7 @@ fn extension(e: &Extension) -> ExtensionView {
         requested_at: e.requested_at,
         approvals: e.approvals.iter().map(approval).collect(),
         decided_by: e.decided.as_ref().map(|d| d.by.clone()),
+        decision: e.decided.as_ref().map(decided),
     }
 }
 
@@ -247,6 +255,7 @@ impl From<&AccessRequest> for RequestView {
             approved_by_rule: r.approved_by_rule.clone(),
             approvals: r.approvals.iter().map(approval).collect(),
             denial: r.denial.as_ref().map(decided),
+            cancellation: r.cancellation.as_ref().map(decided),
             grant_id: r.grant.as_ref().map(|g| g.id.clone()),
             grant: GrantView::of(r),
             awaiting: awaiting(r),

@@ -481,6 +481,7 @@ async fn deny_and_cancel() {
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["state"], "cancelled");
+    assert_eq!(v["cancellation"]["by"], "alice", "{v}");
 }
 
 #[tokio::test]

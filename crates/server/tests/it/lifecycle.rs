@@ -218,6 +218,13 @@ async fn approvers_see_pending_extensions_and_are_told_what_they_decided() {
         v["decided"],
         json!({"kind": "extension", "outcome": "denied", "duration": "5m"})
     );
+    // The requester reads who decided the extension, and why.
+    let (_, shown) = app
+        .get("alice", &format!("/api/v1/requests/{}", id(&r)))
+        .await;
+    let decision = &shown["grant"]["extensions"][1]["decision"];
+    assert_eq!(decision["by"], "dan", "{shown}");
+    assert_eq!(decision["comment"], "wrap it up", "{shown}");
 }
 
 #[tokio::test]
