@@ -9,7 +9,7 @@ mod sqlite;
 
 use async_trait::async_trait;
 use jitgate_audit::archive::Manifest;
-use jitgate_audit::retention::Hold;
+use jitgate_audit::retention::{Hold, ScopedHold};
 use jitgate_audit::{AuditEvent, Checkpoint, EventFilter, Gap};
 use jitgate_core::{AccessRequest, CoreError, EventDraft, State, Timestamp};
 use tokio::sync::{mpsc, watch};
@@ -115,6 +115,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Creates or updates (releases) a legal hold, with the events that record it.
     async fn put_hold(&self, hold: Hold, events: Vec<EventDraft>) -> Result<(), StoreError>;
+
+    /// Each active hold with the requests it covers ([`ScopedHold`]): a hold keeps every event
+    /// of each request it matches an event of.
+    async fn hold_scopes(&self, holds: Vec<Hold>) -> Result<Vec<ScopedHold>, StoreError>;
 
     async fn get_hold(&self, id: String) -> Result<Option<Hold>, StoreError>;
 

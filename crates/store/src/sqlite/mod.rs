@@ -11,6 +11,7 @@
 //! are appended; a change that rolls back rolls the head back with it.
 
 mod audit;
+mod holds;
 mod intake;
 
 use audit::SealedEvent;
@@ -23,7 +24,7 @@ use std::thread;
 
 use async_trait::async_trait;
 use jitgate_audit::archive::Manifest;
-use jitgate_audit::retention::Hold;
+use jitgate_audit::retention::{Hold, ScopedHold};
 use jitgate_audit::{AuditEvent, Checkpoint, EventFilter, Gap, Verifier};
 use jitgate_core::{AccessRequest, EventDraft, State, Timestamp};
 use rusqlite::types::Value;
@@ -600,6 +601,11 @@ impl Store for SqliteStore {
             audit::insert_events(conn, head, &events)
         })
         .await
+    }
+
+    async fn hold_scopes(&self, holds: Vec<Hold>) -> Result<Vec<ScopedHold>> {
+        self.caught_up().await;
+        self.read(move |conn| holds::scoped(conn, holds)).await
     }
 
     async fn get_hold(&self, id: String) -> Result<Option<Hold>> {
