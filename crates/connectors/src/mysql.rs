@@ -51,6 +51,19 @@ impl MysqlConnector {
                 settings.resource
             ))
         })?;
+        // Connect the way the URL says: over TCP to its host, unless it asks for a socket
+        // (`socket=…`, or `prefer_socket=true`). By default mysql_async moves a connection to
+        // 127.0.0.1 onto the server's unix socket, where the same user name is another account
+        // (`root@localhost` instead of `root@127.0.0.1`), with other privileges.
+        let says_which = settings
+            .admin_url
+            .split_once('?')
+            .is_some_and(|(_, query)| query.split('&').any(|p| p.starts_with("prefer_socket=")));
+        let opts: Opts = if says_which {
+            opts
+        } else {
+            OptsBuilder::from_opts(opts).prefer_socket(false).into()
+        };
         let constraints = PoolConstraints::new(0, 8).expect("valid pool bounds");
         let pooled = OptsBuilder::from_opts(opts.clone())
             .pool_opts(PoolOpts::default().with_constraints(constraints));

@@ -47,7 +47,7 @@ async fn setup(role_name: &str) -> Option<(MyDb, String)> {
 }
 
 async fn connect(dsn: &str) -> Result<mysql_async::Conn, mysql_async::Error> {
-    mysql_async::Conn::from_url(dsn).await
+    crate::services::my_connect(dsn).await
 }
 
 #[tokio::test]
@@ -204,4 +204,53 @@ async fn orphans_are_reconciled_and_hostile_role_names_are_quoted() {
         connect(c["dsn"].as_str().unwrap()).await.is_ok(),
         "the active grant's login is unlocked"
     );
+}
+
+/// An admin URL on 127.0.0.1 logs in as `user@127.0.0.1`, as it says, not as `user@localhost`
+/// through the server's unix socket. Here the two are different accounts: only the TCP one may
+/// create users, so a grant activates only if jitgate connects the way the URL says.
+#[tokio::test]
+async fn an_admin_url_on_127_0_0_1_logs_in_over_tcp() {
+    let Some((db, read)) = setup("read").await else {
+        return;
+    };
+    let admin = format!("{}adm", db.prefix);
+    let password = "Adm1nPassw0rd";
+    db.exec(&format!(
+        "CREATE USER '{admin}'@'127.0.0.1' IDENTIFIED BY '{password}'"
+    ))
+    .await;
+    db.exec(&format!(
+        "GRANT ALL ON *.* TO '{admin}'@'127.0.0.1' WITH GRANT OPTION"
+    ))
+    .await;
+    db.exec(&format!(
+        "GRANT {} TO '{admin}'@'127.0.0.1' WITH ADMIN OPTION",
+        jitgate_connectors::naming::my_ident(&read)
+    ))
+    .await;
+    // The same name on the socket: may read the database, nothing more.
+    db.exec(&format!(
+        "CREATE USER '{admin}'@'localhost' IDENTIFIED BY '{password}'"
+    ))
+    .await;
+    db.exec(&format!(
+        "GRANT SELECT ON {}.* TO '{admin}'@'localhost'",
+        db.name
+    ))
+    .await;
+    let url = format!("mysql://{admin}:{password}@127.0.0.1:3306/{}", db.name);
+    let text = config(&db, &read).replace(&db.admin_url, &url);
+    let app = TestApp::start(&text).await;
+    let r = app
+        .request(
+            "ci-bot",
+            json!({"resource": "shop-db", "role": "read", "duration": "5m"}),
+        )
+        .await;
+    assert_eq!(r["state"], "active", "{r}");
+    for host in ["127.0.0.1", "localhost"] {
+        db.exec(&format!("DROP USER IF EXISTS '{admin}'@'{host}'"))
+            .await;
+    }
 }
