@@ -611,17 +611,31 @@ impl AccessRequest {
         ])
     }
 
-    /// Approved → active, once the connector has provisioned the privilege.
+    /// The window a grant activated now would have: from its planned start, or from now if
+    /// that is later, for its whole duration. The connector provisions for this window.
+    pub fn activation_window(&self, now: Timestamp) -> Option<(Timestamp, Timestamp)> {
+        let start = self.grant.as_ref()?.starts_at.max(now);
+        Some((start, duration::add(start, self.duration)))
+    }
+
+    /// Approved → active, once the connector has provisioned the privilege. `started` is when
+    /// provisioning began: the window runs from then (never before its planned start) for the
+    /// whole duration, so a target that kept failing does not eat into the grant. One that
+    /// cannot be activated before its planned window ends expires unused.
     pub fn activate(
         &mut self,
         handle: Option<serde_json::Value>,
+        started: Timestamp,
         now: Timestamp,
     ) -> Result<Vec<EventDraft>, CoreError> {
         if self.due(now) != Some(Due::Activate) {
             return Err(self.invalid("activate"));
         }
         self.state = State::Active;
+        let length = self.duration;
         let g = self.grant_mut();
+        g.starts_at = started.max(g.starts_at);
+        g.expires_at = duration::add(g.starts_at, length);
         g.activated_at = Some(now);
         g.handle = handle;
         g.attempts = 0;
@@ -659,7 +673,7 @@ impl AccessRequest {
         self.finish(
             EndReason::Expired,
             SYSTEM_ACTOR,
-            Some("the window ended before the grant was activated"),
+            Some("it could not be activated before its planned window ended"),
             now,
         )
     }

@@ -39,7 +39,7 @@ fn active(p: &Policy, c: &FakeClock, secs: u64) -> AccessRequest {
     let mut r = pending(p, c, secs);
     r.approve(&dba("dora"), None, std::slice::from_ref(p), c.now())
         .unwrap();
-    r.activate(None, c.now()).unwrap();
+    r.activate(None, c.now(), c.now()).unwrap();
     r
 }
 
@@ -88,7 +88,7 @@ fn approval_starts_the_clock_and_activation_follows() {
     );
     assert_eq!(r.due(c.now()), Some(Due::Activate));
     let ev = r
-        .activate(Some(json!({"role": "jit_alice"})), c.now())
+        .activate(Some(json!({"role": "jit_alice"})), c.now(), c.now())
         .unwrap();
     assert_eq!(actions(&ev), ["grant.activated"]);
     assert_eq!(r.state, State::Active);
@@ -526,6 +526,38 @@ fn approved_but_not_started_ends_without_revoking() {
 }
 
 #[test]
+fn the_window_starts_when_the_grant_is_activated() {
+    let c = clock();
+    let p = policy("p");
+    let mut r = pending(&p, &c, 1800);
+    r.approve(&dba("dora"), None, std::slice::from_ref(&p), c.now())
+        .unwrap();
+    let planned_end = r.grant().unwrap().expires_at;
+    r.activation_failed("target down", c.now()).unwrap();
+    c.advance(10 * MIN);
+    // Provisioning begins now and succeeds a moment later: the whole 30 minutes run from then.
+    let (start, end) = r.activation_window(c.now()).unwrap();
+    assert_eq!((start, end), (c.now(), duration::add(c.now(), 30 * MIN)));
+    c.advance(Duration::from_secs(1));
+    let ev = r.activate(None, start, c.now()).unwrap();
+    let g = r.grant().unwrap();
+    assert_eq!(g.starts_at, start);
+    assert_eq!(g.expires_at, end, "not the planned {planned_end}");
+    assert_eq!(ev[0].details["expires_at"], json!(end));
+    assert_eq!(r.next_deadline(), Some(end));
+    // A scheduled start is kept when provisioning begins early.
+    let mut r = pending(&p, &c, 600);
+    r.start_at = Some(duration::add(c.now(), MIN));
+    r.approve(&dba("dora"), None, std::slice::from_ref(&p), c.now())
+        .unwrap();
+    let planned = r.grant().unwrap().starts_at;
+    c.advance(MIN);
+    r.activate(None, c.now() - jiff::SignedDuration::from_secs(90), c.now())
+        .unwrap();
+    assert_eq!(r.grant().unwrap().starts_at, planned);
+}
+
+#[test]
 fn activation_failure_retries_until_the_window_ends() {
     let c = clock();
     let p = policy("p");
@@ -617,7 +649,7 @@ fn auto_approved(p: &Policy, c: &FakeClock, secs: u64) -> AccessRequest {
     let d = evaluate(std::slice::from_ref(p), &asked, c.now()).unwrap();
     assert!(matches!(d, Decision::AutoApproved { .. }), "{d:?}");
     let (mut r, _) = AccessRequest::create(&asked, d, c.now()).unwrap();
-    r.activate(None, c.now()).unwrap();
+    r.activate(None, c.now(), c.now()).unwrap();
     r
 }
 

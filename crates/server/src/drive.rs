@@ -214,14 +214,18 @@ impl App {
         let key = RequestKey::Request(r.id.clone());
         match r.due(now) {
             Some(Due::Activate) => {
-                let spec = self.grant_spec(&r);
+                // The window runs from when provisioning begins (or the planned start), so a
+                // target that kept failing does not eat into the grant.
+                let (started, ends) = r.activation_window(now).expect("approved has a grant");
+                let mut spec = self.grant_spec(&r);
+                spec.expires_at = ends;
                 let provisioned = match self.connectors.get(&r.resource) {
                     Some(c) => c.provision(&spec).await.map_err(|e| e.to_string()),
                     None => Err(format!("resource {} is no longer configured", r.resource)),
                 };
                 let clock = self.clock.clone();
                 let change: Change = match provisioned.clone() {
-                    Ok(handle) => Box::new(move |r| r.activate(handle, clock.now())),
+                    Ok(handle) => Box::new(move |r| r.activate(handle, started, clock.now())),
                     Err(e) => Box::new(move |r| r.activation_failed(&e, clock.now())),
                 };
                 let result = self.update(key, change).await;

@@ -644,6 +644,11 @@ async fn scheduled_start_activates_at_start_at() {
         .parse()
         .unwrap();
     assert!(activated >= start);
+    // The window runs from activation for the whole duration, as for every kind of resource.
+    let starts: jiff::Timestamp = v["grant"]["starts_at"].as_str().unwrap().parse().unwrap();
+    let ends: jiff::Timestamp = v["grant"]["expires_at"].as_str().unwrap().parse().unwrap();
+    assert!(starts >= start && starts <= activated, "{v}");
+    assert_eq!(ends.duration_since(starts).as_secs(), 600);
     let mut past = read("10m");
     past["start_at"] = json!("2020-01-01T00:00:00Z");
     let (s, _) = app.post("bob", "/api/v1/requests", past).await;

@@ -254,3 +254,46 @@ async fn an_admin_url_on_127_0_0_1_logs_in_over_tcp() {
             .await;
     }
 }
+
+/// While provisioning keeps failing the window does not run: it starts once the login exists,
+/// and lasts the whole duration.
+#[tokio::test]
+async fn a_grant_whose_target_was_down_gets_its_whole_window_once_activated() {
+    let Some((db, read)) = setup("read").await else {
+        return;
+    };
+    let proxy = crate::helpers::Forwarder::start("127.0.0.1:3306").await;
+    let url = db
+        .admin_url
+        .replace("127.0.0.1:3306", &format!("127.0.0.1:{}", proxy.port));
+    let app = TestApp::start(&config(&db, &read).replace(&db.admin_url, &url)).await;
+    proxy.down().await;
+    let r = app
+        .request(
+            "ci-bot",
+            json!({"resource": "shop-db", "role": "read", "duration": "5s"}),
+        )
+        .await;
+    assert_eq!(r["state"], "approved", "the target is down: {r}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.up().await;
+    let v = app
+        .wait_state(r["id"].as_str().unwrap(), "active", Duration::from_secs(10))
+        .await;
+    let at = |k: &str| -> jiff::Timestamp { v["grant"][k].as_str().unwrap().parse().unwrap() };
+    let approved: jiff::Timestamp = r["grant"]["starts_at"].as_str().unwrap().parse().unwrap();
+    assert!(
+        at("starts_at") >= approved + jiff::SignedDuration::from_millis(1500),
+        "{v}"
+    );
+    assert_eq!(
+        at("expires_at").duration_since(at("starts_at")),
+        jiff::SignedDuration::from_secs(5),
+        "{v}"
+    );
+    assert!(
+        at("expires_at").duration_since(at("activated_at"))
+            > jiff::SignedDuration::from_millis(4900),
+        "the whole window is left after activation: {v}"
+    );
+}

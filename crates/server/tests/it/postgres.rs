@@ -595,3 +595,56 @@ async fn a_grant_that_stays_active_keeps_or_gets_back_its_login() {
         .await;
     assert_eq!(ev.as_array().unwrap().len(), 1, "{ev}");
 }
+
+/// As for MariaDB: a grant whose target was down at approval gets its whole window from
+/// activation, and PostgreSQL's own end (VALID UNTIL) is that window's end.
+#[tokio::test]
+async fn a_grant_whose_target_was_down_gets_its_whole_window_once_activated() {
+    let Some((db, read, write, owner)) = setup().await else {
+        return;
+    };
+    let proxy = crate::helpers::Forwarder::start("127.0.0.1:5432").await;
+    let url = db
+        .admin_url
+        .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port));
+    let text = config(&db, &read, &write, &owner).replace(&db.admin_url, &url);
+    let app = TestApp::start(&text).await;
+    proxy.down().await;
+    let r = app
+        .request(
+            "ci-bot",
+            json!({"resource": "orders-db", "role": "read", "duration": "5s"}),
+        )
+        .await;
+    assert_eq!(r["state"], "approved", "the target is down: {r}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.up().await;
+    let v = app
+        .wait_state(r["id"].as_str().unwrap(), "active", Duration::from_secs(10))
+        .await;
+    let at = |k: &str| -> jiff::Timestamp { v["grant"][k].as_str().unwrap().parse().unwrap() };
+    assert!(
+        at("expires_at").duration_since(at("activated_at"))
+            > jiff::SignedDuration::from_millis(4900),
+        "the whole window is left after activation: {v}"
+    );
+    let login = app
+        .credentials("ci-bot", r["grant_id"].as_str().unwrap())
+        .await["username"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let row = db
+        .query_one_opt(
+            "SELECT extract(epoch from rolvaliduntil)::float8 FROM pg_roles WHERE rolname = $1",
+            &login,
+        )
+        .await
+        .unwrap();
+    let until: f64 = row.get(0);
+    let expires = at("expires_at").as_millisecond() as f64 / 1000.0;
+    assert!(
+        (until - expires).abs() < 0.1,
+        "VALID UNTIL {until} vs {expires}"
+    );
+}
