@@ -63,6 +63,9 @@ enum Output {
     Json,
     /// `NAME=value` lines for a shell (credentials only).
     Env,
+    /// A MariaDB/MySQL option file (credentials of a mysql grant only):
+    /// `mysql --defaults-extra-file=<(jitgate credentials GRANT_ID -o cnf)`.
+    Cnf,
 }
 
 #[derive(Subcommand)]
@@ -138,7 +141,8 @@ enum Command {
         #[command(subcommand)]
         command: audit_cmd::RetentionCommand,
     },
-    /// Connection credentials for your active grant's ephemeral login (-o env for PG*/MYSQL_* lines).
+    /// Connection credentials for your active grant's ephemeral login (-o env for PG*/MYSQL_*
+    /// lines, -o cnf for a mysql option file).
     Credentials {
         #[command(flatten)]
         conn: Conn,
@@ -408,9 +412,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     | Command::Hold { conn, .. }
     | Command::Retention { conn, .. }
     | Command::Whoami { conn } = &cli.command
-        && conn.output == Output::Env
+        && matches!(conn.output, Output::Env | Output::Cnf)
     {
-        return Err(usage("-o env is only for `jitgate credentials`"));
+        return Err(usage(
+            "-o env and -o cnf are only for `jitgate credentials`",
+        ));
     }
     match cli.command {
         Command::Serve { config } => {
@@ -484,6 +490,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         println!("{k}={}", shell_quote(v.as_str().unwrap_or_default()));
                     }
                 }
+                Output::Cnf => match c["option_file"].as_str() {
+                    Some(text) => print!("{text}"),
+                    None => {
+                        return Err(usage(
+                            "-o cnf is for MariaDB/MySQL grants (a mysql option file); use -o env or -o json",
+                        ));
+                    }
+                },
                 Output::Table => {
                     output::fields(&c, &["grant_id", "username", "dsn"]);
                     eprintln!(

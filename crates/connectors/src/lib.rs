@@ -36,8 +36,11 @@ pub struct Credentials {
     pub password: String,
     /// A URL that libpq/psql (or mysql clients) accept.
     pub dsn: String,
-    /// Environment lines for the target's own clients (`PGHOST=…`).
+    /// Environment lines the target's own client reads as they are (`PGHOST=…`).
     pub env: Vec<(String, String)>,
+    /// A client option file, for targets whose client reads its login from one rather than
+    /// from the environment (MariaDB/MySQL: `mysql --defaults-extra-file=FILE`).
+    pub option_file: Option<String>,
 }
 
 impl std::fmt::Debug for Credentials {

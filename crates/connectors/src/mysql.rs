@@ -291,20 +291,56 @@ impl Connector for MysqlConnector {
                 .map(naming::url_component)
                 .unwrap_or_default()
         );
-        let mut env = vec![
-            ("MYSQL_HOST".to_owned(), host),
+        // The `mysql` client reads a host, a port and a password from the environment, but
+        // no user and no database: those come from the option file (or -u and a database
+        // argument).
+        let env = vec![
+            ("MYSQL_HOST".to_owned(), host.clone()),
             ("MYSQL_TCP_PORT".to_owned(), port.to_string()),
-            ("MYSQL_USER".to_owned(), login.to_owned()),
             ("MYSQL_PWD".to_owned(), password.clone()),
         ];
-        if let Some(db) = database {
-            env.push(("MYSQL_DATABASE".to_owned(), db));
-        }
+        let option_file = option_file(&host, port, login, &password, database.as_deref());
         Ok(Some(Credentials {
             username: login.to_owned(),
             password,
             dsn,
             env,
+            option_file: Some(option_file),
         }))
+    }
+}
+
+/// A MySQL/MariaDB option file with the login: `[client]` (every client reads it) and, for the
+/// `mysql` client alone, the database (`mysqldump` and others refuse a `database` option).
+fn option_file(
+    host: &str,
+    port: u16,
+    user: &str,
+    password: &str,
+    database: Option<&str>,
+) -> String {
+    // Quoted values: backslash and the quote are escaped, as the option-file reader expects.
+    let quote = |v: &str| format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""));
+    let mut text = format!(
+        "[client]\nhost={}\nport={port}\nuser={}\npassword={}\n",
+        quote(host),
+        quote(user),
+        quote(password)
+    );
+    if let Some(db) = database {
+        text += &format!("\n[mysql]\ndatabase={}\n", quote(db));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_option_file_quotes_every_value() {
+        let text = super::option_file("db.internal", 3306, "jit_a", "p\"w\\x", Some("shop db"));
+        assert_eq!(
+            text,
+            "[client]\nhost=\"db.internal\"\nport=3306\nuser=\"jit_a\"\npassword=\"p\\\"w\\\\x\"\n\n[mysql]\ndatabase=\"shop db\"\n"
+        );
     }
 }

@@ -370,6 +370,7 @@ impl Connector for PostgresConnector {
             password,
             dsn,
             env,
+            option_file: None,
         }))
     }
 }

@@ -532,6 +532,7 @@ async fn credentials(
         password: creds.password,
         dsn: creds.dsn,
         env: creds.env.into_iter().collect(),
+        option_file: creds.option_file,
     };
     Ok((
         [(axum::http::header::CACHE_CONTROL, "no-store")],

@@ -157,8 +157,12 @@ pub struct CredentialsView {
     pub password: String,
     /// A URL that psql/libpq (or mysql clients) accept.
     pub dsn: String,
-    /// Environment variables for the target's own clients (PGHOST, PGUSER, …).
+    /// Environment variables the target's own client reads as they are (PGHOST, PGUSER, …;
+    /// for MariaDB only MYSQL_HOST, MYSQL_TCP_PORT and MYSQL_PWD, which is all `mysql` reads).
     pub env: std::collections::BTreeMap<String, String>,
+    /// MariaDB/MySQL: an option file with the whole login, for
+    /// `mysql --defaults-extra-file=<(jitgate credentials GRANT_ID -o cnf)`.
+    pub option_file: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
