@@ -514,7 +514,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             exec,
             psql_args,
         } => {
-            let token = conn.token.clone().unwrap_or_default();
             let client = Client::new(&conn.url, conn.token.clone())?;
             let me = client.get("/api/v1/whoami").await?;
             let name = me["name"].as_str().unwrap_or_default().to_owned();
@@ -524,6 +523,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (host, port) = gateway
                 .rsplit_once(':')
                 .ok_or_else(|| usage(format!("--gateway {gateway:?} is not HOST:PORT")))?;
+            // A short-lived password bound to this grant, never the long-lived API token.
+            let grant = active_grant(&client, &name, &resource).await?;
+            let issued = client
+                .post(
+                    &format!("/api/v1/grants/{}/gateway-password", client::enc(&grant)),
+                    json!({}),
+                )
+                .await?;
+            let password = issued["password"].as_str().unwrap_or_default().to_owned();
             if exec {
                 let status = std::process::Command::new("psql")
                     .args(&psql_args)
@@ -531,7 +539,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .env("PGPORT", port)
                     .env("PGDATABASE", &resource)
                     .env("PGUSER", &name)
-                    .env("PGPASSWORD", &token)
+                    .env("PGPASSWORD", &password)
                     .status()
                     .map_err(|e| Failure::Refused(format!("cannot run psql: {e}")))?;
                 return if status.success() {
@@ -543,16 +551,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let dsn = format!(
                 "postgresql://{}:{}@{host}:{port}/{}",
                 client::enc(&name),
-                client::enc(&token),
+                client::enc(&password),
                 client::enc(&resource)
             );
             if conn.output == Output::Json {
                 println!(
                     "{}",
-                    json!({ "dsn": dsn, "host": host, "port": port, "dbname": resource, "user": name })
+                    json!({ "dsn": dsn, "host": host, "port": port, "dbname": resource, "user": name,
+                            "password": password, "grant_id": grant, "expires_at": issued["expires_at"] })
                 );
             } else {
                 println!("{dsn}");
+                eprintln!(
+                    "(the password works for {name} on {resource} only, until grant {grant} ends at {})",
+                    cell(&issued["expires_at"])
+                );
             }
             Ok(())
         }
@@ -801,6 +814,26 @@ async fn grant(conn: &Conn, command: GrantCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The caller's active grant on `resource` (`resource/database` names the resource too) that
+/// ends last, for a gateway password.
+async fn active_grant(client: &Client, me: &str, resource: &str) -> anyhow::Result<String> {
+    let name = resource.split_once('/').map_or(resource, |(r, _)| r);
+    let grants = client.get("/api/v1/grants?active=true&limit=1000").await?;
+    grants
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|g| g["principal"] == me && g["resource"] == name)
+        .max_by_key(|g| cell(&g["expires_at"]))
+        .and_then(|g| g["id"].as_str().map(str::to_owned))
+        .ok_or_else(|| {
+            Failure::Refused(format!(
+                "{me} has no active grant on {name}; ask for one: jitgate request create --resource {name} --role ROLE --duration 30m --reason \"…\""
+            ))
+            .into()
+        })
 }
 
 /// Quotes a value for a POSIX shell when it needs it.

@@ -15,10 +15,15 @@ pub fn new_id(prefix: &str) -> String {
 
 /// A new API token: `jg_` and 43 random alphanumerics (~256 bits).
 pub fn new_token() -> String {
+    new_secret("jg")
+}
+
+/// A secret such as `PREFIX_` and 43 random alphanumerics (~256 bits).
+pub fn new_secret(prefix: &str) -> String {
     let tail: String = rand::rng()
         .sample_iter(&Alphanumeric)
         .take(43)
         .map(char::from)
         .collect();
-    format!("jg_{tail}")
+    format!("{prefix}_{tail}")
 }

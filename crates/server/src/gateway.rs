@@ -24,22 +24,31 @@ impl Authority for App {
         token: &str,
         database: &str,
     ) -> Result<SessionGrant, Refusal> {
-        // The same words PostgreSQL uses, whatever was wrong: a name or a token, no hint which.
+        // The same words PostgreSQL uses, whatever was wrong: a name, a password or the
+        // resource it is bound to, no hint which.
         let bad_login = || {
             refusal(
                 "28P01",
                 format!(
-                    "password authentication failed for user \"{user}\" (the password is your jitgate API token)"
+                    "password authentication failed for user \"{user}\" (the password is a gateway password from `jitgate connect`, or your jitgate API token)"
                 ),
             )
         };
-        self.auth
-            .authenticate(token)
-            .filter(|c| c.principal.name == user)
-            .ok_or_else(bad_login)?;
         let (resource_name, db) = match database.split_once('/') {
             Some((r, d)) => (r, Some(d)),
             None => (database, None),
+        };
+        // A gateway password lets its principal in to its resource, through its grant only.
+        let bound_grant = match self.gateway_passwords.check(token) {
+            Some(b) if b.principal == user && b.resource == resource_name => Some(b.grant_id),
+            Some(_) => return Err(bad_login()),
+            None => {
+                self.auth
+                    .authenticate(token)
+                    .filter(|c| c.principal.name == user)
+                    .ok_or_else(bad_login)?;
+                None
+            }
         };
         let resource = self.config.resource(resource_name).ok_or_else(|| refusal("3D000", format!("jitgate has no resource \"{resource_name}\"; the database name selects the resource")))?;
         if !matches!(
@@ -66,6 +75,7 @@ impl Authority for App {
         let Some(r) = grants
             .into_iter()
             .filter(|r| r.grant.is_some())
+            .filter(|r| bound_grant.as_ref().is_none_or(|g| *g == r.grant_id))
             .max_by_key(|r| r.grant.as_ref().map(|g| g.expires_at))
         else {
             return Err(refusal(

@@ -9,6 +9,7 @@ pub mod config;
 mod drive;
 mod error;
 mod gateway;
+mod gateway_password;
 pub mod metrics;
 mod scheduler;
 pub mod service;

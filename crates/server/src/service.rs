@@ -63,6 +63,8 @@ pub struct App {
     pub gateway_addr: std::sync::OnceLock<std::net::SocketAddr>,
     /// Signing, anchoring and retention of the audit log.
     pub audit: Arc<crate::audit_log::AuditLog>,
+    /// Short-lived gateway passwords, bound to a principal, a resource and a grant.
+    pub(crate) gateway_passwords: crate::gateway_password::GatewayPasswords,
 }
 
 impl App {
@@ -91,6 +93,7 @@ impl App {
             sessions: Arc::new(jitgate_gateway::Registry::default()),
             gateway_addr: std::sync::OnceLock::new(),
             audit,
+            gateway_passwords: Default::default(),
         })
     }
 
@@ -268,6 +271,7 @@ impl App {
             match r.state {
                 State::Active => self.sessions.set_deadline(&g.id, g.expires_at),
                 State::Revoking | State::Expired | State::Released | State::Revoked => {
+                    self.gateway_passwords.forget_grant(&g.id);
                     let why = g.ending.as_ref().map(|e| match e.reason {
                         jitgate_core::EndReason::Expired => "expired",
                         jitgate_core::EndReason::Released => "was released by its holder",
@@ -561,6 +565,67 @@ impl App {
         e.grant_id = Some(r.grant_id.clone());
         self.append(vec![e]).await?;
         Ok(creds)
+    }
+
+    /// A short-lived password for the gateway, for the grantee of an active grant on a
+    /// PostgreSQL resource: it lets only them in, only to that resource, only through that grant
+    /// and only while it is active. Each issue is audited; the password itself never is.
+    pub async fn gateway_password(
+        &self,
+        caller: &Caller,
+        grant_id: &str,
+    ) -> Result<(AccessRequest, String)> {
+        let r = self
+            .visible(caller, RequestKey::Grant(grant_id.to_owned()))
+            .await?;
+        if r.principal != caller.principal.name {
+            let err = Error::Core(CoreError::Refused(format!(
+                "only the grantee ({}) may get a gateway password for grant {grant_id}",
+                r.principal
+            )));
+            return Err(self
+                .refused(caller, "grant.gateway_password", Some(&r), err)
+                .await);
+        }
+        if r.state != State::Active {
+            return Err(CoreError::InvalidTransition {
+                action: "issue a gateway password for",
+                state: r.state,
+            }
+            .into());
+        }
+        let postgres = self.config.resource(&r.resource).is_some_and(|res| {
+            matches!(
+                res.kind,
+                ResourceKind::Postgres(_) | ResourceKind::PostgresShared(_)
+            )
+        });
+        if !postgres || self.config.gateway.is_none() {
+            return Err(CoreError::Invalid(format!(
+                "the gateway serves PostgreSQL resources only, and only when [gateway.postgres] is configured; {} is not reachable through it",
+                r.resource
+            ))
+            .into());
+        }
+        let password = self
+            .gateway_passwords
+            .issue(crate::gateway_password::Bound {
+                principal: r.principal.clone(),
+                resource: r.resource.clone(),
+                grant_id: r.grant_id.clone(),
+            });
+        let mut e = EventDraft::new(
+            self.now(),
+            &caller.principal.name,
+            "grant.gateway_password_issued",
+        )
+        .details(json!({ "expires_at": r.grant.as_ref().map(|g| g.expires_at) }));
+        e.resource = Some(r.resource.clone());
+        e.subject = Some(r.principal.clone());
+        e.request_id = Some(r.id.clone());
+        e.grant_id = Some(r.grant_id.clone());
+        self.append(vec![e]).await?;
+        Ok((r, password))
     }
 
     /// The login of an active grant, from its connector; used for the grantee's credentials

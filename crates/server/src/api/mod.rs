@@ -43,6 +43,10 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/grants/{id}/extend", post(extend))
         .route("/api/v1/grants/{id}/review", post(review))
         .route("/api/v1/grants/{id}/credentials", get(credentials))
+        .route(
+            "/api/v1/grants/{id}/gateway-password",
+            post(gateway_password),
+        )
         .route("/api/v1/audit/events", get(audit_events))
         .route("/api/v1/audit/export", get(audit::export))
         .route("/api/v1/audit/erasures", post(audit::erase))
@@ -540,6 +544,31 @@ async fn credentials(
     ))
 }
 
+/// A short-lived password for the PostgreSQL gateway: only the grantee of an active grant gets
+/// one; it lets them in to that grant's resource only, and stops working when the grant ends.
+/// Each issue is audited.
+#[utoipa::path(post, path = "/api/v1/grants/{id}/gateway-password", params(("id" = String, Path)),
+    responses((status = 200, body = views::GatewayPasswordView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+async fn gateway_password(
+    AxState(app): AxState<AppState>,
+    Auth(c): Auth,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (r, password) = app.gateway_password(&c, &id).await?;
+    let view = views::GatewayPasswordView {
+        grant_id: r.grant_id.clone(),
+        user: r.principal.clone(),
+        resource: r.resource.clone(),
+        password,
+        expires_at: r.grant.as_ref().map(|g| g.expires_at),
+        gateway: app.gateway_addr.get().map(ToString::to_string),
+    };
+    Ok((
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        Json(view),
+    ))
+}
+
 /// The audit log, oldest first. Auditors and admins see all events; others those they took part in.
 #[utoipa::path(get, path = "/api/v1/audit/events", params(AuditQuery), responses((status = 200, body = Vec<EventView>)), security(("bearer" = [])))]
 async fn audit_events(
@@ -555,9 +584,9 @@ async fn audit_events(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "jitgate", description = "Just-in-time privileged access: requests, approvals, grants, audit."),
-    paths(whoami, create_request, list_requests, get_request, approve, deny, cancel, list_grants, get_grant, release, revoke, extend, review, credentials, audit_events,
+    paths(whoami, create_request, list_requests, get_request, approve, deny, cancel, list_grants, get_grant, release, revoke, extend, review, credentials, gateway_password, audit_events,
         audit::export, audit::erase, audit::rotate_key, audit::create_hold, audit::list_holds, audit::release_hold),
-    components(schemas(ErrorBody, ErrorDetail, CreateRequestBody, CommentBody, ReasonBody, ExtendBody, RequestView, views::AwaitingView, views::DecidedView, GrantView, EventView, WhoAmI, views::CredentialsView,
+    components(schemas(ErrorBody, ErrorDetail, CreateRequestBody, CommentBody, ReasonBody, ExtendBody, RequestView, views::AwaitingView, views::DecidedView, GrantView, EventView, WhoAmI, views::CredentialsView, views::GatewayPasswordView,
         audit::HoldBody, audit::HoldView, audit::EraseBody, audit::Erased, audit::KeyView)),
     modifiers(&BearerAuth)
 )]

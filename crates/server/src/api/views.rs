@@ -165,6 +165,22 @@ pub struct CredentialsView {
     pub option_file: Option<String>,
 }
 
+/// A short-lived password for the PostgreSQL gateway. Secret: never cache or log it.
+#[derive(Serialize, ToSchema)]
+pub struct GatewayPasswordView {
+    pub grant_id: String,
+    /// The gateway login's user name: the principal.
+    pub user: String,
+    /// The gateway login's database name: the resource it is bound to.
+    pub resource: String,
+    /// Works for this user and resource only, until the grant ends.
+    pub password: String,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<Timestamp>,
+    /// The gateway's address, if this server runs one.
+    pub gateway: Option<String>,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WhoAmI {
     pub name: String,

@@ -2,6 +2,7 @@
 
 mod api;
 mod gateway;
+mod gateway_password;
 mod helpers;
 mod lifecycle;
 mod mysql;
