@@ -7,9 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::join_all;
-use jitgate_connectors::mysql::{MysqlConnector, MysqlSettings};
-use jitgate_connectors::postgres::{PostgresConnector, PostgresSettings};
-use jitgate_connectors::{Connector, GrantSpec, NoneConnector};
+use jitgate_connectors::{Connector, GrantSpec};
 use jitgate_core::event::Outcome;
 use jitgate_core::lifecycle::Due;
 use jitgate_core::policy::{self, AccessAsk, Policy};
@@ -21,7 +19,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::auth::{Authenticator, Caller};
-use crate::config::{Config, ResourceKind};
+use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::Metrics;
 
@@ -45,7 +43,7 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     pub auth: Authenticator,
     pub metrics: Arc<Metrics>,
-    connectors: HashMap<String, Arc<dyn Connector>>,
+    pub(crate) connectors: HashMap<String, Arc<dyn Connector>>,
     /// Requests some task is driving right now, so two never provision or revoke the same one.
     in_flight: InFlight,
     /// Wakes the scheduler when a new, possibly earlier, deadline appears.
@@ -68,9 +66,13 @@ impl App {
         instance: &str,
         audit: Arc<crate::audit_log::AuditLog>,
     ) -> Result<Self> {
+        let masking_key = crate::targets::masking_key_if_needed(&config)?;
         let mut connectors = HashMap::new();
         for r in &config.resources {
-            connectors.insert(r.name.clone(), connector_for(r, instance)?);
+            connectors.insert(
+                r.name.clone(),
+                crate::targets::connector_for(&config, r, instance, masking_key)?,
+            );
         }
         Ok(Self {
             auth: Authenticator::new(&config),
@@ -798,31 +800,6 @@ fn settle(
         events.extend(r.finish_revocation(now)?);
     }
     Ok(events)
-}
-
-/// The connector a resource's kind calls for.
-fn connector_for(r: &crate::config::Resource, instance: &str) -> Result<Arc<dyn Connector>> {
-    Ok(match &r.kind {
-        // Nothing is created per grant; the gateway uses the configured upstream login.
-        ResourceKind::None | ResourceKind::PostgresShared(_) => Arc::new(NoneConnector),
-        ResourceKind::Postgres(t) => Arc::new(PostgresConnector::new(PostgresSettings {
-            resource: r.name.clone(),
-            admin_url: t.admin_url.expose().to_owned(),
-            owner_role: t.owner_role.clone(),
-            databases: t.databases.clone(),
-            client_host: t.client_host.clone(),
-            client_port: t.client_port,
-            role_prefix: t.role_prefix.clone(),
-            instance: instance.to_owned(),
-        })?),
-        ResourceKind::Mysql(t) => Arc::new(MysqlConnector::new(MysqlSettings {
-            resource: r.name.clone(),
-            admin_url: t.admin_url.expose().to_owned(),
-            client_host: t.client_host.clone(),
-            client_port: t.client_port,
-            role_prefix: t.role_prefix.clone(),
-        })?),
-    })
 }
 
 /// Which requests are being driven, and a way to wait for a driver to finish.

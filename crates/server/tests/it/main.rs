@@ -3,6 +3,7 @@
 mod api;
 mod gateway;
 mod helpers;
+mod masking_db;
 mod mysql;
 mod postgres;
 mod retention;
