@@ -436,3 +436,97 @@ async fn resource_check_says_whether_the_target_refuses_wrong_passwords() {
             .is_none()
     );
 }
+
+/// A connection whose notices and notifications are kept, as a client would see them.
+async fn login_listening(
+    app: &TestApp,
+    r: &Value,
+) -> (
+    tokio_postgres::Client,
+    tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::AsyncMessage>,
+) {
+    let creds = app
+        .credentials("alice", r["grant_id"].as_str().unwrap())
+        .await;
+    let (client, mut conn) =
+        tokio_postgres::connect(creds["dsn"].as_str().unwrap(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = futures_util::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            let _ = tx.send(m);
+        }
+    });
+    (client, rx)
+}
+
+#[tokio::test]
+async fn notices_notifications_and_psql_carry_only_masked_values() {
+    let Some((_db, app, _)) = setup(GOOD_ROLE).await else {
+        return;
+    };
+    let r = grant(&app, "read").await;
+    let (c, mut messages) = login_listening(&app, &r).await;
+    c.batch_execute(
+        "LISTEN leak;
+         DO $$ DECLARE v text; BEGIN SELECT string_agg(email || card || tax_id, ',') INTO v FROM customers; RAISE NOTICE 'got %', v; END $$;
+         SELECT pg_notify('leak', (SELECT string_agg(email || card, ',') FROM customers));",
+    )
+    .await
+    .unwrap();
+    let (mut notice, mut notification) = (None, None);
+    while notice.is_none() || notification.is_none() {
+        let m = tokio::time::timeout(Duration::from_secs(5), messages.recv())
+            .await
+            .expect("a notice and a notification")
+            .unwrap();
+        match m {
+            tokio_postgres::AsyncMessage::Notice(n) => notice = Some(n.message().to_owned()),
+            tokio_postgres::AsyncMessage::Notification(n) => {
+                notification = Some(n.payload().to_owned())
+            }
+            _ => {}
+        }
+    }
+    let (notice, notification) = (notice.unwrap(), notification.unwrap());
+    assert!(
+        notice.contains("***********.com") && leaked(&notice).is_none(),
+        "{notice}"
+    );
+    assert!(
+        notification.contains("************1111") && leaked(&notification).is_none(),
+        "{notification}"
+    );
+
+    // psql, with the grant's own credentials in its environment.
+    let creds = app
+        .credentials("alice", r["grant_id"].as_str().unwrap())
+        .await;
+    let mut psql = std::process::Command::new("psql");
+    psql.args([
+        "-X",
+        "-v",
+        "ON_ERROR_STOP=0",
+        "-c",
+        "select * from customers",
+        "-c",
+        "select email::int from customers",
+        "-c",
+        "select email from public.customers",
+    ]);
+    for (k, v) in creds["env"].as_object().unwrap() {
+        psql.env(k, v.as_str().unwrap());
+    }
+    let out = psql.output().expect("psql runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("************1111") && text.contains("permission denied"),
+        "{text}"
+    );
+    assert_eq!(leaked(&text), None, "{text}");
+}
