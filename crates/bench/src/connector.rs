@@ -100,6 +100,8 @@ impl Target {
                 client_port: None,
                 role_prefix: self.prefix.clone(),
                 instance: format!("bench-{}", self.db),
+                masking: Default::default(),
+                masking_key: None,
             })?)
         } else {
             Arc::new(MysqlConnector::new(MysqlSettings {

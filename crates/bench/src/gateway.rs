@@ -137,16 +137,37 @@ impl Server {
         anyhow::bail!("the server did not start")
     }
 
-    /// Asks for (and, by the config's policy, gets) a grant of `role` on `resource`.
-    pub async fn grant(&self, resource: &str, role: &str) -> anyhow::Result<()> {
-        reqwest::Client::new()
+    /// Asks for (and, by the config's policy, gets) a grant of `role` on `resource`; the
+    /// request as the API returns it.
+    pub async fn grant(&self, resource: &str, role: &str) -> anyhow::Result<serde_json::Value> {
+        Ok(reqwest::Client::new()
             .post(format!("http://127.0.0.1:{}/api/v1/requests", self.http))
             .bearer_auth(self.token)
             .json(&serde_json::json!({"resource": resource, "role": role, "duration": "1h"}))
             .send()
             .await?
-            .error_for_status()?;
-        Ok(())
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+
+    /// The grant's own login, as a connection URL (the grantee's credentials).
+    pub async fn credentials(&self, grant_id: &str) -> anyhow::Result<String> {
+        let creds: serde_json::Value = reqwest::Client::new()
+            .get(format!(
+                "http://127.0.0.1:{}/api/v1/grants/{grant_id}/credentials",
+                self.http
+            ))
+            .bearer_auth(self.token)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        creds["dsn"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("no dsn in {creds}"))
     }
 
     /// A libpq connection string through the gateway to `resource`.

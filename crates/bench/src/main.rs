@@ -15,6 +15,7 @@ mod connector;
 mod gateway;
 mod intake;
 mod masking;
+mod masking_db;
 
 use clap::{Parser, Subcommand};
 use jitgate_audit::EventFilter;
@@ -73,6 +74,14 @@ enum Bench {
     /// A 1,000-row, 10-column result with 3 masked columns through the gateway, against the
     /// same result unmasked.
     Masking,
+    /// The same result read with a grant's own login, masked by PostgreSQL itself (masked
+    /// views), against a role without masking.
+    MaskingDb {
+        /// One strategy for both masked columns (redact, partial, hash, null); by default
+        /// partial for one and hash for the other.
+        #[arg(long)]
+        strategy: Option<String>,
+    },
     /// N grants ending in the same instant: lag from expires_at to fully expired.
     Expiry {
         #[arg(long, default_value_t = 10_000)]
@@ -99,6 +108,7 @@ fn main() -> anyhow::Result<()> {
             Bench::Gateway { sessions } => gateway::run(sessions).await,
             Bench::Audit { events, writers } => audit::run(events, writers).await,
             Bench::Masking => masking::run().await,
+            Bench::MaskingDb { strategy } => masking_db::run(strategy).await,
             Bench::Intake { callers, seconds } => intake::run(callers, seconds).await,
         }
     })

@@ -13,6 +13,7 @@ mod audit_cmd;
 mod client;
 mod demo;
 mod output;
+mod resource_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -100,6 +101,11 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Resources: check that a target holds what jitgate promises.
+    Resource {
+        #[command(subcommand)]
+        command: resource_cmd::ResourceCommand,
     },
     /// API tokens.
     Token {
@@ -456,6 +462,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Resource { command } => resource_cmd::run(command).await,
         Command::Token {
             command: TokenCommand::New { output },
         } => {

@@ -8,6 +8,7 @@ pub mod postgres;
 
 use async_trait::async_trait;
 use jitgate_core::Timestamp;
+use jitgate_core::masking::{ColumnPattern, Strategy};
 
 pub use error::ConnectorError;
 
@@ -52,6 +53,49 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// One column rule of `[[masking]]` that applies to a role: the database enforces it for that
+/// role's logins where the connector can (PostgreSQL with per-grant logins).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaskColumnRule {
+    /// The `[[masking]]` rule's name, for messages.
+    pub rule: String,
+    pub pattern: ColumnPattern,
+    pub strategy: Strategy,
+}
+
+/// What one role of a resource gives a grant's login in the target, for [`Connector::check`].
+#[derive(Debug, Clone, Default)]
+pub struct RoleSpec {
+    pub name: String,
+    /// The target-level roles the role maps to.
+    pub grants: Vec<String>,
+    /// The database its credentials point at, if it names one.
+    pub database: Option<String>,
+    /// Column rules the database must enforce for it.
+    pub masking: Vec<MaskColumnRule>,
+}
+
+/// How serious a finding of [`Connector::check`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Worth knowing; nothing is exposed by it.
+    Warning,
+    /// A control does not hold in the target: a grant would expose what it must not, or the
+    /// target lets logins in without their password.
+    Error,
+}
+
+/// One thing [`Connector::check`] found in the live target.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Finding {
+    pub severity: Severity,
+    /// What the check is about: `authentication`, or `masking` with the role's name.
+    pub topic: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
 /// A privilege the connector finds in the target, for reconciliation.
 #[derive(Debug, Clone)]
 pub struct Managed {
@@ -90,6 +134,19 @@ pub trait Connector: Send + Sync + 'static {
 
     /// Credentials for an active grant's login, for its grantee.
     async fn credentials(&self, handle: &Handle) -> Result<Option<Credentials>, ConnectorError>;
+
+    /// Checks against the live target what the controls promise: that it refuses a login's
+    /// wrong password, and that no role's logins could read a column masking hides. Creates
+    /// nothing that outlives the call.
+    async fn check(&self, _roles: &[RoleSpec]) -> Result<Vec<Finding>, ConnectorError> {
+        Ok(vec![])
+    }
+
+    /// The schema of masked views through which the target itself enforces masking for this
+    /// role's logins, if it does.
+    fn database_masking(&self, _role: &str) -> Option<String> {
+        None
+    }
 }
 
 /// `kind = "none"`: jitgate tracks the grant (lifecycle, audit) but creates nothing in a target.

@@ -6,6 +6,11 @@
 //! Suspend (the first step of ending a grant, before the end is recorded): `NOLOGIN` and terminate
 //! the role's backends; resume undoes it. Revoke: `NOLOGIN`, terminate the role's backends, `REASSIGN OWNED` to the owner role and
 //! `DROP OWNED` in every database jitgate manages, then `DROP ROLE`.
+//! Masking: a role with column rules reads masked views instead of the raw columns, and its
+//! login may log in only once that is verified (see [`masking`]).
+
+mod check;
+pub mod masking;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -13,15 +18,18 @@ use jitgate_core::Timestamp;
 use serde_json::json;
 use tokio_postgres::NoTls;
 
+use std::collections::BTreeMap;
+
 use crate::naming::{self, pg_ident, pg_literal};
 use crate::{
-    Connector, ConnectorError, Credentials, GrantSpec, Handle, Managed, Passwords, handle_str,
+    Connector, ConnectorError, Credentials, Finding, GrantSpec, Handle, Managed, MaskColumnRule,
+    Passwords, RoleSpec, handle_str,
 };
 
 /// PostgreSQL limits identifiers to 63 bytes.
 const MAX_NAME: usize = 63;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PostgresSettings {
     pub resource: String,
     /// A superuser or a role with CREATEROLE and pg_signal_backend. A secret.
@@ -38,6 +46,21 @@ pub struct PostgresSettings {
     /// This jitgate installation, written into each role's comment so reconciliation only ever
     /// touches roles that this installation created.
     pub instance: String,
+    /// Column rules by role name: the database enforces them for that role's logins.
+    pub masking: BTreeMap<String, Vec<MaskColumnRule>>,
+    /// The key of the `hash` strategy (the gateway's masking key), when a rule uses it.
+    pub masking_key: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for PostgresSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSettings")
+            .field("resource", &self.resource)
+            .field("admin_url", &"<secret>")
+            .field("role_prefix", &self.role_prefix)
+            .field("masking", &self.masking)
+            .finish_non_exhaustive()
+    }
 }
 
 pub struct PostgresConnector {
@@ -159,6 +182,160 @@ impl PostgresConnector {
         Ok(())
     }
 
+    fn masking_rules(&self, role: &str) -> &[MaskColumnRule] {
+        self.settings
+            .masking
+            .get(role)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// The databases a role's logins may use: the admin URL's, the managed ones, and the
+    /// role's own.
+    fn databases_of(&self, role_database: Option<&str>) -> Vec<String> {
+        let mut dbs = vec![self.admin_database()];
+        for d in self
+            .settings
+            .databases
+            .iter()
+            .map(String::as_str)
+            .chain(role_database)
+        {
+            if !dbs.iter().any(|x| x == d) {
+                dbs.push(d.to_owned());
+            }
+        }
+        dbs
+    }
+
+    /// A connection to one database as the admin; the connection task ends when the client
+    /// is dropped.
+    async fn connect_to(&self, db: &str) -> Result<tokio_postgres::Client, ConnectorError> {
+        let mut config = self.admin.clone();
+        config.dbname(db);
+        let (client, conn) = config
+            .connect(NoTls)
+            .await
+            .map_err(|e| self.target_err(format!("database {db}: {e}")))?;
+        tokio::spawn(conn);
+        Ok(client)
+    }
+
+    /// The group role whose members read a masked role's views: made once, named in a comment.
+    async fn ensure_readers(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        names: &masking::Names,
+        role: &str,
+    ) -> Result<(), ConnectorError> {
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&format!("jitgate masking readers {}", names.readers)],
+        )
+        .await
+        .map_err(|e| self.target_err(e))?;
+        let exists = tx
+            .query_opt(
+                "SELECT 1 FROM pg_roles WHERE rolname = $1",
+                &[&names.readers],
+            )
+            .await
+            .map_err(|e| self.target_err(e))?
+            .is_some();
+        if !exists {
+            let readers = pg_ident(&names.readers);
+            let comment = format!(
+                "jitgate instance={} masked views of resource {} role {role}",
+                self.settings.instance, self.settings.resource
+            );
+            tx.batch_execute(&format!(
+                "CREATE ROLE {readers} NOLOGIN; COMMENT ON ROLE {readers} IS {};",
+                pg_literal(&comment)
+            ))
+            .await
+            .map_err(|e| self.target_err(e))?;
+        }
+        Ok(())
+    }
+
+    /// In every database the login may use: the role's masked views brought up to date, the
+    /// login's `search_path` set to find them first, and what it could still read around
+    /// them. Empty means masking holds for it.
+    async fn mask_login(
+        &self,
+        login: &str,
+        names: &masking::Names,
+        rules: &[MaskColumnRule],
+        grant: &GrantSpec,
+    ) -> Result<Vec<String>, ConnectorError> {
+        let mut exposed = Vec::new();
+        for db in self.databases_of(grant.database.as_deref()) {
+            let in_db = |e: &dyn std::fmt::Display| self.target_err(format!("database {db}: {e}"));
+            let mut client = self.connect_to(&db).await?;
+            let tx = client.transaction().await.map_err(|e| in_db(&e))?;
+            let plan = masking::plan(&tx, rules, &names.key)
+                .await
+                .map_err(|e| in_db(&e))?;
+            masking::install(&tx, names, &plan, rules, self.settings.masking_key.as_ref())
+                .await
+                .map_err(|e| in_db(&e))?;
+            let current: String = tx
+                .query_one("SELECT current_setting('search_path')", &[])
+                .await
+                .map_err(|e| in_db(&e))?
+                .get(0);
+            tx.batch_execute(&format!(
+                "ALTER ROLE {} IN DATABASE {} SET search_path TO {}",
+                pg_ident(login),
+                pg_ident(&db),
+                masking::search_path(names, &current)
+            ))
+            .await
+            .map_err(|e| in_db(&e))?;
+            for e in masking::exposures(&tx, login, &plan, rules)
+                .await
+                .map_err(|e| in_db(&e))?
+            {
+                exposed.push((db.clone(), e));
+            }
+            tx.commit().await.map_err(|e| in_db(&e))?;
+        }
+        Ok(exposed
+            .into_iter()
+            .map(|(db, e)| format!("{e} in database {db}"))
+            .collect())
+    }
+
+    /// Says which grant would expose what, through which target role, and how to fix it.
+    async fn exposed_message(&self, grant: &GrantSpec, exposed: &[String]) -> String {
+        let mut culprits = Vec::new();
+        if let Ok(findings) = check::role_exposures(self, &self.role_spec(grant)).await {
+            culprits = findings.into_iter().map(|f| f.message).collect();
+        }
+        let mut message = format!(
+            "grant {} (role {} on {}) was not activated: its login could read what masking hides: {}.",
+            grant.grant_id,
+            grant.role,
+            self.settings.resource,
+            exposed.join("; ")
+        );
+        if culprits.is_empty() {
+            message += " Revoke SELECT on those columns from the roles the grant's login joins (and from PUBLIC).";
+        } else {
+            message += &format!(" {}", culprits.join(" "));
+        }
+        message
+    }
+
+    fn role_spec(&self, grant: &GrantSpec) -> RoleSpec {
+        RoleSpec {
+            name: grant.role.clone(),
+            grants: grant.grants.clone(),
+            database: grant.database.clone(),
+            masking: self.masking_rules(&grant.role).to_vec(),
+        }
+    }
+
     async fn reset_password(&self, login: &str) -> Result<String, ConnectorError> {
         let password = naming::password();
         let client = self.client().await?;
@@ -188,6 +365,14 @@ impl Connector for PostgresConnector {
             &grant.grant_id,
             MAX_NAME,
         );
+        let rules = self.masking_rules(&grant.role);
+        let masked = (!rules.is_empty()).then(|| {
+            masking::Names::new(
+                &self.settings.role_prefix,
+                &self.settings.resource,
+                &grant.role,
+            )
+        });
         let password = naming::password();
         let until = pg_literal(&grant.expires_at.to_string());
         let mut client = self.client().await?;
@@ -198,21 +383,21 @@ impl Connector for PostgresConnector {
             .map_err(|e| self.target_err(e))?
             .is_some();
         let role = pg_ident(&login);
+        // A masked role's login may log in only once its masks are verified (below).
+        let can_login = if masked.is_some() { "NOLOGIN" } else { "LOGIN" };
         // A retry after a crash finds the role and converges on it, with a fresh password.
-        let mut sql = if exists {
-            format!(
-                "ALTER ROLE {role} LOGIN PASSWORD {} VALID UNTIL {until};",
-                pg_literal(&password)
-            )
-        } else {
-            format!(
-                "CREATE ROLE {role} LOGIN PASSWORD {} VALID UNTIL {until};",
-                pg_literal(&password)
-            )
-        };
+        let verb = if exists { "ALTER" } else { "CREATE" };
+        let mut sql = format!(
+            "{verb} ROLE {role} {can_login} PASSWORD {} VALID UNTIL {until};",
+            pg_literal(&password)
+        );
         if !grant.grants.is_empty() {
             let granted: Vec<String> = grant.grants.iter().map(|g| pg_ident(g)).collect();
             sql += &format!("GRANT {} TO {role};", granted.join(", "));
+        }
+        if let Some(names) = &masked {
+            self.ensure_readers(&tx, names, &grant.role).await?;
+            sql += &format!("GRANT {} TO {role};", pg_ident(&names.readers));
         }
         sql += &format!(
             "COMMENT ON ROLE {role} IS {};",
@@ -222,10 +407,42 @@ impl Connector for PostgresConnector {
             .await
             .map_err(|e| self.target_err(e))?;
         tx.commit().await.map_err(|e| self.target_err(e))?;
+        drop(client);
+        let handle =
+            json!({ "login": login, "grant_id": grant.grant_id, "database": grant.database });
+        if let Some(names) = &masked {
+            let exposed = match self.mask_login(&login, names, rules, grant).await {
+                Ok(exposed) => exposed,
+                Err(e) => {
+                    let _ = self.revoke(&handle).await;
+                    return Err(e);
+                }
+            };
+            if !exposed.is_empty() {
+                // Fail closed: the login goes, and the grant stays unactivated until fixed.
+                self.revoke(&handle).await?;
+                return Err(ConnectorError::Exposed(
+                    self.exposed_message(grant, &exposed).await,
+                ));
+            }
+            self.client()
+                .await?
+                .batch_execute(&format!("ALTER ROLE {role} LOGIN"))
+                .await
+                .map_err(|e| self.target_err(e))?;
+        }
         self.passwords.set(&login, &password);
-        Ok(Some(
-            json!({ "login": login, "grant_id": grant.grant_id, "database": grant.database }),
-        ))
+        Ok(Some(handle))
+    }
+
+    fn database_masking(&self, role: &str) -> Option<String> {
+        (!self.masking_rules(role).is_empty()).then(|| {
+            masking::Names::new(&self.settings.role_prefix, &self.settings.resource, role).views
+        })
+    }
+
+    async fn check(&self, roles: &[RoleSpec]) -> Result<Vec<Finding>, ConnectorError> {
+        check::check(self, roles).await
     }
 
     async fn extend(&self, handle: &Handle, expires_at: Timestamp) -> Result<(), ConnectorError> {

@@ -8,6 +8,7 @@ pub mod error;
 pub mod event;
 pub mod ids;
 pub mod lifecycle;
+pub mod masking;
 pub mod policy;
 pub mod principal;
 pub mod schedule;

@@ -130,26 +130,7 @@ impl TablePattern {
     }
 }
 
-/// The dot-separated parts of a name in a rule, in lower case as PostgreSQL folds unquoted
-/// names; each part is a plain name or `*`. `None` if any part is not.
-pub(crate) fn name_parts(text: &str) -> Option<Vec<String>> {
-    let ok = |p: &str| {
-        !p.is_empty()
-            && (p == "*"
-                || p.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$'))
-    };
-    text.to_ascii_lowercase()
-        .split('.')
-        .map(|p| ok(p).then(|| p.to_owned()))
-        .collect()
-}
-
-/// Whether a rule limited to `resources` and `roles` (empty: all) applies to a session.
-pub(crate) fn in_scope(resources: &[String], roles: &[String], resource: &str, role: &str) -> bool {
-    (resources.is_empty() || resources.iter().any(|r| r == resource))
-        && (roles.is_empty() || roles.iter().any(|r| r == role))
-}
+pub(crate) use jitgate_core::masking::{in_scope, name_parts};
 
 /// Whether `word` appears in `sql`, in any case: a cheap test before parsing.
 pub(crate) fn mentions(sql: &str, word: &str) -> bool {

@@ -291,21 +291,7 @@ fn phone_ok(s: &str) -> bool {
     (8..=15).contains(&digits(s).count()) || !s.starts_with('+')
 }
 
-/// How a masked value is replaced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Strategy {
-    /// A fixed mask that tells nothing, not even the length.
-    Redact,
-    /// Everything but the last `keep` characters becomes `*`.
-    Partial { keep: usize },
-    /// A keyed HMAC-SHA-256 of the value (hex, 16 characters): equal values mask equally, so
-    /// joins and GROUP BY still line up, and without the key nobody can test a guess.
-    Hash,
-    /// The whole value becomes NULL.
-    Null,
-}
-
-pub const REDACTED: &str = "*****";
+pub use jitgate_core::masking::{REDACTED, Strategy};
 
 /// What `partial` writes in place of hidden characters, a slice at a time.
 const STARS: &str = "********************************";

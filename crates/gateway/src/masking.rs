@@ -10,63 +10,16 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt;
 use std::sync::Arc;
 
 use bytes::BytesMut;
 
 use crate::codec::{self, Field};
 use crate::error::CodecError;
-use crate::guard::{CopyFormat, CopyOut, in_scope, mentions, name_parts};
+use crate::guard::{CopyFormat, CopyOut, in_scope, mentions};
 use crate::mask::{Detector, HashMemo, Masker, Strategy};
 
-/// `column`, `table.column` or `schema.table.column`; any part may be `*`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ColumnPattern {
-    schema: Option<String>,
-    table: Option<String>,
-    column: String,
-}
-
-impl ColumnPattern {
-    /// Parts compare as PostgreSQL folds unquoted names: in lower case.
-    pub fn parse(text: &str) -> Option<ColumnPattern> {
-        let mut parts = name_parts(text)?;
-        if parts.len() > 3 {
-            return None;
-        }
-        let column = parts.pop()?;
-        let table = parts.pop();
-        Some(ColumnPattern {
-            schema: parts.pop(),
-            table,
-            column,
-        })
-    }
-
-    fn matches(&self, schema: &str, table: &str, column: &str) -> bool {
-        let part = |want: &Option<String>, have: &str| {
-            want.as_deref().is_none_or(|w| w == "*" || w == have)
-        };
-        (self.column == "*" || self.column == column)
-            && part(&self.table, table)
-            && part(&self.schema, schema)
-    }
-
-    /// Whether a result column that is no table's column, named `name`, matches.
-    fn matches_name(&self, name: &str) -> bool {
-        self.table.is_none() && (self.column == "*" || self.column == name)
-    }
-}
-
-impl fmt::Display for ColumnPattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for p in [&self.schema, &self.table].into_iter().flatten() {
-            write!(f, "{p}.")?;
-        }
-        f.write_str(&self.column)
-    }
-}
+pub use jitgate_core::masking::ColumnPattern;
 
 /// One `[[masking]]` rule.
 #[derive(Debug, Clone, PartialEq, Eq)]

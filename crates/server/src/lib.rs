@@ -13,6 +13,7 @@ mod gateway_password;
 pub mod metrics;
 mod scheduler;
 pub mod service;
+pub mod targets;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -99,6 +100,8 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Err
     if orphans > 0 {
         tracing::warn!(orphans, "removed logins that no live grant accounted for");
     }
+    // Then whether each target holds what jitgate promises: said loudly, and audited.
+    app.check_targets_at_start().await?;
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -136,13 +139,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Err
                 tls: g.tls.clone(),
                 guardrails: app.config.guardrails.clone(),
                 masking: app.config.masking.clone(),
-                masking_key: jitgate_gateway::MaskingKey(
-                    jitgate_core::secret_file::load_or_create(
-                        &app.config.data_dir.join(MASKING_KEY_FILE),
-                        "masking key",
-                    )
-                    .map_err(Error::Io)?,
-                ),
+                masking_key: jitgate_gateway::MaskingKey(targets::masking_key(&app.config)?),
             };
             let authority: Arc<dyn jitgate_gateway::Authority> = app.clone();
             let gw =

@@ -6,9 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use jitgate_connectors::mysql::{MysqlConnector, MysqlSettings};
-use jitgate_connectors::postgres::{PostgresConnector, PostgresSettings};
-use jitgate_connectors::{Connector, NoneConnector};
+use jitgate_connectors::Connector;
 use jitgate_core::event::Outcome;
 use jitgate_core::policy::{self, AccessAsk};
 use jitgate_core::{
@@ -77,9 +75,13 @@ impl App {
         instance: &str,
         audit: Arc<crate::audit_log::AuditLog>,
     ) -> Result<Self> {
+        let masking_key = crate::targets::masking_key_if_needed(&config)?;
         let mut connectors = HashMap::new();
         for r in &config.resources {
-            connectors.insert(r.name.clone(), connector_for(r, instance)?);
+            connectors.insert(
+                r.name.clone(),
+                crate::targets::connector_for(&config, r, instance, masking_key)?,
+            );
         }
         Ok(Self {
             auth: Authenticator::new(&config),
@@ -710,29 +712,4 @@ fn pending_extension(r: &AccessRequest) -> Option<usize> {
 
 fn ends_at(r: &AccessRequest) -> Option<Timestamp> {
     r.grant.as_ref().map(|g| g.expires_at)
-}
-
-/// The connector a resource's kind calls for.
-fn connector_for(r: &crate::config::Resource, instance: &str) -> Result<Arc<dyn Connector>> {
-    Ok(match &r.kind {
-        // Nothing is created per grant; the gateway uses the configured upstream login.
-        ResourceKind::None | ResourceKind::PostgresShared(_) => Arc::new(NoneConnector),
-        ResourceKind::Postgres(t) => Arc::new(PostgresConnector::new(PostgresSettings {
-            resource: r.name.clone(),
-            admin_url: t.admin_url.expose().to_owned(),
-            owner_role: t.owner_role.clone(),
-            databases: t.databases.clone(),
-            client_host: t.client_host.clone(),
-            client_port: t.client_port,
-            role_prefix: t.role_prefix.clone(),
-            instance: instance.to_owned(),
-        })?),
-        ResourceKind::Mysql(t) => Arc::new(MysqlConnector::new(MysqlSettings {
-            resource: r.name.clone(),
-            admin_url: t.admin_url.expose().to_owned(),
-            client_host: t.client_host.clone(),
-            client_port: t.client_port,
-            role_prefix: t.role_prefix.clone(),
-        })?),
-    })
 }

@@ -5,6 +5,7 @@ mod gateway;
 mod gateway_password;
 mod helpers;
 mod lifecycle;
+mod masking_db;
 mod mysql;
 mod postgres;
 mod retention;
