@@ -65,6 +65,7 @@ principals = ["service:ci-bot"]
 resources = ["orders-db"]
 roles = ["deploy"]
 max_duration = "10m"
+allow_overlapping = true   # CI runs deploy jobs side by side
 [policies.approval]
 required = 0
 "#;
