@@ -6,6 +6,8 @@
 //! written, with their payloads, to an archive segment that verifies as part of the same chain.
 //! Events of a class without a rule are kept forever.
 
+use std::collections::BTreeSet;
+
 use jitgate_core::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -47,7 +49,10 @@ pub struct Rule {
 }
 
 /// A legal hold: events it covers are never deleted or archived away, whatever the rules say.
-/// Every criterion that is set must match; a hold with none covers everything.
+/// Every criterion that is set must match; a hold with none covers everything. Besides the
+/// events it matches, a hold keeps the whole story of every request one of them belongs to
+/// (its [`Scope`]): a hold on a grant also keeps the `request.created` event that says who
+/// asked and why, which carries no grant id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hold {
     pub id: String,
@@ -101,6 +106,37 @@ impl Hold {
     }
 }
 
+/// The requests a hold covers: those with at least one event the hold matches. Every event of
+/// theirs (creation, approvals, the grant, sessions and statements) is kept with the hold. The
+/// store works it out, since it takes the log's indexes (`Store::hold_scopes`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    pub request_ids: BTreeSet<String>,
+    pub grant_ids: BTreeSet<String>,
+}
+
+impl Scope {
+    /// Whether `e` belongs to one of the covered requests.
+    pub fn contains(&self, e: &Candidate<'_>) -> bool {
+        e.request_id.is_some_and(|r| self.request_ids.contains(r))
+            || e.grant_id.is_some_and(|g| self.grant_ids.contains(g))
+    }
+}
+
+/// An active hold with the requests it covers.
+#[derive(Debug, Clone)]
+pub struct ScopedHold {
+    pub hold: Hold,
+    pub scope: Scope,
+}
+
+impl ScopedHold {
+    /// Whether the hold keeps `e`: it matches it, or `e` belongs to a request it covers.
+    pub fn keeps(&self, e: &Candidate<'_>) -> bool {
+        self.hold.is_active() && (self.hold.covers(e) || self.scope.contains(e))
+    }
+}
+
 /// What the rules say about one event right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fate {
@@ -115,11 +151,11 @@ pub enum Fate {
 pub struct Policy {
     /// Per class: the cutoff (events older than it are due) and what to do with them.
     cutoffs: Vec<(&'static str, i64, RetentionAction)>,
-    holds: Vec<Hold>,
+    holds: Vec<ScopedHold>,
 }
 
 impl Policy {
-    pub fn new(rules: &[Rule], holds: Vec<Hold>, now: Timestamp) -> Self {
+    pub fn new(rules: &[Rule], holds: Vec<ScopedHold>, now: Timestamp) -> Self {
         let now_us = now.as_microsecond();
         let cutoffs = CLASSES
             .iter()
@@ -131,7 +167,7 @@ impl Policy {
             .collect();
         Self {
             cutoffs,
-            holds: holds.into_iter().filter(Hold::is_active).collect(),
+            holds: holds.into_iter().filter(|h| h.hold.is_active()).collect(),
         }
     }
 
@@ -142,7 +178,7 @@ impl Policy {
         };
         if e.ts_us >= cutoff {
             Fate::Keep
-        } else if self.holds.iter().any(|h| h.covers(e)) {
+        } else if self.holds.iter().any(|h| h.keeps(e)) {
             Fate::Held
         } else {
             Fate::Remove(action)
@@ -154,8 +190,8 @@ impl Policy {
         self.cutoffs.iter().map(|(_, c, _)| *c).max()
     }
 
-    pub fn holds(&self) -> &[Hold] {
-        &self.holds
+    pub fn holds(&self) -> impl Iterator<Item = &Hold> {
+        self.holds.iter().map(|h| &h.hold)
     }
 }
 
@@ -217,6 +253,43 @@ mod tests {
         }
     }
 
+    fn scoped(hold: Hold) -> ScopedHold {
+        ScopedHold {
+            hold,
+            scope: Scope::default(),
+        }
+    }
+
+    #[test]
+    fn a_hold_keeps_every_event_of_the_requests_it_covers() {
+        let now = Timestamp::from_second(1_000_000).unwrap();
+        let rules = [Rule {
+            class: "access".into(),
+            keep: Duration::from_secs(100),
+            action: RetentionAction::Delete,
+        }];
+        let old = now.as_microsecond() - 200_000_000;
+        let mut h = hold();
+        h.grant_id = Some("g1".into());
+        let mut created = candidate(1, old, "request.created", "alice");
+        created.grant_id = None;
+        created.request_id = Some("r1");
+        let p = Policy::new(&rules, vec![scoped(h.clone())], now);
+        assert_eq!(
+            p.fate(&created),
+            Fate::Remove(RetentionAction::Delete),
+            "no grant id: the hold alone does not match it"
+        );
+        let mut scope = Scope::default();
+        scope.request_ids.insert("r1".into());
+        scope.grant_ids.insert("g1".into());
+        let p = Policy::new(&rules, vec![ScopedHold { hold: h, scope }], now);
+        assert_eq!(p.fate(&created), Fate::Held, "its request is covered");
+        let mut other = created;
+        other.request_id = Some("r2");
+        assert_eq!(p.fate(&other), Fate::Remove(RetentionAction::Delete));
+    }
+
     #[test]
     fn actions_fall_into_classes() {
         assert_eq!(class_of("grant.expired"), "access");
@@ -257,7 +330,7 @@ mod tests {
 
         let mut h = hold();
         h.principal = Some("a".into());
-        let p = Policy::new(&rules, vec![h.clone()], now);
+        let p = Policy::new(&rules, vec![scoped(h.clone())], now);
         assert_eq!(
             p.fate(&candidate(1, old, "session.statement", "a")),
             Fate::Held
@@ -268,7 +341,7 @@ mod tests {
         );
 
         h.released_at = Some(now);
-        let p = Policy::new(&rules, vec![h], now);
+        let p = Policy::new(&rules, vec![scoped(h)], now);
         assert_eq!(
             p.fate(&candidate(1, old, "session.statement", "a")),
             Fate::Remove(RetentionAction::Delete)

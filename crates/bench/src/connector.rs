@@ -66,7 +66,7 @@ impl Target {
         } else {
             let base = std::env::var("JITGATE_TEST_MYSQL_URL")
                 .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
-            let mut c = mysql_async::Conn::from_url(base.as_str()).await?;
+            let mut c = my_connect(base.as_str()).await?;
             c.query_drop(format!("CREATE DATABASE {db}")).await?;
             c.query_drop(format!("CREATE TABLE {db}.orders (id int)"))
                 .await?;
@@ -133,7 +133,7 @@ impl Target {
                 drop.push(ms(t));
             }
         } else {
-            let mut c = mysql_async::Conn::from_url(self.admin_url().as_str()).await?;
+            let mut c = my_connect(self.admin_url().as_str()).await?;
             for i in 0..n {
                 let name = format!("{}base{i}", self.prefix);
                 let t = Instant::now();
@@ -166,7 +166,7 @@ impl Target {
                 .get(0);
             Ok(n as usize)
         } else {
-            let mut c = mysql_async::Conn::from_url(self.admin_url().as_str()).await?;
+            let mut c = my_connect(self.admin_url().as_str()).await?;
             let n: Option<i64> = c
                 .exec_first(
                     "SELECT count(*) FROM mysql.user WHERE Host = '%' AND User LIKE ?",
@@ -199,7 +199,7 @@ impl Target {
                         .await;
                 }
             }
-        } else if let Ok(mut c) = mysql_async::Conn::from_url(self.base.as_str()).await {
+        } else if let Ok(mut c) = my_connect(self.base.as_str()).await {
             let _ = c
                 .query_drop(format!("DROP DATABASE IF EXISTS {}", self.db))
                 .await;
@@ -310,7 +310,7 @@ async fn measure(target: &Target, n: usize) -> anyhow::Result<()> {
 async fn batch_end(target: &Target, n: usize) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
     let extra = format!(
-        "\n[[resources]]\nname = \"bench-db\"\nkind = \"{}\"\nadmin_url = \"{}\"\nrole_prefix = \"{}\"\n[resources.roles.read]\ngrants = [\"{}\"]\n\n[[policies]]\nname = \"ci-bench\"\nprincipals = [\"service:ci-bot\"]\nresources = [\"bench-db\"]\nroles = [\"read\"]\nmax_duration = \"1h\"\n[policies.approval]\nrequired = 0\n",
+        "\n[[resources]]\nname = \"bench-db\"\nkind = \"{}\"\nadmin_url = \"{}\"\nrole_prefix = \"{}\"\n[resources.roles.read]\ngrants = [\"{}\"]\n\n[[policies]]\nname = \"ci-bench\"\nprincipals = [\"service:ci-bot\"]\nresources = [\"bench-db\"]\nroles = [\"read\"]\nmax_duration = \"1h\"\nallow_overlapping = true\n[policies.approval]\nrequired = 0\n",
         target.kind,
         target.admin_url(),
         target.prefix,
@@ -366,7 +366,7 @@ async fn batch_end(target: &Target, n: usize) -> anyhow::Result<f64> {
         if target.kind == "postgres" {
             pg_sessions.push(pg(&creds.dsn).await?);
         } else {
-            my_sessions.push(mysql_async::Conn::from_url(creds.dsn.as_str()).await?);
+            my_sessions.push(my_connect(creds.dsn.as_str()).await?);
         }
     }
     let deadline = Instant::now() + lead + length + Duration::from_secs(60);
@@ -405,4 +405,11 @@ async fn batch_end(target: &Target, n: usize) -> anyhow::Result<f64> {
         "{alive} of {SESSIONS} open sessions survived their grant"
     );
     Ok(last.duration_since(end).as_secs_f64() * 1000.0)
+}
+
+/// Connects over TCP as the URL says, like jitgate's connector: roles the benchmark creates are
+/// then owned by the account jitgate logs in as, not by `root@localhost` on the unix socket.
+async fn my_connect(url: &str) -> Result<mysql_async::Conn, mysql_async::Error> {
+    let opts = mysql_async::Opts::from_url(url)?;
+    mysql_async::Conn::new(mysql_async::OptsBuilder::from_opts(opts).prefer_socket(false)).await
 }

@@ -158,6 +158,7 @@ principals = ["service:ci-bot"]
 resources = ["orders-db"]
 roles = ["deploy"]
 max_duration = "1h"
+allow_overlapping = true          # the expiry benchmark holds thousands of grants at once
 [policies.approval]
 required = 0
 "#;

@@ -64,6 +64,9 @@ enum Output {
     Json,
     /// `NAME=value` lines for a shell (credentials only).
     Env,
+    /// A MariaDB/MySQL option file (credentials of a mysql grant only):
+    /// `mysql --defaults-extra-file=<(jitgate credentials GRANT_ID -o cnf)`.
+    Cnf,
 }
 
 #[derive(Subcommand)]
@@ -144,7 +147,8 @@ enum Command {
         #[command(subcommand)]
         command: audit_cmd::RetentionCommand,
     },
-    /// Connection credentials for your active grant's ephemeral login (-o env for PG*/MYSQL_* lines).
+    /// Connection credentials for your active grant's ephemeral login (-o env for PG*/MYSQL_*
+    /// lines, -o cnf for a mysql option file).
     Credentials {
         #[command(flatten)]
         conn: Conn,
@@ -414,9 +418,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     | Command::Hold { conn, .. }
     | Command::Retention { conn, .. }
     | Command::Whoami { conn } = &cli.command
-        && conn.output == Output::Env
+        && matches!(conn.output, Output::Env | Output::Cnf)
     {
-        return Err(usage("-o env is only for `jitgate credentials`"));
+        return Err(usage(
+            "-o env and -o cnf are only for `jitgate credentials`",
+        ));
     }
     match cli.command {
         Command::Serve { config } => {
@@ -491,6 +497,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         println!("{k}={}", shell_quote(v.as_str().unwrap_or_default()));
                     }
                 }
+                Output::Cnf => match c["option_file"].as_str() {
+                    Some(text) => print!("{text}"),
+                    None => {
+                        return Err(usage(
+                            "-o cnf is for MariaDB/MySQL grants (a mysql option file); use -o env or -o json",
+                        ));
+                    }
+                },
                 Output::Table => {
                     output::fields(&c, &["grant_id", "username", "dsn"]);
                     eprintln!(
@@ -622,9 +636,9 @@ async fn request(conn: &Conn, command: RequestCommand) -> anyhow::Result<()> {
                 print_request(conn, &r);
                 if r["state"] != "active" {
                     return Err(Failure::Refused(format!(
-                        "request {} ended {}",
+                        "request {} {}",
                         cell(&r["id"]),
-                        cell(&r["state"])
+                        why_not_active(&r)
                     ))
                     .into());
                 }
@@ -634,10 +648,24 @@ async fn request(conn: &Conn, command: RequestCommand) -> anyhow::Result<()> {
         }
         RequestCommand::List { state, limit } => {
             let q = query(&[("state", state), ("limit", limit.map(|l| l.to_string()))]);
-            let list = client.get(&format!("/api/v1/requests{q}")).await?;
+            let mut list = client.get(&format!("/api/v1/requests{q}")).await?;
             if conn.output == Output::Json {
                 println!("{list}");
             } else {
+                // What waits for a decision: the request, or the extension of its grant.
+                for r in list.as_array_mut().into_iter().flatten() {
+                    let a = &r["awaiting"];
+                    let (what, reason) = match a["kind"].as_str() {
+                        Some("extension") => (
+                            format!("extension +{}", cell(&a["duration"])),
+                            a["reason"].clone(),
+                        ),
+                        Some(_) => ("approval".to_owned(), a["reason"].clone()),
+                        None => ("-".to_owned(), r["reason"].clone()),
+                    };
+                    r["awaiting_"] = what.into();
+                    r["reason_"] = reason;
+                }
                 output::rows(
                     &list,
                     &[
@@ -647,8 +675,10 @@ async fn request(conn: &Conn, command: RequestCommand) -> anyhow::Result<()> {
                         ("RESOURCE", "resource"),
                         ("ROLE", "role"),
                         ("DURATION", "duration"),
+                        ("AWAITING", "awaiting_"),
                         ("CREATED", "created_at"),
                         ("GRANT", "grant_id"),
+                        ("REASON", "reason_"),
                     ],
                 );
             }
@@ -766,8 +796,12 @@ async fn grant(conn: &Conn, command: GrantCommand) -> anyhow::Result<()> {
             ],
         );
         if let Some(ext) = g["extensions"].as_array().and_then(|e| e.last()) {
+            let by = match ext.get("decision").filter(|d| !d.is_null()) {
+                Some(d) => format!(" by {}", decision(d)),
+                None => String::new(),
+            };
             println!(
-                "extension:    {} ({})",
+                "extension:    {} ({}{by})",
                 cell(&ext["duration"]),
                 cell(&ext["state"])
             );
@@ -790,6 +824,24 @@ fn shell_quote(v: &str) -> String {
 
 fn cell(v: &Value) -> String {
     output::cell(v)
+}
+
+/// Who decided, with their comment: `dora ("ok for INC-4411")`.
+fn decision(d: &Value) -> String {
+    match d["comment"].as_str().filter(|c| !c.is_empty()) {
+        Some(c) => format!("{} ({c:?})", cell(&d["by"])),
+        None => cell(&d["by"]),
+    }
+}
+
+/// How a request that is not active ended, and by whom: what `request create --wait` says.
+fn why_not_active(r: &Value) -> String {
+    match r["state"].as_str() {
+        Some("denied") => format!("was denied by {}", decision(&r["denial"])),
+        Some("cancelled") => format!("was cancelled by {}", decision(&r["cancellation"])),
+        Some("timed_out") => "timed out: nobody decided before its pending_timeout".to_owned(),
+        _ => format!("ended {}", cell(&r["state"])),
+    }
 }
 
 fn print_request(conn: &Conn, r: &Value) {
@@ -815,14 +867,43 @@ fn print_request(conn: &Conn, r: &Value) {
         ],
     );
     if let Some(a) = r["approvals"].as_array().filter(|a| !a.is_empty()) {
-        let by: Vec<String> = a.iter().map(|x| cell(&x["by"])).collect();
+        let by: Vec<String> = a.iter().map(decision).collect();
         println!("approvals:        {}", by.join(", "));
+    }
+    if let Some(d) = r.get("denial").filter(|d| !d.is_null()) {
+        println!("denied_by:        {}", decision(d));
+    }
+    if let Some(d) = r.get("cancellation").filter(|d| !d.is_null()) {
+        println!("cancelled_by:     {}", decision(d));
     }
     if let Some(g) = r.get("grant").filter(|g| !g.is_null()) {
         println!("expires_at:       {}", cell(&g["expires_at"]));
         if g["needs_review"] == true {
             println!("needs_review:     true (break-glass)");
         }
+    }
+    let a = &r["awaiting"];
+    if a["kind"] == "extension" {
+        let reason = a["reason"]
+            .as_str()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        println!(
+            "awaiting:         approval of an extension by {}{reason}",
+            cell(&a["duration"])
+        );
+    }
+    let d = &r["decided"];
+    if let Some(kind) = d["kind"].as_str() {
+        let what = match kind {
+            "extension" => "the extension",
+            _ => "the request",
+        };
+        println!(
+            "decided:          {what} for {}: {}",
+            cell(&d["duration"]),
+            cell(&d["outcome"]).replace('_', " ")
+        );
     }
 }
 

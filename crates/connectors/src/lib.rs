@@ -37,8 +37,11 @@ pub struct Credentials {
     pub password: String,
     /// A URL that libpq/psql (or mysql clients) accept.
     pub dsn: String,
-    /// Environment lines for the target's own clients (`PGHOST=…`).
+    /// Environment lines the target's own client reads as they are (`PGHOST=…`).
     pub env: Vec<(String, String)>,
+    /// A client option file, for targets whose client reads its login from one rather than
+    /// from the environment (MariaDB/MySQL: `mysql --defaults-extra-file=FILE`).
+    pub option_file: Option<String>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -98,6 +101,8 @@ pub struct Finding {
 pub struct Managed {
     pub grant_id: String,
     pub handle: Handle,
+    /// Disabled by `suspend` (no logins), not yet removed.
+    pub suspended: bool,
 }
 
 #[async_trait]
@@ -114,6 +119,15 @@ pub trait Connector: Send + Sync + 'static {
     /// Removes the privilege and ends the target's sessions that use it. Idempotent: revoking
     /// what is already gone succeeds.
     async fn revoke(&self, handle: &Handle) -> Result<(), ConnectorError>;
+
+    /// Stops the login from working at once (no new logins; its sessions cut) but keeps it, so
+    /// it can be resumed: the first step of ending a grant, taken before the end is recorded.
+    /// Idempotent; suspending what is gone succeeds.
+    async fn suspend(&self, handle: &Handle) -> Result<(), ConnectorError>;
+
+    /// Undoes `suspend`, for a grant that stays active after all (the end was not recorded).
+    /// Idempotent; resuming what is gone succeeds.
+    async fn resume(&self, handle: &Handle) -> Result<(), ConnectorError>;
 
     /// Everything this connector created (for this jitgate instance) that still exists.
     async fn list_managed(&self) -> Result<Vec<Managed>, ConnectorError>;
@@ -154,6 +168,14 @@ impl Connector for NoneConnector {
     }
 
     async fn revoke(&self, _handle: &Handle) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+
+    async fn suspend(&self, _handle: &Handle) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+
+    async fn resume(&self, _handle: &Handle) -> Result<(), ConnectorError> {
         Ok(())
     }
 

@@ -1,7 +1,8 @@
 //! MariaDB / MySQL: one ephemeral user per grant.
 //!
 //! Provision: `CREATE USER 'jit_<principal>_<grant>'@'%' IDENTIFIED BY …`, `GRANT` the role's
-//! MariaDB roles and `SET DEFAULT ROLE` (the first one). Revoke: `ACCOUNT LOCK`, kill the user's
+//! MariaDB roles and `SET DEFAULT ROLE` (the first one). Suspend (before a release or revoke is
+//! recorded): `ACCOUNT LOCK` and kill the user's connections; resume: `ACCOUNT UNLOCK`. Revoke: `ACCOUNT LOCK`, kill the user's
 //! connections, `DROP USER`.
 //!
 //! MariaDB has no `VALID UNTIL`: while jitgate is down, an ephemeral user keeps working until
@@ -50,6 +51,19 @@ impl MysqlConnector {
                 settings.resource
             ))
         })?;
+        // Connect the way the URL says: over TCP to its host, unless it asks for a socket
+        // (`socket=…`, or `prefer_socket=true`). By default mysql_async moves a connection to
+        // 127.0.0.1 onto the server's unix socket, where the same user name is another account
+        // (`root@localhost` instead of `root@127.0.0.1`), with other privileges.
+        let says_which = settings
+            .admin_url
+            .split_once('?')
+            .is_some_and(|(_, query)| query.split('&').any(|p| p.starts_with("prefer_socket=")));
+        let opts: Opts = if says_which {
+            opts
+        } else {
+            OptsBuilder::from_opts(opts).prefer_socket(false).into()
+        };
         let constraints = PoolConstraints::new(0, 8).expect("valid pool bounds");
         let pooled = OptsBuilder::from_opts(opts.clone())
             .pool_opts(PoolOpts::default().with_constraints(constraints));
@@ -88,6 +102,31 @@ impl MysqlConnector {
             .await
             .map_err(|e| self.target_err(e))?;
         Ok(found.is_some())
+    }
+
+    /// No new logins (`ACCOUNT LOCK`), then kill every connection of the user.
+    async fn disable(
+        &self,
+        conn: &mut mysql_async::Conn,
+        login: &str,
+    ) -> Result<(), ConnectorError> {
+        conn.query_drop(format!("ALTER USER {} ACCOUNT LOCK", Self::user(login)))
+            .await
+            .map_err(|e| self.target_err(e))?;
+        let ids: Vec<u64> = conn
+            .exec(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ?",
+                (login,),
+            )
+            .await
+            .map_err(|e| self.target_err(e))?;
+        for id in ids {
+            // A connection that ended meanwhile is fine ("Unknown thread id").
+            if let Err(e) = conn.query_drop(format!("KILL CONNECTION {id}")).await {
+                tracing::debug!(login = %login, id, error = %e, "connection already gone");
+            }
+        }
+        Ok(())
     }
 
     /// Gives the login a new password (after a restart, when the old one is not in memory).
@@ -164,22 +203,7 @@ impl Connector for MysqlConnector {
         let mut conn = self.conn().await?;
         let exists = self.user_exists(&mut conn, &login).await?;
         if exists {
-            conn.query_drop(format!("ALTER USER {user} ACCOUNT LOCK"))
-                .await
-                .map_err(|e| self.target_err(e))?;
-            let ids: Vec<u64> = conn
-                .exec(
-                    "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ?",
-                    (login.as_str(),),
-                )
-                .await
-                .map_err(|e| self.target_err(e))?;
-            for id in ids {
-                // A connection that ended meanwhile is fine ("Unknown thread id").
-                if let Err(e) = conn.query_drop(format!("KILL CONNECTION {id}")).await {
-                    tracing::debug!(login = %login, id, error = %e, "connection already gone");
-                }
-            }
+            self.disable(&mut conn, &login).await?;
             conn.query_drop(format!("DROP USER IF EXISTS {user}"))
                 .await
                 .map_err(|e| self.target_err(e))?;
@@ -188,25 +212,51 @@ impl Connector for MysqlConnector {
         Ok(())
     }
 
+    async fn suspend(&self, handle: &Handle) -> Result<(), ConnectorError> {
+        let login = handle_str(handle, "login")?;
+        let mut conn = self.conn().await?;
+        if self.user_exists(&mut conn, login).await? {
+            self.disable(&mut conn, login).await?;
+        }
+        Ok(())
+    }
+
+    async fn resume(&self, handle: &Handle) -> Result<(), ConnectorError> {
+        let login = handle_str(handle, "login")?;
+        let mut conn = self.conn().await?;
+        if self.user_exists(&mut conn, login).await? {
+            conn.query_drop(format!("ALTER USER {} ACCOUNT UNLOCK", Self::user(login)))
+                .await
+                .map_err(|e| self.target_err(e))?;
+        }
+        Ok(())
+    }
+
     async fn list_managed(&self) -> Result<Vec<Managed>, ConnectorError> {
         let mut conn = self.conn().await?;
-        let logins: Vec<String> = conn
-            .exec(
-                "SELECT User FROM mysql.user WHERE Host = '%' AND LEFT(User, CHAR_LENGTH(?)) = ?",
-                (
-                    self.settings.role_prefix.as_str(),
-                    self.settings.role_prefix.as_str(),
-                ),
-            )
-            .await
-            .map_err(|e| self.target_err(e))?;
+        let prefix = self.settings.role_prefix.as_str();
+        // Whether an account is locked: MariaDB keeps it in global_priv's JSON, MySQL 8 in a
+        // column of mysql.user.
+        let mariadb =
+            "SELECT User, COALESCE(JSON_VALUE(Priv, '$.account_locked'), '0') IN ('1', 'true')
+             FROM mysql.global_priv WHERE Host = '%' AND LEFT(User, CHAR_LENGTH(?)) = ?";
+        let mysql = "SELECT User, account_locked = 'Y'
+             FROM mysql.user WHERE Host = '%' AND LEFT(User, CHAR_LENGTH(?)) = ?";
+        let logins: Vec<(String, bool)> = match conn.exec(mariadb, (prefix, prefix)).await {
+            Ok(rows) => rows,
+            Err(_) => conn
+                .exec(mysql, (prefix, prefix))
+                .await
+                .map_err(|e| self.target_err(e))?,
+        };
         Ok(logins
             .into_iter()
-            .filter_map(|login| {
+            .filter_map(|(login, suspended)| {
                 let grant_id = naming::grant_id_of(&login)?;
                 Some(Managed {
                     handle: json!({ "login": login, "grant_id": grant_id }),
                     grant_id,
+                    suspended,
                 })
             })
             .collect())
@@ -241,20 +291,56 @@ impl Connector for MysqlConnector {
                 .map(naming::url_component)
                 .unwrap_or_default()
         );
-        let mut env = vec![
-            ("MYSQL_HOST".to_owned(), host),
+        // The `mysql` client reads a host, a port and a password from the environment, but
+        // no user and no database: those come from the option file (or -u and a database
+        // argument).
+        let env = vec![
+            ("MYSQL_HOST".to_owned(), host.clone()),
             ("MYSQL_TCP_PORT".to_owned(), port.to_string()),
-            ("MYSQL_USER".to_owned(), login.to_owned()),
             ("MYSQL_PWD".to_owned(), password.clone()),
         ];
-        if let Some(db) = database {
-            env.push(("MYSQL_DATABASE".to_owned(), db));
-        }
+        let option_file = option_file(&host, port, login, &password, database.as_deref());
         Ok(Some(Credentials {
             username: login.to_owned(),
             password,
             dsn,
             env,
+            option_file: Some(option_file),
         }))
+    }
+}
+
+/// A MySQL/MariaDB option file with the login: `[client]` (every client reads it) and, for the
+/// `mysql` client alone, the database (`mysqldump` and others refuse a `database` option).
+fn option_file(
+    host: &str,
+    port: u16,
+    user: &str,
+    password: &str,
+    database: Option<&str>,
+) -> String {
+    // Quoted values: backslash and the quote are escaped, as the option-file reader expects.
+    let quote = |v: &str| format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""));
+    let mut text = format!(
+        "[client]\nhost={}\nport={port}\nuser={}\npassword={}\n",
+        quote(host),
+        quote(user),
+        quote(password)
+    );
+    if let Some(db) = database {
+        text += &format!("\n[mysql]\ndatabase={}\n", quote(db));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_option_file_quotes_every_value() {
+        let text = super::option_file("db.internal", 3306, "jit_a", "p\"w\\x", Some("shop db"));
+        assert_eq!(
+            text,
+            "[client]\nhost=\"db.internal\"\nport=3306\nuser=\"jit_a\"\npassword=\"p\\\"w\\\\x\"\n\n[mysql]\ndatabase=\"shop db\"\n"
+        );
     }
 }

@@ -3,7 +3,8 @@
 //! Provision: `CREATE ROLE jit_<principal>_<grant> LOGIN PASSWORD … VALID UNTIL <end> IN ROLE
 //! <grants>`, with a comment tying it to this jitgate instance and the grant. `VALID UNTIL` means
 //! PostgreSQL itself refuses new logins after the window even if jitgate is down.
-//! Revoke: `NOLOGIN`, terminate the role's backends, `REASSIGN OWNED` to the owner role and
+//! Suspend (the first step of ending a grant, before the end is recorded): `NOLOGIN` and terminate
+//! the role's backends; resume undoes it. Revoke: `NOLOGIN`, terminate the role's backends, `REASSIGN OWNED` to the owner role and
 //! `DROP OWNED` in every database jitgate manages, then `DROP ROLE`.
 //! Masking: a role with column rules reads masked views instead of the raw columns, and its
 //! login may log in only once that is verified (see [`masking`]).
@@ -303,6 +304,38 @@ impl PostgresConnector {
         }
     }
 
+    async fn exists(
+        &self,
+        client: &deadpool_postgres::Object,
+        login: &str,
+    ) -> Result<bool, ConnectorError> {
+        Ok(client
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&login])
+            .await
+            .map_err(|e| self.target_err(e))?
+            .is_some())
+    }
+
+    /// No new logins, then cut every session of the role, in every database.
+    async fn disable(
+        &self,
+        client: &deadpool_postgres::Object,
+        login: &str,
+    ) -> Result<(), ConnectorError> {
+        client
+            .batch_execute(&format!("ALTER ROLE {} NOLOGIN", pg_ident(login)))
+            .await
+            .map_err(|e| self.target_err(e))?;
+        client
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+                &[&login],
+            )
+            .await
+            .map_err(|e| self.target_err(e))?;
+        Ok(())
+    }
+
     async fn reset_password(&self, login: &str) -> Result<String, ConnectorError> {
         let password = naming::password();
         let client = self.client().await?;
@@ -428,28 +461,12 @@ impl Connector for PostgresConnector {
     async fn revoke(&self, handle: &Handle) -> Result<(), ConnectorError> {
         let login = handle_str(handle, "login")?.to_owned();
         let client = self.client().await?;
-        let exists = client
-            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&login])
-            .await
-            .map_err(|e| self.target_err(e))?
-            .is_some();
-        if !exists {
+        if !self.exists(&client, &login).await? {
             self.passwords.forget(&login);
             return Ok(());
         }
         let role = pg_ident(&login);
-        // No new logins, then cut every session of the role, in every database.
-        client
-            .batch_execute(&format!("ALTER ROLE {role} NOLOGIN"))
-            .await
-            .map_err(|e| self.target_err(e))?;
-        client
-            .execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
-                &[&login],
-            )
-            .await
-            .map_err(|e| self.target_err(e))?;
+        self.disable(&client, &login).await?;
         let owner = self
             .settings
             .owner_role
@@ -483,12 +500,33 @@ impl Connector for PostgresConnector {
         Ok(())
     }
 
+    async fn suspend(&self, handle: &Handle) -> Result<(), ConnectorError> {
+        let login = handle_str(handle, "login")?;
+        let client = self.client().await?;
+        if self.exists(&client, login).await? {
+            self.disable(&client, login).await?;
+        }
+        Ok(())
+    }
+
+    async fn resume(&self, handle: &Handle) -> Result<(), ConnectorError> {
+        let login = handle_str(handle, "login")?;
+        let client = self.client().await?;
+        if self.exists(&client, login).await? {
+            client
+                .batch_execute(&format!("ALTER ROLE {} LOGIN", pg_ident(login)))
+                .await
+                .map_err(|e| self.target_err(e))?;
+        }
+        Ok(())
+    }
+
     async fn list_managed(&self) -> Result<Vec<Managed>, ConnectorError> {
         let client = self.client().await?;
         let prefix = format!("jitgate instance={} grant=", self.settings.instance);
         let rows = client
             .query(
-                "SELECT r.rolname, d.description FROM pg_roles r
+                "SELECT r.rolname, d.description, NOT r.rolcanlogin FROM pg_roles r
                  JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass
                  WHERE starts_with(d.description, $1)",
                 &[&prefix],
@@ -508,6 +546,7 @@ impl Connector for PostgresConnector {
                 Some(Managed {
                     handle: json!({ "login": login, "grant_id": grant_id }),
                     grant_id,
+                    suspended: row.get(2),
                 })
             })
             .collect())
@@ -548,6 +587,7 @@ impl Connector for PostgresConnector {
             password,
             dsn,
             env,
+            option_file: None,
         }))
     }
 }

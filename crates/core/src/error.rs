@@ -13,4 +13,7 @@ pub enum CoreError {
     /// The action does not apply to the request in its current state.
     #[error("cannot {action} a request that is {state}")]
     InvalidTransition { action: &'static str, state: State },
+    /// Someone else already decided what this action would decide; the message says who.
+    #[error("{0}")]
+    Conflict(String),
 }

@@ -9,8 +9,10 @@
 //!
 //! Every method validates the transition, changes the state and returns the audit events that
 //! record it; the store writes both in one transaction. An illegal transition is an error, never
-//! a silent no-op; repeating the same command (the same approver approving twice, releasing twice)
-//! returns no events and changes nothing.
+//! a silent no-op. The same person repeating the same decision (approving, denying, cancelling,
+//! reviewing, releasing or revoking twice, so a client may retry safely) returns no events and
+//! changes nothing; the same decision by someone else after it was made is a
+//! [`CoreError::Conflict`] that names who made it.
 
 use std::fmt;
 use std::str::FromStr;
@@ -346,6 +348,58 @@ impl AccessRequest {
         }
     }
 
+    /// The extension of an active grant decided last, when none awaits a decision.
+    fn last_decided_extension(&self) -> Option<&Extension> {
+        let g = self
+            .grant
+            .as_ref()
+            .filter(|_| self.state == State::Active)?;
+        g.pending_extension().is_none().then_some(())?;
+        g.extensions
+            .last()
+            .filter(|e| matches!(e.state, ExtensionState::Approved | ExtensionState::Denied))
+    }
+
+    /// Why an approval or a denial no longer applies: who decided instead, when someone did.
+    fn already_decided(&self, action: &'static str) -> CoreError {
+        if let Some(e) = self.last_decided_extension() {
+            let by = e.decided.as_ref().map(|d| d.by.as_str()).unwrap_or("?");
+            let how = if e.state == ExtensionState::Approved {
+                "approved"
+            } else {
+                "denied"
+            };
+            return CoreError::Conflict(format!(
+                "the extension of grant {} was already {how} by {by}; none awaits a decision",
+                self.grant_id
+            ));
+        }
+        let approvers = || {
+            let names: Vec<&str> = self.approvals.iter().map(|a| a.by.as_str()).collect();
+            match &self.approved_by_rule {
+                Some(rule) => format!("rule {rule}"),
+                None => names.join(", "),
+            }
+        };
+        match (self.state, &self.denial, &self.cancellation) {
+            (State::Denied, Some(d), _) => CoreError::Conflict(format!(
+                "request {} was already denied by {}",
+                self.id, d.by
+            )),
+            (State::Cancelled, _, Some(c)) => {
+                CoreError::Conflict(format!("request {} was cancelled by {}", self.id, c.by))
+            }
+            (State::Pending | State::TimedOut | State::Denied | State::Cancelled, ..) => {
+                self.invalid(action)
+            }
+            (state, ..) => CoreError::Conflict(format!(
+                "request {} was already approved by {} and is now {state}",
+                self.id,
+                approvers()
+            )),
+        }
+    }
+
     /// Pending → approved: the window starts now, or at `start_at` if that is later.
     fn approve_now(
         &mut self,
@@ -389,13 +443,18 @@ impl AccessRequest {
         {
             return self.approve_extension(approver, comment, configured, now);
         }
-        if self.approvals.iter().any(|a| a.by == approver.name)
-            && matches!(self.state, State::Pending | State::Approved | State::Active)
+        // The same person approving again (the request, or the extension they approved) counts once.
+        let approved_extension = self.last_decided_extension().is_some_and(|e| {
+            e.state == ExtensionState::Approved && e.approvals.iter().any(|a| a.by == approver.name)
+        });
+        if approved_extension
+            || (self.approvals.iter().any(|a| a.by == approver.name)
+                && matches!(self.state, State::Pending | State::Approved | State::Active))
         {
-            return Ok(vec![]); // the same person approving again counts once
+            return Ok(vec![]);
         }
         if self.state != State::Pending {
-            return Err(self.invalid("approve"));
+            return Err(self.already_decided("approve"));
         }
         let what = format!(
             "request {} (role {} on {} for {})",
@@ -437,11 +496,17 @@ impl AccessRequest {
         {
             return self.deny_extension(by, is_admin, reason, configured, now);
         }
-        if self.state == State::Denied && self.denial.as_ref().is_some_and(|d| d.by == by.name) {
-            return Ok(vec![]);
+        let denied_extension = self.last_decided_extension().is_some_and(|e| {
+            e.state == ExtensionState::Denied && e.decided.as_ref().is_some_and(|d| d.by == by.name)
+        });
+        if denied_extension
+            || (self.state == State::Denied
+                && self.denial.as_ref().is_some_and(|d| d.by == by.name))
+        {
+            return Ok(vec![]); // the same person denying again
         }
         if self.state != State::Pending {
-            return Err(self.invalid("deny"));
+            return Err(self.already_decided("deny"));
         }
         if !is_admin {
             let what = format!("request {}", self.id);
@@ -521,7 +586,13 @@ impl AccessRequest {
                     .min(g.expires_at),
             ),
             (State::Active, Some(g)) => Some(g.expires_at),
-            (State::Revoking, Some(g)) => Some(g.retry_at.unwrap_or(g.expires_at)),
+            // Due from the moment it began ending (or at its retry): whatever happened to the
+            // call that started the end, the scheduler and a restart's catch-up finish it.
+            (State::Revoking, Some(g)) => Some(
+                g.retry_at
+                    .or(g.ending.as_ref().map(|e| e.at))
+                    .unwrap_or(g.expires_at),
+            ),
             _ => None,
         }
     }
@@ -540,17 +611,31 @@ impl AccessRequest {
         ])
     }
 
-    /// Approved → active, once the connector has provisioned the privilege.
+    /// The window a grant activated now would have: from its planned start, or from now if
+    /// that is later, for its whole duration. The connector provisions for this window.
+    pub fn activation_window(&self, now: Timestamp) -> Option<(Timestamp, Timestamp)> {
+        let start = self.grant.as_ref()?.starts_at.max(now);
+        Some((start, duration::add(start, self.duration)))
+    }
+
+    /// Approved → active, once the connector has provisioned the privilege. `started` is when
+    /// provisioning began: the window runs from then (never before its planned start) for the
+    /// whole duration, so a target that kept failing does not eat into the grant. One that
+    /// cannot be activated before its planned window ends expires unused.
     pub fn activate(
         &mut self,
         handle: Option<serde_json::Value>,
+        started: Timestamp,
         now: Timestamp,
     ) -> Result<Vec<EventDraft>, CoreError> {
         if self.due(now) != Some(Due::Activate) {
             return Err(self.invalid("activate"));
         }
         self.state = State::Active;
+        let length = self.duration;
         let g = self.grant_mut();
+        g.starts_at = started.max(g.starts_at);
+        g.expires_at = duration::add(g.starts_at, length);
         g.activated_at = Some(now);
         g.handle = handle;
         g.attempts = 0;
@@ -588,7 +673,7 @@ impl AccessRequest {
         self.finish(
             EndReason::Expired,
             SYSTEM_ACTOR,
-            Some("the window ended before the grant was activated"),
+            Some("it could not be activated before its planned window ended"),
             now,
         )
     }
@@ -651,7 +736,20 @@ impl AccessRequest {
             // Nothing was provisioned yet: it ends at once.
             State::Approved => self.finish(reason, &by.name, comment, now),
             State::Revoking | State::Released | State::Revoked if ending_reason == Some(reason) => {
-                Ok(vec![])
+                let ended_by = self
+                    .grant()
+                    .and_then(|g| g.ending.as_ref())
+                    .map(|e| e.by.clone());
+                match ended_by {
+                    // The same person asking again: done already.
+                    Some(who) if who == by.name => Ok(vec![]),
+                    who => Err(CoreError::Conflict(format!(
+                        "grant {} was already {} by {}",
+                        self.grant_id,
+                        reason.final_state(),
+                        who.unwrap_or_default()
+                    ))),
+                }
             }
             _ => Err(self.invalid(action)),
         }
@@ -768,13 +866,17 @@ impl AccessRequest {
         )
     }
 
-    /// The holder asks for more time. `decision` is the policy's verdict on the extension alone.
+    /// The holder asks for more time. The policies the request was made under (as configured
+    /// now) decide, as for a request, with the grant's whole length: its window so far plus
+    /// `extra` must fit each policy's and auto-approve rule's `max_duration`, and the extension
+    /// must be within `max_extensions`. One that only auto-approval would not allow waits for
+    /// the approvers.
     pub fn request_extension(
         &mut self,
         by: &Principal,
         extra: Duration,
         reason: Option<&str>,
-        decision: Decision,
+        configured: &[Policy],
         now: Timestamp,
     ) -> Result<Vec<EventDraft>, CoreError> {
         if by.name != self.principal {
@@ -792,6 +894,7 @@ impl AccessRequest {
                 self.grant_id
             )));
         }
+        let decision = self.decide_extension(by, extra, reason, configured, now)?;
         let (policies, rule) = match decision {
             Decision::NeedsApproval { policies, .. } => (policies, None),
             Decision::AutoApproved { policy, rule } => {
@@ -823,6 +926,39 @@ impl AccessRequest {
             events.push(self.apply_extension(SYSTEM_ACTOR, json!({ "rule": rule }), now));
         }
         Ok(events)
+    }
+
+    fn decide_extension(
+        &self,
+        by: &Principal,
+        extra: Duration,
+        reason: Option<&str>,
+        configured: &[Policy],
+        now: Timestamp,
+    ) -> Result<Decision, CoreError> {
+        let g = self.grant().expect("an active request has a grant");
+        let so_far = duration::until(g.starts_at, g.expires_at);
+        let extended = g
+            .extensions
+            .iter()
+            .filter(|e| e.state == ExtensionState::Approved)
+            .count() as u32;
+        let policies: Vec<Policy> = policy::named(configured, &self.policies)
+            .into_iter()
+            .cloned()
+            .collect();
+        let ask = policy::AccessAsk {
+            principal: by,
+            resource: &self.resource,
+            role: &self.role,
+            duration: so_far.saturating_add(extra),
+            reason: reason.or(self.reason.as_deref()),
+            ticket: self.ticket.as_deref(),
+            start_at: None,
+            break_glass: false,
+            extension: Some(extended + 1),
+        };
+        policy::evaluate(&policies, &ask, now)
     }
 
     /// An approver approves the pending extension; applied once a quorum is met, with no gap.
@@ -952,12 +1088,12 @@ impl AccessRequest {
         if !g.needs_review {
             return match &g.review {
                 Some(r) if r.by == by.name => Ok(vec![]),
-                Some(r) => Err(CoreError::Invalid(format!(
+                Some(r) => Err(CoreError::Conflict(format!(
                     "grant {} was already reviewed by {}",
                     self.grant_id, r.by
                 ))),
-                None => Err(CoreError::Invalid(format!(
-                    "grant {} does not need a review",
+                None => Err(CoreError::Conflict(format!(
+                    "grant {} does not need a review (it was not break-glass)",
                     self.grant_id
                 ))),
             };

@@ -39,7 +39,7 @@ fn active(p: &Policy, c: &FakeClock, secs: u64) -> AccessRequest {
     let mut r = pending(p, c, secs);
     r.approve(&dba("dora"), None, std::slice::from_ref(p), c.now())
         .unwrap();
-    r.activate(None, c.now()).unwrap();
+    r.activate(None, c.now(), c.now()).unwrap();
     r
 }
 
@@ -88,7 +88,7 @@ fn approval_starts_the_clock_and_activation_follows() {
     );
     assert_eq!(r.due(c.now()), Some(Due::Activate));
     let ev = r
-        .activate(Some(json!({"role": "jit_alice"})), c.now())
+        .activate(Some(json!({"role": "jit_alice"})), c.now(), c.now())
         .unwrap();
     assert_eq!(actions(&ev), ["grant.activated"]);
     assert_eq!(r.state, State::Active);
@@ -168,7 +168,7 @@ fn k_of_n_counts_distinct_people() {
     );
     assert!(matches!(
         r.approve(&dba("dirk"), None, std::slice::from_ref(&p), c.now()),
-        Err(CoreError::InvalidTransition { .. })
+        Err(CoreError::Conflict(m)) if m.contains("already approved by dora, dan")
     ));
 }
 
@@ -211,8 +211,116 @@ fn deny_by_approver_only() {
     );
     assert!(matches!(
         r.approve(&dba("dan"), None, std::slice::from_ref(&p), c.now()),
-        Err(CoreError::InvalidTransition { .. })
+        Err(CoreError::Conflict(m)) if m.contains("already denied by dora")
     ));
+}
+
+/// The same person repeating a decision changes nothing (a client may retry); the same
+/// decision by someone else after it was made is a conflict that names who made it.
+#[test]
+fn repeated_decisions_are_no_ops_for_the_same_person_and_conflicts_for_others() {
+    let c = clock();
+    let p = policy("p");
+    let ps = std::slice::from_ref(&p);
+    let conflict = |e: Result<Vec<EventDraft>, CoreError>, who: &str| match e {
+        Err(CoreError::Conflict(m)) => assert!(m.contains(who), "{m}"),
+        other => panic!("expected a conflict naming {who}, got {other:?}"),
+    };
+    // deny
+    let mut r = pending(&p, &c, 60);
+    r.deny(&dba("dora"), false, Some("no"), ps, c.now())
+        .unwrap();
+    assert!(
+        r.deny(&dba("dora"), false, Some("no"), ps, c.now())
+            .unwrap()
+            .is_empty()
+    );
+    conflict(
+        r.deny(&dba("dan"), false, None, ps, c.now()),
+        "denied by dora",
+    );
+    conflict(r.deny(&admin(), true, None, ps, c.now()), "denied by dora");
+    // cancel (only the requester may cancel, so only a repeat is possible)
+    let mut r = pending(&p, &c, 60);
+    r.cancel(&alice(), c.now()).unwrap();
+    assert!(r.cancel(&alice(), c.now()).unwrap().is_empty());
+    conflict(
+        r.approve(&dba("dora"), None, ps, c.now()),
+        "cancelled by alice",
+    );
+    // release and revoke
+    let mut r = active(&p, &c, 600);
+    r.revoke(&admin(), true, Some("x"), c.now()).unwrap();
+    assert!(
+        r.revoke(&admin(), true, Some("x"), c.now())
+            .unwrap()
+            .is_empty()
+    );
+    let other_admin = Principal::user("rita", &["security"]);
+    conflict(
+        r.revoke(&other_admin, true, None, c.now()),
+        "revoked by root",
+    );
+    r.finish_revocation(c.now()).unwrap();
+    assert!(r.revoke(&admin(), true, None, c.now()).unwrap().is_empty());
+    conflict(
+        r.revoke(&other_admin, true, None, c.now()),
+        "revoked by root",
+    );
+    // review
+    let mut bg = policy("p");
+    bg.break_glass = Some(BreakGlass {
+        principals: vec!["group:engineering".parse().unwrap()],
+        max_duration: Duration::from_secs(3600),
+    });
+    let a = alice();
+    let mut asked = ask(&a, 600);
+    asked.break_glass = true;
+    let d = evaluate(std::slice::from_ref(&bg), &asked, c.now()).unwrap();
+    let (mut r, _) = AccessRequest::create(&asked, d, c.now()).unwrap();
+    let bgs = std::slice::from_ref(&bg);
+    r.review(&dba("dora"), false, bgs, Some("ok"), c.now())
+        .unwrap();
+    assert!(
+        r.review(&dba("dora"), false, bgs, None, c.now())
+            .unwrap()
+            .is_empty()
+    );
+    conflict(
+        r.review(&dba("dan"), false, bgs, None, c.now()),
+        "reviewed by dora",
+    );
+    let mut plain = active(&p, &c, 600);
+    conflict(
+        plain.review(&admin(), true, ps, None, c.now()),
+        "does not need a review",
+    );
+    // an extension approved, then denied
+    let mut r = active(&p, &c, 600);
+    r.request_extension(&alice(), MIN, None, ps, c.now())
+        .unwrap();
+    r.approve(&dba("dan"), None, ps, c.now()).unwrap();
+    assert!(
+        r.approve(&dba("dan"), None, ps, c.now())
+            .unwrap()
+            .is_empty()
+    );
+    conflict(
+        r.approve(&dba("dirk"), None, ps, c.now()),
+        "extension of grant",
+    );
+    r.request_extension(&alice(), MIN, None, ps, c.now())
+        .unwrap();
+    r.deny(&dba("dirk"), false, None, ps, c.now()).unwrap();
+    assert!(
+        r.deny(&dba("dirk"), false, None, ps, c.now())
+            .unwrap()
+            .is_empty()
+    );
+    conflict(
+        r.deny(&dba("dan"), false, None, ps, c.now()),
+        "already denied by dirk",
+    );
 }
 
 #[test]
@@ -353,6 +461,29 @@ fn release_is_for_the_holder_and_idempotent() {
 }
 
 #[test]
+fn a_grant_that_begins_ending_early_is_due_at_once() {
+    let c = clock();
+    let p = policy("p");
+    let mut r = active(&p, &c, 1800);
+    c.advance(MIN);
+    r.release(&alice(), c.now()).unwrap();
+    assert_eq!(r.state, State::Revoking);
+    assert_eq!(
+        r.next_deadline(),
+        Some(c.now()),
+        "due when it began ending, not at the window's original end"
+    );
+    assert_eq!(r.due(c.now()), Some(Due::RetryRevoke));
+    // After a failed attempt, at its retry time.
+    r.revocation_failed("target down", c.now()).unwrap();
+    assert_eq!(r.next_deadline(), r.grant().unwrap().retry_at);
+    // An admin's revoke too.
+    let mut r = active(&p, &c, 1800);
+    r.revoke(&admin(), true, None, c.now()).unwrap();
+    assert_eq!(r.next_deadline(), Some(c.now()));
+}
+
+#[test]
 fn revoke_is_for_admins() {
     let c = clock();
     let p = policy("p");
@@ -395,6 +526,38 @@ fn approved_but_not_started_ends_without_revoking() {
 }
 
 #[test]
+fn the_window_starts_when_the_grant_is_activated() {
+    let c = clock();
+    let p = policy("p");
+    let mut r = pending(&p, &c, 1800);
+    r.approve(&dba("dora"), None, std::slice::from_ref(&p), c.now())
+        .unwrap();
+    let planned_end = r.grant().unwrap().expires_at;
+    r.activation_failed("target down", c.now()).unwrap();
+    c.advance(10 * MIN);
+    // Provisioning begins now and succeeds a moment later: the whole 30 minutes run from then.
+    let (start, end) = r.activation_window(c.now()).unwrap();
+    assert_eq!((start, end), (c.now(), duration::add(c.now(), 30 * MIN)));
+    c.advance(Duration::from_secs(1));
+    let ev = r.activate(None, start, c.now()).unwrap();
+    let g = r.grant().unwrap();
+    assert_eq!(g.starts_at, start);
+    assert_eq!(g.expires_at, end, "not the planned {planned_end}");
+    assert_eq!(ev[0].details["expires_at"], json!(end));
+    assert_eq!(r.next_deadline(), Some(end));
+    // A scheduled start is kept when provisioning begins early.
+    let mut r = pending(&p, &c, 600);
+    r.start_at = Some(duration::add(c.now(), MIN));
+    r.approve(&dba("dora"), None, std::slice::from_ref(&p), c.now())
+        .unwrap();
+    let planned = r.grant().unwrap().starts_at;
+    c.advance(MIN);
+    r.activate(None, c.now() - jiff::SignedDuration::from_secs(90), c.now())
+        .unwrap();
+    assert_eq!(r.grant().unwrap().starts_at, planned);
+}
+
+#[test]
 fn activation_failure_retries_until_the_window_ends() {
     let c = clock();
     let p = policy("p");
@@ -415,18 +578,15 @@ fn extension_needs_a_new_decision_and_leaves_no_gap() {
     let c = clock();
     let mut p = policy("p");
     p.approval.required = 1;
+    let ps = std::slice::from_ref(&p);
     let mut r = active(&p, &c, 1800);
     let end = r.grant().unwrap().expires_at;
-    let d = Decision::NeedsApproval {
-        policies: vec!["p".into()],
-        pending_timeout: Duration::from_secs(600),
-    };
     assert!(matches!(
-        r.request_extension(&dba("dora"), MIN, None, d.clone(), c.now()),
+        r.request_extension(&dba("dora"), MIN, None, ps, c.now()),
         Err(CoreError::Refused(_))
     ));
     let ev = r
-        .request_extension(&alice(), 30 * MIN, Some("still fixing"), d.clone(), c.now())
+        .request_extension(&alice(), 30 * MIN, Some("still fixing"), ps, c.now())
         .unwrap();
     assert_eq!(actions(&ev), ["grant.extension_requested"]);
     assert_eq!(
@@ -435,55 +595,45 @@ fn extension_needs_a_new_decision_and_leaves_no_gap() {
         "not extended before approval"
     );
     assert!(
-        r.request_extension(&alice(), MIN, None, d, c.now())
+        r.request_extension(&alice(), MIN, None, ps, c.now())
             .is_err(),
         "one pending extension at a time"
     );
     assert!(
-        r.approve(&alice(), None, std::slice::from_ref(&p), c.now())
-            .is_err(),
+        r.approve(&alice(), None, ps, c.now()).is_err(),
         "no self-approval"
     );
     let ev = r
-        .approve_extension(&dba("dora"), None, std::slice::from_ref(&p), c.now())
+        .approve_extension(&dba("dora"), None, ps, c.now())
         .unwrap();
     assert_eq!(actions(&ev), ["grant.extended"]);
     assert_eq!(r.grant().unwrap().expires_at, duration::add(end, 30 * MIN));
     assert_eq!(r.state, State::Active);
     // a denied extension leaves the end where it was
-    let d2 = Decision::NeedsApproval {
-        policies: vec!["p".into()],
-        pending_timeout: Duration::from_secs(600),
-    };
-    r.request_extension(&alice(), MIN, None, d2, c.now())
+    r.request_extension(&alice(), MIN, None, ps, c.now())
         .unwrap();
     let before = r.grant().unwrap().expires_at;
     assert!(
-        r.deny(&alice(), false, None, std::slice::from_ref(&p), c.now())
-            .is_err(),
+        r.deny(&alice(), false, None, ps, c.now()).is_err(),
         "the holder cannot deny"
     );
     assert_eq!(
         actions(
-            &r.deny(
-                &dba("dora"),
-                false,
-                Some("enough"),
-                std::slice::from_ref(&p),
-                c.now()
-            )
-            .unwrap()
+            &r.deny(&dba("dora"), false, Some("enough"), ps, c.now())
+                .unwrap()
         ),
         ["grant.extension_denied"]
     );
     assert_eq!(r.grant().unwrap().expires_at, before);
     // auto-approved extension applies at once
-    let d = Decision::AutoApproved {
-        policy: "p".into(),
-        rule: "oncall".into(),
-    };
+    p.auto_approve.push(AutoApprove {
+        name: "oncall".into(),
+        principals: vec!["group:engineering".parse().unwrap()],
+        max_duration: 2 * 60 * MIN,
+        schedule: None,
+    });
     let ev = r
-        .request_extension(&alice(), 10 * MIN, None, d, c.now())
+        .request_extension(&alice(), 10 * MIN, None, std::slice::from_ref(&p), c.now())
         .unwrap();
     assert_eq!(
         actions(&ev),
@@ -492,16 +642,84 @@ fn extension_needs_a_new_decision_and_leaves_no_gap() {
     assert_eq!(ev[1].details["rule"], "p/oncall");
 }
 
+/// A grant that `p` approved automatically (rule `oncall`, up to 30 minutes in all).
+fn auto_approved(p: &Policy, c: &FakeClock, secs: u64) -> AccessRequest {
+    let a = alice();
+    let asked = ask(&a, secs);
+    let d = evaluate(std::slice::from_ref(p), &asked, c.now()).unwrap();
+    assert!(matches!(d, Decision::AutoApproved { .. }), "{d:?}");
+    let (mut r, _) = AccessRequest::create(&asked, d, c.now()).unwrap();
+    r.activate(None, c.now(), c.now()).unwrap();
+    r
+}
+
+#[test]
+fn extensions_are_bounded_by_the_grants_whole_length_and_count() {
+    let c = clock();
+    let mut p = policy("p");
+    p.max_duration = 60 * MIN;
+    p.auto_approve.push(AutoApprove {
+        name: "oncall".into(),
+        principals: vec!["group:engineering".parse().unwrap()],
+        max_duration: 30 * MIN,
+        schedule: None,
+    });
+    let ps = std::slice::from_ref(&p);
+    let mut r = auto_approved(&p, &c, 15 * 60);
+    c.advance(5 * MIN);
+    // 15m + 10m = 25m: still within what the rule approves on its own.
+    let ev = r
+        .request_extension(&alice(), 10 * MIN, None, ps, c.now())
+        .unwrap();
+    assert_eq!(
+        actions(&ev),
+        ["grant.extension_requested", "grant.extended"]
+    );
+    // 25m + 10m = 35m: past the rule's 30m in all, so a person decides.
+    let ev = r
+        .request_extension(&alice(), 10 * MIN, None, ps, c.now())
+        .unwrap();
+    assert_eq!(actions(&ev), ["grant.extension_requested"]);
+    assert_eq!(
+        r.grant().unwrap().pending_extension().unwrap().policies,
+        ["p"]
+    );
+    r.approve(&dba("dora"), None, ps, c.now()).unwrap();
+    let g = r.grant().unwrap();
+    assert_eq!(duration::until(g.starts_at, g.expires_at), 35 * MIN);
+    // 35m + 30m = 65m: over the policy's 60m in all, refused whoever would approve.
+    let e = r
+        .request_extension(&alice(), 30 * MIN, None, ps, c.now())
+        .unwrap_err();
+    assert!(
+        matches!(&e, CoreError::Refused(m) if m.contains("would last 1h 5m in all, over max_duration 1h")),
+        "{e}"
+    );
+    assert!(
+        r.grant().unwrap().pending_extension().is_none(),
+        "refusal changes nothing"
+    );
+    // max_extensions counts the approved ones.
+    p.max_extensions = Some(2);
+    let e = r
+        .request_extension(&alice(), MIN, None, std::slice::from_ref(&p), c.now())
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("max_extensions 2 reached (the grant was extended 2 time(s))"),
+        "{e}"
+    );
+    p.max_extensions = Some(3);
+    r.request_extension(&alice(), MIN, None, std::slice::from_ref(&p), c.now())
+        .unwrap();
+}
+
 #[test]
 fn pending_extension_lapses_when_the_grant_ends() {
     let c = clock();
     let p = policy("p");
     let mut r = active(&p, &c, 60);
-    let d = Decision::NeedsApproval {
-        policies: vec!["p".into()],
-        pending_timeout: Duration::from_secs(600),
-    };
-    r.request_extension(&alice(), MIN, None, d, c.now())
+    r.request_extension(&alice(), MIN, None, std::slice::from_ref(&p), c.now())
         .unwrap();
     c.advance(MIN);
     assert_eq!(

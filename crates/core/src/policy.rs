@@ -7,7 +7,10 @@
 //! judged on its own:
 //!
 //! 1. A candidate whose limits the ask breaks (duration over `max_duration`, missing reason,
-//!    missing or non-matching ticket) drops out.
+//!    missing or non-matching ticket; for an extension, the grant's whole length over
+//!    `max_duration` or one extension more than `max_extensions`) drops out. An auto-approve
+//!    rule's `max_duration` bounds an extended grant's whole length too: an extension past it
+//!    waits for the approvers.
 //! 2. If the requester asked for break-glass, only candidates with a `break_glass` section that
 //!    names the requester and allows the duration stay in; the request is approved at once and
 //!    flagged for review. Break-glass is never chosen implicitly.
@@ -19,6 +22,9 @@
 //!    soon as the approvals by eligible approvers of any one candidate reach that candidate's
 //!    `required` count. It times out after the shortest `pending_timeout` among them.
 //! 5. If no candidate remains, the request is refused and the message lists, per policy, why.
+//! 6. A request for a role the principal already holds (or is approved for) on the same resource
+//!    for an overlapping window is refused with a hint to extend instead, unless a policy it
+//!    would be decided under sets `allow_overlapping` (`refuse_overlap`).
 //!
 //! No candidate at all means default deny.
 
@@ -38,7 +44,13 @@ pub struct Policy {
     pub principals: Vec<Selector>,
     pub resources: Vec<Pattern>,
     pub roles: Vec<Pattern>,
+    /// Bounds the grant's whole length from its start, extensions included.
     pub max_duration: Duration,
+    /// How many extensions one grant may have; `None`: any number within `max_duration`.
+    pub max_extensions: Option<u32>,
+    /// Whether a principal may ask for a role they already hold (or are approved for) on the
+    /// same resource for an overlapping window; otherwise they are told to extend instead.
+    pub allow_overlapping: bool,
     pub require_reason: bool,
     pub ticket_pattern: Option<TicketPattern>,
     pub pending_timeout: Duration,
@@ -105,6 +117,10 @@ pub struct AccessAsk<'a> {
     /// When the grant should start; `None` means on approval.
     pub start_at: Option<Timestamp>,
     pub break_glass: bool,
+    /// For an extension: which one it would be (1 for the first). `duration` is then the
+    /// grant's whole length from its start with this extension, so `max_duration` (the
+    /// policy's and each auto-approve rule's) bounds the total, not each extension alone.
+    pub extension: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,10 +155,20 @@ impl Policy {
     /// Why the ask breaks this policy's limits, if it does.
     fn limits_broken(&self, ask: &AccessAsk<'_>, max: Duration) -> Option<String> {
         if ask.duration > max {
+            let (d, max) = (duration::format(ask.duration), duration::format(max));
+            return Some(match ask.extension {
+                None => format!("duration {d} exceeds max_duration {max}"),
+                Some(_) => format!(
+                    "with this extension the grant would last {d} in all, over max_duration {max}"
+                ),
+            });
+        }
+        if let (Some(n), Some(limit)) = (ask.extension, self.max_extensions)
+            && n > limit
+        {
             return Some(format!(
-                "duration {} exceeds max_duration {}",
-                duration::format(ask.duration),
-                duration::format(max)
+                "max_extensions {limit} reached (the grant was extended {} time(s))",
+                n - 1
             ));
         }
         let reason = ask.reason.map(str::trim).unwrap_or("");
@@ -257,6 +283,76 @@ pub fn evaluate(
     )))
 }
 
+/// A grant the principal holds (active) or is approved for, as far as overlaps are concerned.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub grant_id: String,
+    pub request_id: String,
+    pub active: bool,
+    pub starts_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+impl Decision {
+    /// The policies this decision was made under.
+    pub fn policies(&self) -> Vec<&str> {
+        match self {
+            Decision::NeedsApproval { policies, .. } => {
+                policies.iter().map(String::as_str).collect()
+            }
+            Decision::AutoApproved { policy, .. } | Decision::BreakGlass { policy } => vec![policy],
+        }
+    }
+}
+
+/// Refuses an ask for a role the principal already holds on the same resource (`held`: its
+/// active or approved grants of that role) for an overlapping window, unless a policy the
+/// decision was made under sets `allow_overlapping`. The refusal says how to extend instead.
+pub fn refuse_overlap(
+    policies: &[Policy],
+    decision: &Decision,
+    ask: &AccessAsk<'_>,
+    held: &[Held],
+    now: Timestamp,
+) -> Result<(), CoreError> {
+    let deciding = decision.policies();
+    if policies
+        .iter()
+        .any(|p| p.allow_overlapping && deciding.contains(&p.name.as_str()))
+    {
+        return Ok(());
+    }
+    let starts = ask.start_at.unwrap_or(now).max(now);
+    let ends = duration::add(starts, ask.duration);
+    let Some(h) = held
+        .iter()
+        .filter(|h| h.starts_at < ends && starts < h.expires_at)
+        .min_by_key(|h| h.starts_at)
+    else {
+        return Ok(());
+    };
+    let what = format!("role {} on {}", ask.role, ask.resource);
+    let hint = if h.active {
+        format!(
+            "extend it instead: jitgate grant extend {} --duration {} --reason \"…\"",
+            h.grant_id,
+            duration::format(ask.duration)
+        )
+    } else {
+        format!(
+            "it starts at {}; extend it once it is active (jitgate grant extend {}), or cancel request {} first",
+            h.starts_at, h.grant_id, h.request_id
+        )
+    };
+    Err(CoreError::Refused(format!(
+        "{} already {} {what} until {} (grant {}); {hint}. A policy with allow_overlapping = true would allow a second grant",
+        ask.principal.name,
+        if h.active { "holds" } else { "is approved for" },
+        h.expires_at,
+        h.grant_id,
+    )))
+}
+
 /// The configured policies with these names, in config order; names no longer configured are
 /// skipped, so a removed policy stops counting.
 pub fn named<'a>(configured: &'a [Policy], names: &[String]) -> Vec<&'a Policy> {
@@ -341,6 +437,8 @@ pub(crate) mod tests {
             resources: vec![Pattern::new("orders-*").unwrap()],
             roles: vec![Pattern::new("read").unwrap()],
             max_duration: Duration::from_secs(4 * 3600),
+            max_extensions: None,
+            allow_overlapping: false,
             require_reason: true,
             ticket_pattern: None,
             pending_timeout: Duration::from_secs(3600),
@@ -364,6 +462,7 @@ pub(crate) mod tests {
             ticket: None,
             start_at: None,
             break_glass: false,
+            extension: None,
         }
     }
 
@@ -554,6 +653,40 @@ pub(crate) mod tests {
                 .to_string()
                 .contains("break-glass is for group:sre")
         );
+    }
+
+    #[test]
+    fn a_role_already_held_is_refused_with_a_hint_to_extend() {
+        let alice = Principal::user("alice", &["engineering"]);
+        let mut p = policy("p");
+        let d = Decision::NeedsApproval {
+            policies: vec!["p".into()],
+            pending_timeout: Duration::from_secs(3600),
+        };
+        let at = |m: i64| now() + jiff::SignedDuration::from_mins(m);
+        let held = vec![Held {
+            grant_id: "grt_1".into(),
+            request_id: "req_1".into(),
+            active: true,
+            starts_at: at(-10),
+            expires_at: at(20),
+        }];
+        let e = refuse_overlap(&[p.clone()], &d, &ask(&alice, 1800), &held, now())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("alice already holds role read on orders-db")
+                && e.contains("jitgate grant extend grt_1 --duration 30m"),
+            "{e}"
+        );
+        // A window that starts after the held one ends does not overlap.
+        let mut later = ask(&alice, 1800);
+        later.start_at = Some(at(20));
+        assert!(refuse_overlap(&[p.clone()], &d, &later, &held, now()).is_ok());
+        // Nothing held, nothing refused; and a policy may allow overlapping grants.
+        assert!(refuse_overlap(&[p.clone()], &d, &ask(&alice, 1800), &[], now()).is_ok());
+        p.allow_overlapping = true;
+        assert!(refuse_overlap(&[p], &d, &ask(&alice, 1800), &held, now()).is_ok());
     }
 
     #[test]

@@ -204,6 +204,12 @@ impl AuditLog {
         Ok(public)
     }
 
+    /// The active holds, each with the requests it covers (whose every event it keeps).
+    async fn active_holds(&self) -> Result<Vec<jitgate_audit::retention::ScopedHold>, Error> {
+        let holds = self.store.list_holds(true).await?;
+        Ok(self.store.hold_scopes(holds).await?)
+    }
+
     /// One retention sweep: removes (archiving first where the rule says so) every event that is
     /// due and not held, in batches that each commit on their own, so a sweep that is killed
     /// leaves a log that verifies and the next one carries on. `progress` hears each batch.
@@ -219,7 +225,7 @@ impl AuditLog {
             ..SweepReport::default()
         };
         let now = self.clock.now();
-        let holds = self.store.list_holds(true).await?;
+        let holds = self.active_holds().await?;
         report.active_holds = holds.len() as u64;
         let mut policy = Policy::new(&self.rules, holds, now);
         let Some(latest_cutoff) = policy.latest_cutoff() else {
@@ -276,7 +282,7 @@ impl AuditLog {
                     "segment": manifest.as_ref().map(|m| m.name.clone()),
                     "classes": plan.classes,
                 }));
-            let hold_ids = policy.holds().iter().map(|h| h.id.clone()).collect();
+            let hold_ids = policy.holds().map(|h| h.id.clone()).collect();
             ahead = Some(plan_from(next, &policy));
             let t = Instant::now();
             match self
@@ -304,7 +310,7 @@ impl AuditLog {
                         task.abort();
                     }
                     attempts += 1;
-                    let holds = self.store.list_holds(true).await?;
+                    let holds = self.active_holds().await?;
                     report.active_holds = holds.len() as u64;
                     policy = Policy::new(&self.rules, holds, self.clock.now().min(now));
                 }

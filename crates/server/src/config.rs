@@ -452,6 +452,11 @@ struct RawPolicy {
     resources: Vec<String>,
     roles: Vec<String>,
     max_duration: String,
+    /// How many extensions a grant may have; default: any number within max_duration.
+    max_extensions: Option<u32>,
+    /// Whether a principal may hold two grants of the same role on the same resource at once.
+    #[serde(default)]
+    allow_overlapping: bool,
     #[serde(default)]
     require_reason: bool,
     ticket_pattern: Option<String>,
@@ -894,6 +899,8 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<(KeyPath, String)
             resources: c.patterns(at("resources"), &p.resources, "resource"),
             roles: c.patterns(at("roles"), &p.roles, "role"),
             max_duration,
+            max_extensions: p.max_extensions,
+            allow_overlapping: p.allow_overlapping,
             require_reason: p.require_reason,
             ticket_pattern,
             pending_timeout: c.duration(at("pending_timeout"), &p.pending_timeout),
@@ -1391,6 +1398,15 @@ schedule = "Mon-Fri 08:00-18:00 Europe/Berlin"
         assert_eq!(c.principals[0].principal.name, "alice");
         assert_eq!(c.policies[0].max_duration, Duration::from_secs(4 * 3600));
         assert_eq!(c.policies[0].auto_approve[0].name, "auto_approve[0]");
+        assert_eq!(c.policies[0].max_extensions, None, "unlimited by default");
+        assert!(!c.policies[0].allow_overlapping, "refused by default");
+        let limited = GOOD.replace(
+            "max_duration = \"4h\"",
+            "max_duration = \"4h\"\nmax_extensions = 2\nallow_overlapping = true",
+        );
+        let c = Config::parse(&limited, "jitgate.toml").unwrap();
+        assert_eq!(c.policies[0].max_extensions, Some(2));
+        assert!(c.policies[0].allow_overlapping);
         assert!(
             c.policies[0]
                 .ticket_pattern

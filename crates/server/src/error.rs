@@ -37,6 +37,9 @@ pub enum Error {
     Conflict(String),
     #[error(transparent)]
     Audit(#[from] jitgate_audit::AuditError),
+    /// A task the operation ran in (so a client hanging up cannot cut it short) failed.
+    #[error("an operation's task failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 impl From<StoreError> for Error {

@@ -6,6 +6,7 @@ pub mod audit_offline;
 mod audit_service;
 pub mod auth;
 pub mod config;
+mod drive;
 mod error;
 mod gateway;
 pub mod metrics;

@@ -6,11 +6,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use futures_util::future::join_all;
-use jitgate_connectors::{Connector, GrantSpec};
+use jitgate_connectors::Connector;
 use jitgate_core::event::Outcome;
-use jitgate_core::lifecycle::Due;
-use jitgate_core::policy::{self, AccessAsk, Policy};
+use jitgate_core::policy::{self, AccessAsk};
 use jitgate_core::{
     AccessRequest, Clock, CoreError, EventDraft, Selector, State, Timestamp, duration,
 };
@@ -20,6 +18,7 @@ use tokio::sync::Notify;
 
 use crate::auth::{Authenticator, Caller};
 use crate::config::Config;
+use crate::drive::{EndBy, InFlight};
 use crate::error::Error;
 use crate::metrics::Metrics;
 
@@ -37,6 +36,14 @@ pub struct NewRequest {
     pub break_glass: bool,
 }
 
+/// An approval or a denial, and what it applied to.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub request: AccessRequest,
+    /// The index in the grant's `extensions` of the extension it decided; `None`: the request.
+    pub extension: Option<usize>,
+}
+
 pub struct App {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
@@ -45,7 +52,7 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub(crate) connectors: HashMap<String, Arc<dyn Connector>>,
     /// Requests some task is driving right now, so two never provision or revoke the same one.
-    in_flight: InFlight,
+    pub(crate) in_flight: InFlight,
     /// Wakes the scheduler when a new, possibly earlier, deadline appears.
     pub(crate) wake: Notify,
     /// Open gateway sessions by grant, ended the moment their grant is.
@@ -89,7 +96,7 @@ impl App {
         })
     }
 
-    fn now(&self) -> Timestamp {
+    pub(crate) fn now(&self) -> Timestamp {
         self.clock.now()
     }
 
@@ -119,9 +126,34 @@ impl App {
         err
     }
 
+    /// Runs `work` in a task of its own and waits for it: a client that hangs up (which drops
+    /// the HTTP handler) never cuts a change, or the connector work it calls for, in half.
+    pub(crate) async fn detached<T, Fut>(
+        self: &Arc<Self>,
+        work: impl FnOnce(Arc<App>) -> Fut,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        tokio::spawn(work(self.clone()))
+            .await
+            .map_err(Error::Task)?
+    }
+
     // ------------------------------------------------------------------ requests
 
-    pub async fn create_request(&self, caller: &Caller, new: NewRequest) -> Result<AccessRequest> {
+    pub async fn create_request(
+        self: &Arc<Self>,
+        caller: &Caller,
+        new: NewRequest,
+    ) -> Result<AccessRequest> {
+        let caller = caller.clone();
+        self.detached(move |app| async move { app.create_request_now(&caller, new).await })
+            .await
+    }
+
+    async fn create_request_now(&self, caller: &Caller, new: NewRequest) -> Result<AccessRequest> {
         let now = self.now();
         let resource = self.config.resource(&new.resource).ok_or_else(|| {
             let known: Vec<&str> = self
@@ -156,21 +188,35 @@ impl App {
             ticket: new.ticket.as_deref(),
             start_at: new.start_at,
             break_glass: new.break_glass,
+            extension: None,
+        };
+        // Refusals by policy, and of a role already held, are audited; bad input is not.
+        let refused = |e: CoreError| {
+            let mut ev = EventDraft::new(now, &caller.principal.name, "request.refused").outcome(Outcome::Denied).details(json!({
+                "role": new.role, "duration": new.duration, "reason": new.reason, "ticket": new.ticket,
+                "break_glass": new.break_glass, "message": e.to_string(),
+            }));
+            ev.resource = Some(new.resource.clone());
+            ev.subject = Some(caller.principal.name.clone());
+            (ev, e)
         };
         let decision = match policy::evaluate(&self.config.policies, &ask, now) {
             Ok(d) => d,
             Err(e) => {
-                let mut ev = EventDraft::new(now, &caller.principal.name, "request.refused").outcome(Outcome::Denied).details(json!({
-                    "role": new.role, "duration": new.duration, "reason": new.reason, "ticket": new.ticket,
-                    "break_glass": new.break_glass, "message": e.to_string(),
-                }));
-                ev.resource = Some(new.resource.clone());
-                ev.subject = Some(caller.principal.name.clone());
+                let (ev, e) = refused(e);
                 self.append(vec![ev]).await?;
                 return Err(e.into());
             }
         };
-        let (request, events) = AccessRequest::create(&ask, decision, now)?;
+        let (request, events) = AccessRequest::create(&ask, decision.clone(), now)?;
+        let held = self
+            .held(&caller.principal.name, &new.resource, &new.role)
+            .await?;
+        if let Err(e) = policy::refuse_overlap(&self.config.policies, &decision, &ask, &held, now) {
+            let (ev, e) = refused(e);
+            self.append(vec![ev]).await?;
+            return Err(e.into());
+        }
         self.metrics.observe(&events);
         self.store.insert_request(request.clone(), events).await?;
         self.wake.notify_one();
@@ -180,8 +226,34 @@ impl App {
         Ok(request)
     }
 
+    /// The principal's active and approved grants of this role on this resource.
+    async fn held(&self, principal: &str, resource: &str, role: &str) -> Result<Vec<policy::Held>> {
+        let mut held = Vec::new();
+        for state in [State::Active, State::Approved] {
+            let filter = RequestFilter {
+                state: Some(state),
+                principal: Some(principal.to_owned()),
+                resource: Some(resource.to_owned()),
+                limit: 1000,
+                ..Default::default()
+            };
+            for r in self.store.list_requests(filter).await? {
+                if let (true, Some(g)) = (r.role == role, &r.grant) {
+                    held.push(policy::Held {
+                        grant_id: g.id.clone(),
+                        request_id: r.id.clone(),
+                        active: state == State::Active,
+                        starts_at: g.starts_at,
+                        expires_at: g.expires_at,
+                    });
+                }
+            }
+        }
+        Ok(held)
+    }
+
     /// Every change to a request goes through here, so metrics follow from the events written.
-    async fn update(
+    pub(crate) async fn update(
         &self,
         key: RequestKey,
         change: Change,
@@ -230,7 +302,7 @@ impl App {
     }
 
     /// Applies `change` to the request behind `key`, auditing a refusal.
-    async fn change(
+    pub(crate) async fn change(
         &self,
         caller: &Caller,
         action: &str,
@@ -252,23 +324,37 @@ impl App {
 
     /// Approves a pending request, or the pending extension of an active grant.
     pub async fn approve(
+        self: &Arc<Self>,
+        caller: &Caller,
+        id: &str,
+        comment: Option<String>,
+    ) -> Result<Verdict> {
+        let (caller, id) = (caller.clone(), id.to_owned());
+        self.detached(move |app| async move { app.approve_now(&caller, &id, comment).await })
+            .await
+    }
+
+    async fn approve_now(
         &self,
         caller: &Caller,
         id: &str,
         comment: Option<String>,
-    ) -> Result<AccessRequest> {
+    ) -> Result<Verdict> {
         let before = self
             .visible(caller, RequestKey::Request(id.to_owned()))
             .await?;
         let config = self.config.clone();
         let clock = self.clock.clone();
         let approver = caller.principal.clone();
+        let subject = Arc::new(Mutex::new(None));
+        let seen = subject.clone();
         let r = self
             .change(
                 caller,
                 "request.approve",
                 RequestKey::Request(id.to_owned()),
                 Box::new(move |r| {
+                    *seen.lock().expect("subject lock") = pending_extension(r);
                     r.approve(&approver, comment.as_deref(), &config.policies, clock.now())
                 }),
             )
@@ -276,37 +362,42 @@ impl App {
         if r.state == State::Active && ends_at(&before) != ends_at(&r) {
             self.extend_in_target(&r).await;
         }
-        self.after_change(r).await
+        let extension = *subject.lock().expect("subject lock");
+        Ok(Verdict {
+            request: self.after_change(r).await?,
+            extension,
+        })
     }
 
     /// Denies a pending request, or the pending extension of an active grant.
-    pub async fn deny(
-        &self,
-        caller: &Caller,
-        id: &str,
-        reason: Option<String>,
-    ) -> Result<AccessRequest> {
+    pub async fn deny(&self, caller: &Caller, id: &str, reason: Option<String>) -> Result<Verdict> {
         self.visible(caller, RequestKey::Request(id.to_owned()))
             .await?;
         let config = self.config.clone();
         let clock = self.clock.clone();
         let by = caller.principal.clone();
         let is_admin = caller.is_admin;
-        self.change(
-            caller,
-            "request.deny",
-            RequestKey::Request(id.to_owned()),
-            Box::new(move |r| {
-                r.deny(
-                    &by,
-                    is_admin,
-                    reason.as_deref(),
-                    &config.policies,
-                    clock.now(),
-                )
-            }),
-        )
-        .await
+        let subject = Arc::new(Mutex::new(None));
+        let seen = subject.clone();
+        let request = self
+            .change(
+                caller,
+                "request.deny",
+                RequestKey::Request(id.to_owned()),
+                Box::new(move |r| {
+                    *seen.lock().expect("subject lock") = pending_extension(r);
+                    r.deny(
+                        &by,
+                        is_admin,
+                        reason.as_deref(),
+                        &config.policies,
+                        clock.now(),
+                    )
+                }),
+            )
+            .await?;
+        let extension = *subject.lock().expect("subject lock");
+        Ok(Verdict { request, extension })
     }
 
     pub async fn cancel(&self, caller: &Caller, id: &str) -> Result<AccessRequest> {
@@ -325,24 +416,20 @@ impl App {
 
     // ------------------------------------------------------------------ grants
 
-    pub async fn release(&self, caller: &Caller, grant_id: &str) -> Result<AccessRequest> {
-        self.visible(caller, RequestKey::Grant(grant_id.to_owned()))
-            .await?;
-        let clock = self.clock.clone();
-        let by = caller.principal.clone();
-        let r = self
-            .change(
-                caller,
-                "grant.release",
-                RequestKey::Grant(grant_id.to_owned()),
-                Box::new(move |r| settle(r.release(&by, clock.now()), r, clock.now())),
-            )
-            .await?;
-        self.after_change(r).await
+    /// "I'm done": the holder ends the grant at once.
+    pub async fn release(
+        self: &Arc<Self>,
+        caller: &Caller,
+        grant_id: &str,
+    ) -> Result<AccessRequest> {
+        let (caller, id) = (caller.clone(), grant_id.to_owned());
+        self.detached(move |app| async move { app.end_grant(&caller, &id, EndBy::Release).await })
+            .await
     }
 
+    /// An admin ends the grant at once.
     pub async fn revoke(
-        &self,
+        self: &Arc<Self>,
         caller: &Caller,
         grant_id: &str,
         reason: Option<String>,
@@ -360,26 +447,26 @@ impl App {
                 .refused(caller, "grant.revoke", target.as_ref(), err)
                 .await);
         }
-        let clock = self.clock.clone();
-        let by = caller.principal.clone();
-        let r = self
-            .change(
-                caller,
-                "grant.revoke",
-                RequestKey::Grant(grant_id.to_owned()),
-                Box::new(move |r| {
-                    settle(
-                        r.revoke(&by, true, reason.as_deref(), clock.now()),
-                        r,
-                        clock.now(),
-                    )
-                }),
-            )
-            .await?;
-        self.after_change(r).await
+        let (caller, id) = (caller.clone(), grant_id.to_owned());
+        self.detached(
+            move |app| async move { app.end_grant(&caller, &id, EndBy::Revoke(reason)).await },
+        )
+        .await
     }
 
     pub async fn extend(
+        self: &Arc<Self>,
+        caller: &Caller,
+        grant_id: &str,
+        extra: &str,
+        reason: Option<String>,
+    ) -> Result<AccessRequest> {
+        let (caller, id, extra) = (caller.clone(), grant_id.to_owned(), extra.to_owned());
+        self.detached(move |app| async move { app.extend_now(&caller, &id, &extra, reason).await })
+            .await
+    }
+
+    async fn extend_now(
         &self,
         caller: &Caller,
         grant_id: &str,
@@ -399,24 +486,13 @@ impl App {
                 "grant.extend",
                 RequestKey::Grant(grant_id.to_owned()),
                 Box::new(move |r| {
-                    let now = clock.now();
-                    // The same policies that allowed the request decide the extension, on its own length.
-                    let policies: Vec<Policy> = policy::named(&config.policies, &r.policies)
-                        .into_iter()
-                        .cloned()
-                        .collect();
-                    let ask = AccessAsk {
-                        principal: &by,
-                        resource: &r.resource,
-                        role: &r.role,
-                        duration: extra,
-                        reason: reason.as_deref().or(r.reason.as_deref()),
-                        ticket: r.ticket.as_deref(),
-                        start_at: None,
-                        break_glass: false,
-                    };
-                    let decision = policy::evaluate(&policies, &ask, now)?;
-                    r.request_extension(&by, extra, reason.as_deref(), decision, now)
+                    r.request_extension(
+                        &by,
+                        extra,
+                        reason.as_deref(),
+                        &config.policies,
+                        clock.now(),
+                    )
                 }),
             )
             .await?;
@@ -453,190 +529,6 @@ impl App {
             }),
         )
         .await
-    }
-
-    /// After an approval, a release or a revocation: do the connector work now rather than at the
-    /// scheduler's next round.
-    async fn after_change(&self, r: AccessRequest) -> Result<AccessRequest> {
-        self.wake.notify_one();
-        match r.state {
-            State::Approved | State::Revoking => self.drive(r).await,
-            _ => Ok(r),
-        }
-    }
-
-    async fn extend_in_target(&self, r: &AccessRequest) {
-        let (Some(g), Some(connector)) = (&r.grant, self.connectors.get(&r.resource)) else {
-            return;
-        };
-        if let Some(handle) = &g.handle
-            && let Err(e) = connector.extend(handle, g.expires_at).await
-        {
-            // The grant stays valid in jitgate; the target's own end is only the fallback layer.
-            tracing::warn!(grant = %g.id, error = %e, "could not move the target's own expiry");
-        }
-    }
-
-    // ------------------------------------------------------------------ driving
-
-    /// Takes the request as far as it can go now: time-outs and expiries, then provisioning or
-    /// revocation in the target. Returns the request as it stands afterwards; if another task is
-    /// already driving it, waits for that task and returns what it achieved.
-    pub async fn drive(&self, known: AccessRequest) -> Result<AccessRequest> {
-        let id = known.id;
-        let guard = match self.in_flight.claim(&id) {
-            Claim::Mine(guard) => Some(guard),
-            Claim::Theirs(done) => {
-                done.await;
-                None
-            }
-        };
-        // Read under the claim (or after the other driver finished): acting on a copy read before
-        // the claim could provision or revoke twice.
-        let fresh = self
-            .store
-            .get_request(RequestKey::Request(id.clone()))
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("request {id}")))?;
-        match guard {
-            Some(_guard) => self.drive_claimed(fresh).await,
-            None => Ok(fresh),
-        }
-    }
-
-    /// Drives a request by id if nobody else is; used by the scheduler for what is due.
-    pub(crate) async fn drive_id(&self, id: String) -> Result<()> {
-        let Claim::Mine(_guard) = self.in_flight.claim(&id) else {
-            return Ok(());
-        };
-        let clock = self.clock.clone();
-        let r = self
-            .update(
-                RequestKey::Request(id),
-                Box::new(move |r| advance(r, clock.now())),
-            )
-            .await?;
-        self.drive_claimed(r).await.map(|_| ())
-    }
-
-    async fn drive_claimed(&self, r: AccessRequest) -> Result<AccessRequest> {
-        let now = self.now();
-        let key = RequestKey::Request(r.id.clone());
-        match r.due(now) {
-            Some(Due::Activate) => {
-                let spec = self.grant_spec(&r);
-                let provisioned = match self.connectors.get(&r.resource) {
-                    Some(c) => c.provision(&spec).await.map_err(|e| e.to_string()),
-                    None => Err(format!("resource {} is no longer configured", r.resource)),
-                };
-                let clock = self.clock.clone();
-                let change: Change = match provisioned.clone() {
-                    Ok(handle) => Box::new(move |r| r.activate(handle, clock.now())),
-                    Err(e) => Box::new(move |r| r.activation_failed(&e, clock.now())),
-                };
-                let result = self.update(key, change).await;
-                match (result, provisioned) {
-                    (Ok(r), _) => Ok(r),
-                    // Cancelled or revoked while we provisioned: take back what was created.
-                    (Err(e), Ok(Some(handle))) => {
-                        if let Some(c) = self.connectors.get(&r.resource)
-                            && let Err(undo) = c.revoke(&handle).await
-                        {
-                            tracing::error!(request = %r.id, error = %undo, "could not undo a provision; the reconciler will remove it");
-                        }
-                        Err(e.into())
-                    }
-                    (Err(e), _) => Err(e.into()),
-                }
-            }
-            Some(Due::RetryRevoke) => {
-                let handle = r.grant.as_ref().and_then(|g| g.handle.clone());
-                let revoked = match (&handle, self.connectors.get(&r.resource)) {
-                    (None, _) => Ok(()),
-                    (Some(h), Some(c)) => c.revoke(h).await.map_err(|e| e.to_string()),
-                    (Some(_), None) => Err(format!(
-                        "resource {} is no longer configured; restore it so the grant can be revoked",
-                        r.resource
-                    )),
-                };
-                let clock = self.clock.clone();
-                let change: Change = match revoked {
-                    Ok(()) => Box::new(move |r| r.finish_revocation(clock.now())),
-                    Err(e) => {
-                        tracing::warn!(request = %r.id, error = %e, "revocation failed; will retry");
-                        Box::new(move |r| r.revocation_failed(&e, clock.now()))
-                    }
-                };
-                Ok(self.update(key, change).await?)
-            }
-            _ => Ok(r),
-        }
-    }
-
-    fn grant_spec(&self, r: &AccessRequest) -> GrantSpec {
-        let role = self
-            .config
-            .resource(&r.resource)
-            .and_then(|res| res.roles.get(&r.role));
-        GrantSpec {
-            grant_id: r.grant_id.clone(),
-            principal: r.principal.clone(),
-            resource: r.resource.clone(),
-            role: r.role.clone(),
-            grants: role.map(|d| d.grants.clone()).unwrap_or_default(),
-            database: role.and_then(|d| d.database.clone()),
-            expires_at: r
-                .grant
-                .as_ref()
-                .map(|g| g.expires_at)
-                .unwrap_or(r.created_at),
-        }
-    }
-
-    /// Removes what connectors created that no live grant accounts for (a crash between
-    /// provisioning and recording, a grant ended while its revocation was lost), each audited as
-    /// `connector.orphan_removed`. Runs at startup and periodically.
-    pub async fn reconcile(&self) -> Result<usize> {
-        let mut removed = 0;
-        for (resource, connector) in &self.connectors {
-            let managed = match connector.list_managed().await {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(%resource, error = %e, "cannot list what the connector manages; will try again");
-                    continue;
-                }
-            };
-            for m in managed {
-                let live = self
-                    .store
-                    .get_request(RequestKey::Grant(m.grant_id.clone()))
-                    .await?
-                    .is_some_and(|r| {
-                        matches!(r.state, State::Approved | State::Active | State::Revoking)
-                    });
-                if live {
-                    continue;
-                }
-                match connector.revoke(&m.handle).await {
-                    Ok(()) => {
-                        removed += 1;
-                        let mut e = EventDraft::new(
-                            self.now(),
-                            jitgate_core::event::SYSTEM_ACTOR,
-                            "connector.orphan_removed",
-                        )
-                        .details(json!({ "kind": connector.kind(), "handle": m.handle }));
-                        e.resource = Some(resource.clone());
-                        e.grant_id = Some(m.grant_id.clone());
-                        self.append(vec![e]).await?;
-                    }
-                    Err(e) => {
-                        tracing::warn!(%resource, grant = %m.grant_id, error = %e, "cannot remove an orphan; will try again")
-                    }
-                }
-            }
-        }
-        Ok(removed)
     }
 
     /// Connection credentials for an active grant, for its grantee alone. Each issue is audited;
@@ -743,108 +635,16 @@ impl App {
         }
         Ok(self.store.list_requests(filter).await?)
     }
+}
 
-    /// Runs everything that is due until nothing is; used first thing at startup so grants whose
-    /// window passed while jitgate was down end before anything else happens.
-    pub async fn catch_up(&self) -> Result<usize> {
-        let mut total = 0;
-        loop {
-            let due = self.store.due_requests(self.now(), 1000).await?;
-            if due.is_empty() {
-                return Ok(total);
-            }
-            let mut progressed = false;
-            let results = join_all(due.iter().map(|id| self.drive_id(id.clone()))).await;
-            for (id, r) in due.iter().zip(results) {
-                match r {
-                    Ok(()) => progressed = true,
-                    Err(e) => tracing::warn!(request = %id, error = %e, "catch-up step failed"),
-                }
-            }
-            total += due.len();
-            // What is left due is waiting on a retry backoff; the scheduler takes it from here.
-            let still = self.store.due_requests(self.now(), 1).await?;
-            if !progressed || still.first().is_some_and(|s| due.contains(s)) {
-                return Ok(total);
-            }
-        }
-    }
+/// The index of the extension an approval or a denial of `r` would decide, if it is one.
+fn pending_extension(r: &AccessRequest) -> Option<usize> {
+    let g = r.grant.as_ref().filter(|_| r.state == State::Active)?;
+    g.extensions
+        .iter()
+        .position(|e| e.state == jitgate_core::lifecycle::ExtensionState::Pending)
 }
 
 fn ends_at(r: &AccessRequest) -> Option<Timestamp> {
     r.grant.as_ref().map(|g| g.expires_at)
-}
-
-/// The state-only steps the scheduler takes when something is due.
-fn advance(
-    r: &mut AccessRequest,
-    now: Timestamp,
-) -> std::result::Result<Vec<EventDraft>, CoreError> {
-    match r.due(now) {
-        Some(Due::TimeOut) => r.time_out(now),
-        Some(Due::ExpireUnused) => r.expire_unused(now),
-        Some(Due::Expire) => settle(r.expire(now), r, now),
-        _ => Ok(vec![]),
-    }
-}
-
-/// A grant that holds nothing in a target (no connector handle) has nothing to revoke there: it
-/// finishes ending in the same transaction instead of a second round trip.
-fn settle(
-    began: std::result::Result<Vec<EventDraft>, CoreError>,
-    r: &mut AccessRequest,
-    now: Timestamp,
-) -> std::result::Result<Vec<EventDraft>, CoreError> {
-    let mut events = began?;
-    if r.state == State::Revoking && r.grant().is_some_and(|g| g.handle.is_none()) {
-        events.extend(r.finish_revocation(now)?);
-    }
-    Ok(events)
-}
-
-/// Which requests are being driven, and a way to wait for a driver to finish.
-#[derive(Default)]
-struct InFlight(Arc<Mutex<HashMap<String, Arc<Notify>>>>);
-
-enum Claim {
-    /// This task drives the request until the guard drops.
-    Mine(ClaimGuard),
-    /// Another task is driving it; resolves when that task is done.
-    Theirs(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>),
-}
-
-struct ClaimGuard {
-    map: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
-    id: String,
-}
-
-impl InFlight {
-    fn claim(&self, id: &str) -> Claim {
-        let mut map = self.0.lock().expect("in-flight lock");
-        match map.get(id) {
-            None => {
-                map.insert(id.to_owned(), Arc::new(Notify::new()));
-                Claim::Mine(ClaimGuard {
-                    map: self.0.clone(),
-                    id: id.to_owned(),
-                })
-            }
-            Some(notify) => {
-                let notify = notify.clone();
-                // Registered while the lock is held, so the driver's notify_waiters cannot be missed.
-                let mut done = Box::pin(notify.notified_owned());
-                done.as_mut().enable();
-                Claim::Theirs(done)
-            }
-        }
-    }
-}
-
-impl Drop for ClaimGuard {
-    fn drop(&mut self) {
-        let notify = self.map.lock().expect("in-flight lock").remove(&self.id);
-        if let Some(n) = notify {
-            n.notify_waiters();
-        }
-    }
 }

@@ -9,7 +9,7 @@ mod sqlite;
 
 use async_trait::async_trait;
 use jitgate_audit::archive::Manifest;
-use jitgate_audit::retention::Hold;
+use jitgate_audit::retention::{Hold, ScopedHold};
 use jitgate_audit::{AuditEvent, Checkpoint, EventFilter, Gap};
 use jitgate_core::{AccessRequest, CoreError, EventDraft, State, Timestamp};
 use tokio::sync::{mpsc, watch};
@@ -44,6 +44,9 @@ impl std::fmt::Display for RequestKey {
 #[derive(Debug, Clone, Default)]
 pub struct RequestFilter {
     pub state: Option<State>,
+    /// With `state = Pending`: also the active requests whose grant has an extension awaiting
+    /// approval, so approvers see everything that waits for them.
+    pub include_pending_extensions: bool,
     /// Only requests that have (or had) a grant.
     pub with_grant: bool,
     /// Only requests by this principal, or awaiting approval under one of these policies.
@@ -112,6 +115,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Creates or updates (releases) a legal hold, with the events that record it.
     async fn put_hold(&self, hold: Hold, events: Vec<EventDraft>) -> Result<(), StoreError>;
+
+    /// Each active hold with the requests it covers ([`ScopedHold`]): a hold keeps every event
+    /// of each request it matches an event of.
+    async fn hold_scopes(&self, holds: Vec<Hold>) -> Result<Vec<ScopedHold>, StoreError>;
 
     async fn get_hold(&self, id: String) -> Result<Option<Hold>, StoreError>;
 

@@ -23,6 +23,7 @@ fn new_request(who: &str, policy: &str) -> (AccessRequest, Vec<EventDraft>) {
         ticket: None,
         start_at: None,
         break_glass: false,
+        extension: None,
     };
     let d = Decision::NeedsApproval {
         policies: vec![policy.into()],

@@ -111,7 +111,9 @@ impl From<Error> for ApiError {
             Error::Core(c @ CoreError::InvalidTransition { .. }) => {
                 Self::new(StatusCode::CONFLICT, "conflict", c.to_string())
             }
-            Error::Conflict(m) | Error::Store(StoreError::Conflict(m)) => {
+            Error::Conflict(m)
+            | Error::Core(CoreError::Conflict(m))
+            | Error::Store(StoreError::Conflict(m)) => {
                 Self::new(StatusCode::CONFLICT, "conflict", m)
             }
             Error::Store(StoreError::Closed) => Self::new(
@@ -246,7 +248,9 @@ pub struct ExtendBody {
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// Only requests in this state.
+    /// Only requests in this state: pending, approved, active, revoking, expired, released,
+    /// revoked, denied, cancelled, timed_out. `pending` also lists active requests whose grant
+    /// has an extension awaiting approval (`awaiting.kind = "extension"`).
     pub state: Option<String>,
     pub principal: Option<String>,
     pub resource: Option<String>,
@@ -311,6 +315,8 @@ impl ListQuery {
             } else {
                 state
             },
+            // Pending also means an extension awaiting approval: approvers see all that waits.
+            include_pending_extensions: state == Some(State::Pending) && self.active != Some(true),
             principal: self.principal,
             resource: self.resource,
             limit: self.limit.unwrap_or(100),
@@ -526,6 +532,7 @@ async fn credentials(
         password: creds.password,
         dsn: creds.dsn,
         env: creds.env.into_iter().collect(),
+        option_file: creds.option_file,
     };
     Ok((
         [(axum::http::header::CACHE_CONTROL, "no-store")],
@@ -550,7 +557,7 @@ async fn audit_events(
     info(title = "jitgate", description = "Just-in-time privileged access: requests, approvals, grants, audit."),
     paths(whoami, create_request, list_requests, get_request, approve, deny, cancel, list_grants, get_grant, release, revoke, extend, review, credentials, audit_events,
         audit::export, audit::erase, audit::rotate_key, audit::create_hold, audit::list_holds, audit::release_hold),
-    components(schemas(ErrorBody, ErrorDetail, CreateRequestBody, CommentBody, ReasonBody, ExtendBody, RequestView, GrantView, EventView, WhoAmI, views::CredentialsView,
+    components(schemas(ErrorBody, ErrorDetail, CreateRequestBody, CommentBody, ReasonBody, ExtendBody, RequestView, views::AwaitingView, views::DecidedView, GrantView, EventView, WhoAmI, views::CredentialsView,
         audit::HoldBody, audit::HoldView, audit::EraseBody, audit::Erased, audit::KeyView)),
     modifiers(&BearerAuth)
 )]

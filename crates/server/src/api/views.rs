@@ -4,6 +4,8 @@
 use jitgate_audit::AuditEvent;
 use jitgate_core::lifecycle::{Approval, Decided, Extension, ExtensionState};
 use jitgate_core::{AccessRequest, State, Timestamp, duration};
+
+use crate::service::Verdict;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -31,10 +33,46 @@ pub struct RequestView {
     pub policies: Vec<String>,
     /// `policy/rule` when approved automatically or by break-glass.
     pub approved_by_rule: Option<String>,
+    /// Who approved, when, and with which comment.
     pub approvals: Vec<ApprovalView>,
+    /// Who denied it, when, and why.
     pub denial: Option<DecisionView>,
+    /// Who cancelled it, and when.
+    pub cancellation: Option<DecisionView>,
     pub grant_id: Option<String>,
     pub grant: Option<GrantView>,
+    /// What waits for an approver's decision: the request itself (`pending`), or the extension
+    /// of its active grant. `GET /api/v1/requests?state=pending` lists both.
+    pub awaiting: Option<AwaitingView>,
+    /// In the answer to an approval or a denial only: what it decided.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided: Option<DecidedView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AwaitingView {
+    /// `request` or `extension`.
+    pub kind: String,
+    /// The length to decide on: the request's, or the extension's (how much longer).
+    pub duration: String,
+    /// The requester's reason for it.
+    pub reason: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
+    pub requested_at: Timestamp,
+    /// Policies under which it awaits approval.
+    pub policies: Vec<String>,
+    /// Approvals given so far.
+    pub approvals: Vec<ApprovalView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DecidedView {
+    /// `request` or `extension`: what the approval or denial applied to.
+    pub kind: String,
+    /// approved, approval_recorded (more approvals are needed), or denied.
+    pub outcome: String,
+    /// The length that was decided: the request's, or the extension's.
+    pub duration: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -89,6 +127,9 @@ pub struct ExtensionView {
     pub requested_at: Timestamp,
     pub approvals: Vec<ApprovalView>,
     pub decided_by: Option<String>,
+    /// Who decided it (an approver whose approval completed the quorum, the rule, or whoever
+    /// denied it), when, and with which comment (a denial's reason).
+    pub decision: Option<DecisionView>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -116,8 +157,12 @@ pub struct CredentialsView {
     pub password: String,
     /// A URL that psql/libpq (or mysql clients) accept.
     pub dsn: String,
-    /// Environment variables for the target's own clients (PGHOST, PGUSER, …).
+    /// Environment variables the target's own client reads as they are (PGHOST, PGUSER, …;
+    /// for MariaDB only MYSQL_HOST, MYSQL_TCP_PORT and MYSQL_PWD, which is all `mysql` reads).
     pub env: std::collections::BTreeMap<String, String>,
+    /// MariaDB/MySQL: an option file with the whole login, for
+    /// `mysql --defaults-extra-file=<(jitgate credentials GRANT_ID -o cnf)`.
+    pub option_file: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -161,6 +206,7 @@ fn extension(e: &Extension) -> ExtensionView {
         requested_at: e.requested_at,
         approvals: e.approvals.iter().map(approval).collect(),
         decided_by: e.decided.as_ref().map(|d| d.by.clone()),
+        decision: e.decided.as_ref().map(decided),
     }
 }
 
@@ -213,8 +259,70 @@ impl From<&AccessRequest> for RequestView {
             approved_by_rule: r.approved_by_rule.clone(),
             approvals: r.approvals.iter().map(approval).collect(),
             denial: r.denial.as_ref().map(decided),
+            cancellation: r.cancellation.as_ref().map(decided),
             grant_id: r.grant.as_ref().map(|g| g.id.clone()),
             grant: GrantView::of(r),
+            awaiting: awaiting(r),
+            decided: None,
+        }
+    }
+}
+
+fn awaiting(r: &AccessRequest) -> Option<AwaitingView> {
+    if r.state == State::Pending {
+        return Some(AwaitingView {
+            kind: "request".into(),
+            duration: duration::format(r.duration),
+            reason: r.reason.clone(),
+            requested_at: r.created_at,
+            policies: r.policies.clone(),
+            approvals: r.approvals.iter().map(approval).collect(),
+        });
+    }
+    let e = r.grant.as_ref()?.pending_extension()?;
+    (r.state == State::Active).then(|| AwaitingView {
+        kind: "extension".into(),
+        duration: duration::format(e.duration),
+        reason: e.reason.clone(),
+        requested_at: e.requested_at,
+        policies: e.policies.clone(),
+        approvals: e.approvals.iter().map(approval).collect(),
+    })
+}
+
+impl From<&Verdict> for RequestView {
+    /// The request after an approval or a denial, saying what was decided.
+    fn from(v: &Verdict) -> Self {
+        let r = &v.request;
+        let extension = v
+            .extension
+            .and_then(|i| r.grant.as_ref()?.extensions.get(i));
+        let decided = match extension {
+            Some(e) => DecidedView {
+                kind: "extension".into(),
+                outcome: match e.state {
+                    ExtensionState::Approved => "approved",
+                    ExtensionState::Denied => "denied",
+                    ExtensionState::Pending => "approval_recorded",
+                    ExtensionState::Lapsed => "lapsed",
+                }
+                .into(),
+                duration: duration::format(e.duration),
+            },
+            None => DecidedView {
+                kind: "request".into(),
+                outcome: match r.state {
+                    State::Pending => "approval_recorded",
+                    State::Denied => "denied",
+                    _ => "approved",
+                }
+                .into(),
+                duration: duration::format(r.duration),
+            },
+        };
+        RequestView {
+            decided: Some(decided),
+            ..RequestView::from(r)
         }
     }
 }

@@ -372,7 +372,12 @@ schedule = "{other_day} 00:00-24:00 UTC"
         )
         .await;
     assert_eq!(r["state"], "pending");
-    // longer than the rule allows: bob waits too
+    // longer than the rule allows: bob waits too (once his first grant is released)
+    let grant = events[0]["grant_id"].as_str().unwrap();
+    let (s, _) = app
+        .post("bob", &format!("/api/v1/grants/{grant}/release"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
     let r = app
         .request(
             "bob",
@@ -476,6 +481,7 @@ async fn deny_and_cancel() {
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["state"], "cancelled");
+    assert_eq!(v["cancellation"]["by"], "alice", "{v}");
 }
 
 #[tokio::test]
@@ -638,6 +644,11 @@ async fn scheduled_start_activates_at_start_at() {
         .parse()
         .unwrap();
     assert!(activated >= start);
+    // The window runs from activation for the whole duration, as for every kind of resource.
+    let starts: jiff::Timestamp = v["grant"]["starts_at"].as_str().unwrap().parse().unwrap();
+    let ends: jiff::Timestamp = v["grant"]["expires_at"].as_str().unwrap().parse().unwrap();
+    assert!(starts >= start && starts <= activated, "{v}");
+    assert_eq!(ends.duration_since(starts).as_secs(), 600);
     let mut past = read("10m");
     past["start_at"] = json!("2020-01-01T00:00:00Z");
     let (s, _) = app.post("bob", "/api/v1/requests", past).await;

@@ -3,6 +3,7 @@
 mod api;
 mod gateway;
 mod helpers;
+mod lifecycle;
 mod masking_db;
 mod mysql;
 mod postgres;

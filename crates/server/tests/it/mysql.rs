@@ -47,7 +47,7 @@ async fn setup(role_name: &str) -> Option<(MyDb, String)> {
 }
 
 async fn connect(dsn: &str) -> Result<mysql_async::Conn, mysql_async::Error> {
-    mysql_async::Conn::from_url(dsn).await
+    crate::services::my_connect(dsn).await
 }
 
 #[tokio::test]
@@ -81,7 +81,15 @@ async fn grant_gives_the_role_and_ends_with_it() {
         login.len() <= 32 && login.starts_with(&db.prefix),
         "{login}"
     );
-    assert_eq!(c["env"]["MYSQL_USER"], login.as_str());
+    assert!(
+        c["env"].get("MYSQL_USER").is_none(),
+        "mysql ignores it: {c}"
+    );
+    let option_file = c["option_file"].as_str().unwrap();
+    assert!(
+        option_file.contains(&format!("user=\"{login}\"")),
+        "{option_file}"
+    );
 
     let mut session = connect(c["dsn"].as_str().unwrap()).await.unwrap();
     let n: Option<i64> = session
@@ -193,4 +201,107 @@ async fn orphans_are_reconciled_and_hostile_role_names_are_quoted() {
         )
         .await;
     assert_eq!(ev[0]["grant_id"], "grt_abcdefghijkl");
+    // A crash between locking a login and recording its grant's end: the reconciler unlocks
+    // the login of the grant that is still active.
+    let login = c["username"].as_str().unwrap();
+    db.exec(&format!("ALTER USER '{login}'@'%' ACCOUNT LOCK"))
+        .await;
+    assert!(connect(c["dsn"].as_str().unwrap()).await.is_err());
+    running.app.reconcile().await.unwrap();
+    assert!(
+        connect(c["dsn"].as_str().unwrap()).await.is_ok(),
+        "the active grant's login is unlocked"
+    );
+}
+
+/// An admin URL on 127.0.0.1 logs in as `user@127.0.0.1`, as it says, not as `user@localhost`
+/// through the server's unix socket. Here the two are different accounts: only the TCP one may
+/// create users, so a grant activates only if jitgate connects the way the URL says.
+#[tokio::test]
+async fn an_admin_url_on_127_0_0_1_logs_in_over_tcp() {
+    let Some((db, read)) = setup("read").await else {
+        return;
+    };
+    let admin = format!("{}adm", db.prefix);
+    let password = "Adm1nPassw0rd";
+    db.exec(&format!(
+        "CREATE USER '{admin}'@'127.0.0.1' IDENTIFIED BY '{password}'"
+    ))
+    .await;
+    db.exec(&format!(
+        "GRANT ALL ON *.* TO '{admin}'@'127.0.0.1' WITH GRANT OPTION"
+    ))
+    .await;
+    db.exec(&format!(
+        "GRANT {} TO '{admin}'@'127.0.0.1' WITH ADMIN OPTION",
+        jitgate_connectors::naming::my_ident(&read)
+    ))
+    .await;
+    // The same name on the socket: may read the database, nothing more.
+    db.exec(&format!(
+        "CREATE USER '{admin}'@'localhost' IDENTIFIED BY '{password}'"
+    ))
+    .await;
+    db.exec(&format!(
+        "GRANT SELECT ON {}.* TO '{admin}'@'localhost'",
+        db.name
+    ))
+    .await;
+    let url = format!("mysql://{admin}:{password}@127.0.0.1:3306/{}", db.name);
+    let text = config(&db, &read).replace(&db.admin_url, &url);
+    let app = TestApp::start(&text).await;
+    let r = app
+        .request(
+            "ci-bot",
+            json!({"resource": "shop-db", "role": "read", "duration": "5m"}),
+        )
+        .await;
+    assert_eq!(r["state"], "active", "{r}");
+    for host in ["127.0.0.1", "localhost"] {
+        db.exec(&format!("DROP USER IF EXISTS '{admin}'@'{host}'"))
+            .await;
+    }
+}
+
+/// While provisioning keeps failing the window does not run: it starts once the login exists,
+/// and lasts the whole duration.
+#[tokio::test]
+async fn a_grant_whose_target_was_down_gets_its_whole_window_once_activated() {
+    let Some((db, read)) = setup("read").await else {
+        return;
+    };
+    let proxy = crate::helpers::Forwarder::start("127.0.0.1:3306").await;
+    let url = db
+        .admin_url
+        .replace("127.0.0.1:3306", &format!("127.0.0.1:{}", proxy.port));
+    let app = TestApp::start(&config(&db, &read).replace(&db.admin_url, &url)).await;
+    proxy.down().await;
+    let r = app
+        .request(
+            "ci-bot",
+            json!({"resource": "shop-db", "role": "read", "duration": "5s"}),
+        )
+        .await;
+    assert_eq!(r["state"], "approved", "the target is down: {r}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.up().await;
+    let v = app
+        .wait_state(r["id"].as_str().unwrap(), "active", Duration::from_secs(10))
+        .await;
+    let at = |k: &str| -> jiff::Timestamp { v["grant"][k].as_str().unwrap().parse().unwrap() };
+    let approved: jiff::Timestamp = r["grant"]["starts_at"].as_str().unwrap().parse().unwrap();
+    assert!(
+        at("starts_at") >= approved + jiff::SignedDuration::from_millis(1500),
+        "{v}"
+    );
+    assert_eq!(
+        at("expires_at").duration_since(at("starts_at")),
+        jiff::SignedDuration::from_secs(5),
+        "{v}"
+    );
+    assert!(
+        at("expires_at").duration_since(at("activated_at"))
+            > jiff::SignedDuration::from_millis(4900),
+        "the whole window is left after activation: {v}"
+    );
 }

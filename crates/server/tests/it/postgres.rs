@@ -483,3 +483,168 @@ async fn a_target_down_at_revocation_leaves_the_grant_revoking_until_it_is_back(
         "removed once the target was back"
     );
 }
+
+/// Sends `POST path` with a bearer token over a raw connection and hangs up a millisecond later,
+/// before any answer: what a client killed mid-request, or a proxy timing out, does.
+async fn post_and_hang_up(base: &str, who: &str, path: &str) {
+    use tokio::io::AsyncWriteExt;
+    let addr = base.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\n\r\n",
+        crate::helpers::token(who)
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    drop(conn);
+}
+
+#[tokio::test]
+async fn a_release_whose_client_hangs_up_still_ends_the_login_at_once() {
+    let Some((db, read, write, owner)) = setup().await else {
+        return;
+    };
+    let app = TestApp::start(&config(&db, &read, &write, &owner)).await;
+    for attempt in 0..3 {
+        let r = app
+            .request(
+                "ci-bot",
+                json!({"resource": "orders-db", "role": "read", "duration": "10m"}),
+            )
+            .await;
+        assert_eq!(r["state"], "active", "{r}");
+        let grant = r["grant_id"].as_str().unwrap();
+        let dsn = app.credentials("ci-bot", grant).await["dsn"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let session = pg_connect(&dsn).await.expect("the login works before");
+        post_and_hang_up(
+            &app.base,
+            "ci-bot",
+            &format!("/api/v1/grants/{grant}/release"),
+        )
+        .await;
+        let hung_up = Instant::now();
+        // The login stops working within a second or two, whatever happened to the caller.
+        loop {
+            if pg_connect(&dsn).await.is_err() && session.query_one("SELECT 1", &[]).await.is_err()
+            {
+                break;
+            }
+            assert!(
+                hung_up.elapsed() < Duration::from_secs(2),
+                "attempt {attempt}: the login still works {:?} after the release",
+                hung_up.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        app.wait_state(
+            r["id"].as_str().unwrap(),
+            "released",
+            Duration::from_secs(2),
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_grant_that_stays_active_keeps_or_gets_back_its_login() {
+    let Some((db, read, write, owner)) = setup().await else {
+        return;
+    };
+    let app = TestApp::start(&config(&db, &read, &write, &owner)).await;
+    let r = app
+        .request(
+            "alice",
+            json!({"resource": "orders-db", "role": "read", "duration": "10m"}),
+        )
+        .await;
+    let id = r["id"].as_str().unwrap();
+    let (_, r) = app
+        .post("dora", &format!("/api/v1/requests/{id}/approve"), json!({}))
+        .await;
+    assert_eq!(r["state"], "active", "{r}");
+    let grant = r["grant_id"].as_str().unwrap();
+    let c = app.credentials("alice", grant).await;
+    let (dsn, login) = (c["dsn"].as_str().unwrap(), c["username"].as_str().unwrap());
+    // The approver sees the grant but may not release it: refused before the login is touched.
+    let (s, _) = app
+        .post(
+            "dora",
+            &format!("/api/v1/grants/{grant}/release"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(
+        pg_connect(dsn).await.is_ok(),
+        "a refused release disables nothing"
+    );
+    // A crash between disabling the login and recording the release: the reconciler gives the
+    // still-active grant its login back.
+    db.exec(&format!("ALTER ROLE {login} NOLOGIN")).await;
+    assert!(pg_connect(dsn).await.is_err());
+    app.running.as_ref().unwrap().app.reconcile().await.unwrap();
+    assert!(pg_connect(dsn).await.is_ok(), "the login is back");
+    let (_, ev) = app
+        .get(
+            "root",
+            &format!("/api/v1/audit/events?grant={grant}&action=grant.login_restored"),
+        )
+        .await;
+    assert_eq!(ev.as_array().unwrap().len(), 1, "{ev}");
+}
+
+/// As for MariaDB: a grant whose target was down at approval gets its whole window from
+/// activation, and PostgreSQL's own end (VALID UNTIL) is that window's end.
+#[tokio::test]
+async fn a_grant_whose_target_was_down_gets_its_whole_window_once_activated() {
+    let Some((db, read, write, owner)) = setup().await else {
+        return;
+    };
+    let proxy = crate::helpers::Forwarder::start("127.0.0.1:5432").await;
+    let url = db
+        .admin_url
+        .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port));
+    let text = config(&db, &read, &write, &owner).replace(&db.admin_url, &url);
+    let app = TestApp::start(&text).await;
+    proxy.down().await;
+    let r = app
+        .request(
+            "ci-bot",
+            json!({"resource": "orders-db", "role": "read", "duration": "5s"}),
+        )
+        .await;
+    assert_eq!(r["state"], "approved", "the target is down: {r}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.up().await;
+    let v = app
+        .wait_state(r["id"].as_str().unwrap(), "active", Duration::from_secs(10))
+        .await;
+    let at = |k: &str| -> jiff::Timestamp { v["grant"][k].as_str().unwrap().parse().unwrap() };
+    assert!(
+        at("expires_at").duration_since(at("activated_at"))
+            > jiff::SignedDuration::from_millis(4900),
+        "the whole window is left after activation: {v}"
+    );
+    let login = app
+        .credentials("ci-bot", r["grant_id"].as_str().unwrap())
+        .await["username"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let row = db
+        .query_one_opt(
+            "SELECT extract(epoch from rolvaliduntil)::float8 FROM pg_roles WHERE rolname = $1",
+            &login,
+        )
+        .await
+        .unwrap();
+    let until: f64 = row.get(0);
+    let expires = at("expires_at").as_millisecond() as f64 / 1000.0;
+    assert!(
+        (until - expires).abs() < 0.1,
+        "VALID UNTIL {until} vs {expires}"
+    );
+}

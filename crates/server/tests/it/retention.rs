@@ -116,3 +116,86 @@ async fn a_hold_placed_mid_sweep_keeps_what_it_covers_even_in_a_batch_planned_ah
     let verified = audit_offline::verify(&opts, &mut |_| {}).unwrap();
     assert!(verified.events_in_gaps >= (batch + (total - batch) / 2) as u64);
 }
+
+/// A legal hold on a grant, or on the approver, keeps the whole story of the request: who asked
+/// and why (`request.created`, which carries no grant id), the approval, the grant, its sessions
+/// and statements. An unheld request's story goes.
+#[tokio::test]
+async fn a_hold_keeps_the_whole_story_of_the_requests_it_covers() {
+    use crate::helpers::{STANDARD, TestApp, read};
+    use serde_json::json;
+    let app = TestApp::start(&format!(
+        "{STANDARD}\n[[retention]]\nclass = \"access\"\nkeep = \"1s\"\naction = \"delete\"\n\n[[retention]]\nclass = \"session\"\nkeep = \"1s\"\naction = \"delete\"\n"
+    ))
+    .await;
+    let running = app.running.as_ref().unwrap();
+    // Three requests: one whose grant is held, one approved by a held approver, one unheld.
+    let mut stories = Vec::new();
+    for (who, approver) in [("alice", "dora"), ("sam", "dan"), ("alice", "dora")] {
+        let r = app.request(who, read("30m")).await;
+        let id = r["id"].as_str().unwrap().to_owned();
+        let (_, v) = app
+            .post(
+                approver,
+                &format!("/api/v1/requests/{id}/approve"),
+                json!({}),
+            )
+            .await;
+        let grant = v["grant_id"].as_str().unwrap().to_owned();
+        // What a gateway session records: events of the grant's session and its statements.
+        let mut events = Vec::new();
+        for action in ["session.started", "session.statement", "session.ended"] {
+            let mut e = EventDraft::new(running.app.clock.now(), who, action);
+            e.subject = Some(who.into());
+            e.resource = Some("orders-db".into());
+            e.request_id = Some(id.clone());
+            e.grant_id = Some(grant.clone());
+            e.session_id = Some(format!("ses_{who}"));
+            events.push(e);
+        }
+        running.app.store.append_events(events).await.unwrap();
+        let (s, _) = app
+            .post(who, &format!("/api/v1/grants/{grant}/release"), json!({}))
+            .await;
+        assert_eq!(s, reqwest::StatusCode::OK);
+        stories.push((id, grant));
+    }
+    let (held_grant, held_approver) = (&stories[0], &stories[1]);
+    for body in [
+        json!({"reason": "case 17", "grant": held_grant.1}),
+        json!({"reason": "case 18", "principal": "dan"}),
+    ] {
+        let (s, v) = app.post("root", "/api/v1/holds", body).await;
+        assert!(s.is_success(), "{v}");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let report = running.app.audit.sweep(false, &|_| {}).await.unwrap();
+    assert!(report.deleted > 0, "{report:?}");
+
+    let db = rusqlite::Connection::open(app.data_dir().join("jitgate.db")).unwrap();
+    let actions = |request: &str| -> Vec<String> {
+        let mut stmt = db
+            .prepare("SELECT action FROM audit_events WHERE request_id = ?1 ORDER BY seq")
+            .unwrap();
+        stmt.query_map([request], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<String>>>()
+            .unwrap()
+    };
+    let whole = [
+        "request.created",
+        "request.approved",
+        "grant.activated",
+        "session.started",
+        "session.statement",
+        "session.ended",
+        "grant.revoking",
+        "grant.released",
+    ];
+    assert_eq!(actions(&held_grant.0), whole, "the held grant's request");
+    assert_eq!(actions(&held_approver.0), whole, "the request dan approved");
+    assert!(
+        actions(&stories[2].0).is_empty(),
+        "the unheld request's story went"
+    );
+}

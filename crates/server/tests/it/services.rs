@@ -159,6 +159,13 @@ impl Drop for PgDb {
     }
 }
 
+/// Connects the way the URL says, over TCP: the accounts a test creates are then owned by the
+/// same `root@127.0.0.1` that jitgate's connector logs in as.
+pub async fn my_connect(url: &str) -> Result<mysql_async::Conn, mysql_async::Error> {
+    let opts = mysql_async::Opts::from_url(url)?;
+    mysql_async::Conn::new(mysql_async::OptsBuilder::from_opts(opts).prefer_socket(false)).await
+}
+
 pub fn my_base() -> String {
     std::env::var("JITGATE_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
 }
@@ -175,22 +182,18 @@ impl MyDb {
     pub async fn create() -> Option<MyDb> {
         use mysql_async::prelude::Queryable;
         let base = my_base();
-        let mut conn = match tokio::time::timeout(
-            Duration::from_secs(5),
-            mysql_async::Conn::from_url(base.as_str()),
-        )
-        .await
-        {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                unavailable("MariaDB", e);
-                return None;
-            }
-            Err(_) => {
-                unavailable("MariaDB", "timed out");
-                return None;
-            }
-        };
+        let mut conn =
+            match tokio::time::timeout(Duration::from_secs(5), my_connect(base.as_str())).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    unavailable("MariaDB", e);
+                    return None;
+                }
+                Err(_) => {
+                    unavailable("MariaDB", "timed out");
+                    return None;
+                }
+            };
         let name = unique("jg_test_");
         conn.query_drop(format!("CREATE DATABASE {name}"))
             .await
@@ -216,9 +219,7 @@ impl MyDb {
 
     pub async fn exec(&self, sql: &str) {
         use mysql_async::prelude::Queryable;
-        let mut c = mysql_async::Conn::from_url(self.admin_url.as_str())
-            .await
-            .unwrap();
+        let mut c = my_connect(self.admin_url.as_str()).await.unwrap();
         c.query_drop(sql)
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
@@ -227,9 +228,7 @@ impl MyDb {
 
     pub async fn users(&self) -> Vec<String> {
         use mysql_async::prelude::Queryable;
-        let mut c = mysql_async::Conn::from_url(self.admin_url.as_str())
-            .await
-            .unwrap();
+        let mut c = my_connect(self.admin_url.as_str()).await.unwrap();
         let users: Vec<String> = c
             .exec(
                 "SELECT User FROM mysql.user WHERE Host = '%' AND User LIKE ?",
@@ -264,7 +263,7 @@ impl Drop for MyDb {
                 .unwrap()
                 .block_on(async {
                     use mysql_async::prelude::Queryable;
-                    let Ok(mut c) = mysql_async::Conn::from_url(base.as_str()).await else {
+                    let Ok(mut c) = my_connect(base.as_str()).await else {
                         return;
                     };
                     let _ = c

@@ -218,7 +218,11 @@ pub(super) fn note_time_block(conn: &Connection, first: i64, last: i64) -> Resul
 
 /// The seq range that holds every event with `since <= ts < until`, from the time blocks;
 /// `(1, 0)`, an empty range, when no block can hold one.
-fn seq_range(conn: &Connection, since: Option<i64>, until: Option<i64>) -> Result<(i64, i64)> {
+pub(super) fn seq_range(
+    conn: &Connection,
+    since: Option<i64>,
+    until: Option<i64>,
+) -> Result<(i64, i64)> {
     let lo: Option<i64> = match since {
         None => Some(1),
         Some(t) => conn
@@ -928,7 +932,7 @@ pub(super) fn action_counts(conn: &Connection) -> Result<Vec<(String, u64, i64)>
 /// Deletes the payloads of every live event `principal` acted in or was the subject of, unless a
 /// hold covers one of them (then nothing is erased). Returns how many, and the seq range.
 pub(super) fn erase(conn: &Connection, principal: &str) -> Result<(u64, Option<(i64, i64)>)> {
-    let active = holds(conn, true)?;
+    let active = super::holds::scoped(conn, holds(conn, true)?)?;
     let mut stmt = conn.prepare(&format!(
         "SELECT e.seq, e.ts_us, e.action, e.actor, e.subject, e.resource, e.request_id, e.grant_id
          FROM audit_events e JOIN audit_payloads p ON p.seq = e.seq
@@ -949,7 +953,7 @@ pub(super) fn erase(conn: &Connection, principal: &str) -> Result<(u64, Option<(
             request_id: text(6)?,
             grant_id: text(7)?,
         };
-        if let Some(h) = active.iter().find(|h| h.covers(&c)) {
+        if let Some(h) = active.iter().find(|h| h.keeps(&c)).map(|h| &h.hold) {
             return Err(StoreError::Held {
                 hold: h.id.clone(),
                 why: format!(

@@ -11,6 +11,7 @@
 //! are appended; a change that rolls back rolls the head back with it.
 
 mod audit;
+mod holds;
 mod intake;
 
 use audit::SealedEvent;
@@ -23,9 +24,9 @@ use std::thread;
 
 use async_trait::async_trait;
 use jitgate_audit::archive::Manifest;
-use jitgate_audit::retention::Hold;
+use jitgate_audit::retention::{Hold, ScopedHold};
 use jitgate_audit::{AuditEvent, Checkpoint, EventFilter, Gap, Verifier};
-use jitgate_core::{AccessRequest, EventDraft, Timestamp};
+use jitgate_core::{AccessRequest, EventDraft, State, Timestamp};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -489,7 +490,15 @@ impl Store for SqliteStore {
     async fn list_requests(&self, f: RequestFilter) -> Result<Vec<AccessRequest>> {
         self.read(move |conn| {
             let mut w = Where::default();
-            w.eq("state", f.state.map(|s| s.as_str().to_owned()));
+            if f.include_pending_extensions && f.state == Some(State::Pending) {
+                w.clauses.push(
+                    "(state = 'pending' OR (state = 'active' AND EXISTS (SELECT 1 FROM \
+                     json_each(body, '$.grant.extensions') WHERE value ->> 'state' = 'pending')))"
+                        .into(),
+                );
+            } else {
+                w.eq("state", f.state.map(|s| s.as_str().to_owned()));
+            }
             w.eq("principal", f.principal);
             w.eq("resource", f.resource);
             if f.with_grant {
@@ -592,6 +601,11 @@ impl Store for SqliteStore {
             audit::insert_events(conn, head, &events)
         })
         .await
+    }
+
+    async fn hold_scopes(&self, holds: Vec<Hold>) -> Result<Vec<ScopedHold>> {
+        self.caught_up().await;
+        self.read(move |conn| holds::scoped(conn, holds)).await
     }
 
     async fn get_hold(&self, id: String) -> Result<Option<Hold>> {
