@@ -18,6 +18,7 @@ use jitgate_server::audit_offline::{self, VerifyFailure, VerifyOptions};
 use serde_json::{Value, json};
 
 use crate::client::{Client, Failure, enc, query, usage};
+use crate::output::out;
 use crate::{Conn, Output, output, when};
 
 /// Where the server's files are.
@@ -166,12 +167,12 @@ pub fn verify(
     match result {
         Ok(report) => {
             if out == Output::Json {
-                println!(
+                out!(
                     "{}",
                     json!({ "ok": true, "report": report, "anchors": all_anchors })
                 );
             } else {
-                println!(
+                out!(
                     "ok: {} events verified through seq {} ({} payloads checked, {} removed by retention or erasure), {} range boundaries covering {} events, {} checkpoints; signed through seq {}{}",
                     report.events,
                     report.last_seq,
@@ -192,7 +193,7 @@ pub fn verify(
         }
         Err(VerifyFailure::Tampered(p)) => {
             if out == Output::Json {
-                println!(
+                out!(
                     "{}",
                     json!({ "ok": false, "seq": p.seq, "problem": p.kind.as_str(), "detail": p.detail })
                 );
@@ -279,8 +280,15 @@ pub fn restore(
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let n = audit_offline::restore(&archive, since, until, |e| {
-        serde_json::to_writer(&mut sink, &e)?;
-        sink.write_all(b"\n")
+        serde_json::to_writer(&mut sink, &e)
+            .map_err(std::io::Error::from)
+            .and_then(|()| sink.write_all(b"\n"))
+            .inspect_err(|e| {
+                // The reader went away (`| head`): the restore's own error would hide that.
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    output::end_on_output_error(e)
+                }
+            })
     })
     .map_err(|e| Failure::Refused(format!("cannot restore: {e}")))?;
     sink.flush()?;
@@ -330,7 +338,7 @@ pub async fn hold(conn: &Conn, command: HoldCommand) -> anyhow::Result<()> {
                 ))
                 .await?;
             if conn.output == Output::Json {
-                println!("{v}");
+                out!("{v}");
             } else {
                 output::rows(&v, &columns);
             }
@@ -346,7 +354,7 @@ pub async fn hold(conn: &Conn, command: HoldCommand) -> anyhow::Result<()> {
         }
     };
     if conn.output == Output::Json {
-        println!("{v}");
+        out!("{v}");
     } else {
         output::fields(
             &v,
@@ -389,9 +397,9 @@ pub async fn retention(command: RetentionCommand, out: Output) -> anyhow::Result
             // Sign what the sweep wrote, so the log is covered when this process ends.
             log.checkpoint().await?;
             if out == Output::Json {
-                println!("{}", serde_json::to_string(&report)?);
+                out!("{}", serde_json::to_string(&report)?);
             } else {
-                println!(
+                out!(
                     "{}{} events examined: {} deleted, {} archived into {} segments, {} kept under {} active holds; {} batches, longest {:.1} ms, {:.1} s in all",
                     if dry_run {
                         "dry run (nothing removed): "
@@ -452,7 +460,7 @@ pub async fn retention(command: RetentionCommand, out: Output) -> anyhow::Result
             }
             let v = json!({ "classes": classes, "active_holds": holds.len(), "holds": holds });
             if out == Output::Json {
-                println!("{v}");
+                out!("{v}");
             } else {
                 output::rows(
                     &Value::Array(classes),
@@ -465,9 +473,9 @@ pub async fn retention(command: RetentionCommand, out: Output) -> anyhow::Result
                         ("NEXT DUE", "next_due"),
                     ],
                 );
-                println!("\nactive holds: {}", holds.len());
+                out!("\nactive holds: {}", holds.len());
                 for h in holds {
-                    println!("  {}  {}  (by {})", h.id, h.reason, h.created_by);
+                    out!("  {}  {}  (by {})", h.id, h.reason, h.created_by);
                 }
             }
             Ok(())

@@ -10,6 +10,8 @@ use jitgate_server::Config;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::output::out;
+
 /// The demo's people: name, kind, groups, what they are for.
 const PEOPLE: &[(&str, &str, &[&str], &str)] = &[
     (
@@ -318,25 +320,25 @@ fn print_tour(url: &str, dir: &Path, tokens: &Tokens, env_path: &Path, database:
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "jitgate".into());
-    println!(
+    out!(
         "\njitgate demo is running at {url}   (Ctrl-C stops it; state is kept in {})\n",
         dir.display()
     );
     match database {
-        Some(db) => println!(
+        Some(db) => out!(
             "Resources set up: orders-db = database {db} on the local PostgreSQL (table orders). Each grant\n\
              creates a real login there, for exactly its window, and removes it (and its sessions) at the end.\n"
         ),
-        None => println!(
+        None => out!(
             "Resources set up: orders-db, tracked by jitgate only (kind \"none\"): no PostgreSQL was reachable\n\
              when the demo was set up, so grants are recorded and audited but create nothing in a database.\n\
              Delete {} and run the demo again once PostgreSQL is up.\n",
             dir.display()
         ),
     }
-    println!("Demo principals and their API tokens:");
+    out!("Demo principals and their API tokens:");
     for ((name, _, _, what), (_, token)) in PEOPLE.iter().zip(&tokens.0) {
-        println!("  {name:<7} {token}   {what}");
+        out!("  {name:<7} {token}   {what}");
     }
     let psql = if database.is_some() {
         r#"  # 3. with her grant's own login, alice can read orders, and only read them
@@ -349,7 +351,7 @@ fn print_tour(url: &str, dir: &Path, tokens: &Tokens, env_path: &Path, database:
     } else {
         ""
     };
-    println!(
+    out!(
         r#"
 A five-minute tour, in another terminal:
 

@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use client::{Client, Failure, query, usage};
+use output::out;
 
 #[derive(Parser)]
 #[command(
@@ -380,6 +381,7 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if output::is_closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             let code = match e.downcast_ref::<Failure>() {
                 Some(Failure::Usage(_)) => 2,
@@ -441,7 +443,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: ConfigCommand::Check { config },
         } => {
             let c = Config::load(&config)?;
-            println!(
+            out!(
                 "{}: ok ({} principals, {} resources, {} policies)",
                 config.display(),
                 c.principals.len(),
@@ -456,9 +458,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let token = jitgate_core::ids::new_token();
             let digest = hex::encode(Sha256::digest(token.as_bytes()));
             if output == Output::Json {
-                println!("{}", json!({ "token": token, "token_sha256": digest }));
+                out!("{}", json!({ "token": token, "token_sha256": digest }));
             } else {
-                println!(
+                out!(
                     "token:        {token}\ntoken_sha256: {digest}\n\nGive the token to its owner; put only token_sha256 in the config."
                 );
             }
@@ -478,10 +480,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ))
                 .await?;
             match conn.output {
-                Output::Json => println!("{c}"),
+                Output::Json => out!("{c}"),
                 Output::Env => {
                     for (k, v) in c["env"].as_object().into_iter().flatten() {
-                        println!("{k}={}", shell_quote(v.as_str().unwrap_or_default()));
+                        out!("{k}={}", shell_quote(v.as_str().unwrap_or_default()));
                     }
                 }
                 Output::Table => {
@@ -533,12 +535,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 client::enc(&resource)
             );
             if conn.output == Output::Json {
-                println!(
+                out!(
                     "{}",
                     json!({ "dsn": dsn, "host": host, "port": port, "dbname": resource, "user": name })
                 );
             } else {
-                println!("{dsn}");
+                out!("{dsn}");
             }
             Ok(())
         }
@@ -546,7 +548,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let client = Client::new(&conn.url, conn.token.clone())?;
             let me = client.get("/api/v1/whoami").await?;
             if conn.output == Output::Json {
-                println!("{me}");
+                out!("{me}");
             } else {
                 output::fields(
                     &me,
@@ -629,7 +631,7 @@ async fn request(conn: &Conn, command: RequestCommand) -> anyhow::Result<()> {
             let q = query(&[("state", state), ("limit", limit.map(|l| l.to_string()))]);
             let list = client.get(&format!("/api/v1/requests{q}")).await?;
             if conn.output == Output::Json {
-                println!("{list}");
+                out!("{list}");
             } else {
                 output::rows(
                     &list,
@@ -692,7 +694,7 @@ async fn grant(conn: &Conn, command: GrantCommand) -> anyhow::Result<()> {
             ]);
             let list = client.get(&format!("/api/v1/grants{q}")).await?;
             if conn.output == Output::Json {
-                println!("{list}");
+                out!("{list}");
             } else {
                 output::rows(
                     &list,
@@ -740,7 +742,7 @@ async fn grant(conn: &Conn, command: GrantCommand) -> anyhow::Result<()> {
         }
     };
     if conn.output == Output::Json {
-        println!("{g}");
+        out!("{g}");
     } else {
         output::fields(
             &g,
@@ -759,7 +761,7 @@ async fn grant(conn: &Conn, command: GrantCommand) -> anyhow::Result<()> {
             ],
         );
         if let Some(ext) = g["extensions"].as_array().and_then(|e| e.last()) {
-            println!(
+            out!(
                 "extension:    {} ({})",
                 cell(&ext["duration"]),
                 cell(&ext["state"])
@@ -787,7 +789,7 @@ fn cell(v: &Value) -> String {
 
 fn print_request(conn: &Conn, r: &Value) {
     if conn.output == Output::Json {
-        println!("{r}");
+        out!("{r}");
         return;
     }
     output::fields(
@@ -809,12 +811,12 @@ fn print_request(conn: &Conn, r: &Value) {
     );
     if let Some(a) = r["approvals"].as_array().filter(|a| !a.is_empty()) {
         let by: Vec<String> = a.iter().map(|x| cell(&x["by"])).collect();
-        println!("approvals:        {}", by.join(", "));
+        out!("approvals:        {}", by.join(", "));
     }
     if let Some(g) = r.get("grant").filter(|g| !g.is_null()) {
-        println!("expires_at:       {}", cell(&g["expires_at"]));
+        out!("expires_at:       {}", cell(&g["expires_at"]));
         if g["needs_review"] == true {
-            println!("needs_review:     true (break-glass)");
+            out!("needs_review:     true (break-glass)");
         }
     }
 }
@@ -856,9 +858,9 @@ async fn audit(conn: &Conn, command: AuditCommand) -> anyhow::Result<()> {
                 )
                 .await?;
             if conn.output == Output::Json {
-                println!("{v}");
+                out!("{v}");
             } else {
-                println!(
+                out!(
                     "erased {} payloads of {principal}; the event skeletons remain and still verify",
                     v["payloads_erased"]
                 );
@@ -869,7 +871,7 @@ async fn audit(conn: &Conn, command: AuditCommand) -> anyhow::Result<()> {
             let client = Client::new(&conn.url, conn.token.clone())?;
             let v = client.post("/api/v1/audit/rotate-key", json!({})).await?;
             if conn.output == Output::Json {
-                println!("{v}");
+                out!("{v}");
             } else {
                 output::fields(&v, &["key_id", "public_key"]);
             }
@@ -886,7 +888,7 @@ async fn audit(conn: &Conn, command: AuditCommand) -> anyhow::Result<()> {
 
 fn print_events(conn: &Conn, events: &Value) {
     if conn.output == Output::Json {
-        println!("{events}");
+        out!("{events}");
         return;
     }
     output::rows(

@@ -506,3 +506,48 @@ fn credentials_env_lines_work_with_psql() {
     psql(&admin, &format!("DROP DATABASE {db} WITH (FORCE)"));
     psql(&admin, &format!("DROP ROLE {role}"));
 }
+
+/// `jitgate audit search | head`: a reader that closes the pipe early ends the command quietly
+/// and successfully, never with a panic and a backtrace.
+#[test]
+fn commands_end_quietly_when_their_output_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let s = Server::start(&config(dir.path(), port), port);
+    s.json(
+        "ci-bot",
+        &[
+            "request",
+            "create",
+            "--resource",
+            "orders-db",
+            "--role",
+            "deploy",
+            "--duration",
+            "1m",
+        ],
+    );
+    for args in [
+        &["audit", "search"][..],
+        &["audit", "search", "-o", "json"],
+        &["audit", "export"],
+        &["grant", "list"],
+        &["token", "new"],
+    ] {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("JITGATE_URL", &s.url)
+            .env("JITGATE_TOKEN", "tok-root")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader goes away before the command writes its first line (it first asks the
+        // server, or at least starts up): every write it makes meets a closed pipe.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {err}", out.status);
+        assert!(err.is_empty(), "{args:?} said: {err}");
+    }
+}
