@@ -33,18 +33,23 @@ pub struct Local {
 }
 
 impl Local {
-    /// `(data_dir, database, config)`.
+    /// `(data_dir, database, config)`, once the data directory is seen to hold a jitgate log.
     fn resolve(&self) -> anyhow::Result<(PathBuf, PathBuf, Option<Config>)> {
-        match (&self.config, &self.data_dir) {
+        let found = match (&self.config, &self.data_dir) {
             (Some(path), _) => {
                 let c = Config::load(path)?;
-                Ok((c.data_dir.clone(), c.database_path.clone(), Some(c)))
+                (c.data_dir.clone(), c.database_path.clone(), Some(c))
             }
-            (None, Some(dir)) => Ok((dir.clone(), dir.join("jitgate.db"), None)),
-            (None, None) => Err(usage(
-                "say where the log is: --config FILE or --data-dir DIR",
-            )),
-        }
+            (None, Some(dir)) => (dir.clone(), dir.join("jitgate.db"), None),
+            (None, None) => {
+                return Err(usage(
+                    "say where the log is: --config FILE or --data-dir DIR",
+                ));
+            }
+        };
+        audit_offline::check_data_dir(&found.0, &found.1)
+            .map_err(|e| Failure::Refused(e.to_string()))?;
+        Ok(found)
     }
 
     fn config(&self) -> anyhow::Result<Config> {
