@@ -66,31 +66,39 @@ impl Local {
 pub enum HoldCommand {
     /// Place a legal hold: covered events are never deleted or archived away.
     Create {
+        /// The case or matter the hold is for, kept in the audit log.
         #[arg(long)]
         reason: String,
+        /// Events about this resource.
         #[arg(long)]
         resource: Option<String>,
         /// Events this principal acted in or was the subject of.
         #[arg(long)]
         principal: Option<String>,
+        /// Events of this request (by id).
         #[arg(long)]
         request: Option<String>,
+        /// Events of this grant (by id).
         #[arg(long)]
         grant: Option<String>,
-        /// RFC 3339, or a duration meaning that long ago.
+        /// Events from this time: RFC 3339, or a duration meaning that long ago.
         #[arg(long)]
         from: Option<String>,
+        /// Events before this time: RFC 3339, or a duration meaning that long ago.
         #[arg(long)]
         until: Option<String>,
     },
     /// Active holds (all with --all).
     List {
+        /// Released holds too.
         #[arg(long)]
         all: bool,
     },
     /// Release a hold.
     Release {
+        /// The hold's id.
         id: String,
+        /// Why it may go, kept in the audit log.
         #[arg(long)]
         reason: Option<String>,
     },

@@ -12,6 +12,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod audit_cmd;
 mod client;
 mod demo;
+#[cfg(test)]
+mod help_tests;
 mod output;
 
 use std::path::PathBuf;
@@ -20,8 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use jitgate_core::{Clock, SystemClock, Timestamp, duration};
+use jitgate_core::{Clock, Outcome, State, SystemClock, Timestamp, duration};
 use jitgate_server::Config;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -60,9 +63,33 @@ struct Conn {
 
 #[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
 enum Output {
+    /// Aligned columns and `key: value` lines, for people.
     Table,
+    /// JSON, for scripts.
     Json,
-    /// `NAME=value` lines for a shell (credentials only).
+}
+
+/// `jitgate credentials` alone has a third output format, so it has its own connection options.
+#[derive(Args, Clone)]
+struct CredentialsConn {
+    /// The jitgate server.
+    #[arg(long, env = "JITGATE_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Your API token.
+    #[arg(long, env = "JITGATE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = CredentialsOutput::Table)]
+    output: CredentialsOutput,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+enum CredentialsOutput {
+    /// The login and its connection string, for people.
+    Table,
+    /// JSON, for scripts.
+    Json,
+    /// `NAME=value` lines the target's own clients read (PG* for psql; MYSQL_* for mysql).
     Env,
 }
 
@@ -70,6 +97,7 @@ enum Output {
 enum Command {
     /// Run the jitgate server.
     Serve {
+        /// The config file (jitgate.toml; see `jitgate config check`).
         #[arg(long, env = "JITGATE_CONFIG")]
         config: PathBuf,
     },
@@ -78,6 +106,7 @@ enum Command {
         /// Where the demo keeps its config and data (reused on the next run).
         #[arg(long, default_value = "./jitgate-demo")]
         dir: PathBuf,
+        /// Where the demo's HTTP API listens.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
         /// An admin URL of a PostgreSQL for the demo database, or "none" to create nothing.
@@ -142,13 +171,15 @@ enum Command {
     /// Connection credentials for your active grant's ephemeral login (-o env for PG*/MYSQL_* lines).
     Credentials {
         #[command(flatten)]
-        conn: Conn,
+        conn: CredentialsConn,
+        /// The grant's id.
         grant_id: String,
     },
     /// A connection string for RESOURCE through the jitgate gateway, or run psql with --exec.
     Connect {
         #[command(flatten)]
         conn: Conn,
+        /// The resource to connect to (you need an active grant on it).
         resource: String,
         /// The gateway (default: what the server reports, else 127.0.0.1:6432).
         #[arg(long, env = "JITGATE_GATEWAY")]
@@ -171,6 +202,7 @@ enum Command {
 enum ConfigCommand {
     /// Validate a config file; every mistake is named with its file, line and key.
     Check {
+        /// The config file to check.
         #[arg(long, env = "JITGATE_CONFIG")]
         config: PathBuf,
     },
@@ -180,6 +212,7 @@ enum ConfigCommand {
 enum TokenCommand {
     /// Make a new random API token and print it with the SHA-256 digest for the config.
     New {
+        /// Output format.
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
@@ -189,15 +222,19 @@ enum TokenCommand {
 enum RequestCommand {
     /// Ask for a role on a resource.
     Create {
+        /// The resource, by name (`jitgate access list` shows what you may ask for).
         #[arg(long)]
         resource: String,
+        /// The role on that resource, e.g. read.
         #[arg(long)]
         role: String,
         /// How long, e.g. 30m, 2h.
         #[arg(long)]
         duration: String,
+        /// Why you need it; shown to approvers and kept in the audit log.
         #[arg(long)]
         reason: Option<String>,
+        /// A ticket reference (some policies require one matching their pattern).
         #[arg(long)]
         ticket: Option<String>,
         /// When the grant should start: RFC 3339, or +DURATION from now (e.g. +2h).
@@ -210,67 +247,88 @@ enum RequestCommand {
         #[arg(long)]
         wait: bool,
     },
-    /// List requests you may see.
+    /// List requests you may see, newest first.
     List {
-        #[arg(long)]
+        /// Only requests in this state.
+        #[arg(long, value_parser = PossibleValuesParser::new(State::ALL.map(State::as_str)))]
         state: Option<String>,
+        /// At most this many (default 100, at most 1000).
         #[arg(long)]
         limit: Option<u32>,
     },
+    /// One request: its state, approvals and grant.
     Show {
+        /// The request's id.
         id: String,
     },
     /// Approve a request (or the pending extension of its grant).
     Approve {
+        /// The request's id.
         id: String,
+        /// A note for the requester and the audit log.
         #[arg(long)]
         comment: Option<String>,
     },
     /// Deny a request (or the pending extension of its grant).
     Deny {
+        /// The request's id.
         id: String,
+        /// Why, for the requester and the audit log.
         #[arg(long)]
         reason: Option<String>,
     },
     /// Withdraw your own request before it starts.
     Cancel {
+        /// The request's id.
         id: String,
     },
 }
 
 #[derive(Subcommand)]
 enum GrantCommand {
+    /// List grants you may see, newest first.
     List {
         /// Only active grants.
         #[arg(long)]
         active: bool,
+        /// At most this many (default 100, at most 1000).
         #[arg(long)]
         limit: Option<u32>,
     },
+    /// One grant: its window, state and extensions.
     Show {
+        /// The grant's id.
         id: String,
     },
     /// "I'm done": end your grant now.
     Release {
+        /// The grant's id.
         id: String,
     },
     /// End someone's grant now (admins).
     Revoke {
+        /// The grant's id.
         id: String,
+        /// Why, for the holder and the audit log.
         #[arg(long)]
         reason: Option<String>,
     },
     /// Ask for more time under the same policy.
     Extend {
+        /// The grant's id.
         id: String,
+        /// How much longer, e.g. 30m.
         #[arg(long)]
         duration: String,
+        /// Why, for the approvers and the audit log.
         #[arg(long)]
         reason: Option<String>,
     },
     /// Review a break-glass grant.
     Review {
+        /// The grant's id.
         id: String,
+        /// What the review found, for the audit log.
         #[arg(long)]
         comment: Option<String>,
     },
@@ -279,26 +337,36 @@ enum GrantCommand {
 /// Which events: every filter narrows.
 #[derive(Args, Clone, Debug, Default)]
 struct Filters {
-    /// RFC 3339, or a duration meaning that long ago (e.g. 1h).
+    /// From this time: RFC 3339, or a duration meaning that long ago (e.g. 1h).
     #[arg(long)]
     since: Option<String>,
+    /// Before this time: RFC 3339, or a duration meaning that long ago.
     #[arg(long)]
     until: Option<String>,
+    /// Who acted: a principal's name, or `jitgate` for what the server did by itself.
     #[arg(long)]
     actor: Option<String>,
     /// Glob on the action, e.g. 'grant.*'.
     #[arg(long)]
     action: Option<String>,
+    /// Events about this resource.
     #[arg(long)]
     resource: Option<String>,
+    /// Events of this request (by id).
     #[arg(long)]
     request: Option<String>,
+    /// Events of this grant (by id).
     #[arg(long)]
     grant: Option<String>,
+    /// Events of this gateway session (by id).
     #[arg(long)]
     session: Option<String>,
-    #[arg(long)]
+    /// Only events with this outcome.
+    #[arg(long, value_parser = PossibleValuesParser::new(Outcome::ALL.map(Outcome::as_str)))]
     outcome: Option<String>,
+    /// Events after this seq (paging).
+    #[arg(long)]
+    after: Option<i64>,
 }
 
 impl Filters {
@@ -313,6 +381,7 @@ impl Filters {
             ("grant", self.grant),
             ("session", self.session),
             ("outcome", self.outcome),
+            ("after", self.after.map(|a| a.to_string())),
         ])
     }
 }
@@ -323,9 +392,7 @@ enum AuditCommand {
     Search {
         #[command(flatten)]
         filters: Filters,
-        /// Events after this seq (paging).
-        #[arg(long)]
-        after: Option<i64>,
+        /// At most this many events (default 100).
         #[arg(long)]
         limit: Option<u32>,
     },
@@ -348,7 +415,11 @@ enum AuditCommand {
     Export {
         #[command(flatten)]
         filters: Filters,
-        #[arg(long, default_value = "jsonl")]
+        /// At most this many events (default: all that match).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// JSON lines or CSV.
+        #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "csv"])]
         format: String,
         /// Write here instead of stdout.
         #[arg(long)]
@@ -356,8 +427,10 @@ enum AuditCommand {
     },
     /// Erase a data subject's payloads (keeping the skeletons, so verify still passes).
     Erase {
+        /// The data subject: whose payloads go.
         #[arg(long)]
         principal: String,
+        /// Why (the request or legal basis), kept in the audit log.
         #[arg(long)]
         reason: String,
     },
@@ -365,12 +438,16 @@ enum AuditCommand {
     RotateKey,
     /// Read archived events back (JSON lines), checking each segment against its manifest.
     Restore {
+        /// The archive directory (`[audit] archive`).
         #[arg(long)]
         archive: PathBuf,
+        /// From this time: RFC 3339, or a duration meaning that long ago.
         #[arg(long)]
         since: Option<String>,
+        /// Before this time: RFC 3339, or a duration meaning that long ago.
         #[arg(long)]
         until: Option<String>,
+        /// Write here instead of stdout.
         #[arg(long)]
         output_file: Option<PathBuf>,
     },
@@ -404,16 +481,6 @@ fn init_logging() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Request { conn, .. }
-    | Command::Grant { conn, .. }
-    | Command::Audit { conn, .. }
-    | Command::Hold { conn, .. }
-    | Command::Retention { conn, .. }
-    | Command::Whoami { conn } = &cli.command
-        && conn.output == Output::Env
-    {
-        return Err(usage("-o env is only for `jitgate credentials`"));
-    }
     match cli.command {
         Command::Serve { config } => {
             init_logging();
@@ -480,13 +547,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ))
                 .await?;
             match conn.output {
-                Output::Json => out!("{c}"),
-                Output::Env => {
+                CredentialsOutput::Json => out!("{c}"),
+                CredentialsOutput::Env => {
                     for (k, v) in c["env"].as_object().into_iter().flatten() {
                         out!("{k}={}", shell_quote(v.as_str().unwrap_or_default()));
                     }
                 }
-                Output::Table => {
+                CredentialsOutput::Table => {
                     output::fields(&c, &["grant_id", "username", "dsn"]);
                     eprintln!(
                         "(-o env prints lines for the target's own clients; the password is in the dsn)"
@@ -823,14 +890,9 @@ fn print_request(conn: &Conn, r: &Value) {
 
 async fn audit(conn: &Conn, command: AuditCommand) -> anyhow::Result<()> {
     match command {
-        AuditCommand::Search {
-            filters,
-            after,
-            limit,
-        } => {
+        AuditCommand::Search { filters, limit } => {
             let client = Client::new(&conn.url, conn.token.clone())?;
             let mut pairs = filters.pairs()?;
-            pairs.push(("after", after.map(|a| a.to_string())));
             pairs.push(("limit", limit.map(|l| l.to_string())));
             let events = client
                 .get(&format!("/api/v1/audit/events{}", query(&pairs)))
@@ -846,9 +908,14 @@ async fn audit(conn: &Conn, command: AuditCommand) -> anyhow::Result<()> {
         } => audit_cmd::verify(&local, anchor, public_key, archive, conn.output),
         AuditCommand::Export {
             filters,
+            limit,
             format,
             output_file,
-        } => audit_cmd::export(conn, filters.pairs()?, &format, output_file).await,
+        } => {
+            let mut pairs = filters.pairs()?;
+            pairs.push(("limit", limit.map(|l| l.to_string())));
+            audit_cmd::export(conn, pairs, &format, output_file).await
+        }
         AuditCommand::Erase { principal, reason } => {
             let client = Client::new(&conn.url, conn.token.clone())?;
             let v = client

@@ -32,25 +32,38 @@ pub async fn export(
             )));
         }
     };
-    let rx = app.audit_export(&c, q.filter(), &format).await?;
+    let given = q.limit;
+    let limit = given.unwrap_or(u32::MAX);
+    let rx = app.audit_export(&c, q.filter()?, &format, given).await?;
     let header = csv.then(|| Bytes::from_static(CSV_HEADER.as_bytes()));
-    let lines = futures_util::stream::unfold((rx, header), move |(mut rx, header)| async move {
-        if let Some(h) = header {
-            return Some((Ok::<_, std::convert::Infallible>(h), (rx, None)));
-        }
-        let mut chunk = String::new();
-        // Gather what is ready into one chunk: fewer, larger writes.
-        while let Ok(e) = rx.try_recv() {
-            push_line(&mut chunk, e, csv);
-            if chunk.len() > 64 * 1024 {
-                break;
+    // `left`: events still to send. Ending the stream drops the receiver, which stops the read.
+    let lines = futures_util::stream::unfold(
+        (rx, header, limit),
+        move |(mut rx, header, mut left)| async move {
+            if let Some(h) = header {
+                return Some((Ok::<_, std::convert::Infallible>(h), (rx, None, left)));
             }
-        }
-        if chunk.is_empty() {
-            push_line(&mut chunk, rx.recv().await?, csv);
-        }
-        Some((Ok(Bytes::from(chunk)), (rx, None)))
-    });
+            if left == 0 {
+                return None;
+            }
+            let mut chunk = String::new();
+            // Gather what is ready into one chunk: fewer, larger writes.
+            while left > 0
+                && let Ok(e) = rx.try_recv()
+            {
+                push_line(&mut chunk, e, csv);
+                left -= 1;
+                if chunk.len() > 64 * 1024 {
+                    break;
+                }
+            }
+            if chunk.is_empty() {
+                push_line(&mut chunk, rx.recv().await?, csv);
+                left -= 1;
+            }
+            Some((Ok(Bytes::from(chunk)), (rx, None, left)))
+        },
+    );
     Ok((
         [(axum::http::header::CONTENT_TYPE, content_type)],
         axum::body::Body::from_stream(lines),

@@ -270,17 +270,23 @@ pub struct AuditQuery {
     pub request: Option<String>,
     pub grant: Option<String>,
     pub session: Option<String>,
+    /// One of `success`, `denied`, `failure`, `blocked`.
     pub outcome: Option<String>,
     /// Paging: events after this `seq`.
     pub after: Option<i64>,
+    /// At most this many events (search: default 100; export: default all).
     pub limit: Option<u32>,
     /// Export only: `jsonl` (default) or `csv`.
     pub format: Option<String>,
 }
 
 impl AuditQuery {
-    fn filter(self) -> EventFilter {
-        EventFilter {
+    fn filter(self) -> Result<EventFilter, ApiError> {
+        if let Some(o) = &self.outcome {
+            o.parse::<jitgate_core::Outcome>()
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        }
+        Ok(EventFilter {
             since: self.since,
             until: self.until,
             actor: self.actor,
@@ -293,7 +299,7 @@ impl AuditQuery {
             involving: None,
             after_seq: self.after,
             limit: self.limit.unwrap_or(100),
-        }
+        })
     }
 }
 
@@ -540,7 +546,7 @@ async fn audit_events(
     Auth(c): Auth,
     Params(q): Params<AuditQuery>,
 ) -> ApiResult<Vec<EventView>> {
-    let filter = q.filter();
+    let filter = q.filter()?;
     let events = app.audit_search(&c, filter).await?;
     Ok(Json(events.into_iter().map(EventView::from).collect()))
 }

@@ -1,6 +1,7 @@
 //! Integration tests: the real server on port 0 with a fresh SQLite store, driven over HTTP.
 
 mod api;
+mod audit_search;
 mod gateway;
 mod helpers;
 mod mysql;
