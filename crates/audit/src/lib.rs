@@ -52,6 +52,9 @@ pub struct EventFilter {
     /// A glob on the action name: `request.*`, `grant.expired`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
+    /// A glob on action names to leave out: `audit.searched` hides the auditors' own reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclude_action: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

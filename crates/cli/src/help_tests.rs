@@ -104,7 +104,12 @@ fn export_takes_the_filters_search_takes() {
         let mut ids: Vec<String> = cmd
             .get_arguments()
             .map(|a| a.get_id().to_string())
-            .filter(|id| !matches!(id.as_str(), "format" | "output_file" | "help"))
+            .filter(|id| {
+                !matches!(
+                    id.as_str(),
+                    "format" | "output_file" | "include_searches" | "help"
+                )
+            })
             .collect();
         ids.sort();
         ids

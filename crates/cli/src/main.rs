@@ -12,6 +12,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod audit_cmd;
 mod client;
 mod demo;
+mod events;
 #[cfg(test)]
 mod help_tests;
 mod output;
@@ -395,6 +396,10 @@ enum AuditCommand {
         /// At most this many events (default 100).
         #[arg(long)]
         limit: Option<u32>,
+        /// Include the audit.searched events that searches like this one leave (left out by
+        /// default unless --action is given, so they do not crowd out the rest).
+        #[arg(long)]
+        include_searches: bool,
     },
     /// Verify the log offline: the hash chain, payload commitments, signed checkpoints and range
     /// boundaries, and anchors. Exits 1 naming the first bad seq.
@@ -890,10 +895,18 @@ fn print_request(conn: &Conn, r: &Value) {
 
 async fn audit(conn: &Conn, command: AuditCommand) -> anyhow::Result<()> {
     match command {
-        AuditCommand::Search { filters, limit } => {
+        AuditCommand::Search {
+            filters,
+            limit,
+            include_searches,
+        } => {
             let client = Client::new(&conn.url, conn.token.clone())?;
+            let hide_searches = !include_searches && filters.action.is_none();
             let mut pairs = filters.pairs()?;
             pairs.push(("limit", limit.map(|l| l.to_string())));
+            if hide_searches {
+                pairs.push(("exclude_action", Some("audit.searched".into())));
+            }
             let events = client
                 .get(&format!("/api/v1/audit/events{}", query(&pairs)))
                 .await?;
@@ -956,19 +969,7 @@ async fn audit(conn: &Conn, command: AuditCommand) -> anyhow::Result<()> {
 fn print_events(conn: &Conn, events: &Value) {
     if conn.output == Output::Json {
         out!("{events}");
-        return;
+    } else {
+        events::print(events);
     }
-    output::rows(
-        events,
-        &[
-            ("SEQ", "seq"),
-            ("TS", "ts"),
-            ("ACTOR", "actor"),
-            ("ACTION", "action"),
-            ("OUTCOME", "outcome"),
-            ("RESOURCE", "resource"),
-            ("REQUEST", "request_id"),
-            ("GRANT", "grant_id"),
-        ],
-    );
 }

@@ -551,3 +551,74 @@ fn commands_end_quietly_when_their_output_is_closed() {
         assert!(err.is_empty(), "{args:?} said: {err}");
     }
 }
+
+/// The default audit table tells the story in one line per event (what was asked, why, who
+/// decided with what comment), and the auditor's own searches do not crowd it out.
+#[test]
+fn audit_search_tells_the_story_without_the_auditors_own_searches() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let s = Server::start(&config(dir.path(), port), port);
+    let r = s.json(
+        "alice",
+        &[
+            "request",
+            "create",
+            "--resource",
+            "orders-db",
+            "--role",
+            "read",
+            "--duration",
+            "10m",
+            "--reason",
+            "INC-4411 check orders",
+        ],
+    );
+    let id = r["id"].as_str().unwrap();
+    s.json(
+        "dora",
+        &["request", "approve", id, "--comment", "ok for INC-4411"],
+    );
+    let table = |args: &[&str]| {
+        let out = s.cli("root", args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for _ in 0..3 {
+        table(&["audit", "search"]);
+    }
+    let story = table(&["audit", "search"]);
+    let line = |action: &str| {
+        story
+            .lines()
+            .find(|l| l.contains(&format!(" {action} ")))
+            .unwrap_or_else(|| panic!("no {action} in\n{story}"))
+            .to_owned()
+    };
+    let header = story.lines().next().unwrap();
+    assert!(
+        header.contains(" ID ") && header.ends_with(" WHAT"),
+        "{story}"
+    );
+    let created = line("request.created");
+    assert!(
+        created.contains(id) && created.contains(r#"read for 10m, reason "INC-4411 check orders""#),
+        "{created}"
+    );
+    assert!(
+        line("request.approved").contains(r#"comment "ok for INC-4411""#),
+        "{story}"
+    );
+    assert!(!story.contains("audit.searched"), "{story}");
+    let all = table(&["audit", "search", "--include-searches"]);
+    assert_eq!(all.matches("audit.searched").count(), 4, "{all}");
+    let asked = table(&["audit", "search", "--action", "audit.*"]);
+    assert!(
+        asked.contains("audit.searched") && asked.contains("returned"),
+        "{asked}"
+    );
+}

@@ -266,6 +266,8 @@ pub struct AuditQuery {
     pub actor: Option<String>,
     /// Glob on the action: `grant.*`.
     pub action: Option<String>,
+    /// Glob on actions to leave out: `audit.searched`.
+    pub exclude_action: Option<String>,
     pub resource: Option<String>,
     pub request: Option<String>,
     pub grant: Option<String>,
@@ -291,6 +293,7 @@ impl AuditQuery {
             until: self.until,
             actor: self.actor,
             action: self.action,
+            exclude_action: self.exclude_action,
             resource: self.resource,
             request_id: self.request,
             grant_id: self.grant,
