@@ -9,6 +9,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod access;
 mod audit_cmd;
 mod client;
 mod demo;
@@ -134,6 +135,13 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// What you may ask for: resources, roles, duration caps and who approves.
+    Access {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        command: AccessCommand,
+    },
     /// Access requests: ask, approve, deny, cancel.
     Request {
         #[command(flatten)]
@@ -173,8 +181,8 @@ enum Command {
     Credentials {
         #[command(flatten)]
         conn: CredentialsConn,
-        /// The grant's id.
-        grant_id: String,
+        /// The grant's id, or a resource name: your one active grant on it.
+        grant: String,
     },
     /// A connection string for RESOURCE through the jitgate gateway, or run psql with --exec.
     Connect {
@@ -217,6 +225,13 @@ enum TokenCommand {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+}
+
+#[derive(Subcommand)]
+enum AccessCommand {
+    /// The resources and roles you may ask for, with each policy's cap, approvers, what is
+    /// approved at once, and what a request must carry (reason, ticket).
+    List,
 }
 
 #[derive(Subcommand)]
@@ -543,8 +558,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit { conn, command } => audit(&conn, command).await,
         Command::Hold { conn, command } => audit_cmd::hold(&conn, command).await,
         Command::Retention { conn, command } => audit_cmd::retention(command, conn.output).await,
-        Command::Credentials { conn, grant_id } => {
+        Command::Access {
+            conn,
+            command: AccessCommand::List,
+        } => {
             let client = Client::new(&conn.url, conn.token.clone())?;
+            access::list(&client, conn.output == Output::Json).await
+        }
+        Command::Credentials { conn, grant } => {
+            let client = Client::new(&conn.url, conn.token.clone())?;
+            let grant_id = access::grant_id(&client, &grant).await?;
             let c = client
                 .get(&format!(
                     "/api/v1/grants/{}/credentials",

@@ -478,6 +478,19 @@ fn credentials_env_lines_work_with_psql() {
         String::from_utf8_lossy(&counted.stderr)
     );
     let json = s.json("ci-bot", &["credentials", &gid]);
+    let by_name = s.json("ci-bot", &["credentials", "pg"]);
+    assert_eq!(
+        (&by_name["grant_id"], &by_name["dsn"]),
+        (&json["grant_id"], &json["dsn"]),
+        "a resource name finds the caller's active grant on it"
+    );
+    let none = s.cli("root", &["credentials", "pg"]);
+    assert_eq!(none.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&none.stderr).contains("you hold no active grant on \"pg\""),
+        "{}",
+        String::from_utf8_lossy(&none.stderr)
+    );
     let via_dsn = Command::new("psql")
         .args([
             "-X",
@@ -621,4 +634,40 @@ fn audit_search_tells_the_story_without_the_auditors_own_searches() {
         asked.contains("audit.searched") && asked.contains("returned"),
         "{asked}"
     );
+}
+
+/// "What may I ask for?": each role on each resource the caller may request, with its cap, who
+/// approves and what is approved at once; nothing for those no policy names.
+#[test]
+fn access_list_shows_what_each_principal_may_ask_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let s = Server::start(&config(dir.path(), port), port);
+    let table = |who: &str| {
+        let out = s.cli(who, &["access", "list"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let alice = table("alice");
+    let row = alice.lines().find(|l| l.starts_with("orders-db")).unwrap();
+    for part in ["read", "1h", "1 of group:dba", "read"] {
+        assert!(row.contains(part), "{alice}");
+    }
+    assert_eq!(alice.lines().count(), 2, "only read: {alice}");
+    let bot = table("ci-bot");
+    assert!(
+        bot.lines()
+            .any(|l| l.contains("deploy") && l.contains("10m") && l.contains("nobody needed")),
+        "{bot}"
+    );
+    assert!(
+        table("dora").contains("(nothing: no policy lets you ask"),
+        "dora only approves"
+    );
+    let v = s.json("alice", &["access", "list"]);
+    assert_eq!(v[0]["policies"][0]["approvers"][0], "group:dba", "{v}");
 }

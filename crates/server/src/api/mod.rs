@@ -1,5 +1,6 @@
 //! The HTTP API (`/api/v1`), `/healthz`, `/metrics` and the OpenAPI document.
 
+mod access;
 mod audit;
 pub mod views;
 
@@ -31,6 +32,7 @@ pub fn router(app: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/whoami", get(whoami))
+        .route("/api/v1/access", get(access::list))
         .route("/api/v1/requests", post(create_request).get(list_requests))
         .route("/api/v1/requests/{id}", get(get_request))
         .route("/api/v1/requests/{id}/approve", post(approve))
@@ -557,10 +559,11 @@ async fn audit_events(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "jitgate", description = "Just-in-time privileged access: requests, approvals, grants, audit."),
-    paths(whoami, create_request, list_requests, get_request, approve, deny, cancel, list_grants, get_grant, release, revoke, extend, review, credentials, audit_events,
+    paths(whoami, access::list, create_request, list_requests, get_request, approve, deny, cancel, list_grants, get_grant, release, revoke, extend, review, credentials, audit_events,
         audit::export, audit::erase, audit::rotate_key, audit::create_hold, audit::list_holds, audit::release_hold),
     components(schemas(ErrorBody, ErrorDetail, CreateRequestBody, CommentBody, ReasonBody, ExtendBody, RequestView, GrantView, EventView, WhoAmI, views::CredentialsView,
-        audit::HoldBody, audit::HoldView, audit::EraseBody, audit::Erased, audit::KeyView)),
+        audit::HoldBody, audit::HoldView, audit::EraseBody, audit::Erased, audit::KeyView,
+        access::AccessView, access::OfferView, access::AutoOfferView)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
