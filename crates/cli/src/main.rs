@@ -17,6 +17,7 @@ mod events;
 #[cfg(test)]
 mod help_tests;
 mod output;
+mod tour;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -124,6 +125,10 @@ enum Command {
         /// Where the PostgreSQL gateway listens, when the demo has a real database.
         #[arg(long, default_value = "127.0.0.1:6432")]
         gateway_listen: String,
+        /// Remove what the demo in --dir created (its database, roles and logins on
+        /// PostgreSQL, and the directory), then exit.
+        #[arg(long)]
+        reset: bool,
     },
     /// Configuration.
     Config {
@@ -515,6 +520,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             postgres,
             database,
             gateway_listen,
+            reset,
         } => {
             init_logging();
             demo::run(&demo::Options {
@@ -523,6 +529,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 postgres,
                 database,
                 gateway_listen,
+                reset,
             })
             .await
         }
