@@ -1,8 +1,8 @@
 //! The tamper-evident audit log: event records and search filters, the hash chain, signed
 //! checkpoints and anchors, streaming verification, retention rules and holds, archive segments.
 //!
-//! Events are written by the store in the same transaction as the state change they record
-//! (DESIGN.md, "Lifecycle"); this crate does no database I/O of its own.
+//! Events are written by the store in the same transaction as the state change they record; this
+//! crate does no database I/O of its own.
 
 pub mod anchor;
 pub mod archive;

@@ -13,6 +13,8 @@ mod access;
 mod audit_cmd;
 mod client;
 mod demo;
+#[cfg(test)]
+mod docs_tests;
 mod events;
 #[cfg(test)]
 mod help_tests;
