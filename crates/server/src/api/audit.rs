@@ -16,7 +16,8 @@ use crate::audit_service::NewHold;
 
 /// Every matching event, oldest first, streamed as JSON lines or CSV. Recorded as `audit.exported`.
 #[utoipa::path(get, path = "/api/v1/audit/export", params(AuditQuery),
-    responses((status = 200, description = "application/x-ndjson or text/csv", body = String)), security(("bearer" = [])))]
+    responses((status = 200, description = "JSON lines (format=jsonl) or CSV (format=csv)",
+        content((String = "application/x-ndjson"), (String = "text/csv")))), security(("bearer" = [])))]
 pub async fn export(
     AxState(app): AxState<AppState>,
     Auth(c): Auth,
@@ -128,6 +129,8 @@ fn csv_field(out: &mut String, f: &str) {
 pub struct EraseBody {
     /// Whose data to erase: payloads of events they acted in or were the subject of.
     pub principal: String,
+    /// The request or legal basis this erasure answers.
+    #[schema(min_length = 1, pattern = r"\S")]
     pub reason: String,
 }
 
@@ -173,6 +176,8 @@ pub async fn rotate_key(AxState(app): AxState<AppState>, Auth(c): Auth) -> ApiRe
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HoldBody {
+    /// The case or matter the hold is for.
+    #[schema(min_length = 1, pattern = r"\S")]
     pub reason: String,
     pub resource: Option<String>,
     /// Matches events the principal acted in or was the subject of.
@@ -252,6 +257,7 @@ pub async fn create_hold(
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HoldsQuery {
     /// Include released holds.

@@ -6,6 +6,7 @@ mod audit_search;
 mod gateway;
 mod helpers;
 mod mysql;
+mod openapi;
 mod postgres;
 mod retention;
 mod services;
