@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Measures the jitgate gateway against direct PostgreSQL and pgbouncer (session mode) with the
-# shared proxy_overhead.sh, all in one run: jitgate with durable statement auditing, and jitgate
+# Measures the jitgate gateway against direct PostgreSQL and pgbouncer (session mode) with
+# bench/proxy_overhead.sh, all in one run: jitgate with durable statement auditing, and jitgate
 # with asynchronous auditing. Needs: PostgreSQL at 127.0.0.1:5432 (user postgres, trust),
 # pgbench, pgbouncer (Debian package), and a release build (cargo build --release).
 # Usage: bench/gateway-vs-pgbouncer.sh   (env: DURATION, REPS, WORKLOADS as proxy_overhead.sh)
@@ -111,7 +111,7 @@ JG_PID=${PIDS[-1]}
 start_jitgate async 18091 7433 async
 JGA_PID=${PIDS[-1]}
 
-MAX_SECONDS=${MAX_SECONDS:-1200} SSLMODE=disable "$ROOT/../shared/bench/proxy_overhead.sh" \
+MAX_SECONDS=${MAX_SECONDS:-1200} SSLMODE=disable "$ROOT/bench/proxy_overhead.sh" \
   --direct "host=127.0.0.1 port=5432 user=bench password=bench dbname=$DB" \
   --proxy pgbouncer="host=127.0.0.1 port=6433 user=bench password=bench dbname=$DB" \
   --proxy jitgate="host=127.0.0.1 port=7432 user=alice password=$TOKEN dbname=bench-db" \

@@ -1,8 +1,8 @@
 //! The tamper-evident audit log: event records and search filters, the hash chain, signed
 //! checkpoints and anchors, streaming verification, retention rules and holds, archive segments.
 //!
-//! Events are written by the store in the same transaction as the state change they record
-//! (DESIGN.md, "Lifecycle"); this crate does no database I/O of its own.
+//! Events are written by the store in the same transaction as the state change they record; this
+//! crate does no database I/O of its own.
 
 pub mod anchor;
 pub mod archive;
@@ -52,6 +52,9 @@ pub struct EventFilter {
     /// A glob on the action name: `request.*`, `grant.expired`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
+    /// A glob on action names to leave out: `audit.searched` hides the auditors' own reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclude_action: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

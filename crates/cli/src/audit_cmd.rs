@@ -18,6 +18,7 @@ use jitgate_server::audit_offline::{self, VerifyFailure, VerifyOptions};
 use serde_json::{Value, json};
 
 use crate::client::{Client, Failure, enc, query, usage};
+use crate::output::out;
 use crate::{Conn, Output, output, when};
 
 /// Where the server's files are.
@@ -32,18 +33,23 @@ pub struct Local {
 }
 
 impl Local {
-    /// `(data_dir, database, config)`.
+    /// `(data_dir, database, config)`, once the data directory is seen to hold a jitgate log.
     fn resolve(&self) -> anyhow::Result<(PathBuf, PathBuf, Option<Config>)> {
-        match (&self.config, &self.data_dir) {
+        let found = match (&self.config, &self.data_dir) {
             (Some(path), _) => {
                 let c = Config::load(path)?;
-                Ok((c.data_dir.clone(), c.database_path.clone(), Some(c)))
+                (c.data_dir.clone(), c.database_path.clone(), Some(c))
             }
-            (None, Some(dir)) => Ok((dir.clone(), dir.join("jitgate.db"), None)),
-            (None, None) => Err(usage(
-                "say where the log is: --config FILE or --data-dir DIR",
-            )),
-        }
+            (None, Some(dir)) => (dir.clone(), dir.join("jitgate.db"), None),
+            (None, None) => {
+                return Err(usage(
+                    "say where the log is: --config FILE or --data-dir DIR",
+                ));
+            }
+        };
+        audit_offline::check_data_dir(&found.0, &found.1)
+            .map_err(|e| Failure::Refused(e.to_string()))?;
+        Ok(found)
     }
 
     fn config(&self) -> anyhow::Result<Config> {
@@ -60,31 +66,39 @@ impl Local {
 pub enum HoldCommand {
     /// Place a legal hold: covered events are never deleted or archived away.
     Create {
+        /// The case or matter the hold is for, kept in the audit log.
         #[arg(long)]
         reason: String,
+        /// Events about this resource.
         #[arg(long)]
         resource: Option<String>,
         /// Events this principal acted in or was the subject of.
         #[arg(long)]
         principal: Option<String>,
+        /// Events of this request (by id).
         #[arg(long)]
         request: Option<String>,
+        /// Events of this grant (by id).
         #[arg(long)]
         grant: Option<String>,
-        /// RFC 3339, or a duration meaning that long ago.
+        /// Events from this time: RFC 3339, or a duration meaning that long ago.
         #[arg(long)]
         from: Option<String>,
+        /// Events before this time: RFC 3339, or a duration meaning that long ago.
         #[arg(long)]
         until: Option<String>,
     },
     /// Active holds (all with --all).
     List {
+        /// Released holds too.
         #[arg(long)]
         all: bool,
     },
     /// Release a hold.
     Release {
+        /// The hold's id.
         id: String,
+        /// Why it may go, kept in the audit log.
         #[arg(long)]
         reason: Option<String>,
     },
@@ -166,12 +180,12 @@ pub fn verify(
     match result {
         Ok(report) => {
             if out == Output::Json {
-                println!(
+                out!(
                     "{}",
                     json!({ "ok": true, "report": report, "anchors": all_anchors })
                 );
             } else {
-                println!(
+                out!(
                     "ok: {} events verified through seq {} ({} payloads checked, {} removed by retention or erasure), {} range boundaries covering {} events, {} checkpoints; signed through seq {}{}",
                     report.events,
                     report.last_seq,
@@ -192,7 +206,7 @@ pub fn verify(
         }
         Err(VerifyFailure::Tampered(p)) => {
             if out == Output::Json {
-                println!(
+                out!(
                     "{}",
                     json!({ "ok": false, "seq": p.seq, "problem": p.kind.as_str(), "detail": p.detail })
                 );
@@ -279,8 +293,15 @@ pub fn restore(
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let n = audit_offline::restore(&archive, since, until, |e| {
-        serde_json::to_writer(&mut sink, &e)?;
-        sink.write_all(b"\n")
+        serde_json::to_writer(&mut sink, &e)
+            .map_err(std::io::Error::from)
+            .and_then(|()| sink.write_all(b"\n"))
+            .inspect_err(|e| {
+                // The reader went away (`| head`): the restore's own error would hide that.
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    output::end_on_output_error(e)
+                }
+            })
     })
     .map_err(|e| Failure::Refused(format!("cannot restore: {e}")))?;
     sink.flush()?;
@@ -330,7 +351,7 @@ pub async fn hold(conn: &Conn, command: HoldCommand) -> anyhow::Result<()> {
                 ))
                 .await?;
             if conn.output == Output::Json {
-                println!("{v}");
+                out!("{v}");
             } else {
                 output::rows(&v, &columns);
             }
@@ -346,7 +367,7 @@ pub async fn hold(conn: &Conn, command: HoldCommand) -> anyhow::Result<()> {
         }
     };
     if conn.output == Output::Json {
-        println!("{v}");
+        out!("{v}");
     } else {
         output::fields(
             &v,
@@ -389,9 +410,9 @@ pub async fn retention(command: RetentionCommand, out: Output) -> anyhow::Result
             // Sign what the sweep wrote, so the log is covered when this process ends.
             log.checkpoint().await?;
             if out == Output::Json {
-                println!("{}", serde_json::to_string(&report)?);
+                out!("{}", serde_json::to_string(&report)?);
             } else {
-                println!(
+                out!(
                     "{}{} events examined: {} deleted, {} archived into {} segments, {} kept under {} active holds; {} batches, longest {:.1} ms, {:.1} s in all",
                     if dry_run {
                         "dry run (nothing removed): "
@@ -452,7 +473,7 @@ pub async fn retention(command: RetentionCommand, out: Output) -> anyhow::Result
             }
             let v = json!({ "classes": classes, "active_holds": holds.len(), "holds": holds });
             if out == Output::Json {
-                println!("{v}");
+                out!("{v}");
             } else {
                 output::rows(
                     &Value::Array(classes),
@@ -465,9 +486,9 @@ pub async fn retention(command: RetentionCommand, out: Output) -> anyhow::Result
                         ("NEXT DUE", "next_due"),
                     ],
                 );
-                println!("\nactive holds: {}", holds.len());
+                out!("\nactive holds: {}", holds.len());
                 for h in holds {
-                    println!("  {}  {}  (by {})", h.id, h.reason, h.created_by);
+                    out!("  {}  {}  (by {})", h.id, h.reason, h.created_by);
                 }
             }
             Ok(())

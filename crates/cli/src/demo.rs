@@ -10,6 +10,9 @@ use jitgate_server::Config;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::output::out;
+use crate::tour;
+
 /// The demo's people: name, kind, groups, what they are for.
 const PEOPLE: &[(&str, &str, &[&str], &str)] = &[
     (
@@ -105,11 +108,25 @@ pub struct Options {
     pub database: String,
     /// Where the PostgreSQL gateway listens (only with a real database).
     pub gateway_listen: String,
+    /// Remove what an earlier demo created instead of starting one.
+    pub reset: bool,
 }
 
 pub async fn run(o: &Options) -> anyhow::Result<()> {
+    if o.reset {
+        return reset(o).await;
+    }
     let dir = o.dir.as_path();
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // The anchor lives beside the data directory, not in it, so `audit verify` can tell a log
+    // cut short from a whole one (whoever rewrites the data directory must also find this).
+    let anchor_dir = dir.join("anchor");
+    fs::create_dir_all(&anchor_dir)
+        .with_context(|| format!("cannot create {}", anchor_dir.display()))?;
+    let anchor = anchor_dir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", anchor_dir.display()))?
+        .join("checkpoints");
     let tokens_path = dir.join("demo-tokens.json");
     let config_path = dir.join("jitgate.toml");
     let mut fresh = false;
@@ -135,22 +152,22 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
                     TRACKED_ONLY.to_owned()
                 }
             };
-            write_private(&config_path, &config_text(&t, &o.listen, &resource))?;
+            write_private(
+                &config_path,
+                &config_text(&t, &o.listen, &anchor, &resource),
+            )?;
             fresh = true;
             t
         }
     };
-    let mut config = Config::load(&config_path)?;
-    config.listen = o
-        .listen
-        .parse()
+    o.listen
+        .parse::<std::net::SocketAddr>()
         .with_context(|| format!("--listen {:?} is not HOST:PORT", o.listen))?;
-    if let Some(g) = config.gateway.as_mut() {
-        g.listen = o
-            .gateway_listen
-            .parse()
-            .with_context(|| format!("--gateway-listen {:?} is not HOST:PORT", o.gateway_listen))?;
-    }
+    o.gateway_listen
+        .parse::<std::net::SocketAddr>()
+        .with_context(|| format!("--gateway-listen {:?} is not HOST:PORT", o.gateway_listen))?;
+    record_addresses(&config_path, o)?;
+    let config = Config::load(&config_path)?;
     let real = config
         .resources
         .iter()
@@ -180,9 +197,113 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
         dir,
         &tokens,
         &env_path,
+        &config_path,
         real.then_some(o.database.as_str()),
     );
     running.until_signal().await;
+    Ok(())
+}
+
+/// Removes what the demo in `o.dir` created: its database and roles on PostgreSQL (the demo
+/// roles its config names, and every login its grants made, found by this installation's id in
+/// their comments), then the directory. Refused while that demo still answers.
+async fn reset(o: &Options) -> anyhow::Result<()> {
+    let dir = o.dir.as_path();
+    let config_path = dir.join("jitgate.toml");
+    if !dir.exists() {
+        out!("nothing to reset: {} does not exist", dir.display());
+        return Ok(());
+    }
+    if !config_path.is_file() || !dir.join("demo-tokens.json").is_file() {
+        anyhow::bail!(
+            "{} is not a demo directory (no jitgate.toml and demo-tokens.json); not touching it",
+            dir.display()
+        );
+    }
+    let config = Config::load(&config_path)?;
+    if tokio::net::TcpStream::connect(config.listen).await.is_ok() {
+        anyhow::bail!(
+            "the demo is still running at {} (stop it with Ctrl-C first)",
+            config.listen
+        );
+    }
+    let instance = fs::read_to_string(config.data_dir.join("instance_id")).unwrap_or_default();
+    for r in &config.resources {
+        if let jitgate_server::config::ResourceKind::Postgres(target) = &r.kind {
+            drop_postgres_demo(target, instance.trim())
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot remove the demo database of {} (nothing was deleted)",
+                        r.name
+                    )
+                })?;
+        }
+    }
+    fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    out!("removed {}", dir.display());
+    Ok(())
+}
+
+/// Drops the demo database, the roles the demo made for it, and the logins this installation
+/// made (whose comment names `instance`).
+async fn drop_postgres_demo(
+    target: &jitgate_server::config::Target,
+    instance: &str,
+) -> anyhow::Result<()> {
+    use jitgate_connectors::naming::pg_ident;
+    let mut admin: tokio_postgres::Config = target
+        .admin_url
+        .expose()
+        .parse()
+        .context("the demo's admin URL is not a PostgreSQL URL")?;
+    let database = admin
+        .get_dbname()
+        .context("the demo's admin URL names no database")?
+        .to_owned();
+    // Connected elsewhere: a database cannot be dropped from inside.
+    admin.dbname("postgres");
+    admin.connect_timeout(std::time::Duration::from_secs(2));
+    let (client, conn) = admin.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    let mut roles: Vec<String> = Vec::new();
+    if !instance.is_empty() {
+        let pattern = format!("jitgate instance={instance} %");
+        for row in client
+            .query(
+                "SELECT rolname FROM pg_roles WHERE shobj_description(oid, 'pg_authid') LIKE $1",
+                &[&pattern],
+            )
+            .await?
+        {
+            roles.push(row.get(0));
+        }
+    }
+    roles.extend(target.owner_role.iter().cloned());
+    for suffix in ["read", "admin", "owner"] {
+        roles.push(format!("{database}_{suffix}"));
+    }
+    client
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            pg_ident(&database)
+        ))
+        .await?;
+    out!("dropped database {database}");
+    roles.sort();
+    roles.dedup();
+    for role in roles {
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
+            .await?
+            .is_some();
+        if exists {
+            client
+                .batch_execute(&format!("DROP ROLE IF EXISTS {}", pg_ident(&role)))
+                .await?;
+            out!("dropped role {role}");
+        }
+    }
     Ok(())
 }
 
@@ -268,7 +389,7 @@ async fn postgres_resource(o: &Options) -> anyhow::Result<String> {
     Ok(format!(
         r#"
 [gateway.postgres]
-listen = "127.0.0.1:6432"
+listen = "{gateway}"
 
 [[resources]]
 name = "orders-db"
@@ -283,7 +404,8 @@ grants = ["{db}_admin"]
 [resources.roles.deploy]
 grants = ["{db}_admin"]
 "#,
-        url = database_url(o)
+        url = database_url(o),
+        gateway = o.gateway_listen,
     ))
 }
 
@@ -291,9 +413,10 @@ fn var(name: &str) -> String {
     name.to_uppercase().replace('-', "_")
 }
 
-fn config_text(tokens: &Tokens, listen: &str, resource: &str) -> String {
+fn config_text(tokens: &Tokens, listen: &str, anchor: &Path, resource: &str) -> String {
     let mut s = format!(
-        "# Written by `jitgate demo`. Edit freely; delete this directory to start over.\n[server]\nlisten = \"{listen}\"\ndata_dir = \"data\"\nadmins = [\"group:security\"]\nauditors = [\"group:security\"]\n\n[storage]\nurl = \"sqlite://jitgate.db\"\n\n"
+        "# Written by `jitgate demo`. Edit freely; `jitgate demo --reset` removes it and what it created.\n[server]\nlisten = \"{listen}\"\ndata_dir = \"data\"\nadmins = [\"group:security\"]\nauditors = [\"group:security\"]\n\n[storage]\nurl = \"sqlite://jitgate.db\"\n\n[audit]\n# Signed checkpoints also go here, outside the data directory: `audit verify` checks the log\n# against them, so a log cut short is found.\nanchors = [{:?}]\n\n",
+        format!("file://{}", anchor.display())
     );
     for ((name, kind, groups, what), (_, token)) in PEOPLE.iter().zip(&tokens.0) {
         let digest = hex::encode(Sha256::digest(token.as_bytes()));
@@ -302,6 +425,44 @@ fn config_text(tokens: &Tokens, listen: &str, resource: &str) -> String {
         );
     }
     s + resource + POLICIES
+}
+
+/// Writes the addresses this run listens on into the config, so the file says what is running
+/// (for `jitgate serve --config`, and for anyone reading it). The rest of the file is kept as
+/// the user left it.
+fn record_addresses(config_path: &Path, o: &Options) -> anyhow::Result<()> {
+    let text = fs::read_to_string(config_path)
+        .with_context(|| format!("cannot read {}", config_path.display()))?;
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .with_context(|| format!("{} is not valid TOML", config_path.display()))?;
+    let mut changed = false;
+    let mut set = |item: Option<&mut toml_edit::Item>, value: &str| {
+        if let Some(item) = item
+            && item.as_str() != Some(value)
+        {
+            let decor = item.as_value().map(|v| v.decor().clone());
+            *item = toml_edit::value(value);
+            if let (Some(decor), Some(v)) = (decor, item.as_value_mut()) {
+                *v.decor_mut() = decor;
+            }
+            changed = true;
+        }
+    };
+    set(
+        doc.get_mut("server").and_then(|s| s.get_mut("listen")),
+        &o.listen,
+    );
+    set(
+        doc.get_mut("gateway")
+            .and_then(|g| g.get_mut("postgres"))
+            .and_then(|p| p.get_mut("listen")),
+        &o.gateway_listen,
+    );
+    if changed {
+        write_private(config_path, &doc.to_string())?;
+    }
+    Ok(())
 }
 
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
@@ -314,72 +475,45 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_tour(url: &str, dir: &Path, tokens: &Tokens, env_path: &Path, database: Option<&str>) {
+fn print_tour(
+    url: &str,
+    dir: &Path,
+    tokens: &Tokens,
+    env_path: &Path,
+    config_path: &Path,
+    database: Option<&str>,
+) {
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "jitgate".into());
-    println!(
+    out!(
         "\njitgate demo is running at {url}   (Ctrl-C stops it; state is kept in {})\n",
         dir.display()
     );
     match database {
-        Some(db) => println!(
+        Some(db) => out!(
             "Resources set up: orders-db = database {db} on the local PostgreSQL (table orders). Each grant\n\
              creates a real login there, for exactly its window, and removes it (and its sessions) at the end.\n"
         ),
-        None => println!(
+        None => out!(
             "Resources set up: orders-db, tracked by jitgate only (kind \"none\"): no PostgreSQL was reachable\n\
              when the demo was set up, so grants are recorded and audited but create nothing in a database.\n\
-             Delete {} and run the demo again once PostgreSQL is up.\n",
-            dir.display()
+             Run `jitgate demo --reset` and the demo again once PostgreSQL is up.\n"
         ),
     }
-    println!("Demo principals and their API tokens:");
+    out!("Demo principals and their API tokens:");
     for ((name, _, _, what), (_, token)) in PEOPLE.iter().zip(&tokens.0) {
-        println!("  {name:<7} {token}   {what}");
+        out!("  {name:<7} {token}   {what}");
     }
-    let psql = if database.is_some() {
-        r#"  # 3. with her grant's own login, alice can read orders, and only read them
-  eval "$(JITGATE_TOKEN=$ALICE_TOKEN $J credentials GRANT_ID -o env | sed 's/^/export /')"
-  psql -c "select id, customer, total from orders"
-  psql -c "delete from orders"                  # refused: the read role cannot delete
-  # or through the jitgate gateway, which records every statement (see: audit search --action 'session.*')
-  JITGATE_TOKEN=$ALICE_TOKEN $J connect orders-db --exec -- -c "select count(*) from orders"
-"#
-    } else {
-        ""
-    };
-    println!(
-        r#"
-A five-minute tour, in another terminal:
-
-  source {env}
-  J={exe}
-
-  # 1. alice asks to read orders-db; the policy routes it to a DBA
-  JITGATE_TOKEN=$ALICE_TOKEN $J request create --resource orders-db --role read --duration 5m --reason "INC-4411 check orders"
-  # 2. dora sees what awaits her and approves it: the 5 minutes start now
-  JITGATE_TOKEN=$DORA_TOKEN $J request list --state pending
-  JITGATE_TOKEN=$DORA_TOKEN $J request approve REQUEST_ID --comment "ok for INC-4411"
-{psql}  # 4. alice asks for 10 more minutes (dora approves with the same command), then says she is done
-  JITGATE_TOKEN=$ALICE_TOKEN $J grant list --active
-  JITGATE_TOKEN=$ALICE_TOKEN $J grant extend GRANT_ID --duration 10m --reason "almost there"
-  JITGATE_TOKEN=$ALICE_TOKEN $J grant release GRANT_ID
-{after}  # 5. refused: too long, and admin without a ticket (default deny says why)
-  JITGATE_TOKEN=$ALICE_TOKEN $J request create --resource orders-db --role read --duration 8h --reason x
-  JITGATE_TOKEN=$ALICE_TOKEN $J request create --resource orders-db --role admin --duration 10m --reason x
-  # 6. oscar is on call: approved at once, and the audit event names the rule
-  JITGATE_TOKEN=$OSCAR_TOKEN $J request create --resource orders-db --role read --duration 15m --reason "pager: slow orders"
-  # 7. the CI job gets 1 minute of deploy rights with no human in the loop; watch it expire by itself
-  JITGATE_TOKEN=$CI_BOT_TOKEN $J request create --resource orders-db --role deploy --duration 1m -o json
-  # 8. the whole story, as the auditor sees it
-  JITGATE_TOKEN=$ROOT_TOKEN $J audit search
-"#,
-        env = env_path.display(),
-        after = if database.is_some() {
-            "  psql -c \"select 1\"                          # fails: the login is gone\n"
-        } else {
-            ""
-        },
+    out!("\nA five-minute tour, in another terminal:\n");
+    let tour = tour::render(
+        &env_path.display().to_string(),
+        &exe,
+        &config_path.display().to_string(),
+        database.is_some(),
     );
+    for line in tour.lines() {
+        out!("  {line}");
+    }
+    out!("\n`jitgate demo --reset` removes everything the demo created.");
 }

@@ -9,11 +9,18 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod access;
 mod audit_cmd;
 mod client;
 mod demo;
+#[cfg(test)]
+mod docs_tests;
+mod events;
+#[cfg(test)]
+mod help_tests;
 mod output;
 mod resource_cmd;
+mod tour;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,13 +28,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use jitgate_core::{Clock, SystemClock, Timestamp, duration};
+use jitgate_core::{Clock, Outcome, State, SystemClock, Timestamp, duration};
 use jitgate_server::Config;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use client::{Client, Failure, query, usage};
+use output::out;
 
 #[derive(Parser)]
 #[command(
@@ -60,9 +69,33 @@ struct Conn {
 
 #[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
 enum Output {
+    /// Aligned columns and `key: value` lines, for people.
     Table,
+    /// JSON, for scripts.
     Json,
-    /// `NAME=value` lines for a shell (credentials only).
+}
+
+/// `jitgate credentials` alone has a third output format, so it has its own connection options.
+#[derive(Args, Clone)]
+struct CredentialsConn {
+    /// The jitgate server.
+    #[arg(long, env = "JITGATE_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Your API token.
+    #[arg(long, env = "JITGATE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = CredentialsOutput::Table)]
+    output: CredentialsOutput,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+enum CredentialsOutput {
+    /// The login and its connection string, for people.
+    Table,
+    /// JSON, for scripts.
+    Json,
+    /// `NAME=value` lines the target's own clients read (PG* for psql; MYSQL_* for mysql).
     Env,
     /// A MariaDB/MySQL option file (credentials of a mysql grant only):
     /// `mysql --defaults-extra-file=<(jitgate credentials GRANT_ID -o cnf)`.
@@ -73,6 +106,7 @@ enum Output {
 enum Command {
     /// Run the jitgate server.
     Serve {
+        /// The config file (jitgate.toml; see `jitgate config check`).
         #[arg(long, env = "JITGATE_CONFIG")]
         config: PathBuf,
     },
@@ -81,6 +115,7 @@ enum Command {
         /// Where the demo keeps its config and data (reused on the next run).
         #[arg(long, default_value = "./jitgate-demo")]
         dir: PathBuf,
+        /// Where the demo's HTTP API listens.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
         /// An admin URL of a PostgreSQL for the demo database, or "none" to create nothing.
@@ -96,6 +131,10 @@ enum Command {
         /// Where the PostgreSQL gateway listens, when the demo has a real database.
         #[arg(long, default_value = "127.0.0.1:6432")]
         gateway_listen: String,
+        /// Remove what the demo in --dir created (its database, roles and logins on
+        /// PostgreSQL, and the directory), then exit.
+        #[arg(long)]
+        reset: bool,
     },
     /// Configuration.
     Config {
@@ -111,6 +150,13 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// What you may ask for: resources, roles, duration caps and who approves.
+    Access {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        command: AccessCommand,
     },
     /// Access requests: ask, approve, deny, cancel.
     Request {
@@ -151,13 +197,15 @@ enum Command {
     /// lines, -o cnf for a mysql option file).
     Credentials {
         #[command(flatten)]
-        conn: Conn,
-        grant_id: String,
+        conn: CredentialsConn,
+        /// The grant's id, or a resource name: your one active grant on it.
+        grant: String,
     },
     /// A connection string for RESOURCE through the jitgate gateway, or run psql with --exec.
     Connect {
         #[command(flatten)]
         conn: Conn,
+        /// The resource to connect to (you need an active grant on it).
         resource: String,
         /// The gateway (default: what the server reports, else 127.0.0.1:6432).
         #[arg(long, env = "JITGATE_GATEWAY")]
@@ -180,6 +228,7 @@ enum Command {
 enum ConfigCommand {
     /// Validate a config file; every mistake is named with its file, line and key.
     Check {
+        /// The config file to check.
         #[arg(long, env = "JITGATE_CONFIG")]
         config: PathBuf,
     },
@@ -189,24 +238,36 @@ enum ConfigCommand {
 enum TokenCommand {
     /// Make a new random API token and print it with the SHA-256 digest for the config.
     New {
+        /// Output format.
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
 }
 
 #[derive(Subcommand)]
+enum AccessCommand {
+    /// The resources and roles you may ask for, with each policy's cap, approvers, what is
+    /// approved at once, and what a request must carry (reason, ticket).
+    List,
+}
+
+#[derive(Subcommand)]
 enum RequestCommand {
     /// Ask for a role on a resource.
     Create {
+        /// The resource, by name (`jitgate access list` shows what you may ask for).
         #[arg(long)]
         resource: String,
+        /// The role on that resource, e.g. read.
         #[arg(long)]
         role: String,
         /// How long, e.g. 30m, 2h.
         #[arg(long)]
         duration: String,
+        /// Why you need it; shown to approvers and kept in the audit log.
         #[arg(long)]
         reason: Option<String>,
+        /// A ticket reference (some policies require one matching their pattern).
         #[arg(long)]
         ticket: Option<String>,
         /// When the grant should start: RFC 3339, or +DURATION from now (e.g. +2h).
@@ -219,67 +280,88 @@ enum RequestCommand {
         #[arg(long)]
         wait: bool,
     },
-    /// List requests you may see.
+    /// List requests you may see, newest first.
     List {
-        #[arg(long)]
+        /// Only requests in this state.
+        #[arg(long, value_parser = PossibleValuesParser::new(State::ALL.map(State::as_str)))]
         state: Option<String>,
+        /// At most this many (default 100, at most 1000).
         #[arg(long)]
         limit: Option<u32>,
     },
+    /// One request: its state, approvals and grant.
     Show {
+        /// The request's id.
         id: String,
     },
     /// Approve a request (or the pending extension of its grant).
     Approve {
+        /// The request's id.
         id: String,
+        /// A note for the requester and the audit log.
         #[arg(long)]
         comment: Option<String>,
     },
     /// Deny a request (or the pending extension of its grant).
     Deny {
+        /// The request's id.
         id: String,
+        /// Why, for the requester and the audit log.
         #[arg(long)]
         reason: Option<String>,
     },
     /// Withdraw your own request before it starts.
     Cancel {
+        /// The request's id.
         id: String,
     },
 }
 
 #[derive(Subcommand)]
 enum GrantCommand {
+    /// List grants you may see, newest first.
     List {
         /// Only active grants.
         #[arg(long)]
         active: bool,
+        /// At most this many (default 100, at most 1000).
         #[arg(long)]
         limit: Option<u32>,
     },
+    /// One grant: its window, state and extensions.
     Show {
+        /// The grant's id.
         id: String,
     },
     /// "I'm done": end your grant now.
     Release {
+        /// The grant's id.
         id: String,
     },
     /// End someone's grant now (admins).
     Revoke {
+        /// The grant's id.
         id: String,
+        /// Why, for the holder and the audit log.
         #[arg(long)]
         reason: Option<String>,
     },
     /// Ask for more time under the same policy.
     Extend {
+        /// The grant's id.
         id: String,
+        /// How much longer, e.g. 30m.
         #[arg(long)]
         duration: String,
+        /// Why, for the approvers and the audit log.
         #[arg(long)]
         reason: Option<String>,
     },
     /// Review a break-glass grant.
     Review {
+        /// The grant's id.
         id: String,
+        /// What the review found, for the audit log.
         #[arg(long)]
         comment: Option<String>,
     },
@@ -288,26 +370,36 @@ enum GrantCommand {
 /// Which events: every filter narrows.
 #[derive(Args, Clone, Debug, Default)]
 struct Filters {
-    /// RFC 3339, or a duration meaning that long ago (e.g. 1h).
+    /// From this time: RFC 3339, or a duration meaning that long ago (e.g. 1h).
     #[arg(long)]
     since: Option<String>,
+    /// Before this time: RFC 3339, or a duration meaning that long ago.
     #[arg(long)]
     until: Option<String>,
+    /// Who acted: a principal's name, or `jitgate` for what the server did by itself.
     #[arg(long)]
     actor: Option<String>,
     /// Glob on the action, e.g. 'grant.*'.
     #[arg(long)]
     action: Option<String>,
+    /// Events about this resource.
     #[arg(long)]
     resource: Option<String>,
+    /// Events of this request (by id).
     #[arg(long)]
     request: Option<String>,
+    /// Events of this grant (by id).
     #[arg(long)]
     grant: Option<String>,
+    /// Events of this gateway session (by id).
     #[arg(long)]
     session: Option<String>,
-    #[arg(long)]
+    /// Only events with this outcome.
+    #[arg(long, value_parser = PossibleValuesParser::new(Outcome::ALL.map(Outcome::as_str)))]
     outcome: Option<String>,
+    /// Events after this seq (paging).
+    #[arg(long)]
+    after: Option<i64>,
 }
 
 impl Filters {
@@ -322,6 +414,7 @@ impl Filters {
             ("grant", self.grant),
             ("session", self.session),
             ("outcome", self.outcome),
+            ("after", self.after.map(|a| a.to_string())),
         ])
     }
 }
@@ -332,11 +425,13 @@ enum AuditCommand {
     Search {
         #[command(flatten)]
         filters: Filters,
-        /// Events after this seq (paging).
-        #[arg(long)]
-        after: Option<i64>,
+        /// At most this many events (default 100).
         #[arg(long)]
         limit: Option<u32>,
+        /// Include the audit.searched events that searches like this one leave (left out by
+        /// default unless --action is given, so they do not crowd out the rest).
+        #[arg(long)]
+        include_searches: bool,
     },
     /// Verify the log offline: the hash chain, payload commitments, signed checkpoints and range
     /// boundaries, and anchors. Exits 1 naming the first bad seq.
@@ -357,7 +452,11 @@ enum AuditCommand {
     Export {
         #[command(flatten)]
         filters: Filters,
-        #[arg(long, default_value = "jsonl")]
+        /// At most this many events (default: all that match).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// JSON lines or CSV.
+        #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "csv"])]
         format: String,
         /// Write here instead of stdout.
         #[arg(long)]
@@ -365,8 +464,10 @@ enum AuditCommand {
     },
     /// Erase a data subject's payloads (keeping the skeletons, so verify still passes).
     Erase {
+        /// The data subject: whose payloads go.
         #[arg(long)]
         principal: String,
+        /// Why (the request or legal basis), kept in the audit log.
         #[arg(long)]
         reason: String,
     },
@@ -374,12 +475,16 @@ enum AuditCommand {
     RotateKey,
     /// Read archived events back (JSON lines), checking each segment against its manifest.
     Restore {
+        /// The archive directory (`[audit] archive`).
         #[arg(long)]
         archive: PathBuf,
+        /// From this time: RFC 3339, or a duration meaning that long ago.
         #[arg(long)]
         since: Option<String>,
+        /// Before this time: RFC 3339, or a duration meaning that long ago.
         #[arg(long)]
         until: Option<String>,
+        /// Write here instead of stdout.
         #[arg(long)]
         output_file: Option<PathBuf>,
     },
@@ -390,6 +495,7 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if output::is_closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             let code = match e.downcast_ref::<Failure>() {
                 Some(Failure::Usage(_)) => 2,
@@ -412,18 +518,6 @@ fn init_logging() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Request { conn, .. }
-    | Command::Grant { conn, .. }
-    | Command::Audit { conn, .. }
-    | Command::Hold { conn, .. }
-    | Command::Retention { conn, .. }
-    | Command::Whoami { conn } = &cli.command
-        && matches!(conn.output, Output::Env | Output::Cnf)
-    {
-        return Err(usage(
-            "-o env and -o cnf are only for `jitgate credentials`",
-        ));
-    }
     match cli.command {
         Command::Serve { config } => {
             init_logging();
@@ -438,6 +532,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             postgres,
             database,
             gateway_listen,
+            reset,
         } => {
             init_logging();
             demo::run(&demo::Options {
@@ -446,6 +541,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 postgres,
                 database,
                 gateway_listen,
+                reset,
             })
             .await
         }
@@ -453,7 +549,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: ConfigCommand::Check { config },
         } => {
             let c = Config::load(&config)?;
-            println!(
+            out!(
                 "{}: ok ({} principals, {} resources, {} policies)",
                 config.display(),
                 c.principals.len(),
@@ -469,9 +565,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let token = jitgate_core::ids::new_token();
             let digest = hex::encode(Sha256::digest(token.as_bytes()));
             if output == Output::Json {
-                println!("{}", json!({ "token": token, "token_sha256": digest }));
+                out!("{}", json!({ "token": token, "token_sha256": digest }));
             } else {
-                println!(
+                out!(
                     "token:        {token}\ntoken_sha256: {digest}\n\nGive the token to its owner; put only token_sha256 in the config."
                 );
             }
@@ -482,8 +578,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit { conn, command } => audit(&conn, command).await,
         Command::Hold { conn, command } => audit_cmd::hold(&conn, command).await,
         Command::Retention { conn, command } => audit_cmd::retention(command, conn.output).await,
-        Command::Credentials { conn, grant_id } => {
+        Command::Access {
+            conn,
+            command: AccessCommand::List,
+        } => {
             let client = Client::new(&conn.url, conn.token.clone())?;
+            access::list(&client, conn.output == Output::Json).await
+        }
+        Command::Credentials { conn, grant } => {
+            let client = Client::new(&conn.url, conn.token.clone())?;
+            let grant_id = access::grant_id(&client, &grant).await?;
             let c = client
                 .get(&format!(
                     "/api/v1/grants/{}/credentials",
@@ -491,21 +595,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ))
                 .await?;
             match conn.output {
-                Output::Json => println!("{c}"),
-                Output::Env => {
+                CredentialsOutput::Json => out!("{c}"),
+                CredentialsOutput::Env => {
                     for (k, v) in c["env"].as_object().into_iter().flatten() {
-                        println!("{k}={}", shell_quote(v.as_str().unwrap_or_default()));
+                        out!("{k}={}", shell_quote(v.as_str().unwrap_or_default()));
                     }
                 }
-                Output::Cnf => match c["option_file"].as_str() {
-                    Some(text) => print!("{text}"),
+                CredentialsOutput::Cnf => match c["option_file"].as_str() {
+                    Some(text) => out!("{}", text.trim_end()),
                     None => {
                         return Err(usage(
                             "-o cnf is for MariaDB/MySQL grants (a mysql option file); use -o env or -o json",
                         ));
                     }
                 },
-                Output::Table => {
+                CredentialsOutput::Table => {
                     output::fields(&c, &["grant_id", "username", "dsn"]);
                     eprintln!(
                         "(-o env prints lines for the target's own clients; the password is in the dsn)"
@@ -562,13 +666,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 client::enc(&resource)
             );
             if conn.output == Output::Json {
-                println!(
+                out!(
                     "{}",
                     json!({ "dsn": dsn, "host": host, "port": port, "dbname": resource, "user": name,
                             "password": password, "grant_id": grant, "expires_at": issued["expires_at"] })
                 );
             } else {
-                println!("{dsn}");
+                out!("{dsn}");
                 eprintln!(
                     "(the password works for {name} on {resource} only, until grant {grant} ends at {})",
                     cell(&issued["expires_at"])
@@ -580,7 +684,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let client = Client::new(&conn.url, conn.token.clone())?;
             let me = client.get("/api/v1/whoami").await?;
             if conn.output == Output::Json {
-                println!("{me}");
+                out!("{me}");
             } else {
                 output::fields(
                     &me,
@@ -663,7 +767,7 @@ async fn request(conn: &Conn, command: RequestCommand) -> anyhow::Result<()> {
             let q = query(&[("state", state), ("limit", limit.map(|l| l.to_string()))]);
             let mut list = client.get(&format!("/api/v1/requests{q}")).await?;
             if conn.output == Output::Json {
-                println!("{list}");
+                out!("{list}");
             } else {
                 // What waits for a decision: the request, or the extension of its grant.
                 for r in list.as_array_mut().into_iter().flatten() {
@@ -742,7 +846,7 @@ async fn grant(conn: &Conn, command: GrantCommand) -> anyhow::Result<()> {
             ]);
             let list = client.get(&format!("/api/v1/grants{q}")).await?;
             if conn.output == Output::Json {
-                println!("{list}");
+                out!("{list}");
             } else {
                 output::rows(
                     &list,
@@ -790,7 +894,7 @@ async fn grant(conn: &Conn, command: GrantCommand) -> anyhow::Result<()> {
         }
     };
     if conn.output == Output::Json {
-        println!("{g}");
+        out!("{g}");
     } else {
         output::fields(
             &g,
@@ -813,7 +917,7 @@ async fn grant(conn: &Conn, command: GrantCommand) -> anyhow::Result<()> {
                 Some(d) => format!(" by {}", decision(d)),
                 None => String::new(),
             };
-            println!(
+            out!(
                 "extension:    {} ({}{by})",
                 cell(&ext["duration"]),
                 cell(&ext["state"])
@@ -879,7 +983,7 @@ fn why_not_active(r: &Value) -> String {
 
 fn print_request(conn: &Conn, r: &Value) {
     if conn.output == Output::Json {
-        println!("{r}");
+        out!("{r}");
         return;
     }
     output::fields(
@@ -901,18 +1005,18 @@ fn print_request(conn: &Conn, r: &Value) {
     );
     if let Some(a) = r["approvals"].as_array().filter(|a| !a.is_empty()) {
         let by: Vec<String> = a.iter().map(decision).collect();
-        println!("approvals:        {}", by.join(", "));
+        out!("approvals:        {}", by.join(", "));
     }
     if let Some(d) = r.get("denial").filter(|d| !d.is_null()) {
-        println!("denied_by:        {}", decision(d));
+        out!("denied_by:        {}", decision(d));
     }
     if let Some(d) = r.get("cancellation").filter(|d| !d.is_null()) {
-        println!("cancelled_by:     {}", decision(d));
+        out!("cancelled_by:     {}", decision(d));
     }
     if let Some(g) = r.get("grant").filter(|g| !g.is_null()) {
-        println!("expires_at:       {}", cell(&g["expires_at"]));
+        out!("expires_at:       {}", cell(&g["expires_at"]));
         if g["needs_review"] == true {
-            println!("needs_review:     true (break-glass)");
+            out!("needs_review:     true (break-glass)");
         }
     }
     let a = &r["awaiting"];
@@ -921,7 +1025,7 @@ fn print_request(conn: &Conn, r: &Value) {
             .as_str()
             .map(|r| format!(": {r}"))
             .unwrap_or_default();
-        println!(
+        out!(
             "awaiting:         approval of an extension by {}{reason}",
             cell(&a["duration"])
         );
@@ -932,7 +1036,7 @@ fn print_request(conn: &Conn, r: &Value) {
             "extension" => "the extension",
             _ => "the request",
         };
-        println!(
+        out!(
             "decided:          {what} for {}: {}",
             cell(&d["duration"]),
             cell(&d["outcome"]).replace('_', " ")
@@ -944,13 +1048,16 @@ async fn audit(conn: &Conn, command: AuditCommand) -> anyhow::Result<()> {
     match command {
         AuditCommand::Search {
             filters,
-            after,
             limit,
+            include_searches,
         } => {
             let client = Client::new(&conn.url, conn.token.clone())?;
+            let hide_searches = !include_searches && filters.action.is_none();
             let mut pairs = filters.pairs()?;
-            pairs.push(("after", after.map(|a| a.to_string())));
             pairs.push(("limit", limit.map(|l| l.to_string())));
+            if hide_searches {
+                pairs.push(("exclude_action", Some("audit.searched".into())));
+            }
             let events = client
                 .get(&format!("/api/v1/audit/events{}", query(&pairs)))
                 .await?;
@@ -965,9 +1072,14 @@ async fn audit(conn: &Conn, command: AuditCommand) -> anyhow::Result<()> {
         } => audit_cmd::verify(&local, anchor, public_key, archive, conn.output),
         AuditCommand::Export {
             filters,
+            limit,
             format,
             output_file,
-        } => audit_cmd::export(conn, filters.pairs()?, &format, output_file).await,
+        } => {
+            let mut pairs = filters.pairs()?;
+            pairs.push(("limit", limit.map(|l| l.to_string())));
+            audit_cmd::export(conn, pairs, &format, output_file).await
+        }
         AuditCommand::Erase { principal, reason } => {
             let client = Client::new(&conn.url, conn.token.clone())?;
             let v = client
@@ -977,9 +1089,9 @@ async fn audit(conn: &Conn, command: AuditCommand) -> anyhow::Result<()> {
                 )
                 .await?;
             if conn.output == Output::Json {
-                println!("{v}");
+                out!("{v}");
             } else {
-                println!(
+                out!(
                     "erased {} payloads of {principal}; the event skeletons remain and still verify",
                     v["payloads_erased"]
                 );
@@ -990,7 +1102,7 @@ async fn audit(conn: &Conn, command: AuditCommand) -> anyhow::Result<()> {
             let client = Client::new(&conn.url, conn.token.clone())?;
             let v = client.post("/api/v1/audit/rotate-key", json!({})).await?;
             if conn.output == Output::Json {
-                println!("{v}");
+                out!("{v}");
             } else {
                 output::fields(&v, &["key_id", "public_key"]);
             }
@@ -1007,20 +1119,8 @@ async fn audit(conn: &Conn, command: AuditCommand) -> anyhow::Result<()> {
 
 fn print_events(conn: &Conn, events: &Value) {
     if conn.output == Output::Json {
-        println!("{events}");
-        return;
+        out!("{events}");
+    } else {
+        events::print(events);
     }
-    output::rows(
-        events,
-        &[
-            ("SEQ", "seq"),
-            ("TS", "ts"),
-            ("ACTOR", "actor"),
-            ("ACTION", "action"),
-            ("OUTCOME", "outcome"),
-            ("RESOURCE", "resource"),
-            ("REQUEST", "request_id"),
-            ("GRANT", "grant_id"),
-        ],
-    );
 }

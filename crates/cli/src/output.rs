@@ -1,6 +1,46 @@
 //! Human output: aligned tables and key/value listings. `-o json` bypasses all of this.
 
+use std::io::Write;
+
 use serde_json::Value;
+
+/// `println!` for everything the CLI prints on stdout. When the reader has closed the pipe
+/// (`jitgate audit search | head`) the command ends at once, quietly and successfully: the reader
+/// has all it wanted. `println!` would panic with a backtrace instead.
+macro_rules! out {
+    () => { $crate::output::write_line(format_args!("")) };
+    ($($arg:tt)*) => { $crate::output::write_line(format_args!($($arg)*)) };
+}
+pub(crate) use out;
+
+pub fn write_line(args: std::fmt::Arguments) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_fmt(args)
+        .and_then(|()| stdout.write_all(b"\n"))
+    {
+        end_on_output_error(&e);
+    }
+}
+
+/// Ends the process for a failed write to stdout: quietly (status 0) if the reader went away,
+/// with the error (status 1) otherwise, e.g. a full disk behind a redirection.
+pub fn end_on_output_error(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("jitgate: cannot write the output: {e}");
+    std::process::exit(1);
+}
+
+/// Whether an error is, at bottom, a write to a closed pipe.
+pub fn is_closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
 
 /// The text of a JSON value for a table cell: strings bare, null as `-`.
 pub fn cell(v: &Value) -> String {
@@ -36,7 +76,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
                 s.push_str(&format!("{c:<w$}  "));
             }
         }
-        println!("{}", s.trim_end());
+        out!("{}", s.trim_end());
     };
     line(headers.iter().map(|h| h.to_string()).collect());
     for row in rows {
@@ -49,7 +89,7 @@ pub fn fields(v: &Value, keys: &[&str]) {
     let width = keys.iter().map(|k| k.len()).max().unwrap_or(0) + 1;
     for k in keys {
         if let Some(x) = v.get(*k) {
-            println!("{:<width$} {}", format!("{k}:"), cell(x));
+            out!("{:<width$} {}", format!("{k}:"), cell(x));
         }
     }
 }

@@ -8,6 +8,7 @@ use jitgate_server::Config;
 use jitgate_server::targets::{connector_for, role_specs};
 
 use crate::client::Failure;
+use crate::output::out;
 
 #[derive(Subcommand)]
 pub enum ResourceCommand {
@@ -44,7 +45,7 @@ pub async fn run(command: ResourceCommand) -> anyhow::Result<()> {
     let connector = connector_for(&config, r, "check", None)?;
     let findings = connector.check(&role_specs(&config, r)).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&findings)?);
+        out!("{}", serde_json::to_string_pretty(&findings)?);
     } else {
         print(&resource, connector.kind(), &findings);
     }
@@ -63,7 +64,7 @@ pub async fn run(command: ResourceCommand) -> anyhow::Result<()> {
 
 fn print(resource: &str, kind: &str, findings: &[Finding]) {
     if findings.is_empty() {
-        println!("{resource} ({kind}): ok: the target holds what jitgate promises");
+        out!("{resource} ({kind}): ok: the target holds what jitgate promises");
         return;
     }
     for f in findings {
@@ -71,6 +72,6 @@ fn print(resource: &str, kind: &str, findings: &[Finding]) {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        println!("{resource}: {level}: {}: {}", f.topic, f.message);
+        out!("{resource}: {level}: {}: {}", f.topic, f.message);
     }
 }

@@ -436,3 +436,35 @@ fn erasure_removes_payloads_keeps_skeletons_and_respects_holds() {
         text(&out)
     );
 }
+
+/// A directory that is not a jitgate data directory is named as such, not blamed for a missing
+/// key file.
+#[test]
+fn verify_on_a_wrong_directory_says_it_holds_no_jitgate_data() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not jitgate").unwrap();
+    let out = run(&[
+        "audit",
+        "verify",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{} holds no jitgate data (no jitgate.db)",
+            dir.path().display()
+        )) && !err.contains("audit-signing.pub"),
+        "{err}"
+    );
+    let missing = dir.path().join("nowhere");
+    let out = run(&["audit", "verify", "--data-dir", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("{} is not a directory", missing.display())),
+        "{}",
+        text(&out)
+    );
+}

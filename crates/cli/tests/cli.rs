@@ -478,6 +478,19 @@ fn credentials_env_lines_work_with_psql() {
         String::from_utf8_lossy(&counted.stderr)
     );
     let json = s.json("ci-bot", &["credentials", &gid]);
+    let by_name = s.json("ci-bot", &["credentials", "pg"]);
+    assert_eq!(
+        (&by_name["grant_id"], &by_name["dsn"]),
+        (&json["grant_id"], &json["dsn"]),
+        "a resource name finds the caller's active grant on it"
+    );
+    let none = s.cli("root", &["credentials", "pg"]);
+    assert_eq!(none.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&none.stderr).contains("you hold no active grant on \"pg\""),
+        "{}",
+        String::from_utf8_lossy(&none.stderr)
+    );
     let via_dsn = Command::new("psql")
         .args([
             "-X",
@@ -505,4 +518,310 @@ fn credentials_env_lines_work_with_psql() {
     drop(s);
     psql(&admin, &format!("DROP DATABASE {db} WITH (FORCE)"));
     psql(&admin, &format!("DROP ROLE {role}"));
+}
+
+/// `jitgate audit search | head`: a reader that closes the pipe early ends the command quietly
+/// and successfully, never with a panic and a backtrace.
+#[test]
+fn commands_end_quietly_when_their_output_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let s = Server::start(&config(dir.path(), port), port);
+    s.json(
+        "ci-bot",
+        &[
+            "request",
+            "create",
+            "--resource",
+            "orders-db",
+            "--role",
+            "deploy",
+            "--duration",
+            "1m",
+        ],
+    );
+    for args in [
+        &["audit", "search"][..],
+        &["audit", "search", "-o", "json"],
+        &["audit", "export"],
+        &["grant", "list"],
+        &["token", "new"],
+    ] {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("JITGATE_URL", &s.url)
+            .env("JITGATE_TOKEN", "tok-root")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader goes away before the command writes its first line (it first asks the
+        // server, or at least starts up): every write it makes meets a closed pipe.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {err}", out.status);
+        assert!(err.is_empty(), "{args:?} said: {err}");
+    }
+}
+
+/// The default audit table tells the story in one line per event (what was asked, why, who
+/// decided with what comment), and the auditor's own searches do not crowd it out.
+#[test]
+fn audit_search_tells_the_story_without_the_auditors_own_searches() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let s = Server::start(&config(dir.path(), port), port);
+    let r = s.json(
+        "alice",
+        &[
+            "request",
+            "create",
+            "--resource",
+            "orders-db",
+            "--role",
+            "read",
+            "--duration",
+            "10m",
+            "--reason",
+            "INC-4411 check orders",
+        ],
+    );
+    let id = r["id"].as_str().unwrap();
+    s.json(
+        "dora",
+        &["request", "approve", id, "--comment", "ok for INC-4411"],
+    );
+    let table = |args: &[&str]| {
+        let out = s.cli("root", args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for _ in 0..3 {
+        table(&["audit", "search"]);
+    }
+    let story = table(&["audit", "search"]);
+    let line = |action: &str| {
+        story
+            .lines()
+            .find(|l| l.contains(&format!(" {action} ")))
+            .unwrap_or_else(|| panic!("no {action} in\n{story}"))
+            .to_owned()
+    };
+    let header = story.lines().next().unwrap();
+    assert!(
+        header.contains(" ID ") && header.ends_with(" WHAT"),
+        "{story}"
+    );
+    let created = line("request.created");
+    assert!(
+        created.contains(id) && created.contains(r#"read for 10m, reason "INC-4411 check orders""#),
+        "{created}"
+    );
+    assert!(
+        line("request.approved").contains(r#"comment "ok for INC-4411""#),
+        "{story}"
+    );
+    assert!(!story.contains("audit.searched"), "{story}");
+    let all = table(&["audit", "search", "--include-searches"]);
+    assert_eq!(all.matches("audit.searched").count(), 4, "{all}");
+    let asked = table(&["audit", "search", "--action", "audit.*"]);
+    assert!(
+        asked.contains("audit.searched") && asked.contains("returned"),
+        "{asked}"
+    );
+}
+
+/// "What may I ask for?": each role on each resource the caller may request, with its cap, who
+/// approves and what is approved at once; nothing for those no policy names.
+#[test]
+fn access_list_shows_what_each_principal_may_ask_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let s = Server::start(&config(dir.path(), port), port);
+    let table = |who: &str| {
+        let out = s.cli(who, &["access", "list"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let alice = table("alice");
+    let row = alice.lines().find(|l| l.starts_with("orders-db")).unwrap();
+    for part in ["read", "1h", "1 of group:dba", "read"] {
+        assert!(row.contains(part), "{alice}");
+    }
+    assert_eq!(alice.lines().count(), 2, "only read: {alice}");
+    let bot = table("ci-bot");
+    assert!(
+        bot.lines()
+            .any(|l| l.contains("deploy") && l.contains("10m") && l.contains("nobody needed")),
+        "{bot}"
+    );
+    assert!(
+        table("dora").contains("(nothing: no policy lets you ask"),
+        "dora only approves"
+    );
+    let v = s.json("alice", &["access", "list"]);
+    assert_eq!(v[0]["policies"][0]["approvers"][0], "group:dba", "{v}");
+}
+
+/// The demo writes the addresses it runs with and a file anchor into its config, its tour's
+/// `audit verify` rules out truncation, and `demo --reset` removes its database, roles, leftover
+/// logins and directory (refusing while the demo runs).
+#[test]
+fn demo_records_its_setup_and_reset_removes_what_it_created() {
+    if psql("postgres", "SELECT 1").is_none() {
+        assert!(
+            std::env::var("JITGATE_REQUIRE_SERVICES").as_deref() != Ok("1"),
+            "PostgreSQL is unreachable"
+        );
+        eprintln!("SKIPPED: PostgreSQL is unreachable");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("jg_demo_r{}", std::process::id());
+    let port = free_port();
+    let demo_cmd = |gateway: u16, extra: &[&str]| {
+        let mut c = Command::new(BIN);
+        c.args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--database", &database])
+            .args(["--gateway-listen", &format!("127.0.0.1:{gateway}")])
+            .args(extra)
+            .current_dir(dir.path())
+            .env_remove("JITGATE_DEMO_POSTGRES");
+        c
+    };
+    let start = |gateway: u16| {
+        let mut demo = demo_cmd(gateway, &[])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+        let printed: Vec<String> = lines
+            .map(Result::unwrap)
+            .take_while(|l| !l.contains("--reset` removes"))
+            .collect();
+        (demo, printed.join("\n"))
+    };
+    let config_path = dir.path().join("jitgate-demo/jitgate.toml");
+    let (mut demo, printed) = start(free_port());
+    assert!(printed.contains("on the local PostgreSQL"), "{printed}");
+    assert!(
+        printed.contains(&format!(
+            "audit verify --config {}",
+            "./jitgate-demo/jitgate.toml"
+        )),
+        "{printed}"
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let env = std::fs::read_to_string(dir.path().join("jitgate-demo/demo.env")).unwrap();
+    let token = env
+        .lines()
+        .find_map(|l| l.strip_prefix("export CI_BOT_TOKEN="))
+        .unwrap()
+        .to_owned();
+    let out = Command::new(BIN)
+        .args([
+            "request",
+            "create",
+            "--resource",
+            "orders-db",
+            "--role",
+            "deploy",
+        ])
+        .args(["--duration", "2m", "-o", "json"])
+        .env("JITGATE_URL", &url)
+        .env("JITGATE_TOKEN", &token)
+        .output()
+        .unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["state"], "active", "{r}");
+    let logins = || {
+        psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_roles WHERE shobj_description(oid, 'pg_authid') LIKE '%grant={}%'",
+                r["grant_id"].as_str().unwrap()
+            ),
+        )
+        .unwrap()
+    };
+    assert_eq!(logins(), "1", "the grant is a real login");
+    // The anchor gets its first checkpoint within a second; verify then checks the log's end.
+    let anchor = dir.path().join("jitgate-demo/anchor/checkpoints");
+    let t = Instant::now();
+    while !anchor.is_file() {
+        assert!(t.elapsed() < Duration::from_secs(10), "no anchor written");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let verify = Command::new(BIN)
+        .args(["audit", "verify", "--config"])
+        .arg(&config_path)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        verify.status.success() && said.starts_with("ok:") && !said.contains("no anchor checked"),
+        "{said}{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let refused = demo_cmd(0, &["--reset"]).output().unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("still running"));
+    demo.kill().unwrap(); // SIGKILL: the grant's login stays behind for reset to find
+    demo.wait().unwrap();
+
+    // A second run on another gateway port writes that port into the config.
+    let second = free_port();
+    let (mut demo, _) = start(second);
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    let gateway = config.split("[gateway.postgres]").nth(1).unwrap();
+    assert!(
+        gateway.contains(&format!("listen = \"127.0.0.1:{second}\"")),
+        "{config}"
+    );
+    demo.kill().unwrap();
+    demo.wait().unwrap();
+
+    let reset = demo_cmd(0, &["--reset"]).output().unwrap();
+    let said = String::from_utf8_lossy(&reset.stdout);
+    assert!(
+        reset.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&reset.stderr)
+    );
+    assert!(
+        said.contains(&format!("dropped database {database}")),
+        "{said}"
+    );
+    assert_eq!(
+        psql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_database WHERE datname = '{database}'")
+        )
+        .unwrap(),
+        "0"
+    );
+    assert_eq!(
+        psql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_roles WHERE rolname LIKE '{database}\\_%'")
+        )
+        .unwrap(),
+        "0",
+        "the demo's roles are gone"
+    );
+    assert_eq!(logins(), "0", "and so is the login the grant left");
+    assert!(!dir.path().join("jitgate-demo").exists());
+    let again = demo_cmd(0, &["--reset"]).output().unwrap();
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to reset"));
 }

@@ -6,7 +6,7 @@
 //! connections, `DROP USER`.
 //!
 //! MariaDB has no `VALID UNTIL`: while jitgate is down, an ephemeral user keeps working until
-//! jitgate is back and revokes it (first thing at startup). DESIGN.md's other layers (the
+//! jitgate is back and revokes it (first thing at startup). The other layers of enforcement (the
 //! gateway's own deadline) still apply; see docs/connectors.md.
 
 use async_trait::async_trait;

@@ -150,38 +150,6 @@ impl PostgresConnector {
         (host, port)
     }
 
-    async fn exists(
-        &self,
-        client: &deadpool_postgres::Object,
-        login: &str,
-    ) -> Result<bool, ConnectorError> {
-        Ok(client
-            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&login])
-            .await
-            .map_err(|e| self.target_err(e))?
-            .is_some())
-    }
-
-    /// No new logins, then cut every session of the role, in every database.
-    async fn disable(
-        &self,
-        client: &deadpool_postgres::Object,
-        login: &str,
-    ) -> Result<(), ConnectorError> {
-        client
-            .batch_execute(&format!("ALTER ROLE {} NOLOGIN", pg_ident(login)))
-            .await
-            .map_err(|e| self.target_err(e))?;
-        client
-            .execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
-                &[&login],
-            )
-            .await
-            .map_err(|e| self.target_err(e))?;
-        Ok(())
-    }
-
     fn masking_rules(&self, role: &str) -> &[MaskColumnRule] {
         self.settings
             .masking
@@ -334,6 +302,38 @@ impl PostgresConnector {
             database: grant.database.clone(),
             masking: self.masking_rules(&grant.role).to_vec(),
         }
+    }
+
+    async fn exists(
+        &self,
+        client: &deadpool_postgres::Object,
+        login: &str,
+    ) -> Result<bool, ConnectorError> {
+        Ok(client
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&login])
+            .await
+            .map_err(|e| self.target_err(e))?
+            .is_some())
+    }
+
+    /// No new logins, then cut every session of the role, in every database.
+    async fn disable(
+        &self,
+        client: &deadpool_postgres::Object,
+        login: &str,
+    ) -> Result<(), ConnectorError> {
+        client
+            .batch_execute(&format!("ALTER ROLE {} NOLOGIN", pg_ident(login)))
+            .await
+            .map_err(|e| self.target_err(e))?;
+        client
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+                &[&login],
+            )
+            .await
+            .map_err(|e| self.target_err(e))?;
+        Ok(())
     }
 
     async fn reset_password(&self, login: &str) -> Result<String, ConnectorError> {

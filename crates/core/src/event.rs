@@ -16,6 +16,13 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Success,
+        Outcome::Denied,
+        Outcome::Failure,
+        Outcome::Blocked,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Success => "success",
@@ -23,6 +30,23 @@ impl Outcome {
             Outcome::Failure => "failure",
             Outcome::Blocked => "blocked",
         }
+    }
+}
+
+impl std::str::FromStr for Outcome {
+    type Err = crate::CoreError;
+
+    fn from_str(s: &str) -> Result<Self, crate::CoreError> {
+        Outcome::ALL
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| {
+                let all: Vec<_> = Outcome::ALL.iter().map(|o| o.as_str()).collect();
+                crate::CoreError::Invalid(format!(
+                    "unknown outcome {s:?}; one of: {}",
+                    all.join(", ")
+                ))
+            })
     }
 }
 
@@ -70,3 +94,17 @@ impl EventDraft {
 
 /// The name jitgate itself acts under (expiry, timeouts, reconciliation).
 pub const SYSTEM_ACTOR: &str = "jitgate";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_parse_from_their_names_and_unknown_ones_list_the_known() {
+        for o in Outcome::ALL {
+            assert_eq!(o.as_str().parse::<Outcome>().unwrap(), o);
+        }
+        let e = "succes".parse::<Outcome>().unwrap_err().to_string();
+        assert!(e.contains("success, denied, failure, blocked"), "{e}");
+    }
+}

@@ -2,6 +2,7 @@
 //! and when things are due. Nothing here does I/O or reads the system time directly, so every
 //! rule is unit-testable with a [`clock::FakeClock`].
 
+pub mod access;
 pub mod clock;
 pub mod duration;
 pub mod error;

@@ -30,6 +30,28 @@ pub enum VerifyFailure {
     Cannot(String),
 }
 
+/// Whether `data_dir` holds a jitgate log in `database`, so that a wrong directory is named as
+/// such rather than blamed for a missing key file or an empty chain.
+pub fn check_data_dir(data_dir: &Path, database: &Path) -> Result<(), VerifyFailure> {
+    if !data_dir.is_dir() {
+        return Err(VerifyFailure::Cannot(format!(
+            "{} is not a directory: give the server's data directory ([server] data_dir), or --config",
+            data_dir.display()
+        )));
+    }
+    if !database.is_file() {
+        return Err(VerifyFailure::Cannot(format!(
+            "{} holds no jitgate data (no {}): give the server's data directory ([server] data_dir), or --config",
+            data_dir.display(),
+            database
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| database.display().to_string())
+        )));
+    }
+    Ok(())
+}
+
 /// The public keys recorded in a data directory.
 pub fn data_dir_keys(data_dir: &Path) -> Result<Vec<PublicKey>, VerifyFailure> {
     PublicKey::read_file(&data_dir.join(PUBLIC_KEYS_FILE))

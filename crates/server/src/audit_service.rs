@@ -59,12 +59,13 @@ impl App {
         caller: &Caller,
         mut filter: EventFilter,
         format: &str,
+        limit: Option<u32>,
     ) -> Result<mpsc::Receiver<AuditEvent>> {
         if !(caller.is_admin || caller.is_auditor) {
             filter.involving = Some(caller.principal.name.clone());
         }
         let read = EventDraft::new(self.clock.now(), &caller.principal.name, "audit.exported")
-            .details(json!({ "filter": filter, "format": format }));
+            .details(json!({ "filter": filter, "format": format, "limit": limit }));
         self.append(vec![read]).await?;
         let (tx, rx) = mpsc::channel(1024);
         let store = self.store.clone();

@@ -253,6 +253,17 @@ async fn event_search_filters_and_pages() {
         .await
         .unwrap();
     assert_eq!(by_glob.len(), 5);
+    let without = s
+        .search_events(EventFilter {
+            exclude_action: Some("grant.*".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        without.len() == 5 && without.iter().all(|e| e.action == "request.created"),
+        "{without:?}"
+    );
     let by_actor = s
         .search_events(EventFilter {
             actor: Some("alice".into()),

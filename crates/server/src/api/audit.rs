@@ -16,7 +16,8 @@ use crate::audit_service::NewHold;
 
 /// Every matching event, oldest first, streamed as JSON lines or CSV. Recorded as `audit.exported`.
 #[utoipa::path(get, path = "/api/v1/audit/export", params(AuditQuery),
-    responses((status = 200, description = "application/x-ndjson or text/csv", body = String)), security(("bearer" = [])))]
+    responses((status = 200, description = "JSON lines (format=jsonl) or CSV (format=csv)",
+        content((String = "application/x-ndjson"), (String = "text/csv")))), security(("bearer" = [])))]
 pub async fn export(
     AxState(app): AxState<AppState>,
     Auth(c): Auth,
@@ -32,25 +33,38 @@ pub async fn export(
             )));
         }
     };
-    let rx = app.audit_export(&c, q.filter(), &format).await?;
+    let given = q.limit;
+    let limit = given.unwrap_or(u32::MAX);
+    let rx = app.audit_export(&c, q.filter()?, &format, given).await?;
     let header = csv.then(|| Bytes::from_static(CSV_HEADER.as_bytes()));
-    let lines = futures_util::stream::unfold((rx, header), move |(mut rx, header)| async move {
-        if let Some(h) = header {
-            return Some((Ok::<_, std::convert::Infallible>(h), (rx, None)));
-        }
-        let mut chunk = String::new();
-        // Gather what is ready into one chunk: fewer, larger writes.
-        while let Ok(e) = rx.try_recv() {
-            push_line(&mut chunk, e, csv);
-            if chunk.len() > 64 * 1024 {
-                break;
+    // `left`: events still to send. Ending the stream drops the receiver, which stops the read.
+    let lines = futures_util::stream::unfold(
+        (rx, header, limit),
+        move |(mut rx, header, mut left)| async move {
+            if let Some(h) = header {
+                return Some((Ok::<_, std::convert::Infallible>(h), (rx, None, left)));
             }
-        }
-        if chunk.is_empty() {
-            push_line(&mut chunk, rx.recv().await?, csv);
-        }
-        Some((Ok(Bytes::from(chunk)), (rx, None)))
-    });
+            if left == 0 {
+                return None;
+            }
+            let mut chunk = String::new();
+            // Gather what is ready into one chunk: fewer, larger writes.
+            while left > 0
+                && let Ok(e) = rx.try_recv()
+            {
+                push_line(&mut chunk, e, csv);
+                left -= 1;
+                if chunk.len() > 64 * 1024 {
+                    break;
+                }
+            }
+            if chunk.is_empty() {
+                push_line(&mut chunk, rx.recv().await?, csv);
+                left -= 1;
+            }
+            Some((Ok(Bytes::from(chunk)), (rx, None, left)))
+        },
+    );
     Ok((
         [(axum::http::header::CONTENT_TYPE, content_type)],
         axum::body::Body::from_stream(lines),
@@ -115,6 +129,8 @@ fn csv_field(out: &mut String, f: &str) {
 pub struct EraseBody {
     /// Whose data to erase: payloads of events they acted in or were the subject of.
     pub principal: String,
+    /// The request or legal basis this erasure answers.
+    #[schema(min_length = 1, pattern = r"\S")]
     pub reason: String,
 }
 
@@ -160,6 +176,8 @@ pub async fn rotate_key(AxState(app): AxState<AppState>, Auth(c): Auth) -> ApiRe
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HoldBody {
+    /// The case or matter the hold is for.
+    #[schema(min_length = 1, pattern = r"\S")]
     pub reason: String,
     pub resource: Option<String>,
     /// Matches events the principal acted in or was the subject of.
@@ -239,6 +257,7 @@ pub async fn create_hold(
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HoldsQuery {
     /// Include released holds.

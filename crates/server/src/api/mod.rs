@@ -1,6 +1,8 @@
 //! The HTTP API (`/api/v1`), `/healthz`, `/metrics` and the OpenAPI document.
 
+mod access;
 mod audit;
+mod openapi;
 pub mod views;
 
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use crate::auth::Caller;
 use crate::error::Error;
 use crate::service::{App, NewRequest};
+use openapi::ErrorResponses;
 use views::{EventView, GrantView, RequestView, WhoAmI};
 
 type AppState = Arc<App>;
@@ -31,6 +34,7 @@ pub fn router(app: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/whoami", get(whoami))
+        .route("/api/v1/access", get(access::list))
         .route("/api/v1/requests", post(create_request).get(list_requests))
         .route("/api/v1/requests/{id}", get(get_request))
         .route("/api/v1/requests/{id}/approve", post(approve))
@@ -190,6 +194,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
         } else {
             &bytes
         };
+        // serde would also read a struct from an array (`[null]`); the API takes objects only.
+        if bytes.trim_ascii_start().first() != Some(&b'{') {
+            return Err(ApiError::bad_request(
+                "invalid JSON body: expected an object ({…})",
+            ));
+        }
         serde_json::from_slice(bytes)
             .map(Body)
             .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
@@ -215,10 +225,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRequestBody {
+    /// A configured resource's name (`GET /api/v1/access` lists what the caller may ask for).
+    #[schema(example = "orders-db")]
     pub resource: String,
+    /// One of the resource's roles.
+    #[schema(example = "read")]
     pub role: String,
     /// humantime: `30m`, `4h`
+    #[schema(example = "30m")]
     pub duration: String,
+    #[schema(example = "INC-4411 check orders")]
     pub reason: Option<String>,
     pub ticket: Option<String>,
     /// RFC 3339; the grant starts then (or at approval, if later).
@@ -245,11 +261,13 @@ pub struct ReasonBody {
 #[serde(deny_unknown_fields)]
 pub struct ExtendBody {
     /// How much longer, e.g. `30m`.
+    #[schema(example = "30m")]
     pub duration: String,
     pub reason: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only requests in this state: pending, approved, active, revoking, expired, released,
@@ -265,6 +283,7 @@ pub struct ListQuery {
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     #[param(value_type = Option<String>, format = DateTime)]
@@ -274,25 +293,34 @@ pub struct AuditQuery {
     pub actor: Option<String>,
     /// Glob on the action: `grant.*`.
     pub action: Option<String>,
+    /// Glob on actions to leave out: `audit.searched`.
+    pub exclude_action: Option<String>,
     pub resource: Option<String>,
     pub request: Option<String>,
     pub grant: Option<String>,
     pub session: Option<String>,
+    /// One of `success`, `denied`, `failure`, `blocked`.
     pub outcome: Option<String>,
     /// Paging: events after this `seq`.
     pub after: Option<i64>,
+    /// At most this many events (search: default 100; export: default all).
     pub limit: Option<u32>,
     /// Export only: `jsonl` (default) or `csv`.
     pub format: Option<String>,
 }
 
 impl AuditQuery {
-    fn filter(self) -> EventFilter {
-        EventFilter {
+    fn filter(self) -> Result<EventFilter, ApiError> {
+        if let Some(o) = &self.outcome {
+            o.parse::<jitgate_core::Outcome>()
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        }
+        Ok(EventFilter {
             since: self.since,
             until: self.until,
             actor: self.actor,
             action: self.action,
+            exclude_action: self.exclude_action,
             resource: self.resource,
             request_id: self.request,
             grant_id: self.grant,
@@ -301,7 +329,7 @@ impl AuditQuery {
             involving: None,
             after_seq: self.after,
             limit: self.limit.unwrap_or(100),
-        }
+        })
     }
 }
 
@@ -331,10 +359,14 @@ impl ListQuery {
 
 // ---------------------------------------------------------------- handlers
 
+/// Liveness: `ok` while the server answers.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "ok", body = String, content_type = "text/plain")))]
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// Prometheus text exposition of the server's counters and gauges.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
 async fn metrics(AxState(app): AxState<AppState>) -> impl IntoResponse {
     (
         [(
@@ -345,8 +377,8 @@ async fn metrics(AxState(app): AxState<AppState>) -> impl IntoResponse {
     )
 }
 
-async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+async fn openapi() -> Json<serde_json::Value> {
+    Json(openapi::document(ApiDoc::openapi()))
 }
 
 /// Who the token belongs to.
@@ -576,7 +608,12 @@ async fn audit_events(
     Auth(c): Auth,
     Params(q): Params<AuditQuery>,
 ) -> ApiResult<Vec<EventView>> {
-    let filter = q.filter();
+    if q.format.is_some() {
+        return Err(ApiError::bad_request(
+            "format is for /api/v1/audit/export; a search answers JSON",
+        ));
+    }
+    let filter = q.filter()?;
     let events = app.audit_search(&c, filter).await?;
     Ok(Json(events.into_iter().map(EventView::from).collect()))
 }
@@ -584,11 +621,12 @@ async fn audit_events(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "jitgate", description = "Just-in-time privileged access: requests, approvals, grants, audit."),
-    paths(whoami, create_request, list_requests, get_request, approve, deny, cancel, list_grants, get_grant, release, revoke, extend, review, credentials, gateway_password, audit_events,
+    paths(healthz, metrics, whoami, access::list, create_request, list_requests, get_request, approve, deny, cancel, list_grants, get_grant, release, revoke, extend, review, credentials, gateway_password, audit_events,
         audit::export, audit::erase, audit::rotate_key, audit::create_hold, audit::list_holds, audit::release_hold),
     components(schemas(ErrorBody, ErrorDetail, CreateRequestBody, CommentBody, ReasonBody, ExtendBody, RequestView, views::AwaitingView, views::DecidedView, GrantView, EventView, WhoAmI, views::CredentialsView, views::GatewayPasswordView,
-        audit::HoldBody, audit::HoldView, audit::EraseBody, audit::Erased, audit::KeyView)),
-    modifiers(&BearerAuth)
+        audit::HoldBody, audit::HoldView, audit::EraseBody, audit::Erased, audit::KeyView,
+        access::AccessView, access::OfferView, access::AutoOfferView)),
+    modifiers(&BearerAuth, &ErrorResponses)
 )]
 pub struct ApiDoc;
 

@@ -1357,22 +1357,16 @@ with psycopg.connect(sys.argv[1]) as conn:
         out["copy"] = b"".join(bytes(b) for b in cp).decode()
     print(json.dumps(out))
 "#;
+    jitgate_testkit::require_python_module("psycopg", "psycopg[binary]");
     let out = Command::new("python3")
         .args(["-c", script, &conninfo(&app, "ci-bot")])
         .output()
         .unwrap();
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        if err.contains("No module named 'psycopg'") {
-            assert!(
-                std::env::var("JITGATE_REQUIRE_SERVICES").is_err(),
-                "psycopg is missing (pip install 'psycopg[binary]')"
-            );
-            eprintln!("SKIPPED: psycopg is not installed");
-            return;
-        }
-        panic!("psycopg failed: {err}");
-    }
+    assert!(
+        out.status.success(),
+        "psycopg failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let want = json!(["***********.com", "card ***************1111", null]);
     assert_eq!(v["text"], want, "{v}");

@@ -1,12 +1,15 @@
 //! Integration tests: the real server on port 0 with a fresh SQLite store, driven over HTTP.
 
+mod access;
 mod api;
+mod audit_search;
 mod gateway;
 mod gateway_password;
 mod helpers;
 mod lifecycle;
 mod masking_db;
 mod mysql;
+mod openapi;
 mod postgres;
 mod retention;
 mod services;

@@ -333,6 +333,11 @@ fn filter_sql(conn: &Connection, f: &EventFilter) -> Result<Where> {
             .push(format!("e.action LIKE ?{} ESCAPE '\\'", w.next()));
         w.params.push(glob_to_like(glob).into());
     }
+    if let Some(glob) = &f.exclude_action {
+        w.clauses
+            .push(format!("e.action NOT LIKE ?{} ESCAPE '\\'", w.next()));
+        w.params.push(glob_to_like(glob).into());
+    }
     if let Some(who) = &f.involving {
         let n = w.next();
         w.clauses.push(involving(n));
