@@ -5,6 +5,7 @@ mod api;
 mod audit_search;
 mod gateway;
 mod helpers;
+mod metrics;
 mod mysql;
 mod openapi;
 mod postgres;
