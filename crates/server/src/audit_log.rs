@@ -5,6 +5,7 @@
 //! chain head is signed, after the fact.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,7 @@ use tokio::sync::watch;
 
 use crate::config::{Anchor, Config};
 use crate::error::Error;
+use crate::metrics::AuditHealth;
 
 /// The private key's file in the data directory (mode 0600).
 pub const KEY_FILE: &str = "audit-signing.key";
@@ -44,6 +46,11 @@ pub struct AuditLog {
     last: tokio::sync::Mutex<Option<Checkpoint>>,
     /// Serialises sweeps in this process.
     sweeping: tokio::sync::Mutex<()>,
+    /// For the metrics: when this log was opened, the last checkpoint's time (µs, 0: none),
+    /// and per anchor its last successful write (µs, 0: none yet) and its failed writes.
+    opened_at: jitgate_core::Timestamp,
+    checkpoint_us: AtomicI64,
+    anchor_writes: Vec<(AtomicI64, AtomicU64)>,
 }
 
 impl AuditLog {
@@ -67,6 +74,14 @@ impl AuditLog {
                 .map_err(|e| Error::Io(format!("archive {}: {e}", dir.display())))?,
         );
         let last = store.last_checkpoint().await?;
+        let checkpoint_us = AtomicI64::new(last.as_ref().map_or(0, |c| c.ts_us));
+        let anchor_writes = config
+            .audit
+            .anchors
+            .iter()
+            .map(|_| (AtomicI64::new(0), AtomicU64::new(0)))
+            .collect();
+        let opened_at = clock.now();
         Ok(Self {
             store,
             clock,
@@ -83,7 +98,31 @@ impl AuditLog {
             archive,
             last: tokio::sync::Mutex::new(last),
             sweeping: tokio::sync::Mutex::new(()),
+            opened_at,
+            checkpoint_us,
+            anchor_writes,
         })
+    }
+
+    /// When the log last signed a checkpoint and last reached each anchor, for the metrics.
+    pub fn health(&self) -> AuditHealth {
+        let at = |us: i64| (us > 0).then(|| jitgate_core::Timestamp::from_microsecond(us).ok())?;
+        AuditHealth {
+            checkpoint_at: at(self.checkpoint_us.load(Ordering::Relaxed)),
+            anchors: self
+                .anchors
+                .iter()
+                .zip(&self.anchor_writes)
+                .map(|(a, (ok, failed))| {
+                    (
+                        shown(a),
+                        at(ok.load(Ordering::Relaxed)),
+                        failed.load(Ordering::Relaxed),
+                    )
+                })
+                .collect(),
+            started: Some(self.opened_at),
+        }
     }
 
     fn signer(&self) -> Arc<Signer> {
@@ -110,6 +149,7 @@ impl AuditLog {
             self.signer()
                 .sign_checkpoint(head.seq, head.hash, self.clock.now().as_microsecond());
         self.store.add_checkpoint(cp.clone()).await?;
+        self.checkpoint_us.store(cp.ts_us, Ordering::Relaxed);
         *last = Some(cp.clone());
         drop(last);
         self.send_to_anchors(&cp).await;
@@ -117,7 +157,7 @@ impl AuditLog {
     }
 
     async fn send_to_anchors(&self, cp: &Checkpoint) {
-        for anchor in &self.anchors {
+        for (anchor, (ok, failed)) in self.anchors.iter().zip(&self.anchor_writes) {
             let sent = match anchor {
                 Anchor::File(path) => {
                     let (path, cp) = (path.clone(), cp.clone());
@@ -132,9 +172,13 @@ impl AuditLog {
                     Err(e) => Err(e.to_string()),
                 },
             };
-            if let Err(why) = sent {
-                // The next checkpoint covers this one, so a missed send loses nothing but time.
-                tracing::error!(%anchor, seq = cp.seq, error = %why, "could not anchor a checkpoint");
+            match sent {
+                Ok(()) => ok.store(self.clock.now().as_microsecond(), Ordering::Relaxed),
+                Err(why) => {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    // The next checkpoint covers this one, so a missed send loses nothing but time.
+                    tracing::error!(%anchor, seq = cp.seq, error = %why, "could not anchor a checkpoint");
+                }
             }
         }
     }
@@ -494,6 +538,23 @@ async fn write_segment(
 }
 
 /// Adds `key` to the public key file if it is not there yet.
+/// An anchor as the metrics name it: a webhook by scheme, host and port only, since its path or
+/// query may hold a secret.
+fn shown(anchor: &Anchor) -> String {
+    match anchor {
+        Anchor::File(_) => anchor.to_string(),
+        Anchor::Webhook(url) => match reqwest::Url::parse(url) {
+            Ok(u) => format!(
+                "{}://{}{}",
+                u.scheme(),
+                u.host_str().unwrap_or_default(),
+                u.port().map(|p| format!(":{p}")).unwrap_or_default()
+            ),
+            Err(_) => "webhook".into(),
+        },
+    }
+}
+
 fn remember_public_key(data_dir: &Path, key: &PublicKey) -> Result<(), Error> {
     let path = data_dir.join(PUBLIC_KEYS_FILE);
     let known = std::fs::read_to_string(&path).unwrap_or_default();

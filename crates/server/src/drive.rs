@@ -298,6 +298,7 @@ impl App {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(%resource, error = %e, "cannot list what the connector manages; will try again");
+                    self.metrics.connector_error(resource, "list");
                     continue;
                 }
             };
@@ -335,7 +336,8 @@ impl App {
                         self.append(vec![e]).await?;
                     }
                     Err(e) => {
-                        tracing::warn!(%resource, grant = %m.grant_id, error = %e, "cannot remove an orphan; will try again")
+                        tracing::warn!(%resource, grant = %m.grant_id, error = %e, "cannot remove an orphan; will try again");
+                        self.metrics.connector_error(resource, "remove_orphan");
                     }
                 }
             }

@@ -20,7 +20,7 @@ use crate::auth::{Authenticator, Caller};
 use crate::config::{Config, ResourceKind};
 use crate::drive::{EndBy, InFlight};
 use crate::error::Error;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Tally};
 
 type Result<T> = std::result::Result<T, Error>;
 
@@ -220,8 +220,9 @@ impl App {
             self.append(vec![ev]).await?;
             return Err(e.into());
         }
-        self.metrics.observe(&events);
+        let tally = Tally::of(&events);
         self.store.insert_request(request.clone(), events).await?;
+        self.metrics.count(tally, self.now());
         self.wake.notify_one();
         if request.state == State::Approved {
             return self.drive(request).await;
@@ -255,19 +256,24 @@ impl App {
         Ok(held)
     }
 
-    /// Every change to a request goes through here, so metrics follow from the events written.
+    /// Every change to a request goes through here, so metrics follow from the events written,
+    /// once they are committed.
     pub(crate) async fn update(
         &self,
         key: RequestKey,
         change: Change,
     ) -> std::result::Result<AccessRequest, StoreError> {
-        let metrics = self.metrics.clone();
+        let tally = Arc::new(Mutex::new(None));
+        let slot = tally.clone();
         let counted: Change = Box::new(move |r| {
             let events = change(r)?;
-            metrics.observe(&events);
+            *slot.lock().expect("tally lock") = Some(Tally::of(&events));
             Ok(events)
         });
         let r = self.store.update_request(key, counted).await?;
+        if let Some(t) = tally.lock().expect("tally lock").take() {
+            self.metrics.count(t, self.now());
+        }
         // Sessions never outlive their grant: the end starts at "revoking", not at "expired".
         if let Some(g) = &r.grant {
             match r.state {
@@ -291,8 +297,10 @@ impl App {
         &self,
         events: Vec<EventDraft>,
     ) -> std::result::Result<(), StoreError> {
-        self.metrics.observe(&events);
-        self.store.append_events(events).await
+        let tally = Tally::of(&events);
+        self.store.append_events(events).await?;
+        self.metrics.count(tally, self.now());
+        Ok(())
     }
 
     /// Like `append`, for events the caller waits on before going on: durable on return, in
@@ -301,8 +309,10 @@ impl App {
         &self,
         events: Vec<EventDraft>,
     ) -> std::result::Result<(), StoreError> {
-        self.metrics.observe(&events);
-        self.store.journal_events(events).await
+        let tally = Tally::of(&events);
+        self.store.journal_events(events).await?;
+        self.metrics.count(tally, self.now());
+        Ok(())
     }
 
     /// Applies `change` to the request behind `key`, auditing a refusal.

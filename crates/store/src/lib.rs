@@ -143,4 +143,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Live events per action: `(action, count, oldest ts in µs)`.
     async fn action_counts(&self) -> Result<Vec<(String, u64, i64)>, StoreError>;
+
+    /// Requests not yet ended, counted by state and resource, and when the longest-revoking
+    /// grant began to end: what an operator's gauges show.
+    async fn live_counts(&self) -> Result<LiveCounts, StoreError>;
+}
+
+/// Requests that have not ended, by state and resource.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveCounts {
+    /// `(state, resource, how many)` for pending, approved, active and revoking.
+    pub counts: Vec<(State, String, u64)>,
+    /// When the grant that has been revoking longest began to end.
+    pub revoking_since: Option<Timestamp>,
 }

@@ -368,12 +368,25 @@ async fn healthz() -> &'static str {
 /// Prometheus text exposition of the server's counters and gauges.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
 async fn metrics(AxState(app): AxState<AppState>) -> impl IntoResponse {
+    let live = match app.store.live_counts().await {
+        Ok(live) => Some(live),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: cannot read the request counts");
+            None
+        }
+    };
+    let gauges = crate::metrics::Gauges {
+        live,
+        head_seq: app.store.head().borrow().seq,
+        audit: app.audit.health(),
+        now: Some(app.clock.now()),
+    };
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        app.metrics.render(),
+        app.metrics.render(&gauges),
     )
 }
 

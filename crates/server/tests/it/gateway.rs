@@ -1433,3 +1433,56 @@ strategy = "null"
     );
     assert!(rows.iter().all(|r| r.get::<_, Option<String>>(1).is_none()));
 }
+
+/// `/metrics` counts the gateway's sessions, statements and blocked statements by resource,
+/// once their events are in the log.
+#[tokio::test]
+async fn metrics_count_gateway_sessions_statements_and_blocks() {
+    let Some((_db, app)) = setup_with(
+        r#"
+[[guardrails]]
+name = "no-ddl"
+deny = ["ddl"]
+"#,
+    )
+    .await
+    else {
+        return;
+    };
+    write_grant(&app).await;
+    let c = connect(&app, "ci-bot").await.unwrap();
+    c.simple_query("SELECT 1").await.unwrap();
+    c.simple_query("SELECT 2").await.unwrap();
+    c.simple_query("CREATE TABLE nope (id int)")
+        .await
+        .unwrap_err();
+    let series = |m: &std::collections::HashMap<String, f64>, name: &str| {
+        m.get(&format!("{name}{{resource=\"orders-db\"}}"))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let start = Instant::now();
+    loop {
+        let m = crate::metrics::parse(&crate::metrics::scrape(&app).await);
+        if series(&m, "jitgate_gateway_statements_total") >= 3.0 {
+            assert_eq!(series(&m, "jitgate_gateway_statements_blocked_total"), 1.0);
+            assert_eq!(series(&m, "jitgate_gateway_sessions"), 1.0, "{m:?}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{m:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(c);
+    let start = Instant::now();
+    loop {
+        let m = crate::metrics::parse(&crate::metrics::scrape(&app).await);
+        if series(&m, "jitgate_gateway_sessions") == 0.0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the session never closed: {m:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -8,6 +8,7 @@ mod gateway_password;
 mod helpers;
 mod lifecycle;
 mod masking_db;
+mod metrics;
 mod mysql;
 mod openapi;
 mod postgres;

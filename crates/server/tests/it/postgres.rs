@@ -468,6 +468,14 @@ async fn a_target_down_at_revocation_leaves_the_grant_revoking_until_it_is_back(
         .await;
     assert!(!failed.as_array().unwrap().is_empty());
     assert_eq!(failed[0]["outcome"], "failure");
+    // What an operator's alert sees: a grant stuck revoking, and the connector failing.
+    let m = crate::metrics::parse(&crate::metrics::scrape(&app).await);
+    assert_eq!(m["jitgate_grants_revoking"], 1.0, "{m:?}");
+    assert!(m["jitgate_grants_revoking_oldest_seconds"] >= 1.0, "{m:?}");
+    assert!(
+        m[r#"jitgate_connector_errors_total{resource="orders-db",operation="revoke"}"#] >= 1.0,
+        "{m:?}"
+    );
     assert!(
         db.query_one_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &login)
             .await

@@ -11,6 +11,7 @@
 //! are appended; a change that rolls back rolls the head back with it.
 
 mod audit;
+mod counts;
 mod holds;
 mod intake;
 
@@ -665,6 +666,10 @@ impl Store for SqliteStore {
 
     async fn action_counts(&self) -> Result<Vec<(String, u64, i64)>> {
         self.read(audit::action_counts).await
+    }
+
+    async fn live_counts(&self) -> Result<crate::LiveCounts> {
+        self.read(counts::live).await
     }
 }
 
