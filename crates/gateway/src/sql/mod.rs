@@ -271,6 +271,28 @@ pub fn mentions(sql: &str, word: &str) -> bool {
         .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
 }
 
+/// Statements read whole from their tokens, which compute and read no values.
+const TOKEN_READ: &[&str] = &[
+    "fetch",
+    "move",
+    "close",
+    "deallocate",
+    "discard",
+    "begin",
+    "start",
+    "commit",
+    "end",
+    "rollback",
+    "abort",
+    "savepoint",
+    "release",
+    "listen",
+    "unlisten",
+    "show",
+    "reset",
+    "set",
+];
+
 /// One statement from its tokens.
 fn statement(sql: &str, s: &lexer::Statement) -> Facts {
     let canonical = s.canonical(sql);
@@ -312,6 +334,20 @@ fn statement(sql: &str, s: &lexer::Statement) -> Facts {
         },
         tokens::TokenEffect::Other(e) => e,
     };
+    // Utility statements whose every part the tokens tell (a cursor's name, a count, a
+    // literal): what the parser does not know of them (FETCH without FROM, DECLARE … BINARY)
+    // leaves nothing unread. A DECLARE or PREPARE is as read as the statement it makes.
+    if !facts.parsed {
+        let first = match s.tokens.first().map(|t| &t.tok) {
+            Some(lexer::Tok::Word(w)) => w.as_str(),
+            _ => "",
+        };
+        facts.parsed = match &facts.effect {
+            Effect::Prepare { inner, .. } => inner.parsed,
+            Effect::Declare { query, .. } => query.parsed,
+            _ => TOKEN_READ.contains(&first),
+        };
+    }
     if let Some(inner) = facts.nested().cloned() {
         // What a prepared statement or cursor will run is judged where it is made: its kinds,
         // tables and functions count as this statement's.

@@ -363,6 +363,11 @@ fn statement_values(top: &Statement, values: &mut Values) {
             returning(&u.returning, values);
         }
         Statement::Delete(d) => returning(&d.returning, values),
+        // What a prepared statement returns can be computed from EXECUTE's arguments.
+        Statement::Execute { .. } => values.outputs.push(Value {
+            opaque: true,
+            ..Value::default()
+        }),
         Statement::Merge(_) => values.merges = true,
         Statement::CreateTable(t) if t.query.is_some() => values.creates_from_query = true,
         Statement::CreateView(_) => values.creates_from_query = true,

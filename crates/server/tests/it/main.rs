@@ -5,5 +5,6 @@ mod gateway;
 mod helpers;
 mod mysql;
 mod postgres;
+mod redteam;
 mod retention;
 mod services;
