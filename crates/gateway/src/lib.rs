@@ -15,6 +15,9 @@ mod registry;
 mod session;
 pub mod sql;
 
+/// The pure extended-protocol tracker the sessions use, for its fuzz target.
+pub use session::tracker;
+
 /// Detectors and strategies, where they have always been found.
 pub mod mask {
     pub use crate::masking::detect::{Detector, iban_ok, luhn_ok, ssn_ok};

@@ -23,6 +23,12 @@ pub const VIEW_READS_SQL: &str = "SELECT DISTINCT r.ev_class::int8, d.refobjid::
      WHERE d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjsubid > 0 AND d.refobjid <> r.ev_class";
 /// Which tables inherit from which (partitions included): `child oid, parent oid`.
 pub const INHERITS_SQL: &str = "SELECT inhrelid::int8, inhparent::int8 FROM pg_catalog.pg_inherits";
+/// The catalog's relations that hold other tables' values or other sessions' statements, by
+/// object id: views over them are masked whole.
+pub const WITHHELD_SQL: &str = "SELECT c.oid::int8 FROM pg_catalog.pg_class c \
+     WHERE c.relnamespace = 'pg_catalog'::regnamespace AND c.relname IN \
+     ('pg_stats', 'pg_stats_ext', 'pg_stats_ext_exprs', 'pg_statistic', 'pg_statistic_ext', \
+     'pg_statistic_ext_data', 'pg_largeobject', 'pg_stat_activity')";
 /// Functions the server was not installed with (object ids from 16384 on): the user's and
 /// extensions'.
 pub const OTHER_FUNCTIONS_SQL: &str =
@@ -81,6 +87,8 @@ pub struct Catalog {
     /// Which columns each view reads, and which table inherits from which, until read whole.
     reads: Vec<(u32, u32, i16)>,
     inherits: Vec<(u32, u32)>,
+    /// Catalog relations that hold other tables' values ([`WITHHELD_SQL`]).
+    withheld: Vec<u32>,
     /// Relations by name: (schema, OID).
     by_name: HashMap<String, Vec<(String, u32)>>,
     /// Each relation's columns: (attribute number, name).
@@ -136,13 +144,21 @@ impl Catalog {
         self.inherits.push((child, parent));
     }
 
+    /// Takes one row of [`WITHHELD_SQL`].
+    pub fn learn_withheld(&mut self, oid: u32) {
+        self.withheld.push(oid);
+    }
+
     /// Once everything is read: a view reading a masked column, or any column of a masked
     /// view (views over views), is masked whole; so is a table inheriting from a table with a
     /// masked column (a partition read directly), column by column by name. Views over the
     /// server's statistics and large objects (which hold other tables' values) are masked whole
     /// by `system_rule`.
     pub fn finish(&mut self, system_rule: usize) {
-        for oid in SYSTEM_VALUE_TABLES {
+        for oid in SYSTEM_VALUE_TABLES
+            .into_iter()
+            .chain(self.withheld.drain(..))
+        {
             self.whole.insert(oid, system_rule);
         }
         let masked_schema_oids: HashSet<u32> = match &self.masked_schema {

@@ -26,6 +26,7 @@ use strategy::{HashMemo, Masker};
 
 pub use catalog::{
     BUILTIN_FUNCTIONS_SQL, COLUMNS_SQL, Catalog, INHERITS_SQL, OTHER_FUNCTIONS_SQL, VIEW_READS_SQL,
+    WITHHELD_SQL,
 };
 pub use copy::CopyPlan;
 pub use jitgate_core::masking::ColumnPattern;

@@ -387,6 +387,7 @@ enum Section {
     Columns,
     ViewReads,
     Inherits,
+    Withheld,
     OtherFunctions,
     Builtins,
 }
@@ -397,6 +398,7 @@ impl Section {
             Section::Columns => masking::COLUMNS_SQL,
             Section::ViewReads => masking::VIEW_READS_SQL,
             Section::Inherits => masking::INHERITS_SQL,
+            Section::Withheld => masking::WITHHELD_SQL,
             Section::OtherFunctions => masking::OTHER_FUNCTIONS_SQL,
             Section::Builtins => masking::BUILTIN_FUNCTIONS_SQL,
         }
@@ -421,7 +423,12 @@ pub(super) async fn load_catalog(
         .cloned();
     let mut sections = Vec::new();
     if masking.is_some() {
-        sections.extend([Section::Columns, Section::ViewReads, Section::Inherits]);
+        sections.extend([
+            Section::Columns,
+            Section::ViewReads,
+            Section::Inherits,
+            Section::Withheld,
+        ]);
     }
     sections.push(Section::OtherFunctions);
     if cached.is_none() {
@@ -470,6 +477,11 @@ pub(super) async fn load_catalog(
                     (Some(Section::Inherits), Some(m)) => {
                         if let (Some(child), Some(parent)) = (number(0), number(1)) {
                             m.catalog_mut().learn_inherits(child as u32, parent as u32);
+                        }
+                    }
+                    (Some(Section::Withheld), Some(m)) => {
+                        if let Some(oid) = number(0) {
+                            m.catalog_mut().learn_withheld(oid as u32);
                         }
                     }
                     (Some(Section::OtherFunctions), _) => others.extend(text(0).map(str::to_owned)),

@@ -8,7 +8,7 @@ mod client;
 mod login;
 mod relay;
 mod server;
-pub(crate) mod tracker;
+pub mod tracker;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -19,6 +19,8 @@ const COMPUTED: &[Attempt] = &[
     attempt("table_to_xml", &["SELECT table_to_xml('customers', true, false, '')"], ANN, Refused),
     attempt("query_to_xml", &["SELECT query_to_xml('select email from customers', true, false, '')"], ANN, Refused),
     attempt("pg_stats histogram", &["SELECT histogram_bounds::text FROM pg_stats WHERE tablename = 'customers' AND attname = 'email'"], ANN, Refused),
+    attempt("a view over pg_stats", &["SELECT h FROM stats_peek WHERE tablename = 'customers' AND attname = 'email'"], ANN, Masked),
+    attempt("a view over pg_stats, computed", &["SELECT h || '' FROM stats_peek WHERE tablename = 'customers'"], ANN, Masked),
     attempt("string_agg", &["SELECT string_agg(email, ',') FROM customers"], ANN, Masked),
     attempt("array_agg as text", &["SELECT array_agg(email)::text FROM customers"], ANN, Masked),
     attempt("UNION with a constant", &["SELECT email FROM customers UNION ALL SELECT 'x'"], ANN, Masked),

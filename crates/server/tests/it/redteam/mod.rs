@@ -66,6 +66,7 @@ impl Lab {
                DECLARE e text; BEGIN SELECT email INTO e FROM customers WHERE id = 1;
                RAISE NOTICE 'value %', e; RETURN 1; END $$;
              ANALYZE customers;
+             CREATE VIEW stats_peek AS SELECT histogram_bounds::text AS h, tablename, attname FROM pg_stats;
              GRANT ALL ON ALL TABLES IN SCHEMA public TO {shared};
              GRANT CREATE ON SCHEMA public TO {shared};
              GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO {shared};"
