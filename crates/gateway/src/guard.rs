@@ -350,6 +350,12 @@ mod tests {
         assert!(!blocked(&lax, block), "a lax rule cannot see into DO");
         assert!(blocked(&strict, block));
         assert!(blocked(&strict, "SELECT 'unterminated"));
+        // What even the lexer cannot split counts every keyword in it, strings included.
+        let delete = rule(&["delete_without_where"], &[], false);
+        assert!(blocked(
+            &delete,
+            "DELETE FROM orders; SELECT $a$ unterminated"
+        ));
     }
 
     #[test]

@@ -210,6 +210,21 @@ pub(super) fn scanned(tokens: &[Token], f: &mut Facts) {
             _ => "",
         })
         .collect();
+    scanned_words(&words, f);
+}
+
+/// For a text even the lexer cannot split (the server refuses it, unless the lexer is wrong):
+/// kinds by every word in it, strings and comments included, which over-counts.
+pub(super) fn scanned_text(sql: &str, f: &mut Facts) {
+    let lower = sql.to_ascii_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .collect();
+    scanned_words(&words, f);
+}
+
+fn scanned_words(words: &[&str], f: &mut Facts) {
     let has = |k: &str| words.contains(&k);
     let has_where = has("where");
     for (i, w) in words.iter().enumerate() {

@@ -198,8 +198,9 @@ impl Facts {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Analysis {
     pub statements: Vec<Facts>,
-    /// The server would refuse the whole text before running any of it (an unterminated
-    /// string or comment, a bad escape): nothing in it runs.
+    /// The lexer cannot split it: the server should refuse the whole text before running any
+    /// of it (an unterminated string or comment, a bad escape). It is judged fail-closed all
+    /// the same, as one unparsed statement with every keyword in its text.
     pub refused: bool,
 }
 
@@ -208,8 +209,10 @@ pub fn analyze(sql: &str, mode: LexMode) -> Analysis {
     let statements = match lexer::statements(sql, mode) {
         Ok(s) => s,
         Err(_) => {
+            let mut f = Facts::unparsed(0..sql.len());
+            kinds::scanned_text(sql, &mut f);
             return Analysis {
-                statements: vec![Facts::unparsed(0..sql.len())],
+                statements: vec![f],
                 refused: true,
             };
         }

@@ -287,3 +287,17 @@ fn functions_are_found_wherever_they_are_called() {
     let f = one("CALL do_things()");
     assert_eq!(f.functions, [Name::bare("do_things")]);
 }
+
+/// psql's `\dt` and `\d table` queries read as parsed: under column rules what the gateway
+/// cannot parse is refused, and these are what people type first.
+#[test]
+fn psql_catalog_queries_parse() {
+    for q in [
+        r#"SELECT n.nspname as "Schema", c.relname as "Name", CASE c.relkind WHEN 'r' THEN 'table' WHEN 'v' THEN 'view' END as "Type", pg_catalog.pg_get_userbyid(c.relowner) as "Owner" FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_catalog.pg_am am ON am.oid = c.relam WHERE c.relkind IN ('r','p','') AND n.nspname <> 'pg_catalog' AND n.nspname !~ '^pg_toast' AND n.nspname <> 'information_schema' AND pg_catalog.pg_table_is_visible(c.oid) ORDER BY 1,2"#,
+        r#"SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relname OPERATOR(pg_catalog.~) '^(customers)$' COLLATE pg_catalog.default AND pg_catalog.pg_table_is_visible(c.oid) ORDER BY 2, 3"#,
+        r#"SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), (SELECT pg_catalog.pg_get_expr(d.adbin, d.adrelid, true) FROM pg_catalog.pg_attrdef d WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum AND a.atthasdef), a.attnotnull FROM pg_catalog.pg_attribute a WHERE a.attrelid = '16400' AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"#,
+    ] {
+        let a = analyze(q, LexMode::default());
+        assert!(a.statements[0].parsed, "{q}");
+    }
+}
