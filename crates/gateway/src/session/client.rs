@@ -68,7 +68,9 @@ impl Session<'_> {
                         }
                         None => {
                             events.push(self.statement(&sql, None, "function_call"));
-                            self.tracker.function_call(self.statements);
+                            if !self.tracker.function_call(self.statements) {
+                                self.discarded();
+                            }
                         }
                     }
                 }
@@ -87,8 +89,12 @@ impl Session<'_> {
             Ok(checked) => {
                 events.push(self.statement(sql, None, "simple"));
                 self.tx_masked |= checked.plan.reads_masked;
-                self.tracker
-                    .query(self.statements, checked.plan.clone(), checked.parts.clone());
+                if !self
+                    .tracker
+                    .query(self.statements, checked.plan.clone(), checked.parts.clone())
+                {
+                    self.discarded();
+                }
                 None
             }
         }
@@ -127,6 +133,16 @@ impl Session<'_> {
         }
     }
 
+    /// The statement just audited will not run: the server discards what comes after an error
+    /// until Sync. Its outcome says so.
+    fn discarded(&mut self) {
+        let n = self.statements;
+        let skipped = self.result(n, serde_json::json!({ "outcome": "skipped" }));
+        self.results.push(skipped);
+        self.flush_at
+            .get_or_insert_with(|| tokio::time::Instant::now() + super::RESULTS_EVERY);
+    }
+
     /// Audits a blocked Query or FunctionCall; returns the Query frame to send in its place,
     /// which the tracker follows like any Query.
     fn block_simple(
@@ -140,7 +156,7 @@ impl Session<'_> {
         let query = self.stand_in(b);
         // Its outcome is on record already (blocked); the stand-in's own is not recorded.
         self.started.remove(&self.statements);
-        self.tracker.query(0, StatementPlan::default(), Vec::new());
+        let _ = self.tracker.query(0, StatementPlan::default(), Vec::new());
         let mut out = BytesMut::new();
         frontend::query(&query, &mut out).expect("a stand-in query has no NUL byte");
         out

@@ -266,10 +266,10 @@ impl<P: Plan> Tracker<P> {
     }
 
     /// A simple Query, audited as statement `n`, with the plan of its whole text and what each
-    /// of its statements does.
-    pub fn query(&mut self, n: u64, plan: P, parts: Vec<Part<P>>) {
+    /// of its statements does; `false` if the server will discard it.
+    pub fn query(&mut self, n: u64, plan: P, parts: Vec<Part<P>>) -> bool {
         if self.discarding {
-            return;
+            return false;
         }
         self.sent += 1;
         self.push(Expect::Query {
@@ -281,6 +281,7 @@ impl<P: Plan> Tracker<P> {
             tags: Vec::new(),
             failed: false,
         });
+        true
     }
 
     /// A Parse of `sql`, with its plan and what it does with the session's objects.
@@ -401,12 +402,14 @@ impl<P: Plan> Tracker<P> {
         self.copy_in = until.is_none();
     }
 
-    /// A FunctionCall (fastpath), audited as statement `n`.
-    pub fn function_call(&mut self, n: u64) {
+    /// A FunctionCall (fastpath), audited as statement `n`; `false` if the server will
+    /// discard it.
+    pub fn function_call(&mut self, n: u64) -> bool {
         if self.discarding {
-            return;
+            return false;
         }
         self.push(Expect::FunctionCall { n, failed: false });
+        true
     }
 
     /// The audited statement the server is answering now, if any (its results are counted
