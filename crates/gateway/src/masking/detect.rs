@@ -1,7 +1,7 @@
-//! Masking of sensitive values: detectors that find them in text, and the strategies that
-//! replace them. Detectors find candidates with a regular expression and keep only those that
-//! pass the format's own check (Luhn for card numbers, mod-97 for IBANs, the issuing rules for
-//! US SSNs), so a random digit string that fails the checksum is left alone.
+//! Detectors that find sensitive values in text. Each finds candidates with a regular
+//! expression and keeps only those that pass the format's own check (Luhn for card numbers,
+//! mod-97 for IBANs, the issuing rules for US SSNs), so a random digit string that fails the
+//! checksum is left alone.
 
 use std::sync::LazyLock;
 

@@ -155,7 +155,6 @@ impl Session<'_> {
         events.push(self.blocked_statement(sql, protocol, &b));
         let query = self.stand_in(b);
         // Its outcome is on record already (blocked); the stand-in's own is not recorded.
-        self.started.remove(&self.statements);
         let _ = self.tracker.query(0, StatementPlan::default(), Vec::new());
         let mut out = BytesMut::new();
         frontend::query(&query, &mut out).expect("a stand-in query has no NUL byte");

@@ -359,6 +359,8 @@ impl<'a> Session<'a> {
         let mut e = self
             .statement(sql, None, protocol)
             .outcome(Outcome::Blocked);
+        // Its outcome is this event's: nothing further is awaited for it.
+        self.started.remove(&self.statements);
         e.details["outcome"] = json!("blocked");
         e.details["rule"] = json!(b.rule);
         e.details["why"] = json!(b.why);
