@@ -10,10 +10,19 @@
 pub mod codec;
 mod error;
 pub mod guard;
-pub mod mask;
 pub mod masking;
 mod registry;
 mod session;
+pub mod sql;
+
+/// The pure extended-protocol tracker the sessions use, for its fuzz target.
+pub use session::tracker;
+
+/// Detectors and strategies, where they have always been found.
+pub mod mask {
+    pub use crate::masking::detect::{Detector, iban_ok, luhn_ok, ssn_ok};
+    pub use crate::masking::strategy::{HashMemo, Masker, REDACTED, Strategy};
+}
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -130,6 +139,13 @@ pub struct SessionGrant {
     pub request_id: String,
     pub expires_at: Timestamp,
     pub upstream: Upstream,
+    /// When `Some(schema)`, the database itself enforces this grant's column rules through
+    /// masked views in that schema (same table names, first on the login's search path, no
+    /// privilege on the raw columns, verified before the grant was activated). The gateway
+    /// then trusts relations in that schema as masked, and a masked table named without its
+    /// schema as resolving to its masked view; detectors and the other channels' protections
+    /// stay.
+    pub database_masking: Option<String>,
 }
 
 /// Why a login is refused: a SQLSTATE (`28P01` bad token, `28000` no grant) and a message.
@@ -168,6 +184,9 @@ pub(crate) struct Shared {
     /// TLS for clients that ask for it, when a certificate is configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub masker: Arc<mask::Masker>,
+    /// The names of each upstream server version's built-in functions, read once and shared.
+    pub builtins:
+        std::sync::Mutex<std::collections::HashMap<String, Arc<std::collections::HashSet<String>>>>,
 }
 
 /// A listening gateway.
@@ -194,6 +213,7 @@ pub async fn start(
     let masker = Arc::new(mask::Masker::new(config.masking_key.0));
     let shared = Arc::new(Shared {
         masker,
+        builtins: Default::default(),
         config,
         authority,
         clock,

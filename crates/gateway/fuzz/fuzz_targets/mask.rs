@@ -8,7 +8,8 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use jitgate_gateway::codec;
 use jitgate_gateway::mask::{Detector, Masker, Strategy};
-use jitgate_gateway::masking::{ColumnPattern, CopyPlan, Counts, MaskRule, SessionMasking};
+use jitgate_gateway::masking::{ColumnPattern, CopyPlan, Counts, MaskRule, SessionMasking, StatementPlan};
+use jitgate_gateway::sql::{self, LexMode};
 use libfuzzer_sys::fuzz_target;
 
 /// A session whose rules mask a column by identity and run every detector, with a small
@@ -22,12 +23,13 @@ fn session(strategy: Strategy) -> SessionMasking {
         detectors: Detector::ALL.to_vec(),
         strategy,
     }];
-    let mut s = SessionMasking::for_session(&rules, "db", "read", Arc::new(Masker::new([7; 32])))
-        .expect("the rule is in scope");
-    s.learn(100, 1, "public", "customers", "id");
-    s.learn(100, 2, "public", "customers", "email");
-    s.learn(101, 1, "public", "notes", "body");
-    s.learn_view_read(200, 100, 2);
+    let mut s =
+        SessionMasking::for_session(&rules, "db", "read", Arc::new(Masker::new([7; 32])), None)
+            .expect("the rule is in scope");
+    s.learn(16400, 1, "public", "customers", "id");
+    s.learn(16400, 2, "public", "customers", "email");
+    s.learn(16401, 1, "public", "notes", "body");
+    s.learn_view_read(16402, 16400, 2);
     s.catalog_read();
     s
 }
@@ -47,21 +49,28 @@ fuzz_target!(|data: &[u8]| {
     let mut s = session(strategy);
     let mut counts = Counts::default();
     let mut shape = None;
-    let mut taint = None;
+    let mut plan = StatementPlan::default();
     let mut copy: Option<CopyPlan> = None;
     let mut at = 0;
     while let Ok(Some((kind, total))) = codec::frame(&data[at..], 1 << 20) {
         let body = &data[at + 5..at + total];
         match kind {
             b'Q' => {
-                if let Ok(sql) = codec::query(body) {
-                    taint = s.taint(sql);
-                    copy = s.plan(sql).ok().and_then(|p| p.copy);
+                if let Ok(text) = codec::query(body) {
+                    let a = sql::analyze(text, LexMode { standard_strings: choice & 1 == 0 });
+                    plan = StatementPlan::default();
+                    copy = None;
+                    for f in &a.statements {
+                        if let Ok(p) = s.plan_statement(f, text) {
+                            copy = p.copy.as_deref().cloned();
+                            plan = p;
+                        }
+                    }
                 }
             }
             b'T' => {
                 if let Ok(fields) = codec::row_description(body) {
-                    shape = Some(s.shape(fields, taint));
+                    shape = Some(s.shape(fields, &plan));
                 }
             }
             b'D' => {
@@ -83,6 +92,15 @@ fuzz_target!(|data: &[u8]| {
             b'd' => {
                 let plan = copy.get_or_insert_with(CopyPlan::withhold_all);
                 let _ = s.copy_row(plan, body, &mut counts);
+            }
+            b'E' | b'N' => {
+                let _ = s.error_or_notice(kind, body, choice & 2 == 0);
+            }
+            b'A' => {
+                let _ = s.notification(body);
+            }
+            b'S' => {
+                let _ = s.parameter_status(body, choice & 2 == 0);
             }
             _ => {}
         }

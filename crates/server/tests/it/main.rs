@@ -12,5 +12,6 @@ mod metrics;
 mod mysql;
 mod openapi;
 mod postgres;
+mod redteam;
 mod retention;
 mod services;

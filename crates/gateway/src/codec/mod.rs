@@ -7,6 +7,13 @@ use bytes::{BufMut, BytesMut};
 
 use crate::error::CodecError;
 
+mod messages;
+
+pub use messages::{
+    Backend, Frontend, Target, function_call_shape, function_result, message_fields, message_frame,
+    notification, notification_frame, parameter_status, parameter_status_frame, tag,
+};
+
 pub const SSL_REQUEST: i32 = 80877103;
 pub const GSSENC_REQUEST: i32 = 80877104;
 pub const CANCEL_REQUEST: i32 = 80877102;
