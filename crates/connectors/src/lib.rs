@@ -143,8 +143,14 @@ pub trait Connector: Send + Sync + 'static {
     }
 
     /// The schema of masked views through which the target itself enforces masking for this
-    /// role's logins, if it does.
-    fn database_masking(&self, _role: &str) -> Option<String> {
+    /// role's logins in `database`, if it does there (`role_database` is the role's own
+    /// database, if it names one).
+    fn database_masking(
+        &self,
+        _role: &str,
+        _role_database: Option<&str>,
+        _database: &str,
+    ) -> Option<String> {
         None
     }
 }

@@ -435,8 +435,19 @@ impl Connector for PostgresConnector {
         Ok(Some(handle))
     }
 
-    fn database_masking(&self, role: &str) -> Option<String> {
-        (!self.masking_rules(role).is_empty()).then(|| {
+    fn database_masking(
+        &self,
+        role: &str,
+        role_database: Option<&str>,
+        database: &str,
+    ) -> Option<String> {
+        // Views are installed only in the databases a login may use; elsewhere a schema of
+        // that name could be anyone's.
+        let installed = self
+            .databases_of(role_database)
+            .iter()
+            .any(|d| d == database);
+        (installed && !self.masking_rules(role).is_empty()).then(|| {
             masking::Names::new(&self.settings.role_prefix, &self.settings.resource, role).views
         })
     }

@@ -112,6 +112,10 @@ impl Authority for App {
                 }
             }
         };
+        let database_masking = match &resource.kind {
+            ResourceKind::PostgresShared(_) => None,
+            _ => self.database_masking(&r.resource, &r.role, &upstream.database),
+        };
         Ok(SessionGrant {
             principal: r.principal.clone(),
             resource: r.resource.clone(),
@@ -120,9 +124,7 @@ impl Authority for App {
             request_id: r.id.clone(),
             expires_at: g.expires_at,
             upstream,
-            // The in-database masking (masked views made by the connector) is not wired in
-            // yet: the gateway's own masking is the only layer.
-            database_masking: None,
+            database_masking,
         })
     }
 

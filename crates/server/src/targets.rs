@@ -174,9 +174,17 @@ impl App {
         Ok(())
     }
 
-    /// The schema of masked views through which the target enforces masking for a role, if
-    /// it does (PostgreSQL with per-grant logins and column rules for the role).
-    pub fn database_masking(&self, resource: &str, role: &str) -> Option<String> {
-        self.connectors.get(resource)?.database_masking(role)
+    /// The schema of masked views through which the target enforces masking for a role's
+    /// logins in `database`, if it does there (PostgreSQL with per-grant logins and column
+    /// rules for the role; only the databases the connector installed the views in).
+    pub fn database_masking(&self, resource: &str, role: &str, database: &str) -> Option<String> {
+        let role_database = self
+            .config
+            .resource(resource)
+            .and_then(|r| r.roles.get(role))
+            .and_then(|r| r.database.as_deref());
+        self.connectors
+            .get(resource)?
+            .database_masking(role, role_database, database)
     }
 }

@@ -5,13 +5,19 @@ use serde_json::json;
 
 use crate::helpers::{STANDARD, TestApp};
 
+/// `n` deploy grants of ci-bot's, one after another (each released before the next, since a
+/// second grant of a role already held is refused).
 async fn deploys(app: &TestApp, n: usize) {
     for _ in 0..n {
-        app.request(
-            "ci-bot",
-            json!({"resource": "orders-db", "role": "deploy", "duration": "1m"}),
-        )
-        .await;
+        let r = app
+            .request(
+                "ci-bot",
+                json!({"resource": "orders-db", "role": "deploy", "duration": "1m"}),
+            )
+            .await;
+        let release = format!("/api/v1/grants/{}/release", r["grant_id"].as_str().unwrap());
+        let (s, v) = app.post("ci-bot", &release, json!({})).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
     }
 }
 

@@ -65,6 +65,48 @@ required = 0
     Some((db, app))
 }
 
+/// Like `setup_with(masking)`, for the gateway's own masking layer alone: orders-db is served
+/// through one shared upstream login (`provisioning = "none"`), the `{prefix}write` role, so no
+/// masked views are made in the database and the login reads the raw columns. (With per-grant
+/// logins PostgreSQL would mask first, and a role reading raw columns would not be activated.)
+async fn setup_gateway_masking(masking: &str) -> Option<(PgDb, TestApp)> {
+    let mut db = PgDb::create().await?;
+    let write = format!("{}write", db.prefix);
+    db.role(
+        &write,
+        &format!(
+            "ALTER ROLE {write} LOGIN PASSWORD 's3cret'; GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO {write}; GRANT CREATE ON SCHEMA public TO {write};"
+        ),
+    )
+    .await;
+    let config = format!(
+        r#"
+[gateway.postgres]
+listen = "127.0.0.1:0"
+{masking}
+
+[[resources]]
+name = "orders-db"
+kind = "postgres"
+provisioning = "none"
+upstream_url = "postgres://{write}:s3cret@127.0.0.1:5432/{name}"
+[resources.roles.write]
+
+[[policies]]
+name = "ci"
+principals = ["service:ci-bot"]
+resources = ["orders-db"]
+roles = ["write"]
+max_duration = "1h"
+[policies.approval]
+required = 0
+"#,
+        name = db.name,
+    );
+    let app = TestApp::start(&config).await;
+    Some((db, app))
+}
+
 fn gateway_port(app: &TestApp) -> u16 {
     app.running.as_ref().unwrap().gateway_addr.unwrap().port()
 }
@@ -1128,7 +1170,7 @@ tables = ["public.payments"]
 
 #[tokio::test]
 async fn masking_hides_sensitive_values_by_column_and_by_detector() {
-    let Some((db, app)) = setup_with(
+    let Some((db, app)) = setup_gateway_masking(
         r#"
 [[masking]]
 name = "pii"
@@ -1324,7 +1366,7 @@ strategy = "redact"
 /// sees the same masks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)] // python blocks this thread
 async fn masking_holds_for_psycopg_in_text_and_binary_format() {
-    let Some((db, app)) = setup_with(
+    let Some((db, app)) = setup_gateway_masking(
         r#"
 [[masking]]
 name = "pii"
@@ -1382,7 +1424,7 @@ with psycopg.connect(sys.argv[1]) as conn:
 /// empties a whole value.
 #[tokio::test]
 async fn every_detector_masks_through_the_gateway() {
-    let Some((db, app)) = setup_with(
+    let Some((db, app)) = setup_gateway_masking(
         r#"
 [[masking]]
 name = "found"

@@ -23,6 +23,11 @@ const SECRETS: &[&str] = &[
 /// What masks look like: `partial` keeps 4 of `email` and `card`, `hash` replaces `tax_id`,
 /// and `ssn` (an integer, which cannot carry a mask) becomes NULL.
 async fn setup(read_grants: &str) -> Option<(PgDb, TestApp, String)> {
+    setup_with(read_grants, "").await
+}
+
+/// Like [`setup`], with `extra` config (such as a gateway) before the resources.
+async fn setup_with(read_grants: &str, extra: &str) -> Option<(PgDb, TestApp, String)> {
     let mut db = PgDb::create().await?;
     db.exec(
         "CREATE TABLE customers (id int PRIMARY KEY, name text, email text, card varchar(19), tax_id text, ssn int, profile jsonb);
@@ -36,7 +41,7 @@ async fn setup(read_grants: &str) -> Option<(PgDb, TestApp, String)> {
     .await;
     let read = format!("{}read", db.prefix);
     db.role(&read, &read_grants.replace("{read}", &read)).await;
-    let app = TestApp::start(&config(&db, &read)).await;
+    let app = TestApp::start(&format!("{extra}{}", config(&db, &read))).await;
     Some((db, app, read))
 }
 
@@ -270,6 +275,95 @@ async fn a_masked_login_cannot_read_around_its_masks() {
     let copied = copy_out(&c, "COPY (SELECT * FROM customers) TO STDOUT").await;
     assert!(copied.contains("************1111"), "{copied}");
     assert_eq!(leaked(&copied), None, "{copied}");
+}
+
+/// Through the gateway, the database's masked views are the first line and the gateway trusts
+/// them: values computed from them come back as the database computed them (not redacted
+/// again), and a predicate on a raw value finds nothing, because it compares masked values.
+/// Outside the databases where the views were made, the gateway's own layer applies.
+#[tokio::test]
+async fn through_the_gateway_the_database_masks_first() {
+    let gateway = "[gateway.postgres]\nlisten = \"127.0.0.1:0\"\n";
+    let Some((db, app, _)) = setup_with(GOOD_ROLE, gateway).await else {
+        return;
+    };
+    let r = grant(&app, "read").await;
+    assert_eq!(r["state"], "active", "{r}");
+    let port = app.running.as_ref().unwrap().gateway_addr.unwrap().port();
+    let via = |dbname: &str| {
+        format!(
+            "host=127.0.0.1 port={port} dbname={dbname} user=alice password={}",
+            crate::helpers::token("alice")
+        )
+    };
+    let c = pg_connect(&via("orders-db")).await.unwrap();
+    let out = everything(
+        &c,
+        "SELECT email, lower(email), card, tax_id FROM customers ORDER BY id LIMIT 1",
+    )
+    .await;
+    let hash = expected_hash(&app, "TX-998877");
+    assert_eq!(
+        out,
+        format!("***********.com|***********.com|************1111|{hash}|\n"),
+        "masked once, by the database; computed values from its views are not redacted again"
+    );
+    let found = everything(
+        &c,
+        "SELECT count(*) FROM customers WHERE email = 'ada@example.com' OR card LIKE '4111%'",
+    )
+    .await;
+    assert_eq!(found, "0|\n", "predicates see masked values only");
+    for sql in ATTEMPTS {
+        let c = pg_connect(&via("orders-db")).await.unwrap();
+        let out = everything(&c, sql).await;
+        assert_eq!(
+            leaked(&out),
+            None,
+            "{sql} leaked through the gateway: {out}"
+        );
+    }
+
+    // A database the connector made no views in: a schema of the views' name there could be
+    // the user's own, so the gateway does not trust it and masks by itself.
+    let other = format!("{}other", db.prefix);
+    db.exec(&format!("CREATE DATABASE {other}")).await;
+    let admin_other = pg_connect(&format!("{}/{other}", crate::services::pg_base()))
+        .await
+        .unwrap();
+    let schema = app
+        .running
+        .as_ref()
+        .unwrap()
+        .app
+        .database_masking("orders-db", "read", &db.name)
+        .expect("the views' schema in the resource's own database");
+    assert_eq!(
+        app.running
+            .as_ref()
+            .unwrap()
+            .app
+            .database_masking("orders-db", "read", &other),
+        None
+    );
+    admin_other
+        .batch_execute(&format!(
+            "CREATE TABLE customers (id int, email text);
+             INSERT INTO customers VALUES (1, 'ada@example.com');
+             GRANT SELECT ON customers TO PUBLIC;
+             CREATE SCHEMA {schema}; CREATE VIEW {schema}.customers AS SELECT * FROM public.customers;
+             GRANT USAGE ON SCHEMA {schema} TO PUBLIC; GRANT SELECT ON {schema}.customers TO PUBLIC;"
+        ))
+        .await
+        .unwrap();
+    let c = pg_connect(&via(&format!("orders-db/{other}")))
+        .await
+        .unwrap();
+    let out = everything(&c, "SELECT email, lower(email) FROM customers").await;
+    assert_eq!(leaked(&out), None, "the gateway masked in {other}: {out}");
+    drop(admin_other);
+    db.exec(&format!("DROP DATABASE {other} WITH (FORCE)"))
+        .await;
 }
 
 async fn copy_out(c: &tokio_postgres::Client, sql: &str) -> String {
