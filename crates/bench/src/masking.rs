@@ -42,12 +42,16 @@ async fn measure(base: &str, db: &str) -> anyhow::Result<()> {
     pg(&format!("{base}/{db}"))
         .await?
         .batch_execute(&format!(
-            "{PEOPLE} CREATE ROLE {db}_r; GRANT SELECT ON people TO {db}_r;"
+            "{PEOPLE} CREATE ROLE {db}_r LOGIN PASSWORD 'bench'; GRANT SELECT ON people TO {db}_r;"
         ))
         .await?;
+    // Both resources reach the database through one shared login (`provisioning = "none"`), so
+    // the database does the same work for both and only the gateway's masking differs. (With
+    // per-grant logins PostgreSQL would mask in the database: `jitgate-bench masking-db`.)
+    let upstream = shared_login(base, &format!("{db}_r"), "bench", db);
     let resource = |name: &str| {
         format!(
-            "[[resources]]\nname = \"{name}\"\nkind = \"postgres\"\nadmin_url = \"{base}/{db}\"\nrole_prefix = \"jgk_\"\n[resources.roles.r]\ngrants = [\"{db}_r\"]\n"
+            "[[resources]]\nname = \"{name}\"\nkind = \"postgres\"\nprovisioning = \"none\"\nupstream_url = \"{upstream}\"\n[resources.roles.r]\n"
         )
     };
     let server = Server::start(&format!(
@@ -85,6 +89,13 @@ async fn measure(base: &str, db: &str) -> anyhow::Result<()> {
         "3 columns masked, detectors over all text",
     );
     Ok(())
+}
+
+/// `base` (a `postgres://user@host:port` URL) with another login and database.
+fn shared_login(base: &str, user: &str, password: &str, db: &str) -> String {
+    let (scheme, rest) = base.split_once("://").unwrap_or(("postgres", base));
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{user}:{password}@{host}/{db}")
 }
 
 /// Times the same 1,000-row query on two connections in alternating rounds, so drift hits both
