@@ -18,6 +18,9 @@ use serde::Deserialize;
 
 use crate::error::ConfigError;
 
+mod read;
+mod refs;
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -184,30 +187,43 @@ impl Config {
     }
 
     /// Like [`Config::parse`]; relative secret files are read from `base`.
+    /// Every problem of the file is reported in one go: the structural ones (syntax, unknown
+    /// keys, wrong types) and those of meaning, in the order of their lines.
     pub fn parse_in(text: &str, origin: &str, base: &Path) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| line_of(text, s.start));
-            ConfigError::Invalid(vec![Problem {
+        let mut read = read::read(text);
+        let mut problems: Vec<Problem> = read
+            .mistakes
+            .iter()
+            .map(|m| Problem {
                 origin: origin.to_owned(),
-                line,
-                key: String::new(),
-                message: e.message().trim().to_owned(),
-            }])
-        })?;
-        validate(raw, base).map_err(|problems| {
-            let located = Locator::new(text);
-            ConfigError::Invalid(
-                problems
-                    .into_iter()
-                    .map(|(path, message)| Problem {
-                        origin: origin.to_owned(),
-                        line: located.line(&path),
-                        key: path_string(&path),
-                        message,
-                    })
-                    .collect(),
-            )
-        })
+                line: m.offset.map(|o| line_of(text, o)),
+                key: read::path_string(&m.path),
+                message: m.message.clone(),
+            })
+            .collect();
+        if let Some(raw) = read.raw.take() {
+            // Checks that name other entries would report false mistakes when a principal or
+            // resource could not be read.
+            let cross_refs = !read.lost_from("principals") && !read.lost_from("resources");
+            match validate(raw, base, cross_refs) {
+                Ok(config) if problems.is_empty() => return Ok(config),
+                Ok(_) => {}
+                Err(found) => {
+                    let located = Locator::new(text);
+                    problems.extend(found.into_iter().map(|(path, message)| {
+                        let path = read.in_file(&path);
+                        Problem {
+                            origin: origin.to_owned(),
+                            line: located.line(&path),
+                            key: path_string(&path),
+                            message,
+                        }
+                    }));
+                }
+            }
+        }
+        problems.sort_by_key(|p| p.line);
+        Err(ConfigError::Invalid(problems))
     }
 
     pub fn resource(&self, name: &str) -> Option<&Resource> {
@@ -515,9 +531,12 @@ enum Seg {
 type KeyPath = Vec<Seg>;
 
 /// Collects problems while converting raw values.
-#[derive(Default)]
 struct Check {
     problems: Vec<(KeyPath, String)>,
+    /// Every principal selector read, checked against the principals once they are all known.
+    selectors: Vec<(KeyPath, Selector)>,
+    /// Whether checks that one entry names another run (see `Config::parse_in`).
+    cross_refs: bool,
 }
 
 impl Check {
@@ -547,11 +566,15 @@ impl Check {
     }
 
     fn selectors(&mut self, path: KeyPath, items: &[String]) -> Vec<Selector> {
-        items
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| self.ok(with(&path, Seg::Index(i)), s.parse::<Selector>()))
-            .collect()
+        let mut read = Vec::new();
+        for (i, s) in items.iter().enumerate() {
+            let at = with(&path, Seg::Index(i));
+            if let Some(s) = self.ok(at.clone(), s.parse::<Selector>()) {
+                self.selectors.push((at, s.clone()));
+                read.push(s);
+            }
+        }
+        read
     }
 
     fn duration(&mut self, path: KeyPath, text: &str) -> Duration {
@@ -582,8 +605,16 @@ fn with(path: &KeyPath, seg: Seg) -> KeyPath {
     p
 }
 
-fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<(KeyPath, String)>> {
-    let mut c = Check::default();
+fn validate(
+    raw: RawConfig,
+    base: &Path,
+    cross_refs: bool,
+) -> Result<Config, Vec<(KeyPath, String)>> {
+    let mut c = Check {
+        problems: vec![],
+        selectors: vec![],
+        cross_refs,
+    };
     let server = vec![Seg::Key("server")];
     let listen = c
         .ok(
@@ -909,32 +940,8 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<(KeyPath, String)
             break_glass,
         });
     }
-    // A policy for a role that no matching resource defines is almost always a typo.
-    for (i, p) in policies.iter().enumerate() {
-        let matched: Vec<&Resource> = resources
-            .iter()
-            .filter(|r| p.resources.iter().any(|g| g.matches(&r.name)))
-            .collect();
-        for (j, role) in p.roles.iter().enumerate() {
-            if !matched.is_empty()
-                && !matched
-                    .iter()
-                    .any(|r| r.roles.keys().any(|k| role.matches(k)))
-            {
-                c.add(
-                    vec![
-                        Seg::Key("policies"),
-                        Seg::Index(i),
-                        Seg::Key("roles"),
-                        Seg::Index(j),
-                    ],
-                    format!(
-                        "no resource matching this policy defines role {:?}",
-                        role.as_str()
-                    ),
-                );
-            }
-        }
+    if c.cross_refs {
+        references(&mut c, &principals, &resources, &policies);
     }
 
     let guardrails = guardrails(&mut c, &raw.guardrails, &resources);
@@ -957,6 +964,71 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<(KeyPath, String)
         guardrails,
         masking,
     })
+}
+
+/// Every name one entry gives another must exist: principals and groups in selectors, resources
+/// and roles in policies. A config that defines no principals or no resources means nothing.
+fn references(
+    c: &mut Check,
+    principals: &[PrincipalEntry],
+    resources: &[Resource],
+    policies: &[Policy],
+) {
+    if principals.is_empty() {
+        c.add(
+            vec![Seg::Key("principals")],
+            "the config defines no principals: nobody could ask for access or approve it; add [[principals]]",
+        );
+    }
+    if resources.is_empty() {
+        c.add(
+            vec![Seg::Key("resources")],
+            "the config defines no resources: there is nothing to request; add [[resources]]",
+        );
+    }
+    let known = refs::Known::new(principals, resources);
+    for (path, s) in std::mem::take(&mut c.selectors) {
+        if let Some(message) = known.selector(&s) {
+            c.add(path, message);
+        }
+    }
+    for (i, p) in policies.iter().enumerate() {
+        let at = |k: &'static str, j: usize| {
+            vec![
+                Seg::Key("policies"),
+                Seg::Index(i),
+                Seg::Key(k),
+                Seg::Index(j),
+            ]
+        };
+        for (j, pattern) in p.resources.iter().enumerate() {
+            if let Some(message) = known.resource_pattern(pattern) {
+                c.add(at("resources", j), message);
+            }
+        }
+        // A policy for a role that no matching resource defines is almost always a typo.
+        let matched: Vec<&Resource> = resources
+            .iter()
+            .filter(|r| p.resources.iter().any(|g| g.matches(&r.name)))
+            .collect();
+        let roles = || {
+            matched
+                .iter()
+                .flat_map(|r| r.roles.keys().map(String::as_str))
+        };
+        for (j, role) in p.roles.iter().enumerate() {
+            if !matched.is_empty() && !roles().any(|k| role.matches(k)) {
+                c.add(
+                    at("roles", j),
+                    format!(
+                        "no resource matching this policy defines role {:?}{}",
+                        role.as_str(),
+                        refs::did_you_mean(role.as_str(), roles())
+                    ),
+                );
+            }
+        }
+    }
 }
 
 /// Checks a rule's name and scope (shared by guardrails and masking rules): the name is
@@ -982,23 +1054,35 @@ fn rule_scope(
     } else if !names.insert(name.to_owned()) {
         c.add(at("name"), format!("{what} {name:?} is defined twice"));
     }
+    if !c.cross_refs {
+        return;
+    }
+    let names = || resources.iter().map(|res| res.name.as_str());
     for (j, r) in rule_resources.iter().enumerate() {
-        if !resources.iter().any(|res| &res.name == r) {
+        if !names().any(|n| n == r) {
             c.add(
                 with(&at("resources"), Seg::Index(j)),
-                format!("no resource is named {r:?}"),
+                format!(
+                    "no resource is named {r:?}{}",
+                    refs::did_you_mean(r, names())
+                ),
             );
         }
     }
-    for (j, role) in roles.iter().enumerate() {
-        let defined = resources
+    let covered = || {
+        resources
             .iter()
             .filter(|res| rule_resources.is_empty() || rule_resources.contains(&res.name))
-            .any(|res| res.roles.contains_key(role));
-        if !defined {
+            .flat_map(|res| res.roles.keys().map(String::as_str))
+    };
+    for (j, role) in roles.iter().enumerate() {
+        if !covered().any(|k| k == role) {
             c.add(
                 with(&at("roles"), Seg::Index(j)),
-                format!("no resource this rule covers defines role {role:?}"),
+                format!(
+                    "no resource this rule covers defines role {role:?}{}",
+                    refs::did_you_mean(role, covered())
+                ),
             );
         }
     }
@@ -1390,6 +1474,10 @@ required = 1
 principals = ["group:oncall"]
 max_duration = "30m"
 schedule = "Mon-Fri 08:00-18:00 Europe/Berlin"
+
+[[principals]]
+name = "dora"
+groups = ["dba", "oncall", "security"]
 "#;
 
     #[test]
@@ -1589,5 +1677,105 @@ schedule = "Mon-Fri 08:00-18:00 Europe/Berlin"
             !shown.contains("s3cret"),
             "the admin URL never shows in Debug output"
         );
+    }
+
+    #[test]
+    fn references_to_nothing_are_refused_with_the_likely_name() {
+        let text = GOOD
+            .replace("group:dba", "group:dbas")
+            .replace("resources = [\"orders-*\"]", "resources = [\"order-db\"]")
+            .replace(
+                "admins = [\"group:security\"]",
+                "admins = [\"user:dorra\", \"service:dora\"]",
+            )
+            .replace("group:oncall", "group:nobody-here");
+        let p = problems(&text);
+        for want in [
+            "jitgate.toml:4: server.admins[0]: no user principal is named \"dorra\" (did you mean `user:dora`?)",
+            "jitgate.toml:4: server.admins[1]: no service principal is named \"dora\" (did you mean `user:dora`?)",
+            "jitgate.toml:20: policies[0].resources[0]: no resource matches \"order-db\" (did you mean `orders-db`?)",
+            "jitgate.toml:25: policies[0].approval.approvers[0]: no principal belongs to group \"dbas\" (did you mean `group:dba`?)",
+        ] {
+            assert!(p.iter().any(|m| m == want), "{want} not in {p:#?}");
+        }
+        assert!(
+            p.iter().any(|m| m.starts_with("jitgate.toml:28: policies[0].auto_approve[0].principals[0]: no principal belongs to group \"nobody-here\"") && !m.contains("did you mean")),
+            "{p:#?}"
+        );
+        assert_eq!(p.len(), 5, "{p:#?}");
+    }
+
+    #[test]
+    fn an_empty_file_is_refused() {
+        let p = problems("");
+        assert_eq!(p.len(), 2, "{p:#?}");
+        assert!(
+            p[0].contains("principals: the config defines no principals"),
+            "{p:?}"
+        );
+        assert!(
+            p[1].contains("resources: the config defines no resources"),
+            "{p:?}"
+        );
+        let p = problems("[server]\nlisten = \"127.0.0.1:0\"\n");
+        assert_eq!(p.len(), 2, "{p:#?}");
+    }
+
+    #[test]
+    fn structural_and_semantic_mistakes_are_all_reported_in_one_run() {
+        let text = format!(
+            "{GOOD}\n[[policies]]\nprincipals = [\"user:alice\"]\nresources = [\"orders-db\"]\nroles = [\"read\"]\nmax_duration = \"1h\"\n\n[[policies]]\nname = \"second\"\nprincipals = [\"service:ci-bott\"]\nresources = [\"orders-db\"]\nroles = [\"read\"]\nmax_duration = \"1 fortnight\"\nrequire_reason = \"yes\"\ncolour = \"blue\"\n\n[[principals]]\nname = \"ci-bot\"\nkind = \"service\"\nteam = \"x\"\n"
+        )
+        .replace("max_duration = \"4h\"", "max_duration = \"4h\"\nmax_duraton = \"5h\"")
+        .replace("group:dba", "group:dbas");
+        let p = problems(&text);
+        let at = |line: usize, rest: &str| format!("jitgate.toml:{line}: {rest}");
+        for want in [
+            at(23, "policies[0].max_duraton: unknown field `max_duraton`"),
+            at(
+                26,
+                "policies[0].approval.approvers[0]: no principal belongs to group \"dbas\"",
+            ),
+            at(37, "policies[1]: missing field `name`"),
+            at(
+                43,
+                "policies[2].approval: requires 1 approval(s) but names no approvers",
+            ),
+            at(
+                45,
+                "policies[2].principals[0]: no service principal is named \"ci-bott\" (did you mean `service:ci-bot`?)",
+            ),
+            at(48, "policies[2].max_duration: invalid duration"),
+            at(49, "policies[2].require_reason: invalid type"),
+            at(50, "policies[2].colour: unknown field `colour`"),
+            at(55, "principals[2].team: unknown field `team`"),
+        ] {
+            assert!(
+                p.iter().any(|m| m.starts_with(&want)),
+                "{want} not in {p:#?}"
+            );
+        }
+        assert_eq!(p.len(), 9, "{p:#?}");
+        let lines: Vec<&str> = p.iter().map(|m| m.split(':').nth(1).unwrap()).collect();
+        let mut sorted = lines.clone();
+        sorted.sort_by_key(|l| l.parse::<usize>().unwrap());
+        assert_eq!(lines, sorted, "in the order of the file");
+    }
+
+    #[test]
+    fn a_syntax_error_is_reported_with_its_line() {
+        let p = problems(&GOOD.replace("required = 1", "required = = 1"));
+        assert!(p[0].starts_with("jitgate.toml:26: "), "{p:?}");
+    }
+
+    #[test]
+    fn a_principal_read_in_part_hides_no_mistake_behind_false_ones() {
+        let text = GOOD.replace(
+            "groups = [\"dba\", \"oncall\", \"security\"]",
+            "groups = \"dba\"",
+        );
+        let p = problems(&text);
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert!(p[0].contains("principals[1].groups: invalid type"), "{p:?}");
     }
 }

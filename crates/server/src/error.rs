@@ -11,8 +11,17 @@ use crate::config::Problem;
 pub enum ConfigError {
     #[error("cannot read {}: {message}", path.display())]
     Read { path: PathBuf, message: String },
-    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    /// Every problem of the file, one per line, each with its file, line and key.
+    #[error("{}", problems(.0))]
     Invalid(Vec<Problem>),
+}
+
+fn problems(problems: &[Problem]) -> String {
+    let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    match lines.len() {
+        1 => lines[0].clone(),
+        n => format!("{n} problems in the config:\n{}", lines.join("\n")),
+    }
 }
 
 /// Everything the control plane can fail with. The HTTP layer maps it to a status in one place.
