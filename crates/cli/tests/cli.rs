@@ -10,15 +10,19 @@ mod common;
 
 use common::*;
 
+fn config_check(path: &std::path::Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["config", "check", "--config"])
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn config_check_names_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = config(dir.path(), 1);
-    let ok = Command::new(BIN)
-        .args(["config", "check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let ok = config_check(&path);
     assert!(
         ok.status.success(),
         "{}",
@@ -31,11 +35,7 @@ fn config_check_names_file_line_and_key() {
         .unwrap()
         .replace("max_duration = \"1h\"", "max_duration = \"1 fortnight\"");
     std::fs::write(&path, text).unwrap();
-    let bad = Command::new(BIN)
-        .args(["config", "check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let bad = config_check(&path);
     assert_eq!(bad.status.code(), Some(1));
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(
@@ -67,11 +67,7 @@ fn config_check_lists_every_problem_with_the_names_meant() {
             "max_duration = \"10m\"\nmax_duraton = \"5m\"",
         );
     std::fs::write(&path, text).unwrap();
-    let bad = Command::new(BIN)
-        .args(["config", "check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let bad = config_check(&path);
     assert_eq!(bad.status.code(), Some(1));
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(
@@ -100,11 +96,7 @@ fn config_check_lists_every_problem_with_the_names_meant() {
     );
 
     std::fs::write(&path, "# nothing yet\n").unwrap();
-    let empty = Command::new(BIN)
-        .args(["config", "check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let empty = config_check(&path);
     assert_eq!(empty.status.code(), Some(1));
     let err = String::from_utf8_lossy(&empty.stderr);
     assert!(

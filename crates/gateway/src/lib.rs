@@ -66,8 +66,6 @@ pub struct GatewayConfig {
     pub guardrails: Vec<guard::GuardRule>,
     /// Masking rules; those matching a session's resource and role apply to its results.
     pub masking: Vec<masking::MaskRule>,
-    /// The key of the `hash` strategy.
-    pub masking_key: MaskingKey,
 }
 
 /// The secret behind deterministic masking; never printed.
@@ -196,8 +194,10 @@ pub struct Running {
 }
 
 /// Binds the listener and serves sessions until the task is aborted.
+/// `masking_key` is the key of the `hash` strategy: a secret of the installation, not config.
 pub async fn start(
     config: GatewayConfig,
+    masking_key: MaskingKey,
     authority: Arc<dyn Authority>,
     clock: Arc<dyn Clock>,
     registry: Arc<Registry>,
@@ -210,7 +210,7 @@ pub async fn start(
     let addr = listener.local_addr()?;
     let (background, rx) = mpsc::channel(65_536);
     tokio::spawn(write_in_background(authority.clone(), config.audit, rx));
-    let masker = Arc::new(mask::Masker::new(config.masking_key.0));
+    let masker = Arc::new(mask::Masker::new(masking_key.0));
     let shared = Arc::new(Shared {
         masker,
         builtins: Default::default(),

@@ -5,7 +5,27 @@ use jitgate_core::CoreError;
 use jitgate_store::StoreError;
 use thiserror::Error;
 
-use crate::config::Problem;
+/// One mistake in a config file: where it is (file, line, key) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub origin: String,
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.origin)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
 
 #[derive(Debug, Error)]
 pub enum ConfigError {

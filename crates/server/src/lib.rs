@@ -129,25 +129,19 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Err
     let tasks = vec![http, sched, checkpoints, retention];
     let mut gateway_task = None;
     let gateway_addr = match app.config.gateway.clone() {
-        Some(g) => {
-            let config = jitgate_gateway::GatewayConfig {
-                listen: g.listen,
-                allow_plaintext_remote: g.allow_plaintext_remote,
-                audit: g.audit,
-                record_params: g.record_params,
-                max_message: 256 << 20,
-                tls: g.tls.clone(),
-                guardrails: app.config.guardrails.clone(),
-                masking: app.config.masking.clone(),
-                masking_key: jitgate_gateway::MaskingKey(targets::masking_key(&app.config)?),
-            };
+        Some(config) => {
+            let listen = config.listen;
+            let key = jitgate_gateway::MaskingKey(targets::masking_key(&app.config)?);
             let authority: Arc<dyn jitgate_gateway::Authority> = app.clone();
-            let gw =
-                jitgate_gateway::start(config, authority, app.clock.clone(), app.sessions.clone())
-                    .await
-                    .map_err(|e| {
-                        Error::Io(format!("cannot start the gateway on {}: {e}", g.listen))
-                    })?;
+            let gw = jitgate_gateway::start(
+                config,
+                key,
+                authority,
+                app.clock.clone(),
+                app.sessions.clone(),
+            )
+            .await
+            .map_err(|e| Error::Io(format!("cannot start the gateway on {listen}: {e}")))?;
             gateway_task = Some(gw.task);
             let _ = app.gateway_addr.set(gw.addr);
             Some(gw.addr)

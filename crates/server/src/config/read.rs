@@ -13,8 +13,8 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeArray, DeTable, DeValue};
 
-use super::RawConfig;
-use super::{KeyPath, Seg};
+use super::check::{KeyPath, Seg};
+use super::raw::RawConfig;
 
 /// A key or an array index, as written in the file (keys the raw shape does not know included).
 #[derive(Debug, Clone, PartialEq, Eq)]

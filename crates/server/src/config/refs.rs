@@ -5,12 +5,79 @@
 use std::collections::BTreeSet;
 
 use glob::Pattern;
+use jitgate_core::policy::Policy;
 use jitgate_core::{PrincipalKind, Selector};
 
+use super::check::{Check, Seg};
 use super::{PrincipalEntry, Resource};
 
+/// Every name one entry gives another must exist: principals and groups in selectors, resources
+/// and roles in policies. A config that defines no principals or no resources means nothing.
+pub(super) fn references(
+    c: &mut Check,
+    principals: &[PrincipalEntry],
+    resources: &[Resource],
+    policies: &[Policy],
+) {
+    if principals.is_empty() {
+        c.add(
+            vec![Seg::Key("principals")],
+            "the config defines no principals: nobody could ask for access or approve it; add [[principals]]",
+        );
+    }
+    if resources.is_empty() {
+        c.add(
+            vec![Seg::Key("resources")],
+            "the config defines no resources: there is nothing to request; add [[resources]]",
+        );
+    }
+    let known = Known::new(principals, resources);
+    for (path, s) in std::mem::take(&mut c.selectors) {
+        if let Some(message) = known.selector(&s) {
+            c.add(path, message);
+        }
+    }
+    for (i, p) in policies.iter().enumerate() {
+        let at = |k: &'static str, j: usize| {
+            vec![
+                Seg::Key("policies"),
+                Seg::Index(i),
+                Seg::Key(k),
+                Seg::Index(j),
+            ]
+        };
+        for (j, pattern) in p.resources.iter().enumerate() {
+            if let Some(message) = known.resource_pattern(pattern) {
+                c.add(at("resources", j), message);
+            }
+        }
+        // A policy for a role that no matching resource defines is almost always a typo.
+        let matched: Vec<&Resource> = resources
+            .iter()
+            .filter(|r| p.resources.iter().any(|g| g.matches(&r.name)))
+            .collect();
+        let roles = || {
+            matched
+                .iter()
+                .flat_map(|r| r.roles.keys().map(String::as_str))
+        };
+        for (j, role) in p.roles.iter().enumerate() {
+            if !matched.is_empty() && !roles().any(|k| role.matches(k)) {
+                c.add(
+                    at("roles", j),
+                    format!(
+                        "no resource matching this policy defines role {:?}{}",
+                        role.as_str(),
+                        did_you_mean(role.as_str(), roles())
+                    ),
+                );
+            }
+        }
+    }
+}
+
 /// The names a config defines, that references are checked against.
-pub(super) struct Known<'a> {
+struct Known<'a> {
     users: BTreeSet<&'a str>,
     services: BTreeSet<&'a str>,
     groups: BTreeSet<&'a str>,
