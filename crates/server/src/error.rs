@@ -66,6 +66,9 @@ pub enum Error {
     Conflict(String),
     #[error(transparent)]
     Audit(#[from] jitgate_audit::AuditError),
+    /// A secret's file (the masking key's).
+    #[error(transparent)]
+    KeyFile(#[from] jitgate_audit::KeyFileError),
     /// A task the operation ran in (so a client hanging up cannot cut it short) failed.
     #[error("an operation's task failed: {0}")]
     Task(#[source] tokio::task::JoinError),
