@@ -33,7 +33,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-pub use error::{CodecError, GatewayError};
+pub use error::{AuthorityError, CodecError, GatewayError};
 pub use registry::Registry;
 
 /// How statements are audited.
@@ -169,7 +169,7 @@ pub trait Authority: Send + Sync + 'static {
     /// `Durable` mode every event of a session comes through here and may take a faster durable
     /// path (the store's intake journal). An error means the gateway must not go on (fail
     /// closed).
-    async fn record(&self, events: Vec<EventDraft>, mode: AuditMode) -> Result<(), String>;
+    async fn record(&self, events: Vec<EventDraft>, mode: AuditMode) -> Result<(), AuthorityError>;
 }
 
 pub(crate) struct Shared {
