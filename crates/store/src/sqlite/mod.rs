@@ -83,7 +83,7 @@ impl SqliteStore {
         thread::Builder::new()
             .name("jitgate-sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx, head_tx))
-            .map_err(|e| StoreError::Db(format!("cannot start the writer thread: {e}")))?;
+            .map_err(|e| StoreError::caused("cannot start the writer thread", e))?;
         let intake = recovered
             .map(|r| intake::Intake::start(r, tx.clone()))
             .transpose()?;
@@ -153,7 +153,7 @@ impl SqliteStore {
         let pool = self.readers.clone();
         tokio::task::spawn_blocking(move || pool.with(work))
             .await
-            .map_err(|e| StoreError::Db(format!("reader task failed: {e}")))?
+            .map_err(|e| StoreError::caused("reader task failed", e))?
     }
 }
 
@@ -211,7 +211,7 @@ fn migrate_to(conn: &mut Connection, target: usize) -> Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let known = MIGRATIONS.len() as i64;
     if version > known {
-        return Err(StoreError::Db(format!(
+        return Err(StoreError::db(format!(
             "the database schema is version {version}, newer than this jitgate knows ({known}); upgrade jitgate"
         )));
     }
@@ -326,8 +326,8 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<Head> {
         for job in batch.iter_mut() {
             if !job.isolated() {
                 if !job.run(conn, &mut head) {
-                    return Err(StoreError::Db(
-                        "an append failed; the batch it was in is rolled back".into(),
+                    return Err(StoreError::db(
+                        "an append failed; the batch it was in is rolled back",
                     ));
                 }
                 continue;
@@ -362,7 +362,7 @@ pub(crate) fn from_us(v: i64) -> Timestamp {
 
 fn write_request(conn: &Connection, r: &AccessRequest, insert: bool) -> Result<()> {
     let body = serde_json::to_string(r)
-        .map_err(|e| StoreError::Db(format!("cannot encode request {}: {e}", r.id)))?;
+        .map_err(|e| StoreError::caused(&format!("cannot encode request {}", r.id), e))?;
     let deadline = r.next_deadline().map(us);
     if insert {
         conn.prepare_cached(
@@ -636,7 +636,7 @@ impl Store for SqliteStore {
             Ok::<_, StoreError>(())
         })
         .await
-        .map_err(|e| StoreError::Db(format!("checkpoint task failed: {e}")))??;
+        .map_err(|e| StoreError::caused("checkpoint task failed", e))??;
         if let Some(intake) = &self.intake {
             intake.clear().await?;
         }
@@ -686,7 +686,7 @@ impl LogFile {
         let conn = open_connection(path, OpenFlags::SQLITE_OPEN_READ_ONLY, Reads::Scans)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version < MIGRATIONS.len() as i64 {
-            return Err(StoreError::Db(format!(
+            return Err(StoreError::db(format!(
                 "the database schema is version {version}; start `jitgate serve` once to upgrade it"
             )));
         }
