@@ -29,8 +29,12 @@ impl std::fmt::Display for Problem {
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("cannot read {}: {message}", path.display())]
-    Read { path: PathBuf, message: String },
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// Every problem of the file, one per line, each with its file, line and key.
     #[error("{}", problems(.0))]
     Invalid(Vec<Problem>),
@@ -59,8 +63,13 @@ pub enum Error {
     Connector(#[from] ConnectorError),
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("{0}")]
-    Io(String),
+    /// A file, socket, task or outside service failed while doing `what`.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The request clashes with the current state (a hold already released).
     #[error("{0}")]
     Conflict(String),
@@ -72,6 +81,19 @@ pub enum Error {
     /// A task the operation ran in (so a client hanging up cannot cut it short) failed.
     #[error("an operation's task failed: {0}")]
     Task(#[source] tokio::task::JoinError),
+}
+
+impl Error {
+    /// An [`Error::Io`]: `source` failed while doing `what`.
+    pub fn io(
+        what: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error::Io {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
 }
 
 impl From<StoreError> for Error {

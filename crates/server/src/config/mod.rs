@@ -166,9 +166,9 @@ pub struct RoleDef {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
-            message: e.to_string(),
+            source,
         })?;
         // Relative paths are relative to the config file, so `serve` works from any directory.
         let dir = path.parent().unwrap_or(Path::new("."));
