@@ -13,22 +13,8 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::Result;
 use super::{Where, from_us, us};
-use crate::StoreError;
+use crate::{Head, LiveEvent, StoreError};
 use fallible_streaming_iterator::FallibleStreamingIterator;
-
-/// The last event of the chain: its `seq` and hash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Head {
-    pub seq: i64,
-    pub hash: Hash,
-}
-
-impl Head {
-    pub const EMPTY: Head = Head {
-        seq: 0,
-        hash: GENESIS,
-    };
-}
 
 fn blob_hash(v: ValueRef<'_>, what: &str) -> Result<Hash> {
     match v {
@@ -688,15 +674,6 @@ pub(super) fn hold(conn: &Connection, id: &str) -> Result<Option<Hold>> {
 }
 
 // ---- retention ----------------------------------------------------------------------------
-
-/// A live event as retention sees it: the whole record (rules and holds look at
-/// [`ArchivedEvent::candidate`]; it is archived as it is).
-#[derive(Debug, Clone)]
-pub struct LiveEvent {
-    pub record: ArchivedEvent,
-    /// The chain hash just before this event (of the event or range boundary at `seq - 1`).
-    pub prev: Hash,
-}
 
 /// Up to `limit` live events from `from_seq` on, in order, each with the hash the chain had
 /// just before it.

@@ -26,9 +26,9 @@ use jitgate_core::EventDraft;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::audit::{self, Head, SealedEvent};
+use super::audit::{self, SealedEvent};
 use super::{Job, Result, run_batch};
-use crate::StoreError;
+use crate::{Head, StoreError};
 
 /// Once the file is this long and every record in it is in the log, it starts again from empty.
 const RESTART_AT: u64 = 64 << 20;
