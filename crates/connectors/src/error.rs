@@ -15,9 +15,14 @@ pub enum ConnectorError {
     /// roles): the grant is not activated until the role is fixed.
     #[error("{0}")]
     Exposed(String),
-    /// The handle or configuration does not make sense; retrying will not help.
-    #[error("{0}")]
-    Invalid(String),
+    /// The handle or configuration does not make sense; retrying will not help. `source` is
+    /// what refused it (a URL parser, a pool builder), where there was one.
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        #[source]
+        source: Option<Cause>,
+    },
 }
 
 /// What a target failed with, kept as the error's source.
@@ -33,6 +38,15 @@ impl ConnectorError {
                 Some(context) => format!("{context}: {cause}"),
                 None => cause.to_string(),
             },
+            source: Some(cause),
+        }
+    }
+
+    /// The handle or configuration does not make sense: `context`, then what refused it.
+    pub fn invalid(context: &str, cause: impl Into<Cause>) -> Self {
+        let cause = cause.into();
+        ConnectorError::Invalid {
+            message: format!("{context}: {cause}"),
             source: Some(cause),
         }
     }

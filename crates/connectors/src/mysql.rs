@@ -46,10 +46,13 @@ pub struct MysqlConnector {
 impl MysqlConnector {
     pub fn new(settings: MysqlSettings) -> Result<Self, ConnectorError> {
         let opts = Opts::from_url(&settings.admin_url).map_err(|e| {
-            ConnectorError::Invalid(format!(
-                "resource {}: admin_url is not a MySQL URL: {e}",
-                settings.resource
-            ))
+            ConnectorError::invalid(
+                &format!(
+                    "resource {}: admin_url is not a MySQL URL",
+                    settings.resource
+                ),
+                e,
+            )
         })?;
         // Connect the way the URL says: over TCP to its host, unless it asks for a socket
         // (`socket=…`, or `prefer_socket=true`). By default mysql_async moves a connection to

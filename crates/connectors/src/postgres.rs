@@ -75,10 +75,13 @@ pub struct PostgresConnector {
 impl PostgresConnector {
     pub fn new(settings: PostgresSettings) -> Result<Self, ConnectorError> {
         let admin: tokio_postgres::Config = settings.admin_url.parse().map_err(|e| {
-            ConnectorError::Invalid(format!(
-                "resource {}: admin_url is not a PostgreSQL URL: {e}",
-                settings.resource
-            ))
+            ConnectorError::invalid(
+                &format!(
+                    "resource {}: admin_url is not a PostgreSQL URL",
+                    settings.resource
+                ),
+                e,
+            )
         })?;
         let mut admin = admin;
         admin.connect_timeout(std::time::Duration::from_secs(5));
@@ -95,7 +98,7 @@ impl PostgresConnector {
             .create_timeout(Some(std::time::Duration::from_secs(5)))
             .wait_timeout(Some(std::time::Duration::from_secs(10)))
             .build()
-            .map_err(|e| ConnectorError::Invalid(format!("resource {}: {e}", settings.resource)))?;
+            .map_err(|e| ConnectorError::invalid(&format!("resource {}", settings.resource), e))?;
         Ok(Self {
             settings,
             admin,
