@@ -58,8 +58,7 @@ impl AuditError {
 /// A secret's own file could not be read, written or trusted.
 #[derive(Debug, Error)]
 pub enum KeyFileError {
-    /// The cause is the source: `{:#}` and the log show it.
-    #[error("{}", path.display())]
+    #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
         #[source]

@@ -128,8 +128,10 @@ impl PublicKey {
 
     /// Reads public keys, one hex key per line (blank lines and `#` comments skipped).
     pub fn read_file(path: &Path) -> Result<Vec<Self>, AuditError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| AuditError::Key(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|source| crate::KeyFileError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
         text.lines()
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
