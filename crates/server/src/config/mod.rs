@@ -49,7 +49,8 @@ pub struct Config {
     pub resources: Vec<Resource>,
     pub policies: Vec<Policy>,
     pub audit: AuditConfig,
-    /// `[[guardrails]]`: statement rules the gateway checks before forwarding.
+    /// `[[guardrails]]`: statement rules the gateway checks before forwarding (`gateway` holds
+    /// them too, as the gateway takes them).
     pub guardrails: Vec<jitgate_gateway::guard::GuardRule>,
     /// `[[masking]]`: what the gateway masks in results.
     pub masking: Vec<jitgate_gateway::masking::MaskRule>,
@@ -191,6 +192,7 @@ impl Config {
     }
 
     /// Like [`Config::parse`]; relative secret files are read from `base`.
+    ///
     /// Every problem of the file is reported in one go: the structural ones (syntax, unknown
     /// keys, wrong types) and those of meaning, in the order of their lines.
     pub fn parse_in(text: &str, origin: &str, base: &Path) -> Result<Self, ConfigError> {
