@@ -9,10 +9,7 @@ use crate::AuditError;
 use crate::signing::Checkpoint;
 
 pub fn append(path: &Path, checkpoints: &[Checkpoint]) -> Result<(), AuditError> {
-    let err = |e: std::io::Error| AuditError::Anchor {
-        anchor: path.display().to_string(),
-        why: e.to_string(),
-    };
+    let err = |e: std::io::Error| AuditError::anchor(path, None, e);
     let mut lines = Vec::new();
     for cp in checkpoints {
         serde_json::to_writer(&mut lines, cp).expect("checkpoints serialise");
@@ -28,18 +25,16 @@ pub fn append(path: &Path, checkpoints: &[Checkpoint]) -> Result<(), AuditError>
 }
 
 pub fn read(path: &Path) -> Result<Vec<Checkpoint>, AuditError> {
-    let err = |why: String| AuditError::Anchor {
-        anchor: path.display().to_string(),
-        why,
-    };
-    let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let err = |e: std::io::Error| AuditError::anchor(path, None, e);
+    let file = std::fs::File::open(path).map_err(err)?;
     let mut out = Vec::new();
     for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| err(e.to_string()))?;
+        let line = line.map_err(err)?;
         if line.trim().is_empty() {
             continue;
         }
-        let cp = serde_json::from_str(&line).map_err(|e| err(format!("line {}: {e}", n + 1)))?;
+        let cp = serde_json::from_str(&line)
+            .map_err(|e| AuditError::anchor(path, Some(&format!("line {}", n + 1)), e))?;
         out.push(cp);
     }
     Ok(out)

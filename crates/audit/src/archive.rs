@@ -146,11 +146,10 @@ pub fn segment_name(first: i64, last: i64) -> String {
 pub fn encode(name: &str, items: &[SegmentItem]) -> Result<(Vec<u8>, Manifest), AuditError> {
     let mut lines = Vec::new();
     for item in items {
-        serde_json::to_writer(&mut lines, item).map_err(|e| AuditError::Archive(e.to_string()))?;
+        serde_json::to_writer(&mut lines, item).map_err(|e| AuditError::archive(None, e))?;
         lines.push(b'\n');
     }
-    let bytes =
-        zstd::encode_all(lines.as_slice(), 3).map_err(|e| AuditError::Archive(e.to_string()))?;
+    let bytes = zstd::encode_all(lines.as_slice(), 3).map_err(|e| AuditError::archive(None, e))?;
     let events = items
         .iter()
         .filter(|i| matches!(i, SegmentItem::Event(_)))
@@ -171,19 +170,22 @@ pub fn encode(name: &str, items: &[SegmentItem]) -> Result<(Vec<u8>, Manifest), 
 pub fn decode(bytes: &[u8], manifest: &Manifest) -> Result<Vec<SegmentItem>, AuditError> {
     let digest = sha256(bytes);
     if digest != manifest.sha256 {
-        return Err(AuditError::Archive(format!(
-            "segment {} does not match its manifest's checksum",
-            manifest.name
-        )));
+        return Err(AuditError::Archive {
+            message: format!(
+                "segment {} does not match its manifest's checksum",
+                manifest.name
+            ),
+            source: None,
+        });
     }
     let lines = zstd::decode_all(bytes)
-        .map_err(|e| AuditError::Archive(format!("segment {}: {e}", manifest.name)))?;
+        .map_err(|e| AuditError::archive(Some(&format!("segment {}", manifest.name)), e))?;
     lines
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .map(|l| {
             serde_json::from_slice(l)
-                .map_err(|e| AuditError::Archive(format!("segment {}: {e}", manifest.name)))
+                .map_err(|e| AuditError::archive(Some(&format!("segment {}", manifest.name)), e))
         })
         .collect()
 }

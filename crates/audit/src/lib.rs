@@ -8,12 +8,13 @@ pub mod anchor;
 pub mod archive;
 pub mod chain;
 mod error;
+pub mod key_file;
 pub mod retention;
 pub mod signing;
 pub mod verify;
 
 pub use chain::{Hash, Skeleton};
-pub use error::AuditError;
+pub use error::{AuditError, KeyFileError};
 pub use signing::{Checkpoint, Gap, PublicKey, Seal, Signer, SkipDigest, Span};
 pub use verify::{Item, Problem, ProblemKind, Report, Verifier};
 

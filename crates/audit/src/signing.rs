@@ -50,14 +50,15 @@ impl Signer {
     /// Loads the key at `path`, or creates one there (mode 0600) if there is none. A key file that
     /// others can read is refused: whoever reads it can forge checkpoints.
     pub fn load_or_create(path: &Path) -> Result<Self, AuditError> {
-        jitgate_core::secret_file::load_or_create(path, "signing key")
-            .map(Self::from_seed)
-            .map_err(AuditError::Key)
+        Ok(Self::from_seed(crate::key_file::load_or_create(
+            path,
+            "signing key",
+        )?))
     }
 
     /// Writes the key to a new file, readable by its owner only. Never overwrites.
     pub fn write_new(&self, path: &Path) -> std::io::Result<()> {
-        jitgate_core::secret_file::write_new(path, &self.key.to_bytes())
+        crate::key_file::write_new(path, &self.key.to_bytes())
     }
 
     pub fn sign_checkpoint(&self, seq: i64, hash: Hash, ts_us: i64) -> Checkpoint {
@@ -127,8 +128,10 @@ impl PublicKey {
 
     /// Reads public keys, one hex key per line (blank lines and `#` comments skipped).
     pub fn read_file(path: &Path) -> Result<Vec<Self>, AuditError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| AuditError::Key(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|source| crate::KeyFileError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
         text.lines()
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with('#'))

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jitgate_core::{Clock, SystemClock};
-use jitgate_store::{SqliteStore, Store};
+use jitgate_store::{AuditStore, SqliteStore, Store};
 
 pub async fn run(callers: usize, seconds: u64) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;

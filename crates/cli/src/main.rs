@@ -501,7 +501,7 @@ fn main() -> ExitCode {
                 Some(Failure::Usage(_)) => 2,
                 _ => 1,
             };
-            eprintln!("jitgate: {e:#}");
+            eprintln!("jitgate: {}", output::causes(&e));
             ExitCode::from(code)
         }
     }

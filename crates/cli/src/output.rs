@@ -105,3 +105,50 @@ pub fn rows(list: &Value, columns: &[(&str, &str)]) {
         .collect();
     table(&headers, &rows);
 }
+
+/// The error and its causes, `a: b: c`. Errors that say their cause in their own message and
+/// also keep it as their source would print it twice; a cause already said is not repeated.
+pub fn causes(e: &anyhow::Error) -> String {
+    let mut said = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if said.contains(&text) {
+            continue;
+        }
+        if !said.is_empty() {
+            said.push_str(": ");
+        }
+        said.push_str(&text);
+    }
+    said
+}
+
+#[cfg(test)]
+mod tests {
+    use super::causes;
+
+    /// An error that says its cause and also keeps it as its source.
+    #[derive(Debug)]
+    struct Saying(std::io::Error);
+
+    impl std::fmt::Display for Saying {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "cannot open the journal: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Saying {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_cause_is_said_once() {
+        let io = || std::io::Error::other("disk full");
+        let e = anyhow::Error::new(Saying(io())).context("starting");
+        assert_eq!(causes(&e), "starting: cannot open the journal: disk full");
+        let e = anyhow::Error::new(io()).context("writing the export");
+        assert_eq!(causes(&e), "writing the export: disk full");
+    }
+}

@@ -10,15 +10,19 @@ mod common;
 
 use common::*;
 
+fn config_check(path: &std::path::Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["config", "check", "--config"])
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn config_check_names_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = config(dir.path(), 1);
-    let ok = Command::new(BIN)
-        .args(["config", "check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let ok = config_check(&path);
     assert!(
         ok.status.success(),
         "{}",
@@ -31,16 +35,73 @@ fn config_check_names_file_line_and_key() {
         .unwrap()
         .replace("max_duration = \"1h\"", "max_duration = \"1 fortnight\"");
     std::fs::write(&path, text).unwrap();
-    let bad = Command::new(BIN)
-        .args(["config", "check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let bad = config_check(&path);
     assert_eq!(bad.status.code(), Some(1));
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(
         err.contains(&format!("{}:", path.display()))
             && err.contains("policies[0].max_duration: invalid duration"),
+        "{err}"
+    );
+}
+
+#[test]
+fn config_check_lists_every_problem_with_the_names_meant() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), 1);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("group:dba", "group:dbas")
+        .replace("service:ci-bot", "service:ci-bott")
+        .replacen(
+            "resources = [\"orders-db\"]",
+            "resources = [\"order-db\"]",
+            1,
+        )
+        .replace(
+            "max_duration = \"1h\"",
+            "max_duration = \"1 fortnight\"\nrequire_reason = \"yes\"",
+        )
+        .replace(
+            "max_duration = \"10m\"",
+            "max_duration = \"10m\"\nmax_duraton = \"5m\"",
+        );
+    std::fs::write(&path, text).unwrap();
+    let bad = config_check(&path);
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.starts_with("jitgate: 6 problems in the config:\n"),
+        "{err}"
+    );
+    let file = path.display().to_string();
+    for want in [
+        "policies[0].resources[0]: no resource matches \"order-db\" (did you mean `orders-db`?)",
+        "policies[0].max_duration: invalid duration",
+        "policies[0].require_reason: invalid type",
+        "policies[0].approval.approvers[0]: no principal belongs to group \"dbas\" (did you mean `group:dba`?)",
+        "policies[1].principals[0]: no service principal is named \"ci-bott\" (did you mean `service:ci-bot`?)",
+        "policies[1].max_duraton: unknown field `max_duraton`",
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(&format!("{file}:")) && l.contains(want)),
+            "{want} not in {err}"
+        );
+    }
+    assert_eq!(
+        err.lines().filter(|l| l.contains(&file)).count(),
+        6,
+        "each problem once: {err}"
+    );
+
+    std::fs::write(&path, "# nothing yet\n").unwrap();
+    let empty = config_check(&path);
+    assert_eq!(empty.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&empty.stderr);
+    assert!(
+        err.contains("the config defines no principals")
+            && err.contains("the config defines no resources"),
         "{err}"
     );
 }

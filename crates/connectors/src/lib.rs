@@ -222,5 +222,8 @@ fn handle_str<'a>(handle: &'a Handle, key: &str) -> Result<&'a str, ConnectorErr
     handle
         .get(key)
         .and_then(|v| v.as_str())
-        .ok_or_else(|| ConnectorError::Invalid(format!("handle {handle} has no {key:?}")))
+        .ok_or_else(|| ConnectorError::Invalid {
+            message: format!("handle {handle} has no {key:?}"),
+            source: None,
+        })
 }

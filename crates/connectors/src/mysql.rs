@@ -46,10 +46,13 @@ pub struct MysqlConnector {
 impl MysqlConnector {
     pub fn new(settings: MysqlSettings) -> Result<Self, ConnectorError> {
         let opts = Opts::from_url(&settings.admin_url).map_err(|e| {
-            ConnectorError::Invalid(format!(
-                "resource {}: admin_url is not a MySQL URL: {e}",
-                settings.resource
-            ))
+            ConnectorError::invalid(
+                &format!(
+                    "resource {}: admin_url is not a MySQL URL",
+                    settings.resource
+                ),
+                e,
+            )
         })?;
         // Connect the way the URL says: over TCP to its host, unless it asks for a socket
         // (`socket=…`, or `prefer_socket=true`). By default mysql_async moves a connection to
@@ -75,17 +78,24 @@ impl MysqlConnector {
         })
     }
 
-    fn target_err(&self, e: impl std::fmt::Display) -> ConnectorError {
-        ConnectorError::Target {
-            target: format!("mysql resource {}", self.settings.resource),
-            message: e.to_string(),
-        }
+    fn target(&self) -> String {
+        format!("mysql resource {}", self.settings.resource)
+    }
+
+    /// The target failed with `e`.
+    fn target_err(&self, e: impl std::error::Error + Send + Sync + 'static) -> ConnectorError {
+        ConnectorError::target(self.target(), None, e)
+    }
+
+    /// The target did something it should not have.
+    fn target_said(&self, message: &str) -> ConnectorError {
+        ConnectorError::target_said(self.target(), message)
     }
 
     async fn conn(&self) -> Result<mysql_async::Conn, ConnectorError> {
         tokio::time::timeout(std::time::Duration::from_secs(5), self.pool.get_conn())
             .await
-            .map_err(|_| self.target_err("timed out connecting"))?
+            .map_err(|_| self.target_said("timed out connecting"))?
             .map_err(|e| self.target_err(e))
     }
 

@@ -75,10 +75,13 @@ pub struct PostgresConnector {
 impl PostgresConnector {
     pub fn new(settings: PostgresSettings) -> Result<Self, ConnectorError> {
         let admin: tokio_postgres::Config = settings.admin_url.parse().map_err(|e| {
-            ConnectorError::Invalid(format!(
-                "resource {}: admin_url is not a PostgreSQL URL: {e}",
-                settings.resource
-            ))
+            ConnectorError::invalid(
+                &format!(
+                    "resource {}: admin_url is not a PostgreSQL URL",
+                    settings.resource
+                ),
+                e,
+            )
         })?;
         let mut admin = admin;
         admin.connect_timeout(std::time::Duration::from_secs(5));
@@ -95,7 +98,7 @@ impl PostgresConnector {
             .create_timeout(Some(std::time::Duration::from_secs(5)))
             .wait_timeout(Some(std::time::Duration::from_secs(10)))
             .build()
-            .map_err(|e| ConnectorError::Invalid(format!("resource {}: {e}", settings.resource)))?;
+            .map_err(|e| ConnectorError::invalid(&format!("resource {}", settings.resource), e))?;
         Ok(Self {
             settings,
             admin,
@@ -104,11 +107,22 @@ impl PostgresConnector {
         })
     }
 
-    fn target_err(&self, e: impl std::fmt::Display) -> ConnectorError {
-        ConnectorError::Target {
-            target: format!("postgres resource {}", self.settings.resource),
-            message: e.to_string(),
-        }
+    fn target(&self) -> String {
+        format!("postgres resource {}", self.settings.resource)
+    }
+
+    /// The target failed with `e`.
+    fn target_err(&self, e: impl std::error::Error + Send + Sync + 'static) -> ConnectorError {
+        ConnectorError::target(self.target(), None, e)
+    }
+
+    /// The target failed with `e` while doing `context`.
+    fn target_in(
+        &self,
+        context: &str,
+        e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> ConnectorError {
+        ConnectorError::target(self.target(), Some(context), e)
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, ConnectorError> {
@@ -184,7 +198,7 @@ impl PostgresConnector {
         let (client, conn) = config
             .connect(NoTls)
             .await
-            .map_err(|e| self.target_err(format!("database {db}: {e}")))?;
+            .map_err(|e| self.target_in(&format!("database {db}"), e))?;
         tokio::spawn(conn);
         Ok(client)
     }
@@ -238,19 +252,21 @@ impl PostgresConnector {
     ) -> Result<Vec<String>, ConnectorError> {
         let mut exposed = Vec::new();
         for db in self.databases_of(grant.database.as_deref()) {
-            let in_db = |e: &dyn std::fmt::Display| self.target_err(format!("database {db}: {e}"));
+            let in_db = |e: Box<dyn std::error::Error + Send + Sync>| {
+                self.target_in(&format!("database {db}"), e)
+            };
             let mut client = self.connect_to(&db).await?;
-            let tx = client.transaction().await.map_err(|e| in_db(&e))?;
+            let tx = client.transaction().await.map_err(|e| in_db(e.into()))?;
             let plan = masking::plan(&tx, rules, &names.key)
                 .await
-                .map_err(|e| in_db(&e))?;
+                .map_err(|e| in_db(e.into()))?;
             masking::install(&tx, names, &plan, rules, self.settings.masking_key.as_ref())
                 .await
-                .map_err(|e| in_db(&e))?;
+                .map_err(|e| in_db(e.into()))?;
             let current: String = tx
                 .query_one("SELECT current_setting('search_path')", &[])
                 .await
-                .map_err(|e| in_db(&e))?
+                .map_err(|e| in_db(e.into()))?
                 .get(0);
             tx.batch_execute(&format!(
                 "ALTER ROLE {} IN DATABASE {} SET search_path TO {}",
@@ -259,14 +275,14 @@ impl PostgresConnector {
                 masking::search_path(names, &current)
             ))
             .await
-            .map_err(|e| in_db(&e))?;
+            .map_err(|e| in_db(e.into()))?;
             for e in masking::exposures(&tx, login, &plan, rules)
                 .await
-                .map_err(|e| in_db(&e))?
+                .map_err(|e| in_db(e.into()))?
             {
                 exposed.push((db.clone(), e));
             }
-            tx.commit().await.map_err(|e| in_db(&e))?;
+            tx.commit().await.map_err(|e| in_db(e.into()))?;
         }
         Ok(exposed
             .into_iter()
@@ -496,12 +512,12 @@ impl Connector for PostgresConnector {
             let (other, conn) = config
                 .connect(NoTls)
                 .await
-                .map_err(|e| self.target_err(format!("database {db}: {e}")))?;
+                .map_err(|e| self.target_in(&format!("database {db}"), e))?;
             let task = tokio::spawn(conn);
             let done = other.batch_execute(&cleanup).await;
             drop(other);
             let _ = task.await;
-            done.map_err(|e| self.target_err(format!("database {db}: {e}")))?;
+            done.map_err(|e| self.target_in(&format!("database {db}"), e))?;
         }
         client
             .batch_execute(&format!("DROP ROLE IF EXISTS {role}"))

@@ -13,7 +13,6 @@ pub mod masking;
 pub mod policy;
 pub mod principal;
 pub mod schedule;
-pub mod secret_file;
 
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use error::CoreError;

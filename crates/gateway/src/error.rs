@@ -18,4 +18,10 @@ pub enum GatewayError {
     Protocol(String),
     #[error("timed out {0}")]
     Timeout(&'static str),
+    /// The control plane could not record a session's events: the session ends (fail closed).
+    #[error("the audit log cannot be written")]
+    Audit(#[source] AuthorityError),
 }
+
+/// What the control plane failed with; the gateway passes it on as a source, never as text.
+pub type AuthorityError = Box<dyn std::error::Error + Send + Sync>;

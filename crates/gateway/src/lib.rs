@@ -33,7 +33,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-pub use error::{CodecError, GatewayError};
+pub use error::{AuthorityError, CodecError, GatewayError};
 pub use registry::Registry;
 
 /// How statements are audited.
@@ -66,8 +66,6 @@ pub struct GatewayConfig {
     pub guardrails: Vec<guard::GuardRule>,
     /// Masking rules; those matching a session's resource and role apply to its results.
     pub masking: Vec<masking::MaskRule>,
-    /// The key of the `hash` strategy.
-    pub masking_key: MaskingKey,
 }
 
 /// The secret behind deterministic masking; never printed.
@@ -171,7 +169,7 @@ pub trait Authority: Send + Sync + 'static {
     /// `Durable` mode every event of a session comes through here and may take a faster durable
     /// path (the store's intake journal). An error means the gateway must not go on (fail
     /// closed).
-    async fn record(&self, events: Vec<EventDraft>, mode: AuditMode) -> Result<(), String>;
+    async fn record(&self, events: Vec<EventDraft>, mode: AuditMode) -> Result<(), AuthorityError>;
 }
 
 pub(crate) struct Shared {
@@ -196,8 +194,10 @@ pub struct Running {
 }
 
 /// Binds the listener and serves sessions until the task is aborted.
+/// `masking_key` is the key of the `hash` strategy: a secret of the installation, not config.
 pub async fn start(
     config: GatewayConfig,
+    masking_key: MaskingKey,
     authority: Arc<dyn Authority>,
     clock: Arc<dyn Clock>,
     registry: Arc<Registry>,
@@ -210,7 +210,7 @@ pub async fn start(
     let addr = listener.local_addr()?;
     let (background, rx) = mpsc::channel(65_536);
     tokio::spawn(write_in_background(authority.clone(), config.audit, rx));
-    let masker = Arc::new(mask::Masker::new(config.masking_key.0));
+    let masker = Arc::new(mask::Masker::new(masking_key.0));
     let shared = Arc::new(Shared {
         masker,
         builtins: Default::default(),

@@ -64,14 +64,14 @@ impl AuditLog {
         remember_public_key(&config.data_dir, &signer.public())?;
         let dir = &config.audit.archive;
         std::fs::create_dir_all(dir).map_err(|e| {
-            Error::Io(format!(
-                "cannot create the archive directory {}: {e}",
-                dir.display()
-            ))
+            Error::io(
+                format!("cannot create the archive directory {}", dir.display()),
+                e,
+            )
         })?;
         let archive = Arc::new(
             object_store::local::LocalFileSystem::new_with_prefix(dir)
-                .map_err(|e| Error::Io(format!("archive {}: {e}", dir.display())))?,
+                .map_err(|e| Error::io(format!("archive {}", dir.display()), e))?,
         );
         let last = store.last_checkpoint().await?;
         let checkpoint_us = AtomicI64::new(last.as_ref().map_or(0, |c| c.ts_us));
@@ -91,7 +91,7 @@ impl AuditLog {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .build()
-                .map_err(|e| Error::Io(format!("cannot build the webhook client: {e}")))?,
+                .map_err(|e| Error::io("cannot build the webhook client", e))?,
             every_events: config.audit.checkpoint_events,
             interval: config.audit.checkpoint_interval,
             rules: config.audit.retention.clone(),
@@ -221,7 +221,7 @@ impl AuditLog {
         let staged = self.data_dir.join(format!("{KEY_FILE}.new"));
         let _ = std::fs::remove_file(&staged);
         new.write_new(&staged)
-            .map_err(|e| Error::Io(format!("cannot write {}: {e}", staged.display())))?;
+            .map_err(|e| Error::io(format!("cannot write {}", staged.display()), e))?;
         let event = EventDraft::new(self.clock.now(), actor, jitgate_audit::verify::KEY_ROTATED)
             .details(json!({
                 "old_key_id": old.id(),
@@ -234,7 +234,7 @@ impl AuditLog {
         let retired = self
             .data_dir
             .join(format!("{KEY_FILE}.{}.retired", old.id()));
-        let io = |e: std::io::Error| Error::Io(format!("key rotation: {e}"));
+        let io = |e: std::io::Error| Error::io("key rotation", e);
         std::fs::rename(&current, &retired).map_err(io)?;
         std::fs::rename(&staged, &current).map_err(io)?;
         remember_public_key(&self.data_dir, &new.public())?;
@@ -293,7 +293,7 @@ impl AuditLog {
                 .take()
                 .unwrap_or_else(|| plan_from(from, &policy))
                 .await
-                .map_err(|e| Error::Io(format!("retention planning failed: {e}")))??;
+                .map_err(|e| Error::io("retention planning failed", e))??;
             // Events are appended in time order: once a batch starts after every cutoff, nothing
             // later can be due either.
             let Some(first) = batch.first() else { break };
@@ -402,7 +402,7 @@ async fn read_and_plan(
         Planned { batch, plan }
     })
     .await
-    .map_err(|e| Error::Io(format!("retention planning failed: {e}")))
+    .map_err(|e| Error::io("retention planning failed", e))
 }
 
 /// What a sweep did (or, dry, would do).
@@ -521,7 +521,7 @@ async fn write_segment(
     items: &[SegmentItem],
 ) -> Result<Manifest, Error> {
     let (bytes, manifest) = archive::encode(name, items)?;
-    let io = |e: object_store::Error| Error::Io(format!("archive: {e}"));
+    let io = |e: object_store::Error| Error::io("archive", e);
     store
         .put(&object_store::path::Path::from(name), bytes.into())
         .await
@@ -566,6 +566,6 @@ fn remember_public_key(data_dir: &Path, key: &PublicKey) -> Result<(), Error> {
         .append(true)
         .create(true)
         .open(&path)
-        .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
-    writeln!(f, "{}", key.to_hex()).map_err(|e| Error::Io(format!("{}: {e}", path.display())))
+        .map_err(|e| Error::io(path.display().to_string(), e))?;
+    writeln!(f, "{}", key.to_hex()).map_err(|e| Error::io(path.display().to_string(), e))
 }

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use jitgate_core::{EventDraft, State};
-use jitgate_gateway::{AuditMode, Authority, Refusal, SessionGrant, Upstream};
+use jitgate_gateway::{AuditMode, Authority, AuthorityError, Refusal, SessionGrant, Upstream};
 use jitgate_store::RequestFilter;
 
 use crate::config::ResourceKind;
@@ -131,12 +131,12 @@ impl Authority for App {
     /// In durable mode every event of a session goes through the intake journal, statements
     /// (which wait for it) and outcomes alike, so they reach the chain in the order they were
     /// made; in async mode none waits, and they go straight to the log.
-    async fn record(&self, events: Vec<EventDraft>, mode: AuditMode) -> Result<(), String> {
+    async fn record(&self, events: Vec<EventDraft>, mode: AuditMode) -> Result<(), AuthorityError> {
         let written = match mode {
             AuditMode::Durable => self.journal(events).await,
             AuditMode::Async => self.append(events).await,
         };
-        written.map_err(|e| e.to_string())
+        Ok(written?)
     }
 }
 

@@ -79,7 +79,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Err
     create_private_dir(&config.data_dir)?;
     if let Some(parent) = config.database_path.parent() {
         std::fs::create_dir_all(parent)
-            .map_err(|e| Error::Io(format!("cannot create {}: {e}", parent.display())))?;
+            .map_err(|e| Error::io(format!("cannot create {}", parent.display()), e))?;
     }
     let store: Arc<dyn jitgate_store::Store> = Arc::new(SqliteStore::open(&config.database_path)?);
     let instance = instance_id(&config.data_dir)?;
@@ -105,10 +105,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Err
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| Error::Io(format!("cannot listen on {listen}: {e}")))?;
+        .map_err(|e| Error::io(format!("cannot listen on {listen}"), e))?;
     let addr = listener
         .local_addr()
-        .map_err(|e| Error::Io(e.to_string()))?;
+        .map_err(|e| Error::io("cannot read the listener's address", e))?;
     let (shutdown, rx) = watch::channel(false);
     let mut http_rx = rx.clone();
     let router = api::router(app.clone());
@@ -129,25 +129,19 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Err
     let tasks = vec![http, sched, checkpoints, retention];
     let mut gateway_task = None;
     let gateway_addr = match app.config.gateway.clone() {
-        Some(g) => {
-            let config = jitgate_gateway::GatewayConfig {
-                listen: g.listen,
-                allow_plaintext_remote: g.allow_plaintext_remote,
-                audit: g.audit,
-                record_params: g.record_params,
-                max_message: 256 << 20,
-                tls: g.tls.clone(),
-                guardrails: app.config.guardrails.clone(),
-                masking: app.config.masking.clone(),
-                masking_key: jitgate_gateway::MaskingKey(targets::masking_key(&app.config)?),
-            };
+        Some(config) => {
+            let listen = config.listen;
+            let key = jitgate_gateway::MaskingKey(targets::masking_key(&app.config)?);
             let authority: Arc<dyn jitgate_gateway::Authority> = app.clone();
-            let gw =
-                jitgate_gateway::start(config, authority, app.clock.clone(), app.sessions.clone())
-                    .await
-                    .map_err(|e| {
-                        Error::Io(format!("cannot start the gateway on {}: {e}", g.listen))
-                    })?;
+            let gw = jitgate_gateway::start(
+                config,
+                key,
+                authority,
+                app.clock.clone(),
+                app.sessions.clone(),
+            )
+            .await
+            .map_err(|e| Error::io(format!("cannot start the gateway on {listen}"), e))?;
             gateway_task = Some(gw.task);
             let _ = app.gateway_addr.set(gw.addr);
             Some(gw.addr)
@@ -173,7 +167,7 @@ fn instance_id(data_dir: &std::path::Path) -> Result<String, Error> {
         _ => {
             let id = jitgate_core::ids::new_id("jg");
             std::fs::write(&path, &id)
-                .map_err(|e| Error::Io(format!("cannot write {}: {e}", path.display())))?;
+                .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
             Ok(id)
         }
     }
@@ -181,7 +175,7 @@ fn instance_id(data_dir: &std::path::Path) -> Result<String, Error> {
 
 fn create_private_dir(dir: &std::path::Path) -> Result<(), Error> {
     std::fs::create_dir_all(dir)
-        .map_err(|e| Error::Io(format!("cannot create {}: {e}", dir.display())))?;
+        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -19,11 +19,10 @@ use crate::service::App;
 
 /// The key of the `hash` masking strategy, in the data directory (mode 0600, made on first use).
 pub fn masking_key(config: &Config) -> Result<[u8; 32], Error> {
-    jitgate_core::secret_file::load_or_create(
+    Ok(jitgate_audit::key_file::load_or_create(
         &config.data_dir.join(crate::MASKING_KEY_FILE),
         "masking key",
-    )
-    .map_err(Error::Io)
+    )?)
 }
 
 /// The masking key, if some database must compute the `hash` strategy itself.

@@ -4,18 +4,16 @@
 //! The embedded default is [`SqliteStore`]; a PostgreSQL implementation for running several
 //! jitgate instances joins it behind the same trait and contract tests.
 
+mod audit_store;
 mod error;
 mod sqlite;
 
 use async_trait::async_trait;
-use jitgate_audit::archive::Manifest;
-use jitgate_audit::retention::{Hold, ScopedHold};
-use jitgate_audit::{AuditEvent, Checkpoint, EventFilter, Gap};
 use jitgate_core::{AccessRequest, CoreError, EventDraft, State, Timestamp};
-use tokio::sync::{mpsc, watch};
 
+pub use audit_store::{AuditStore, Head, LiveEvent};
 pub use error::StoreError;
-pub use sqlite::{ArchiveLookup, Head, LiveEvent, LogFile, ScanError, SqliteStore, intake_path};
+pub use sqlite::{ArchiveLookup, LogFile, ScanError, SqliteStore, intake_path};
 
 /// Builds the events that record an erasure, from how many payloads went and their seq range.
 pub type EraseRecord = Box<dyn FnOnce(u64, Option<(i64, i64)>) -> Vec<EventDraft> + Send>;
@@ -57,7 +55,9 @@ pub struct RequestFilter {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+/// Requests and the events that record them. The audit log's own reads, checkpoints, holds,
+/// retention and erasure are its [`AuditStore`].
+pub trait Store: AuditStore {
     /// Writes a new request and its events.
     async fn insert_request(
         &self,
@@ -93,56 +93,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// The earliest moment anything is due, if anything ever is.
     async fn next_deadline(&self) -> Result<Option<Timestamp>, StoreError>;
-
-    /// Events matching `filter`, oldest first, at most `filter.limit` (capped); page with
-    /// `after_seq`.
-    async fn search_events(&self, filter: EventFilter) -> Result<Vec<AuditEvent>, StoreError>;
-
-    /// Sends every event matching `filter` (ignoring its limit), oldest first, until the receiver
-    /// goes away.
-    async fn stream_events(
-        &self,
-        filter: EventFilter,
-        out: mpsc::Sender<AuditEvent>,
-    ) -> Result<(), StoreError>;
-
-    /// The audit chain's head as of the last commit.
-    fn head(&self) -> watch::Receiver<Head>;
-
-    async fn add_checkpoint(&self, cp: Checkpoint) -> Result<(), StoreError>;
-
-    async fn last_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError>;
-
-    /// Creates or updates (releases) a legal hold, with the events that record it.
-    async fn put_hold(&self, hold: Hold, events: Vec<EventDraft>) -> Result<(), StoreError>;
-
-    /// Each active hold with the requests it covers ([`ScopedHold`]): a hold keeps every event
-    /// of each request it matches an event of.
-    async fn hold_scopes(&self, holds: Vec<Hold>) -> Result<Vec<ScopedHold>, StoreError>;
-
-    async fn get_hold(&self, id: String) -> Result<Option<Hold>, StoreError>;
-
-    async fn list_holds(&self, active_only: bool) -> Result<Vec<Hold>, StoreError>;
-
-    /// Deletes the payloads of the live events `principal` took part in, keeping the skeletons;
-    /// refuses (erasing nothing) if a hold covers any of them. Returns how many were erased.
-    async fn erase(&self, principal: String, record: EraseRecord) -> Result<u64, StoreError>;
-
-    /// Up to `limit` live events from `from_seq` on, whole, each with the chain hash before it.
-    async fn live_batch(&self, from_seq: i64, limit: u32) -> Result<Vec<LiveEvent>, StoreError>;
-
-    /// Replaces the events each gap stands for by the gap, in one transaction with `events`,
-    /// after checking that the active holds are still `planned_holds` and the events unchanged.
-    async fn remove_ranges(
-        &self,
-        gaps: Vec<(Gap, Option<String>)>,
-        segment: Option<Manifest>,
-        planned_holds: Vec<String>,
-        events: Vec<EventDraft>,
-    ) -> Result<u64, StoreError>;
-
-    /// Live events per action: `(action, count, oldest ts in µs)`.
-    async fn action_counts(&self) -> Result<Vec<(String, u64, i64)>, StoreError>;
 
     /// Requests not yet ended, counted by state and resource, and when the longest-revoking
     /// grant began to end: what an operator's gauges show.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use jitgate_audit::{Checkpoint, Problem, ProblemKind, Report, Signer, Verifier};
 use jitgate_core::{EventDraft, Timestamp};
-use jitgate_store::{LogFile, SqliteStore, Store};
+use jitgate_store::{AuditStore, LogFile, SqliteStore, Store};
 use proptest::prelude::*;
 use rusqlite::Connection;
 

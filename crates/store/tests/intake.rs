@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use jitgate_audit::{EventFilter, Verifier};
 use jitgate_core::{EventDraft, Timestamp};
-use jitgate_store::{LogFile, SqliteStore, Store, StoreError, intake_path};
+use jitgate_store::{AuditStore, LogFile, SqliteStore, Store, StoreError, intake_path};
 
 fn draft(who: &str, i: usize) -> EventDraft {
     let ts = Timestamp::from_second(1_700_000_000 + i as i64).unwrap();

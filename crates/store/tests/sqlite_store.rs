@@ -6,7 +6,7 @@ use std::time::Duration;
 use jitgate_audit::EventFilter;
 use jitgate_core::policy::{AccessAsk, Decision};
 use jitgate_core::{AccessRequest, CoreError, EventDraft, Principal, State, Timestamp, duration};
-use jitgate_store::{RequestFilter, RequestKey, SqliteStore, Store, StoreError};
+use jitgate_store::{AuditStore, RequestFilter, RequestKey, SqliteStore, Store, StoreError};
 
 fn now() -> Timestamp {
     "2026-01-14T10:00:00Z".parse().unwrap()

@@ -88,15 +88,16 @@ pub(super) async fn role_exposures(
     let mut findings = Vec::new();
     let mut unmatched: Option<Vec<String>> = None;
     for db in c.databases_of(role.database.as_deref()) {
-        let in_db = |e: &dyn std::fmt::Display| c.target_err(format!("database {db}: {e}"));
+        let in_db =
+            |e: Box<dyn std::error::Error + Send + Sync>| c.target_in(&format!("database {db}"), e);
         let client = c.connect_to(&db).await?;
         let plan = masking::plan(&client, &role.masking, &names.key)
             .await
-            .map_err(|e| in_db(&e))?;
+            .map_err(|e| in_db(e.into()))?;
         for who in role.grants.iter().map(String::as_str).chain(["public"]) {
             let exposed = masking::exposures(&client, who, &plan, &role.masking)
                 .await
-                .map_err(|e| in_db(&e))?;
+                .map_err(|e| in_db(e.into()))?;
             if exposed.is_empty() {
                 continue;
             }

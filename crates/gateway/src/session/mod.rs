@@ -162,7 +162,7 @@ async fn handle<S: Stream>(
                     &format!("the audit log cannot be written; refusing unaudited access ({e})"),
                 ))
                 .await;
-            Err(GatewayError::Protocol("audit unavailable".into()))
+            Err(GatewayError::Audit(e))
         }
     };
     s.flush_results().await;

@@ -15,7 +15,8 @@ use jitgate_store::{SqliteStore, Store};
 async fn a_hold_placed_mid_sweep_keeps_what_it_covers_even_in_a_batch_planned_ahead() {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
-        "[server]\ndata_dir = \"{}\"\n\n[[retention]]\nclass = \"session\"\nkeep = \"1d\"\naction = \"delete\"\n",
+        "[server]\ndata_dir = \"{}\"\n\n[[retention]]\nclass = \"session\"\nkeep = \"1d\"\naction = \"delete\"\n\n\
+         [[principals]]\nname = \"alice\"\n\n[[resources]]\nname = \"orders-db\"\nkind = \"none\"\n[resources.roles.read]\n",
         dir.path().join("data").display()
     );
     let config = Config::parse_in(&text, "test", dir.path()).unwrap();

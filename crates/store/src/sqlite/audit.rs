@@ -13,29 +13,15 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::Result;
 use super::{Where, from_us, us};
-use crate::StoreError;
+use crate::{Head, LiveEvent, StoreError};
 use fallible_streaming_iterator::FallibleStreamingIterator;
-
-/// The last event of the chain: its `seq` and hash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Head {
-    pub seq: i64,
-    pub hash: Hash,
-}
-
-impl Head {
-    pub const EMPTY: Head = Head {
-        seq: 0,
-        hash: GENESIS,
-    };
-}
 
 fn blob_hash(v: ValueRef<'_>, what: &str) -> Result<Hash> {
     match v {
         ValueRef::Blob(b) => chain::hash_from(b),
         _ => None,
     }
-    .ok_or_else(|| StoreError::Db(format!("{what} is not a 32-byte digest")))
+    .ok_or_else(|| StoreError::db(format!("{what} is not a 32-byte digest")))
 }
 
 /// Reads the head from the table itself, so another process that appended since is followed.
@@ -625,7 +611,7 @@ fn feed_gap(
     segment: Option<&str>,
 ) -> std::result::Result<(), ScanError> {
     let items = match segment {
-        Some(name) => archive(gap, name).map_err(StoreError::Db)?,
+        Some(name) => archive(gap, name).map_err(StoreError::db)?,
         None => None,
     };
     match items {
@@ -645,7 +631,8 @@ fn blob<'a>(v: ValueRef<'a>) -> &'a [u8] {
 // ---- holds --------------------------------------------------------------------------------
 
 pub(super) fn put_hold(conn: &Connection, hold: &Hold) -> Result<()> {
-    let body = serde_json::to_string(hold).map_err(|e| StoreError::Db(e.to_string()))?;
+    let body =
+        serde_json::to_string(hold).map_err(|e| StoreError::caused("cannot encode a hold", e))?;
     conn.prepare_cached(
         "INSERT INTO holds (id, active, body) VALUES (?1, ?2, ?3)
          ON CONFLICT (id) DO UPDATE SET active = excluded.active, body = excluded.body",
@@ -687,15 +674,6 @@ pub(super) fn hold(conn: &Connection, id: &str) -> Result<Option<Hold>> {
 }
 
 // ---- retention ----------------------------------------------------------------------------
-
-/// A live event as retention sees it: the whole record (rules and holds look at
-/// [`ArchivedEvent::candidate`]; it is archived as it is).
-#[derive(Debug, Clone)]
-pub struct LiveEvent {
-    pub record: ArchivedEvent,
-    /// The chain hash just before this event (of the event or range boundary at `seq - 1`).
-    pub prev: Hash,
-}
 
 /// Up to `limit` live events from `from_seq` on, in order, each with the hash the chain had
 /// just before it.
@@ -852,7 +830,8 @@ pub(super) fn remove_ranges(
     }
     let removed = seqs.len() as u64;
     if let Some(m) = segment {
-        let manifest = serde_json::to_string(m).map_err(|e| StoreError::Db(e.to_string()))?;
+        let manifest = serde_json::to_string(m)
+            .map_err(|e| StoreError::caused("cannot encode a segment manifest", e))?;
         conn.prepare_cached(
             "INSERT OR REPLACE INTO audit_segments (name, manifest, first_seq, last_seq) VALUES (?1, ?2, ?3, ?4)",
         )?
@@ -891,7 +870,7 @@ fn lift_delete_guards(conn: &Connection) -> Result<Vec<String>> {
             .optional()?;
         let Some(create) = create else {
             // Someone removed it: stop, rather than sweep a log whose guard is gone.
-            return Err(StoreError::Db(format!(
+            return Err(StoreError::db(format!(
                 "the append-only trigger {name} is missing from the database; a retention sweep \
                  will not run until it is restored (run `jitgate audit verify` first)"
             )));

@@ -24,7 +24,7 @@ pub(super) fn live(conn: &Connection) -> Result<LiveCounts> {
         let (state, resource, n) = row?;
         let state: State = state
             .parse()
-            .map_err(|e| StoreError::Db(format!("a request's state: {e}")))?;
+            .map_err(|e| StoreError::caused("a request's state", e))?;
         counts.push((state, resource, n as u64));
     }
     // Few rows (only grants between "ending" and "ended"); times are compared parsed.

@@ -26,9 +26,9 @@ use jitgate_core::EventDraft;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::audit::{self, Head, SealedEvent};
+use super::audit::{self, SealedEvent};
 use super::{Job, Result, run_batch};
-use crate::StoreError;
+use crate::{Head, StoreError};
 
 /// Once the file is this long and every record in it is in the log, it starts again from empty.
 const RESTART_AT: u64 = 64 << 20;
@@ -102,10 +102,10 @@ pub(super) struct Recovered {
 pub(super) fn recover(db: &Path, conn: &Connection) -> Result<Option<Recovered>> {
     let path = path_for(db);
     let io = |what: &str, e: std::io::Error| {
-        StoreError::Db(format!(
-            "intake journal {}: cannot {what}: {e}",
-            path.display()
-        ))
+        StoreError::caused(
+            &format!("intake journal {}: cannot {what}", path.display()),
+            e,
+        )
     };
     let mut file = OpenOptions::new()
         .read(true)
@@ -219,7 +219,7 @@ impl Intake {
         let thread = std::thread::Builder::new()
             .name("jitgate-intake".into())
             .spawn(move || run(r, rx, writer, shared))
-            .map_err(|e| StoreError::Db(format!("cannot start the intake thread: {e}")))?;
+            .map_err(|e| StoreError::caused("cannot start the intake thread", e))?;
         Ok(Self {
             tx: Some(tx),
             progress,
@@ -240,7 +240,7 @@ impl Intake {
                 entries.push(b',');
             }
             serde_json::to_writer(&mut entries, e)
-                .map_err(|e| StoreError::Db(format!("cannot encode an event: {e}")))?;
+                .map_err(|e| StoreError::caused("cannot encode an event", e))?;
         }
         let (reply, answer) = oneshot::channel();
         self.send(Message::Append {
@@ -449,7 +449,7 @@ impl Journal {
     fn write(&mut self) -> Result<()> {
         let taken = self.progress.taken.borrow().clone();
         let taken =
-            taken.map_err(|why| StoreError::Db(format!("audit intake has stopped: {why}")))?;
+            taken.map_err(|why| StoreError::db(format!("audit intake has stopped: {why}")))?;
         if self.len >= RESTART_AT && taken == self.number {
             // Every record so far is in the log: start the file again rather than let it grow.
             self.file
@@ -462,7 +462,7 @@ impl Journal {
         let record = &mut self.record;
         record.push(b']');
         let size = u32::try_from(record.len() - HEADER)
-            .map_err(|_| StoreError::Db("an intake record would exceed 4 GiB".into()))?;
+            .map_err(|_| StoreError::db("an intake record would exceed 4 GiB"))?;
         record[HEADER..HEADER + NUMBER].copy_from_slice(&number.to_le_bytes());
         let crc = crc32fast::hash(&record[HEADER..]);
         record[..4].copy_from_slice(&size.to_le_bytes());
@@ -485,7 +485,7 @@ impl Journal {
     /// Waits until every record written is in the log.
     async fn in_log(&self) -> Result<()> {
         self.progress.in_log(self.number).await.map_err(|why| {
-            StoreError::Db(format!(
+            StoreError::db(format!(
                 "audit intake has stopped ({why}); its journal keeps what it holds until the next start"
             ))
         })
@@ -531,9 +531,11 @@ impl Progress {
     }
 
     fn fail(&self, what: &str, e: std::io::Error) -> StoreError {
-        let why = format!("cannot {what} the intake journal: {e}");
-        self.stop(why.clone());
-        StoreError::Db(why)
+        let error = StoreError::caused(&format!("cannot {what} the intake journal"), e);
+        if let StoreError::Db { message, .. } = &error {
+            self.stop(message.clone());
+        }
+        error
     }
 }
 

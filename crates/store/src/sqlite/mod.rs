@@ -11,12 +11,13 @@
 //! are appended; a change that rolls back rolls the head back with it.
 
 mod audit;
+mod audit_store;
 mod counts;
 mod holds;
 mod intake;
 
 use audit::SealedEvent;
-pub use audit::{ArchiveLookup, Head, LiveEvent, ScanError};
+pub use audit::{ArchiveLookup, ScanError};
 pub use intake::path_for as intake_path;
 
 use std::path::{Path, PathBuf};
@@ -24,15 +25,13 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use async_trait::async_trait;
-use jitgate_audit::archive::Manifest;
-use jitgate_audit::retention::{Hold, ScopedHold};
-use jitgate_audit::{AuditEvent, Checkpoint, EventFilter, Gap, Verifier};
+use jitgate_audit::{Checkpoint, Verifier};
 use jitgate_core::{AccessRequest, EventDraft, State, Timestamp};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::{Change, EraseRecord, RequestFilter, RequestKey, Store, StoreError};
+use crate::{Change, Head, RequestFilter, RequestKey, Store, StoreError};
 
 /// Schema steps, in order; `user_version` records how many have run.
 enum Migration {
@@ -83,7 +82,7 @@ impl SqliteStore {
         thread::Builder::new()
             .name("jitgate-sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx, head_tx))
-            .map_err(|e| StoreError::Db(format!("cannot start the writer thread: {e}")))?;
+            .map_err(|e| StoreError::caused("cannot start the writer thread", e))?;
         let intake = recovered
             .map(|r| intake::Intake::start(r, tx.clone()))
             .transpose()?;
@@ -153,7 +152,7 @@ impl SqliteStore {
         let pool = self.readers.clone();
         tokio::task::spawn_blocking(move || pool.with(work))
             .await
-            .map_err(|e| StoreError::Db(format!("reader task failed: {e}")))?
+            .map_err(|e| StoreError::caused("reader task failed", e))?
     }
 }
 
@@ -211,7 +210,7 @@ fn migrate_to(conn: &mut Connection, target: usize) -> Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let known = MIGRATIONS.len() as i64;
     if version > known {
-        return Err(StoreError::Db(format!(
+        return Err(StoreError::db(format!(
             "the database schema is version {version}, newer than this jitgate knows ({known}); upgrade jitgate"
         )));
     }
@@ -326,8 +325,8 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<Head> {
         for job in batch.iter_mut() {
             if !job.isolated() {
                 if !job.run(conn, &mut head) {
-                    return Err(StoreError::Db(
-                        "an append failed; the batch it was in is rolled back".into(),
+                    return Err(StoreError::db(
+                        "an append failed; the batch it was in is rolled back",
                     ));
                 }
                 continue;
@@ -362,7 +361,7 @@ pub(crate) fn from_us(v: i64) -> Timestamp {
 
 fn write_request(conn: &Connection, r: &AccessRequest, insert: bool) -> Result<()> {
     let body = serde_json::to_string(r)
-        .map_err(|e| StoreError::Db(format!("cannot encode request {}: {e}", r.id)))?;
+        .map_err(|e| StoreError::caused(&format!("cannot encode request {}", r.id), e))?;
     let deadline = r.next_deadline().map(us);
     if insert {
         conn.prepare_cached(
@@ -566,108 +565,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn search_events(&self, f: EventFilter) -> Result<Vec<AuditEvent>> {
-        self.caught_up().await;
-        let limit = if f.limit == 0 {
-            100
-        } else {
-            f.limit.min(MAX_LIST)
-        };
-        self.read(move |conn| audit::search(conn, &f, limit)).await
-    }
-
-    async fn stream_events(&self, f: EventFilter, out: mpsc::Sender<AuditEvent>) -> Result<()> {
-        self.caught_up().await;
-        self.read(move |conn| audit::stream(conn, &f, |e| out.blocking_send(e).is_ok()))
-            .await
-    }
-
-    fn head(&self) -> watch::Receiver<Head> {
-        self.head.clone()
-    }
-
-    async fn add_checkpoint(&self, cp: Checkpoint) -> Result<()> {
-        self.write(move |conn, _| audit::insert_checkpoint(conn, &cp))
-            .await
-    }
-
-    async fn last_checkpoint(&self) -> Result<Option<Checkpoint>> {
-        self.read(audit::last_checkpoint).await
-    }
-
-    async fn put_hold(&self, hold: Hold, events: Vec<EventDraft>) -> Result<()> {
-        let events = SealedEvent::seal_all(events);
-        self.write(move |conn, head| {
-            audit::put_hold(conn, &hold)?;
-            audit::insert_events(conn, head, &events)
-        })
-        .await
-    }
-
-    async fn hold_scopes(&self, holds: Vec<Hold>) -> Result<Vec<ScopedHold>> {
-        self.caught_up().await;
-        self.read(move |conn| holds::scoped(conn, holds)).await
-    }
-
-    async fn get_hold(&self, id: String) -> Result<Option<Hold>> {
-        self.read(move |conn| audit::hold(conn, &id)).await
-    }
-
-    async fn list_holds(&self, active_only: bool) -> Result<Vec<Hold>> {
-        self.read(move |conn| audit::holds(conn, active_only)).await
-    }
-
-    async fn erase(&self, principal: String, record: EraseRecord) -> Result<u64> {
-        // Events acknowledged before the erasure are erased with the rest, so they must be in.
-        self.caught_up().await;
-        let count = self
-            .write(move |conn, head| {
-                let (count, range) = audit::erase(conn, &principal)?;
-                audit::insert_events(conn, head, &SealedEvent::seal_all(record(count, range)))?;
-                Ok(count)
-            })
-            .await?;
-        // The write-ahead log still holds the pages as they were; fold it into the (securely
-        // overwritten) database file and empty it, so no copy of an erased payload remains.
-        let path = self.readers.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = open_connection(&path, OpenFlags::SQLITE_OPEN_READ_WRITE, Reads::Scans)?;
-            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-            Ok::<_, StoreError>(())
-        })
-        .await
-        .map_err(|e| StoreError::Db(format!("checkpoint task failed: {e}")))??;
-        if let Some(intake) = &self.intake {
-            intake.clear().await?;
-        }
-        Ok(count)
-    }
-
-    async fn live_batch(&self, from_seq: i64, limit: u32) -> Result<Vec<LiveEvent>> {
-        self.read(move |conn| audit::live_batch(conn, from_seq, limit))
-            .await
-    }
-
-    async fn remove_ranges(
-        &self,
-        gaps: Vec<(Gap, Option<String>)>,
-        segment: Option<Manifest>,
-        planned_holds: Vec<String>,
-        events: Vec<EventDraft>,
-    ) -> Result<u64> {
-        let events = SealedEvent::seal_all(events);
-        self.write(move |conn, head| {
-            let removed = audit::remove_ranges(conn, &gaps, segment.as_ref(), &planned_holds)?;
-            audit::insert_events(conn, head, &events)?;
-            Ok(removed)
-        })
-        .await
-    }
-
-    async fn action_counts(&self) -> Result<Vec<(String, u64, i64)>> {
-        self.read(audit::action_counts).await
-    }
-
     async fn live_counts(&self) -> Result<crate::LiveCounts> {
         self.read(counts::live).await
     }
@@ -686,7 +583,7 @@ impl LogFile {
         let conn = open_connection(path, OpenFlags::SQLITE_OPEN_READ_ONLY, Reads::Scans)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version < MIGRATIONS.len() as i64 {
-            return Err(StoreError::Db(format!(
+            return Err(StoreError::db(format!(
                 "the database schema is version {version}; start `jitgate serve` once to upgrade it"
             )));
         }

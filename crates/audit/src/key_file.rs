@@ -1,20 +1,28 @@
-//! 32-byte secrets kept in files of their own (hex, one line, readable by the owner only):
-//! the audit signing key, the masking key.
+//! 32-byte secrets kept in files of their own (hex, one line, readable by the owner only): the
+//! audit signing key, and the server's masking key, which keeps its file the same way.
 
 use std::io::Write;
 use std::path::Path;
 
+use crate::error::KeyFileError;
+
 /// Reads the secret at `path`, or creates it if there is none. Refuses a file others can read.
 /// `what` names the secret in errors.
-pub fn load_or_create(path: &Path, what: &str) -> Result<[u8; 32], String> {
-    let io = |e: std::io::Error| format!("{}: {e}", path.display());
+pub fn load_or_create(path: &Path, what: &'static str) -> Result<[u8; 32], KeyFileError> {
+    let io = |source| KeyFileError::Io {
+        path: path.to_owned(),
+        source,
+    };
     match std::fs::read_to_string(path) {
         Ok(text) => {
             check_private(path, what)?;
             hex::decode(text.trim())
                 .ok()
                 .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| format!("{}: not a jitgate {what}", path.display()))
+                .ok_or_else(|| KeyFileError::NotAKey {
+                    path: path.to_owned(),
+                    what,
+                })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let secret: [u8; 32] = rand::random();
@@ -37,24 +45,27 @@ pub fn write_new(path: &Path, secret: &[u8; 32]) -> std::io::Result<()> {
 }
 
 #[cfg(unix)]
-fn check_private(path: &Path, what: &str) -> Result<(), String> {
+fn check_private(path: &Path, what: &'static str) -> Result<(), KeyFileError> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
+        .map_err(|source| KeyFileError::Io {
+            path: path.to_owned(),
+            source,
+        })?
         .permissions()
         .mode();
     if mode & 0o077 != 0 {
-        return Err(format!(
-            "{}: the {what} is readable by others (mode {:o}); run `chmod 600` on it",
-            path.display(),
-            mode & 0o777
-        ));
+        return Err(KeyFileError::Exposed {
+            path: path.to_owned(),
+            what,
+            mode: mode & 0o777,
+        });
     }
     Ok(())
 }
 
 #[cfg(not(unix))]
-fn check_private(_: &Path, _: &str) -> Result<(), String> {
+fn check_private(_: &Path, _: &'static str) -> Result<(), KeyFileError> {
     Ok(())
 }
 
@@ -72,7 +83,7 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-            let e = load_or_create(&path, "test key").unwrap_err();
+            let e = load_or_create(&path, "test key").unwrap_err().to_string();
             assert!(e.contains("readable by others"), "{e}");
         }
         assert!(write_new(&path, &a).is_err(), "never overwrites");
