@@ -7,7 +7,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde_json::json;
 
-use super::{AccessRequest, Decided, Extension, ExtensionState, Grant, State, record_approval};
+use super::decision::record_approval;
+use super::{AccessRequest, Decided, Extension, ExtensionState, Grant, State};
 use crate::event::{EventDraft, SYSTEM_ACTOR};
 use crate::policy::{self, Decision, Policy};
 use crate::principal::Principal;
