@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::event::{EventDraft, Outcome, SYSTEM_ACTOR};
-use crate::policy::{self, Decision, Policy};
+use crate::policy::{self, Decision};
 use crate::principal::Principal;
 use crate::{CoreError, duration, ids};
 

@@ -4,7 +4,7 @@ use super::*;
 use crate::Clock;
 use crate::clock::FakeClock;
 use crate::policy::tests::{ask, policy};
-use crate::policy::{AutoApprove, BreakGlass, evaluate};
+use crate::policy::{AutoApprove, BreakGlass, Policy, evaluate};
 
 fn alice() -> Principal {
     Principal::user("alice", &["engineering"])
