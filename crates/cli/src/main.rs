@@ -585,101 +585,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let client = Client::new(&conn.url, conn.token.clone())?;
             access::list(&client, conn.output == Output::Json).await
         }
-        Command::Credentials { conn, grant } => {
-            let client = Client::new(&conn.url, conn.token.clone())?;
-            let grant_id = access::grant_id(&client, &grant).await?;
-            let c = client
-                .get(&format!(
-                    "/api/v1/grants/{}/credentials",
-                    client::enc(&grant_id)
-                ))
-                .await?;
-            match conn.output {
-                CredentialsOutput::Json => out!("{c}"),
-                CredentialsOutput::Env => {
-                    for (k, v) in c["env"].as_object().into_iter().flatten() {
-                        out!("{k}={}", shell_quote(v.as_str().unwrap_or_default()));
-                    }
-                }
-                CredentialsOutput::Cnf => match c["option_file"].as_str() {
-                    Some(text) => out!("{}", text.trim_end()),
-                    None => {
-                        return Err(usage(
-                            "-o cnf is for MariaDB/MySQL grants (a mysql option file); use -o env or -o json",
-                        ));
-                    }
-                },
-                CredentialsOutput::Table => {
-                    output::fields(&c, &["grant_id", "username", "dsn"]);
-                    eprintln!(
-                        "(-o env prints lines for the target's own clients; the password is in the dsn)"
-                    );
-                }
-            }
-            Ok(())
-        }
+        Command::Credentials { conn, grant } => credentials(&conn, grant).await,
         Command::Connect {
             conn,
             resource,
             gateway,
             exec,
             psql_args,
-        } => {
-            let client = Client::new(&conn.url, conn.token.clone())?;
-            let me = client.get("/api/v1/whoami").await?;
-            let name = me["name"].as_str().unwrap_or_default().to_owned();
-            let gateway = gateway
-                .or_else(|| me["gateway"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| "127.0.0.1:6432".into());
-            let (host, port) = gateway
-                .rsplit_once(':')
-                .ok_or_else(|| usage(format!("--gateway {gateway:?} is not HOST:PORT")))?;
-            // A short-lived password bound to this grant, never the long-lived API token.
-            let grant = active_grant(&client, &name, &resource).await?;
-            let issued = client
-                .post(
-                    &format!("/api/v1/grants/{}/gateway-password", client::enc(&grant)),
-                    json!({}),
-                )
-                .await?;
-            let password = issued["password"].as_str().unwrap_or_default().to_owned();
-            if exec {
-                let status = std::process::Command::new("psql")
-                    .args(&psql_args)
-                    .env("PGHOST", host)
-                    .env("PGPORT", port)
-                    .env("PGDATABASE", &resource)
-                    .env("PGUSER", &name)
-                    .env("PGPASSWORD", &password)
-                    .status()
-                    .map_err(|e| Failure::Refused(format!("cannot run psql: {e}")))?;
-                return if status.success() {
-                    Ok(())
-                } else {
-                    Err(Failure::Refused(format!("psql exited with {status}")).into())
-                };
-            }
-            let dsn = format!(
-                "postgresql://{}:{}@{host}:{port}/{}",
-                client::enc(&name),
-                client::enc(&password),
-                client::enc(&resource)
-            );
-            if conn.output == Output::Json {
-                out!(
-                    "{}",
-                    json!({ "dsn": dsn, "host": host, "port": port, "dbname": resource, "user": name,
-                            "password": password, "grant_id": grant, "expires_at": issued["expires_at"] })
-                );
-            } else {
-                out!("{dsn}");
-                eprintln!(
-                    "(the password works for {name} on {resource} only, until grant {grant} ends at {})",
-                    cell(&issued["expires_at"])
-                );
-            }
-            Ok(())
-        }
+        } => connect(&conn, resource, gateway, exec, psql_args).await,
         Command::Whoami { conn } => {
             let client = Client::new(&conn.url, conn.token.clone())?;
             let me = client.get("/api/v1/whoami").await?;
@@ -694,6 +607,105 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `jitgate credentials`: the grant's credentials, in the form `-o` asks for.
+async fn credentials(conn: &CredentialsConn, grant: String) -> anyhow::Result<()> {
+    let client = Client::new(&conn.url, conn.token.clone())?;
+    let grant_id = access::grant_id(&client, &grant).await?;
+    let c = client
+        .get(&format!(
+            "/api/v1/grants/{}/credentials",
+            client::enc(&grant_id)
+        ))
+        .await?;
+    match conn.output {
+        CredentialsOutput::Json => out!("{c}"),
+        CredentialsOutput::Env => {
+            for (k, v) in c["env"].as_object().into_iter().flatten() {
+                out!("{k}={}", shell_quote(v.as_str().unwrap_or_default()));
+            }
+        }
+        CredentialsOutput::Cnf => match c["option_file"].as_str() {
+            Some(text) => out!("{}", text.trim_end()),
+            None => {
+                return Err(usage(
+                    "-o cnf is for MariaDB/MySQL grants (a mysql option file); use -o env or -o json",
+                ));
+            }
+        },
+        CredentialsOutput::Table => {
+            output::fields(&c, &["grant_id", "username", "dsn"]);
+            eprintln!(
+                "(-o env prints lines for the target's own clients; the password is in the dsn)"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `jitgate connect`: a connection string through the gateway, or psql run with it.
+async fn connect(
+    conn: &Conn,
+    resource: String,
+    gateway: Option<String>,
+    exec: bool,
+    psql_args: Vec<String>,
+) -> anyhow::Result<()> {
+    let client = Client::new(&conn.url, conn.token.clone())?;
+    let me = client.get("/api/v1/whoami").await?;
+    let name = me["name"].as_str().unwrap_or_default().to_owned();
+    let gateway = gateway
+        .or_else(|| me["gateway"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "127.0.0.1:6432".into());
+    let (host, port) = gateway
+        .rsplit_once(':')
+        .ok_or_else(|| usage(format!("--gateway {gateway:?} is not HOST:PORT")))?;
+    // A short-lived password bound to this grant, never the long-lived API token.
+    let grant = active_grant(&client, &name, &resource).await?;
+    let issued = client
+        .post(
+            &format!("/api/v1/grants/{}/gateway-password", client::enc(&grant)),
+            json!({}),
+        )
+        .await?;
+    let password = issued["password"].as_str().unwrap_or_default().to_owned();
+    if exec {
+        let status = std::process::Command::new("psql")
+            .args(&psql_args)
+            .env("PGHOST", host)
+            .env("PGPORT", port)
+            .env("PGDATABASE", &resource)
+            .env("PGUSER", &name)
+            .env("PGPASSWORD", &password)
+            .status()
+            .map_err(|e| Failure::Refused(format!("cannot run psql: {e}")))?;
+        return if status.success() {
+            Ok(())
+        } else {
+            Err(Failure::Refused(format!("psql exited with {status}")).into())
+        };
+    }
+    let dsn = format!(
+        "postgresql://{}:{}@{host}:{port}/{}",
+        client::enc(&name),
+        client::enc(&password),
+        client::enc(&resource)
+    );
+    if conn.output == Output::Json {
+        out!(
+            "{}",
+            json!({ "dsn": dsn, "host": host, "port": port, "dbname": resource, "user": name,
+                    "password": password, "grant_id": grant, "expires_at": issued["expires_at"] })
+        );
+    } else {
+        out!("{dsn}");
+        eprintln!(
+            "(the password works for {name} on {resource} only, until grant {grant} ends at {})",
+            cell(&issued["expires_at"])
+        );
+    }
+    Ok(())
 }
 
 /// A time on the command line: RFC 3339, or a duration (`+2h` ahead, or `1h` ago for searches).
