@@ -316,16 +316,7 @@ impl AuditLog {
                     Some(write_segment(self.archive.as_ref(), name, &plan.segment).await?)
                 }
             };
-            let event =
-                EventDraft::new(self.clock.now(), SYSTEM_ACTOR, "retention.swept").details(json!({
-                    "deleted": plan.deleted,
-                    "archived": plan.archived,
-                    "first_seq": plan.gaps.first().map(|(g, _)| g.span.first_seq),
-                    "last_seq": plan.gaps.last().map(|(g, _)| g.span.last_seq),
-                    "ranges": plan.gaps.len(),
-                    "segment": manifest.as_ref().map(|m| m.name.clone()),
-                    "classes": plan.classes,
-                }));
+            let event = self.swept_event(&plan, manifest.as_ref());
             let hold_ids = policy.holds().map(|h| h.id.clone()).collect();
             ahead = Some(plan_from(next, &policy));
             let t = Instant::now();
@@ -368,17 +359,36 @@ impl AuditLog {
         }
         report.seconds = started.elapsed().as_secs_f64();
         if !dry_run {
-            let event = EventDraft::new(self.clock.now(), SYSTEM_ACTOR, "retention.completed")
-                .details(json!({
-                    "deleted": report.deleted,
-                    "archived": report.archived,
-                    "held": report.held,
-                    "through_seq": report.through_seq,
-                    "active_holds": report.active_holds,
-                }));
-            self.store.append_events(vec![event]).await?;
+            self.record_completed(&report).await?;
         }
         Ok(report)
+    }
+
+    /// The event recording one batch removed (and archived, when `manifest` names its segment).
+    fn swept_event(&self, plan: &Plan, manifest: Option<&Manifest>) -> EventDraft {
+        EventDraft::new(self.clock.now(), SYSTEM_ACTOR, "retention.swept").details(json!({
+            "deleted": plan.deleted,
+            "archived": plan.archived,
+            "first_seq": plan.gaps.first().map(|(g, _)| g.span.first_seq),
+            "last_seq": plan.gaps.last().map(|(g, _)| g.span.last_seq),
+            "ranges": plan.gaps.len(),
+            "segment": manifest.map(|m| m.name.clone()),
+            "classes": plan.classes,
+        }))
+    }
+
+    /// Records the end of a sweep that removed for real, with its totals.
+    async fn record_completed(&self, report: &SweepReport) -> Result<(), Error> {
+        let event =
+            EventDraft::new(self.clock.now(), SYSTEM_ACTOR, "retention.completed").details(json!({
+                "deleted": report.deleted,
+                "archived": report.archived,
+                "held": report.held,
+                "through_seq": report.through_seq,
+                "active_holds": report.active_holds,
+            }));
+        self.store.append_events(vec![event]).await?;
+        Ok(())
     }
 }
 
