@@ -20,6 +20,8 @@ mod events;
 mod help_tests;
 mod output;
 mod policy_cmd;
+mod policy_matrix;
+mod policy_test_cmd;
 mod resource_cmd;
 mod tour;
 

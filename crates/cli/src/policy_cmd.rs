@@ -9,8 +9,9 @@ use jitgate_core::{Clock, Principal, PrincipalKind, SystemClock, Timestamp};
 use jitgate_server::Config;
 use jitgate_server::policy_view::{Ask, ExplainView, explain_view};
 
-use crate::client::usage;
+use crate::client::{Failure, usage};
 use crate::output::{out, table};
+use crate::{policy_matrix, policy_test_cmd};
 
 #[derive(Subcommand)]
 pub enum PolicyCommand {
@@ -55,6 +56,53 @@ pub enum PolicyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A matrix of principals, groups and `*` against resource/role: approved at once (auto),
+    /// with approval (how many of whom), by break-glass, or not at all.
+    WhoCan {
+        /// The config file.
+        #[arg(long, env = "JITGATE_CONFIG")]
+        config: PathBuf,
+        /// Only this resource.
+        #[arg(long)]
+        resource: Option<String>,
+        /// Only this role.
+        #[arg(long)]
+        role: Option<String>,
+        /// Only this row: a principal's name, `group:NAME` or `*`.
+        #[arg(long)]
+        principal: Option<String>,
+        /// Print the cells with access as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run test cases (CASES.toml: `[[cases]]` with a request and its `expect`ed outcome)
+    /// through the evaluator: a pass/fail table and the policies and rules no case reached.
+    /// Exit 1 on a failed case, or coverage below --min-coverage.
+    Test {
+        /// The config file.
+        #[arg(long, env = "JITGATE_CONFIG")]
+        config: PathBuf,
+        /// The test cases (see docs/policy.md).
+        cases: PathBuf,
+        /// Fail below this percentage of policies and rules reached (0-100).
+        #[arg(long)]
+        min_coverage: Option<f64>,
+    },
+    /// The access a config change gains, loses or changes, per principal or group, resource
+    /// and role. Exit 1 when access widens (gained, approval removed or fewer approvals,
+    /// longer durations, auto-approval or break-glass added) unless --allow-widening.
+    Diff {
+        /// The config as it is.
+        old: PathBuf,
+        /// The config as it would be.
+        new: PathBuf,
+        /// Accept a widening (exit 0 and still list it).
+        #[arg(long)]
+        allow_widening: bool,
+        /// Print the changes as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
@@ -94,6 +142,30 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        PolicyCommand::WhoCan {
+            config,
+            resource,
+            role,
+            principal,
+            json,
+        } => policy_matrix::who_can(
+            &config,
+            resource.as_deref(),
+            role.as_deref(),
+            principal.as_deref(),
+            json,
+        ),
+        PolicyCommand::Test {
+            config,
+            cases,
+            min_coverage,
+        } => policy_test_cmd::run(&config, &cases, min_coverage),
+        PolicyCommand::Diff {
+            old,
+            new,
+            allow_widening,
+            json,
+        } => policy_matrix::diff(&old, &new, allow_widening, json),
     }
 }
 
@@ -218,4 +290,9 @@ fn print_explanation(v: &ExplainView) {
         }
     }
     table(&["POLICY", "MATCHED", "RESULT", "DETAIL"], &rows);
+}
+
+/// A failed check of the policies (exit 1), for `test`, `diff` and `check`.
+pub fn failed(message: impl Into<String>) -> anyhow::Error {
+    Failure::Refused(message.into()).into()
 }

@@ -169,3 +169,184 @@ fn explain_names_the_decision_the_approvers_and_what_the_role_grants() {
     assert_eq!(o.status.code(), Some(2), "{}", said(&o));
     assert!(said(&o).contains("its roles: admin, read"), "{}", said(&o));
 }
+
+#[test]
+fn who_can_shows_each_principal_and_group_against_each_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = write(dir.path(), "jitgate.toml", CONFIG);
+    let o = jitgate(&["policy", "who-can", "--config", c.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", said(&o));
+    let text = stdout(&o);
+    let row = |who: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(who))
+            .unwrap_or_else(|| panic!("no row {who} in\n{text}"))
+            .to_owned()
+    };
+    assert!(row("alice").contains("1 of group:dba≤4h"), "{text}");
+    assert!(
+        row("bob").contains("auto≤30m | 1 of group:dba≤4h | bg≤1h"),
+        "{text}"
+    );
+    assert!(row("ci-bot").contains("auto≤15m"), "{text}");
+    assert!(
+        row("group:engineering").contains("1 of group:dba≤4h"),
+        "{text}"
+    );
+    assert!(
+        row("dora").ends_with('-'),
+        "dora can ask for nothing: {text}"
+    );
+    // Narrowed to one row and role, as JSON.
+    let o = jitgate(&[
+        "policy",
+        "who-can",
+        "--config",
+        c.to_str().unwrap(),
+        "--principal",
+        "bob",
+        "--role",
+        "read",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v[0]["access"]["break_glass"]["max_duration"], "1h", "{v}");
+}
+
+const CASES: &str = r#"
+[[cases]]
+name = "alice waits for a dba"
+principal = "alice"
+resource = "orders-db"
+role = "read"
+duration = "1h"
+reason = "INC-1"
+expect = { outcome = "needs_approval", required = 1, approvers = ["group:dba"] }
+
+[[cases]]
+name = "bob on call gets a short read at once"
+principal = "bob"
+resource = "orders-db"
+role = "read"
+duration = "20m"
+reason = "INC-2"
+expect = { outcome = "approve", rule = "oncall-short" }
+
+[[cases]]
+name = "too long is refused"
+principal = "alice"
+resource = "orders-db"
+role = "read"
+duration = "5h"
+reason = "x"
+expect = { outcome = "deny", reason = "exceeds max_duration 4h" }
+"#;
+
+#[test]
+fn policy_test_passes_fails_and_measures_coverage() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = write(dir.path(), "jitgate.toml", CONFIG);
+    let c = c.to_str().unwrap();
+    let cases = write(dir.path(), "policy-tests.toml", CASES);
+    let o = jitgate(&["policy", "test", "--config", c, cases.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", said(&o));
+    let text = stdout(&o);
+    assert!(text.contains("3 passed, 0 failed"), "{text}");
+    // ci-admin and the break-glass section were never reached.
+    assert!(text.contains("coverage 3/6 (50%)"), "{text}");
+    assert!(text.contains("not reached: policy ci-admin"), "{text}");
+    assert!(
+        text.contains("not reached: policy engineers-read-orders: break_glass"),
+        "{text}"
+    );
+    let o = jitgate(&[
+        "policy",
+        "test",
+        "--config",
+        c,
+        cases.to_str().unwrap(),
+        "--min-coverage",
+        "80",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", said(&o));
+    assert!(
+        said(&o).contains("coverage 50% is below --min-coverage 80%"),
+        "{}",
+        said(&o)
+    );
+    // A wrong expectation fails the run and says why.
+    let wrong = CASES.replace("rule = \"oncall-short\"", "rule = \"other\"");
+    let cases = write(dir.path(), "wrong.toml", &wrong);
+    let o = jitgate(&["policy", "test", "--config", c, cases.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", said(&o));
+    assert!(
+        stdout(&o).contains("FAIL: rule oncall-short, expected other"),
+        "{}",
+        said(&o)
+    );
+    assert!(stdout(&o).contains("2 passed, 1 failed"), "{}", said(&o));
+    // A malformed file is bad usage.
+    let cases = write(dir.path(), "bad.toml", "[[cases]]\nprincipal = 1\n");
+    let o = jitgate(&["policy", "test", "--config", c, cases.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", said(&o));
+}
+
+#[test]
+fn diff_fails_on_widening_unless_allowed_and_lists_narrowing() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = write(dir.path(), "old.toml", CONFIG);
+    let diff = |new: &str, extra: &[&str]| {
+        let path = write(dir.path(), "new.toml", new);
+        let mut args = vec![
+            "policy",
+            "diff",
+            old.to_str().unwrap(),
+            path.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        jitgate(&args)
+    };
+    let o = diff(CONFIG, &[]);
+    assert!(o.status.success(), "{}", said(&o));
+    assert!(stdout(&o).contains("no change"), "{}", said(&o));
+    // Approval dropped for the engineers: widening, exit 1 unless allowed.
+    let wider = CONFIG.replacen("required = 1", "required = 0", 1);
+    let o = diff(&wider, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", said(&o));
+    let text = stdout(&o);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("alice")
+                && l.contains("auto-approval added (≤4h); approval removed")),
+        "{text}"
+    );
+    assert!(said(&o).contains("widen access"), "{}", said(&o));
+    assert!(diff(&wider, &["--allow-widening"]).status.success());
+    // A longer break-glass and a new principal's access widen too.
+    let o = diff(
+        &CONFIG.replace("max_duration = \"1h\"", "max_duration = \"2h\""),
+        &["--json"],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        v.as_array().unwrap().iter().any(|c| c["subject"] == "bob"
+            && c["what"] == "break-glass 1h → 2h"
+            && c["widens"] == true),
+        "{v}"
+    );
+    // Narrowing (a shorter cap, the CI policy gone) is listed but passes.
+    let narrower = CONFIG
+        .replace("max_duration = \"4h\"", "max_duration = \"2h\"")
+        .replace("required = 0", "required = 1\napprovers = [\"group:dba\"]");
+    let o = diff(&narrower, &[]);
+    assert!(o.status.success(), "{}", said(&o));
+    let text = stdout(&o);
+    assert!(text.contains("max duration 4h → 2h"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("ci-bot")
+                && l.contains("auto-approval removed; approval path added")),
+        "{text}"
+    );
+}

@@ -12,6 +12,7 @@ pub mod lifecycle;
 pub mod masking;
 pub mod policy;
 pub mod policy_explain;
+pub mod policy_reach;
 pub mod principal;
 pub mod schedule;
 pub mod secret_file;
