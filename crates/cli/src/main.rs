@@ -19,6 +19,7 @@ mod events;
 #[cfg(test)]
 mod help_tests;
 mod output;
+mod policy_check_cmd;
 mod policy_cmd;
 mod policy_matrix;
 mod policy_test_cmd;

@@ -11,7 +11,7 @@ use jitgate_server::policy_view::{Ask, ExplainView, explain_view};
 
 use crate::client::{Failure, usage};
 use crate::output::{out, table};
-use crate::{policy_matrix, policy_test_cmd};
+use crate::{policy_check_cmd, policy_matrix, policy_test_cmd};
 
 #[derive(Subcommand)]
 pub enum PolicyCommand {
@@ -72,6 +72,23 @@ pub enum PolicyCommand {
         #[arg(long)]
         principal: Option<String>,
         /// Print the cells with access as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Findings about policies that validate but are likely mistakes, each with file:line,
+    /// severity and a fix. Exit 1 on an error, 0 with warnings only (--strict: warnings fail).
+    Check {
+        /// The config file.
+        #[arg(long, env = "JITGATE_CONFIG")]
+        config: PathBuf,
+        /// Grants approved without anyone's approval (no approval required, auto-approve,
+        /// break-glass) longer than this are flagged.
+        #[arg(long, default_value = "4h")]
+        ceiling: String,
+        /// Warnings fail the check too.
+        #[arg(long)]
+        strict: bool,
+        /// Print the findings as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -155,6 +172,12 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
             principal.as_deref(),
             json,
         ),
+        PolicyCommand::Check {
+            config,
+            ceiling,
+            strict,
+            json,
+        } => policy_check_cmd::run(&config, &ceiling, strict, json),
         PolicyCommand::Test {
             config,
             cases,

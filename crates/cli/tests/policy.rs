@@ -350,3 +350,75 @@ fn diff_fails_on_widening_unless_allowed_and_lists_narrowing() {
         "{text}"
     );
 }
+
+#[test]
+fn check_names_file_line_severity_and_fix_and_exits_by_severity() {
+    let dir = tempfile::tempdir().unwrap();
+    let clean = write(dir.path(), "clean.toml", CONFIG);
+    let o = jitgate(&["policy", "check", "--config", clean.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", said(&o));
+    assert!(
+        stdout(&o).contains("0 error(s), 0 warning(s)"),
+        "{}",
+        said(&o)
+    );
+    // A warning only: the rule allows more than its policy. Exit 0, or 1 with --strict.
+    let warned = CONFIG.replacen("max_duration = \"30m\"", "max_duration = \"5h\"", 1);
+    let warned = write(dir.path(), "warned.toml", &warned);
+    let w = warned.to_str().unwrap();
+    let o = jitgate(&["policy", "check", "--config", w]);
+    assert!(o.status.success(), "{}", said(&o));
+    let line = CONFIG
+        .lines()
+        .position(|l| l.contains("max_duration = \"30m\""))
+        .unwrap()
+        + 1;
+    let want = format!(
+        "{w}:{line}: policies[0].auto_approve[0].max_duration: warning [auto-approve-wider-than-policy]"
+    );
+    assert!(stdout(&o).contains(&want), "missing {want:?}\n{}", said(&o));
+    assert!(
+        stdout(&o).contains("  fix: make the rule's max_duration at most the policy's"),
+        "{}",
+        said(&o)
+    );
+    let o = jitgate(&["policy", "check", "--config", w, "--strict"]);
+    assert_eq!(o.status.code(), Some(1), "{}", said(&o));
+    // An error: approval by a group nobody is in. Exit 1.
+    let broken = CONFIG.replace(
+        "approvers = [\"group:dba\"]",
+        "approvers = [\"group:dbas\"]",
+    );
+    let broken = write(dir.path(), "broken.toml", &broken);
+    let o = jitgate(&[
+        "policy",
+        "check",
+        "--config",
+        broken.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", said(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["code"], "approvers-unreachable", "{v}");
+    assert_eq!(v[0]["severity"], "error", "{v}");
+    let line = CONFIG
+        .lines()
+        .position(|l| l.contains("approvers = [\"group:dba\"]"))
+        .unwrap()
+        + 1;
+    assert_eq!(v[0]["line"], line, "{v}");
+    // A lower ceiling turns the CI policy's unapproved 15m into a warning.
+    let o = jitgate(&[
+        "policy",
+        "check",
+        "--config",
+        clean.to_str().unwrap(),
+        "--ceiling",
+        "10m",
+    ]);
+    assert!(
+        stdout(&o).contains("[unapproved-over-ceiling]"),
+        "{}",
+        said(&o)
+    );
+}
