@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use jitgate_core::policy_reach::{Reach, reach};
+use jitgate_core::policy_reach::{Reach, matrix};
 use jitgate_core::{Principal, PrincipalKind, Selector, duration};
 use jitgate_server::Config;
 use serde_json::{Value, json};
@@ -79,16 +79,23 @@ pub fn targets(configs: &[&Config]) -> Vec<(String, String)> {
     set.into_iter().collect()
 }
 
-/// What `label` reaches of `role` on `resource` in `config`; nothing where the config does not
-/// define that role on that resource (a request for it is refused before any policy).
-pub fn reach_in(config: &Config, label: &str, resource: &str, role: &str) -> Reach {
-    let defined = config
-        .resource(resource)
-        .is_some_and(|r| r.roles.contains_key(role));
-    if !defined {
-        return Reach::default();
+/// What each row label reaches of each target in `config` (one row a label); nothing where the
+/// config does not define that role on that resource (a request for it is refused before any
+/// policy).
+pub fn grid(config: &Config, labels: &[String], targets: &[(String, String)]) -> Vec<Vec<Reach>> {
+    let principals: Vec<Principal> = labels.iter().map(|l| subject(config, l)).collect();
+    let mut m = matrix(&config.policies, &principals, targets);
+    for (j, (resource, role)) in targets.iter().enumerate() {
+        let defined = config
+            .resource(resource)
+            .is_some_and(|r| r.roles.contains_key(role));
+        if !defined {
+            for row in &mut m {
+                row[j] = Reach::default();
+            }
+        }
     }
-    reach(&config.policies, &subject(config, label), resource, role)
+    m
 }
 
 /// A matrix cell: `auto≤30m`, `1 of group:dba≤4h`, `bg≤1h`, joined by ` | `; `-` for none.
@@ -147,13 +154,13 @@ pub fn who_can(
         Some(p) => vec![p.to_owned()],
         None => subjects(&[&config]),
     };
+    let m = grid(&config, &rows, &targets);
     if as_json {
         let mut list = Vec::new();
-        for s in &rows {
-            for (r, x) in &targets {
-                let reach = reach_in(&config, s, r, x);
+        for (s, row) in rows.iter().zip(&m) {
+            for ((r, x), reach) in targets.iter().zip(row) {
                 if !reach.is_none() {
-                    list.push(json!({"subject": s, "resource": r, "role": x, "access": reach_json(&reach)}));
+                    list.push(json!({"subject": s, "resource": r, "role": x, "access": reach_json(reach)}));
                 }
             }
         }
@@ -164,13 +171,10 @@ pub fn who_can(
     headers.extend(targets.iter().map(|(r, x)| format!("{r}/{x}")));
     let table_rows: Vec<Vec<String>> = rows
         .iter()
-        .map(|s| {
+        .zip(&m)
+        .map(|(s, cells)| {
             let mut row = vec![s.clone()];
-            row.extend(
-                targets
-                    .iter()
-                    .map(|(r, x)| cell(&reach_in(&config, s, r, x))),
-            );
+            row.extend(cells.iter().map(cell));
             row
         })
         .collect();
@@ -286,16 +290,16 @@ fn compare(old: &Reach, new: &Reach) -> Option<(&'static str, String, bool)> {
 /// `policy diff OLD NEW`: exit 1 when access widens, unless `allow_widening`.
 pub fn diff(old: &Path, new: &Path, allow_widening: bool, as_json: bool) -> anyhow::Result<()> {
     let (a, b) = (load(old)?, load(new)?);
+    let (labels, targets) = (subjects(&[&a, &b]), targets(&[&a, &b]));
+    let (before, after) = (grid(&a, &labels, &targets), grid(&b, &labels, &targets));
     let mut changes = Vec::new();
-    for s in subjects(&[&a, &b]) {
-        for (r, x) in targets(&[&a, &b]) {
-            if let Some((kind, what, widens)) =
-                compare(&reach_in(&a, &s, &r, &x), &reach_in(&b, &s, &r, &x))
-            {
+    for (s, (old, new)) in labels.iter().zip(before.iter().zip(&after)) {
+        for ((r, x), (o, n)) in targets.iter().zip(old.iter().zip(new)) {
+            if let Some((kind, what, widens)) = compare(o, n) {
                 changes.push(Change {
                     subject: s.clone(),
-                    resource: r,
-                    role: x,
+                    resource: r.clone(),
+                    role: x.clone(),
                     kind,
                     what,
                     widens,

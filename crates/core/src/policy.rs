@@ -141,8 +141,17 @@ pub enum Decision {
 impl Policy {
     /// Whether this policy speaks about this principal, resource and role at all.
     pub fn covers(&self, p: &Principal, resource: &str, role: &str) -> bool {
+        self.names(p) && self.covers_target(resource, role)
+    }
+
+    /// Whether the policy's `principals` name this principal.
+    pub fn names(&self, p: &Principal) -> bool {
         Selector::any_matches(&self.principals, p)
-            && self.resources.iter().any(|r| r.matches(resource))
+    }
+
+    /// Whether the policy's `resources` and `roles` globs match this resource and role.
+    pub fn covers_target(&self, resource: &str, role: &str) -> bool {
+        self.resources.iter().any(|r| r.matches(resource))
             && self.roles.iter().any(|r| r.matches(role))
     }
 

@@ -9,6 +9,7 @@ use jitgate_core::policy::{
     AccessAsk, ApprovalRule, AutoApprove, BreakGlass, Decision, Policy, TicketPattern, evaluate,
 };
 use jitgate_core::policy_explain::{Judgement, explain};
+use jitgate_core::policy_reach::{matrix, reach};
 use jitgate_core::schedule::Schedule;
 use jitgate_core::{Principal, Selector, Timestamp};
 use proptest::prelude::*;
@@ -193,6 +194,26 @@ proptest! {
                     Judgement::AutoApproved { .. } | Judgement::BreakGlass | Judgement::NeedsApproval
                 ));
                 prop_assert!(!decided, "refused ({}) although a policy would have decided", e);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// `who-can`'s fast matrix says, cell by cell, what `reach` says.
+    #[test]
+    fn the_matrix_agrees_with_reach_cell_by_cell(ps in policies(), asks in prop::collection::vec(ask(), 1..4)) {
+        let subjects: Vec<Principal> = asks.iter().map(|a| a.principal.clone()).collect();
+        let targets: Vec<(String, String)> = RESOURCES
+            .iter()
+            .flat_map(|r| ROLES.iter().map(move |x| ((*r).to_owned(), (*x).to_owned())))
+            .collect();
+        let m = matrix(&ps, &subjects, &targets);
+        for (s, row) in subjects.iter().zip(&m) {
+            for ((r, x), cell) in targets.iter().zip(row) {
+                prop_assert_eq!(cell, &reach(&ps, s, r, x));
             }
         }
     }
