@@ -16,6 +16,7 @@ mod gateway;
 mod intake;
 mod masking;
 mod masking_db;
+mod policy;
 
 use clap::{Parser, Subcommand};
 use jitgate_audit::EventFilter;
@@ -48,6 +49,16 @@ enum Bench {
         kind: String,
         #[arg(long, default_value_t = 200)]
         grants: usize,
+    },
+    /// The `policy who-can` matrix over a generated config (target: ≤ 1 s), against judging
+    /// every policy for every cell.
+    Policy {
+        #[arg(long, default_value_t = 1000)]
+        principals: usize,
+        #[arg(long, default_value_t = 200)]
+        resources: usize,
+        #[arg(long, default_value_t = 100)]
+        policies: usize,
     },
     /// The gateway's resident memory per idle session.
     Gateway {
@@ -108,6 +119,11 @@ fn main() -> anyhow::Result<()> {
             Bench::Gateway { sessions } => gateway::run(sessions).await,
             Bench::Audit { events, writers } => audit::run(events, writers).await,
             Bench::Masking => masking::run().await,
+            Bench::Policy {
+                principals,
+                resources,
+                policies,
+            } => policy::run(principals, resources, policies),
             Bench::MaskingDb { strategy } => masking_db::run(strategy).await,
             Bench::Intake { callers, seconds } => intake::run(callers, seconds).await,
         }

@@ -98,6 +98,9 @@ max_duration = "15m"
 required = 0
 "#;
 
+/// Test cases for [`POLICIES`], written beside the config (`jitgate policy test`).
+pub const POLICY_TESTS: &str = include_str!("demo_policy_tests.toml");
+
 /// Where the demo keeps its state, where it listens, and which PostgreSQL it may use.
 pub struct Options {
     pub dir: std::path::PathBuf,
@@ -167,6 +170,10 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
         .parse::<std::net::SocketAddr>()
         .with_context(|| format!("--gateway-listen {:?} is not HOST:PORT", o.gateway_listen))?;
     record_addresses(&config_path, o)?;
+    let tests_path = dir.join("policy-tests.toml");
+    if !tests_path.exists() {
+        write_private(&tests_path, POLICY_TESTS)?;
+    }
     let config = Config::load(&config_path)?;
     let real = config
         .resources

@@ -19,6 +19,10 @@ mod events;
 #[cfg(test)]
 mod help_tests;
 mod output;
+mod policy_check_cmd;
+mod policy_cmd;
+mod policy_matrix;
+mod policy_test_cmd;
 mod resource_cmd;
 mod tour;
 
@@ -140,6 +144,12 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Policies, offline from the config file: explain a decision, who can do what, test
+    /// cases, the access a change gains or loses, findings.
+    Policy {
+        #[command(subcommand)]
+        command: policy_cmd::PolicyCommand,
     },
     /// Resources: check that a target holds what jitgate promises.
     Resource {
@@ -558,6 +568,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Policy { command } => policy_cmd::run(command),
         Command::Resource { command } => resource_cmd::run(command).await,
         Command::Token {
             command: TokenCommand::New { output },

@@ -11,6 +11,9 @@ pub mod ids;
 pub mod lifecycle;
 pub mod masking;
 pub mod policy;
+pub mod policy_check;
+pub mod policy_explain;
+pub mod policy_reach;
 pub mod principal;
 pub mod schedule;
 

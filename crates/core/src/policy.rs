@@ -141,8 +141,17 @@ pub enum Decision {
 impl Policy {
     /// Whether this policy speaks about this principal, resource and role at all.
     pub fn covers(&self, p: &Principal, resource: &str, role: &str) -> bool {
+        self.names(p) && self.covers_target(resource, role)
+    }
+
+    /// Whether the policy's `principals` name this principal.
+    pub fn names(&self, p: &Principal) -> bool {
         Selector::any_matches(&self.principals, p)
-            && self.resources.iter().any(|r| r.matches(resource))
+    }
+
+    /// Whether the policy's `resources` and `roles` globs match this resource and role.
+    pub fn covers_target(&self, resource: &str, role: &str) -> bool {
+        self.resources.iter().any(|r| r.matches(resource))
             && self.roles.iter().any(|r| r.matches(role))
     }
 
@@ -153,7 +162,7 @@ impl Policy {
     }
 
     /// Why the ask breaks this policy's limits, if it does.
-    fn limits_broken(&self, ask: &AccessAsk<'_>, max: Duration) -> Option<String> {
+    pub(crate) fn limits_broken(&self, ask: &AccessAsk<'_>, max: Duration) -> Option<String> {
         if ask.duration > max {
             let (d, max) = (duration::format(ask.duration), duration::format(max));
             return Some(match ask.extension {
@@ -190,97 +199,15 @@ impl Policy {
     }
 }
 
-/// Evaluates an ask against every policy; see the module docs for how candidates combine.
+/// Evaluates an ask against every policy; see the module docs for how candidates combine. The
+/// decision is the one [`explain`](crate::policy_explain::explain) traces: there is no other
+/// implementation of these rules.
 pub fn evaluate(
     policies: &[Policy],
     ask: &AccessAsk<'_>,
     now: Timestamp,
 ) -> Result<Decision, CoreError> {
-    let mut candidates: Vec<&Policy> = policies
-        .iter()
-        .filter(|p| p.covers(ask.principal, ask.resource, ask.role))
-        .collect();
-    candidates.sort_by(|a, b| a.name.cmp(&b.name));
-    if candidates.is_empty() {
-        return Err(CoreError::Refused(format!(
-            "no policy lets {} request role {} on {} (default deny)",
-            ask.principal.name, ask.role, ask.resource
-        )));
-    }
-    let starts = ask.start_at.unwrap_or(now).max(now);
-    let mut why_not = Vec::new();
-    let mut break_glass = None;
-    let mut auto = None;
-    let mut waiting = Vec::new();
-    for p in &candidates {
-        if ask.break_glass {
-            let Some(bg) = &p.break_glass else {
-                why_not.push(format!("policy {}: has no break_glass section", p.name));
-                continue;
-            };
-            if !Selector::any_matches(&bg.principals, ask.principal) {
-                why_not.push(format!(
-                    "policy {}: break-glass is for {}",
-                    p.name,
-                    principal::describe(&bg.principals)
-                ));
-                continue;
-            }
-            match p.limits_broken(ask, bg.max_duration) {
-                Some(why) => why_not.push(format!("policy {} (break-glass): {why}", p.name)),
-                None => {
-                    break_glass.get_or_insert_with(|| p.name.clone());
-                }
-            }
-            continue;
-        }
-        if let Some(why) = p.limits_broken(ask, p.max_duration) {
-            why_not.push(format!("policy {}: {why}", p.name));
-            continue;
-        }
-        if p.approval.required == 0 {
-            auto.get_or_insert_with(|| (p.name.clone(), "no approval required".to_owned()));
-            continue;
-        }
-        let mut rules: Vec<&AutoApprove> = p
-            .auto_approve
-            .iter()
-            .filter(|r| {
-                Selector::any_matches(&r.principals, ask.principal)
-                    && ask.duration <= r.max_duration
-                    && r.schedule.as_ref().is_none_or(|s| s.contains(starts))
-            })
-            .collect();
-        rules.sort_by(|a, b| a.name.cmp(&b.name));
-        if let Some(rule) = rules.first() {
-            auto.get_or_insert_with(|| (p.name.clone(), rule.name.clone()));
-            continue;
-        }
-        waiting.push(*p);
-    }
-    if let Some(policy) = break_glass {
-        return Ok(Decision::BreakGlass { policy });
-    }
-    if let Some((policy, rule)) = auto {
-        return Ok(Decision::AutoApproved { policy, rule });
-    }
-    if !waiting.is_empty() {
-        return Ok(Decision::NeedsApproval {
-            pending_timeout: waiting
-                .iter()
-                .map(|p| p.pending_timeout)
-                .min()
-                .unwrap_or_default(),
-            policies: waiting.iter().map(|p| p.name.clone()).collect(),
-        });
-    }
-    Err(CoreError::Refused(format!(
-        "{} may not have role {} on {}: {}",
-        ask.principal.name,
-        ask.role,
-        ask.resource,
-        why_not.join("; ")
-    )))
+    crate::policy_explain::explain(policies, ask, now).into_decision()
 }
 
 /// A grant the principal holds (active) or is approved for, as far as overlaps are concerned.

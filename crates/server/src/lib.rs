@@ -11,6 +11,8 @@ mod error;
 mod gateway;
 mod gateway_password;
 pub mod metrics;
+pub mod policy_matrix;
+pub mod policy_view;
 mod scheduler;
 pub mod service;
 pub mod targets;

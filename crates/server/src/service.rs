@@ -158,29 +158,7 @@ impl App {
 
     async fn create_request_now(&self, caller: &Caller, new: NewRequest) -> Result<AccessRequest> {
         let now = self.now();
-        let resource = self.config.resource(&new.resource).ok_or_else(|| {
-            let known: Vec<&str> = self
-                .config
-                .resources
-                .iter()
-                .map(|r| r.name.as_str())
-                .collect();
-            CoreError::Invalid(format!(
-                "unknown resource {:?}; known resources: {}",
-                new.resource,
-                known.join(", ")
-            ))
-        })?;
-        if !resource.roles.contains_key(&new.role) {
-            let roles: Vec<&str> = resource.roles.keys().map(String::as_str).collect();
-            return Err(CoreError::Invalid(format!(
-                "resource {} has no role {:?}; its roles: {}",
-                resource.name,
-                new.role,
-                roles.join(", ")
-            ))
-            .into());
-        }
+        crate::policy_view::resource_role(&self.config, &new.resource, &new.role)?;
         let requested = duration::parse(&new.duration)?;
         let ask = AccessAsk {
             principal: &caller.principal,

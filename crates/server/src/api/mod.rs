@@ -3,6 +3,7 @@
 mod access;
 mod audit;
 mod openapi;
+mod policy;
 pub mod views;
 
 use std::sync::Arc;
@@ -35,6 +36,7 @@ pub fn router(app: AppState) -> Router {
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/access", get(access::list))
+        .route("/api/v1/policy/explain", post(policy::explain))
         .route("/api/v1/requests", post(create_request).get(list_requests))
         .route("/api/v1/requests/{id}", get(get_request))
         .route("/api/v1/requests/{id}/approve", post(approve))
@@ -634,11 +636,12 @@ async fn audit_events(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "jitgate", description = "Just-in-time privileged access: requests, approvals, grants, audit."),
-    paths(healthz, metrics, whoami, access::list, create_request, list_requests, get_request, approve, deny, cancel, list_grants, get_grant, release, revoke, extend, review, credentials, gateway_password, audit_events,
+    paths(healthz, metrics, whoami, access::list, policy::explain, create_request, list_requests, get_request, approve, deny, cancel, list_grants, get_grant, release, revoke, extend, review, credentials, gateway_password, audit_events,
         audit::export, audit::erase, audit::rotate_key, audit::create_hold, audit::list_holds, audit::release_hold),
     components(schemas(ErrorBody, ErrorDetail, CreateRequestBody, CommentBody, ReasonBody, ExtendBody, RequestView, views::AwaitingView, views::DecidedView, GrantView, EventView, WhoAmI, views::CredentialsView, views::GatewayPasswordView,
         audit::HoldBody, audit::HoldView, audit::EraseBody, audit::Erased, audit::KeyView,
-        access::AccessView, access::OfferView, access::AutoOfferView)),
+        access::AccessView, access::OfferView, access::AutoOfferView,
+        crate::policy_view::ExplainView, crate::policy_view::ApprovalNeed, crate::policy_view::ConsideredView, crate::policy_view::RuleView)),
     modifiers(&BearerAuth, &ErrorResponses)
 )]
 pub struct ApiDoc;

@@ -11,6 +11,7 @@ mod masking_db;
 mod metrics;
 mod mysql;
 mod openapi;
+mod policy_explain;
 mod postgres;
 mod redteam;
 mod retention;
