@@ -336,6 +336,7 @@ async fn expiry(n: usize, length: &str) -> anyhow::Result<()> {
         principal: bot,
         is_admin: false,
         is_auditor: false,
+        session: None,
     };
     // Every grant starts at the same instant, so every grant also ends at the same instant.
     let lead = Duration::from_millis(2000 + n as u64 / 2);

@@ -92,6 +92,13 @@ pub fn unsigned(claims: &Value) -> String {
     format!("{head}.{}.", b64(claims.to_string().as_bytes()))
 }
 
+/// `jwt` with its claims replaced by `claims` and its signature kept: a forgery.
+pub fn tampered(jwt: &str, claims: &Value) -> String {
+    let mut parts: Vec<String> = jwt.split('.').map(str::to_owned).collect();
+    parts[1] = b64(claims.to_string().as_bytes());
+    parts.join(".")
+}
+
 /// A token signed with HS256 using `secret` (an attacker using a provider's public key as one).
 pub fn hs256(kid: &str, secret: &[u8], claims: &Value) -> String {
     let mut header = Header::new(Algorithm::HS256);

@@ -36,6 +36,8 @@ pub struct Config {
     pub guardrails: Vec<jitgate_gateway::guard::GuardRule>,
     /// `[[masking]]`: what the gateway masks in results.
     pub masking: Vec<jitgate_gateway::masking::MaskRule>,
+    /// `[identity]`: OpenID Connect sign-in and workload identity providers.
+    pub identity: jitgate_identity::IdentityConfig,
 }
 
 /// `[audit]` and `[[retention]]`: checkpoints, anchors, archive, retention rules.
@@ -265,6 +267,8 @@ struct RawConfig {
     guardrails: Vec<RawGuardrail>,
     #[serde(default)]
     masking: Vec<RawMasking>,
+    #[serde(default)]
+    identity: jitgate_identity::RawIdentity,
 }
 
 #[derive(Debug, Deserialize)]
@@ -939,6 +943,18 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<(KeyPath, String)
 
     let guardrails = guardrails(&mut c, &raw.guardrails, &resources);
     let masking = masking(&mut c, &raw.masking, &resources);
+    let identity =
+        jitgate_identity::config::validate(&raw.identity, base).unwrap_or_else(|found| {
+            for (path, message) in found {
+                let mut at = vec![Seg::Key("identity")];
+                at.extend(path.into_iter().map(|s| match s {
+                    jitgate_identity::config::Seg::Key(k) => Seg::Key(k),
+                    jitgate_identity::config::Seg::Index(i) => Seg::Index(i),
+                }));
+                c.add(at, message);
+            }
+            Default::default()
+        });
 
     if !c.problems.is_empty() {
         return Err(c.problems);
@@ -956,6 +972,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<(KeyPath, String)
         audit,
         guardrails,
         masking,
+        identity,
     })
 }
 

@@ -10,6 +10,7 @@ mod drive;
 mod error;
 mod gateway;
 mod gateway_password;
+pub mod identity;
 pub mod metrics;
 mod scheduler;
 pub mod service;

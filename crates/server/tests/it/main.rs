@@ -6,6 +6,7 @@ mod audit_search;
 mod gateway;
 mod gateway_password;
 mod helpers;
+mod identity;
 mod lifecycle;
 mod masking_db;
 mod metrics;
