@@ -1,0 +1,152 @@
+//! `jitgate login` for workloads end to end: a JWT from a test issuer (its JWKS served on
+//! 127.0.0.1), traded by the real CLI against a real server process, kept in the credentials
+//! file, used by later commands, and signed out.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use jitgate_core::{Clock, SystemClock};
+use jitgate_identity::testing::{SigningKey, TestIssuer};
+use serde_json::Value;
+
+mod common;
+
+use common::*;
+
+/// Runs the CLI with no token of its own: only what `jitgate login` stored.
+fn cli(url: &str, config_home: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env("JITGATE_URL", url)
+        .env("XDG_CONFIG_HOME", config_home)
+        .env_remove("JITGATE_TOKEN")
+        .env_remove("JITGATE_ID_TOKEN");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn json(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_ci_job_logs_in_with_its_jwt_uses_the_stored_token_and_logs_out() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let issuer = rt.block_on(TestIssuer::start());
+    let key = SigningKey::rsa("gh-1");
+    issuer.publish(&[&key]);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let extra = format!(
+        r#"
+[[identity.jwt]]
+name = "github-actions"
+issuer = "{}"
+audiences = ["jitgate"]
+principal = "service:{{repository}}"
+bound_claims = {{ repository = "acme/*" }}
+groups = ["deployers"]
+
+[[policies]]
+name = "deployers"
+principals = ["group:deployers"]
+resources = ["orders-db"]
+roles = ["deploy"]
+max_duration = "10m"
+[policies.approval]
+required = 0
+"#,
+        issuer.url
+    );
+    let s = Server::start(&config_with(dir.path(), port, &extra), port);
+    let home = dir.path().join("home");
+    let now = SystemClock.now().as_second();
+    let jwt = key.sign(&issuer.github_claims("acme/api", "refs/heads/main", now, "run-1"));
+    let jwt_file = dir.path().join("id-token");
+    std::fs::write(&jwt_file, &jwt).unwrap();
+
+    let login = ["login", "--provider", "github-actions", "--jwt-file"];
+    let mut args = login.to_vec();
+    args.extend([jwt_file.to_str().unwrap(), "-o", "json"]);
+    let t = json(&cli(&s.url, &home, &args, &[]));
+    assert_eq!(t["name"], "acme/api");
+    assert!(
+        t.get("token").is_none(),
+        "the token is stored, not printed: {t}"
+    );
+
+    let file = home.join("jitgate").join("credentials.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains(&format!("[servers.\"{}\"]", s.url)), "{text}");
+    assert!(text.contains("token = \"jgs_"), "{text}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    // Later commands use the stored token.
+    let me = json(&cli(&s.url, &home, &["whoami", "-o", "json"], &[]));
+    assert_eq!(me["source"], "jwt:github-actions");
+    assert_eq!(me["groups"], serde_json::json!(["deployers"]));
+    let args = [
+        "request",
+        "create",
+        "--resource",
+        "orders-db",
+        "--role",
+        "deploy",
+        "--duration",
+        "5m",
+        "-o",
+        "json",
+    ];
+    let r = json(&cli(&s.url, &home, &args, &[]));
+    assert_eq!(r["principal"], "acme/api");
+
+    // The same JWT again is a replay: refused, exit 1, saying why.
+    let mut args = login.to_vec();
+    args.push(jwt_file.to_str().unwrap());
+    let out = cli(&s.url, &home, &args, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already used"));
+
+    // From the environment, as CI platforms hand it over.
+    let jwt2 = key.sign(&issuer.github_claims("acme/web", "refs/heads/main", now, "run-2"));
+    let args = ["login", "--provider", "github-actions", "-o", "json"];
+    let t = json(&cli(&s.url, &home, &args, &[("JITGATE_ID_TOKEN", &jwt2)]));
+    assert_eq!(t["name"], "acme/web");
+
+    let out = cli(&s.url, &home, &["logout"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&s.url, &home, &["whoami"], &[]);
+    assert_eq!(out.status.code(), Some(2), "no token is left");
+    let events = s.json("root", &["audit", "search", "--action", "auth.*"]);
+    let actions: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "auth.token_issued",
+            "auth.refused",
+            "auth.token_issued",
+            "auth.signed_out"
+        ]
+    );
+}
