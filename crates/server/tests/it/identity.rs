@@ -433,3 +433,84 @@ fn identity_config_mistakes_name_file_line_and_key() {
         .to_string();
     assert!(e.contains("unknown field `audience`"), "{e}");
 }
+
+#[tokio::test]
+async fn the_gateway_accepts_a_session_token_until_it_is_ended() {
+    let Some(mut db) = crate::services::PgDb::create().await else {
+        return;
+    };
+    let shared = format!("{}shared", db.prefix);
+    let grants =
+        format!("ALTER ROLE {shared} LOGIN PASSWORD 's3cret'; GRANT SELECT ON orders TO {shared};");
+    db.role(&shared, &grants).await;
+    let issuer = TestIssuer::start().await;
+    let key = SigningKey::rsa("gh-1");
+    issuer.publish(&[&key]);
+    let config = format!(
+        r#"
+[gateway.postgres]
+listen = "127.0.0.1:0"
+
+[[resources]]
+name = "shared-db"
+kind = "postgres"
+provisioning = "none"
+upstream_url = "postgres://{shared}:s3cret@127.0.0.1:5432/{name}"
+[resources.roles.read]
+
+[[policies]]
+name = "ci-reads"
+principals = ["group:ci"]
+resources = ["shared-db"]
+roles = ["read"]
+max_duration = "1h"
+[policies.approval]
+required = 0
+{providers}"#,
+        name = db.name,
+        providers = providers(&issuer).split("[[policies]]").next().unwrap(),
+    );
+    let s = Setup {
+        app: TestApp::start(&config).await,
+        issuer,
+        key,
+        http: reqwest::Client::new(),
+    };
+    let (_, t) = s
+        .exchange(
+            "github-actions",
+            &s.github("acme/api", "refs/heads/main", "gw-1"),
+        )
+        .await;
+    let token = t["token"].as_str().unwrap().to_owned();
+    let body = json!({"resource": "shared-db", "role": "read", "duration": "10m"});
+    let (status, r) = s
+        .with_token(
+            &token,
+            reqwest::Method::POST,
+            "/api/v1/requests",
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{r}");
+    let port = s.app.running.as_ref().unwrap().gateway_addr.unwrap().port();
+    let url = format!("host=127.0.0.1 port={port} dbname=shared-db user=acme/api password={token}");
+    let c = crate::services::pg_connect(&url).await.unwrap();
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+    // Signed out: the token no longer opens a session.
+    let (status, _) = s
+        .with_token(&token, reqwest::Method::POST, "/api/v1/auth/logout", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let e = crate::services::pg_connect(&url).await.unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(&tokio_postgres::error::SqlState::INVALID_PASSWORD),
+        "{e}"
+    );
+}
