@@ -21,6 +21,13 @@ pub enum Check {
     BoundClaims,
     /// The principal template names a claim the token lacks, or yields an unusable name.
     Principal,
+    /// OpenID Connect: the callback's `state` is unknown or expired (a forged or stale callback).
+    State,
+    /// OpenID Connect: the provider refused the code, or its ID token failed verification
+    /// (signature, issuer, audience, expiry, nonce).
+    IdToken,
+    /// OpenID Connect: the person is in none of `allowed_groups`.
+    AllowedGroups,
 }
 
 impl Check {
@@ -38,6 +45,9 @@ impl Check {
             Check::Jti => "jti",
             Check::BoundClaims => "bound_claims",
             Check::Principal => "principal",
+            Check::State => "state",
+            Check::IdToken => "id_token",
+            Check::AllowedGroups => "allowed_groups",
         }
     }
 }

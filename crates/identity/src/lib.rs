@@ -5,6 +5,7 @@
 pub mod config;
 mod error;
 pub mod jwks;
+pub mod oidc;
 pub mod workload;
 
 pub use config::{IdentityConfig, JwtProvider, OidcConfig, RawIdentity};
@@ -12,3 +13,5 @@ pub use error::{Check, IdentityError};
 pub use workload::{Verified, Workload};
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "testing")]
+pub mod testing_oidc;

@@ -26,15 +26,24 @@ const CACHE_LIMIT: usize = 10_000;
 /// Workload providers and the sessions seen lately.
 pub struct Identity {
     pub workload: Workload,
+    /// People's sign-in, when `[identity.oidc]` is configured.
+    pub oidc: Option<jitgate_identity::oidc::Oidc>,
+    pub(crate) devices: crate::signin::Devices,
     /// Live sessions by token digest, so an API call needs no store read. Ending a session
     /// through this server removes it at once.
     cache: Mutex<HashMap<[u8; 32], Caller>>,
 }
 
 impl Identity {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, clock: std::sync::Arc<dyn jitgate_core::Clock>) -> Self {
         Self {
             workload: Workload::new(&config.identity.jwt),
+            oidc: config
+                .identity
+                .oidc
+                .clone()
+                .map(|o| jitgate_identity::oidc::Oidc::new(o, clock)),
+            devices: Default::default(),
             cache: Mutex::new(HashMap::new()),
         }
     }

@@ -14,6 +14,7 @@ pub mod identity;
 pub mod metrics;
 mod scheduler;
 pub mod service;
+mod signin;
 pub mod targets;
 
 use std::net::SocketAddr;

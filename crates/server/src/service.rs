@@ -87,7 +87,7 @@ impl App {
         }
         Ok(Self {
             auth: Authenticator::new(&config),
-            identity: crate::identity::Identity::new(&config),
+            identity: crate::identity::Identity::new(&config, clock.clone()),
             config: Arc::new(config),
             store,
             clock,

@@ -20,7 +20,7 @@ pub struct TokenBody {
 }
 
 /// A jitgate token for a workload: use it as the bearer token until `expires_at`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TokenView {
     pub token: String,
     pub session: String,
@@ -43,14 +43,7 @@ pub async fn token(
     Body(b): Body<TokenBody>,
 ) -> ApiResult<TokenView> {
     let issued = app.exchange_token(&b.provider, &b.jwt).await?;
-    Ok(Json(TokenView {
-        token: issued.token,
-        session: issued.session,
-        name: issued.principal.name,
-        kind: kind_name(issued.principal.kind),
-        groups: issued.principal.groups,
-        expires_at: issued.expires_at,
-    }))
+    Ok(Json(issued_view(issued)))
 }
 
 pub(super) fn kind_name(kind: jitgate_core::PrincipalKind) -> String {
@@ -165,4 +158,117 @@ pub async fn end(
     }
     let ended = app.end_sessions(&c, key).await?;
     Ok(Json(EndedView { ended: ended.len() }))
+}
+
+fn issued_view(issued: crate::identity::Issued) -> TokenView {
+    TokenView {
+        token: issued.token,
+        session: issued.session,
+        name: issued.principal.name,
+        kind: kind_name(issued.principal.kind),
+        groups: issued.principal.groups,
+        expires_at: issued.expires_at,
+    }
+}
+
+/// `GET /auth/login`: off to the OpenID provider, with PKCE, state and nonce.
+pub async fn browser_login(
+    AxState(app): AxState<AppState>,
+) -> Result<axum::response::Redirect, ApiError> {
+    Ok(axum::response::Redirect::to(&app.oidc_login_url().await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// `GET /auth/callback`: the provider sent the browser back; the answer is the session token.
+pub async fn browser_callback(
+    AxState(app): AxState<AppState>,
+    axum::extract::Query(q): axum::extract::Query<CallbackQuery>,
+) -> Result<impl axum::response::IntoResponse, ApiError> {
+    if let Some(e) = q.error {
+        let why = q.error_description.unwrap_or_default();
+        return Err(
+            Error::SignInRefused(format!("the provider refused the sign-in: {e} {why}")).into(),
+        );
+    }
+    let (Some(code), Some(state)) = (q.code, q.state) else {
+        return Err(ApiError::bad_request("the callback needs code and state"));
+    };
+    let issued = app.oidc_callback(&code, &state).await?;
+    Ok((
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        Json(issued_view(issued)),
+    ))
+}
+
+/// A device sign-in begun: show `user_code` and `verification_uri`, then poll with `device`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceView {
+    pub device: String,
+    pub user_code: String,
+    pub verification_uri: String,
+    pub verification_uri_complete: Option<String>,
+    /// Seconds between polls.
+    pub interval: u64,
+    pub expires_in: u64,
+}
+
+/// Starts a device sign-in (RFC 8628) through the OpenID provider, for `jitgate login`.
+#[utoipa::path(post, path = "/api/v1/auth/device",
+    responses((status = 200, body = DeviceView),
+        (status = 404, body = ErrorBody, description = "no [identity.oidc] is configured"),
+        (status = 503, body = ErrorBody, description = "the provider cannot be reached")))]
+pub async fn device(AxState(app): AxState<AppState>) -> ApiResult<DeviceView> {
+    let d = app.device_start().await?;
+    Ok(Json(DeviceView {
+        device: d.device,
+        user_code: d.user_code,
+        verification_uri: d.verification_uri,
+        verification_uri_complete: d.verification_uri_complete,
+        interval: d.interval_secs,
+        expires_in: d.expires_in_secs,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DevicePollBody {
+    pub device: String,
+}
+
+/// `{"status": "pending"}` until the person approved at the provider; then the session token.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DevicePollView {
+    /// pending or done
+    pub status: String,
+    pub session: Option<TokenView>,
+}
+
+/// Polls a device sign-in.
+#[utoipa::path(post, path = "/api/v1/auth/device/poll", request_body = DevicePollBody,
+    responses((status = 200, body = DevicePollView),
+        (status = 400, body = ErrorBody, description = "the body is not {\"device\"}"),
+        (status = 401, body = ErrorBody, description = "the sign-in was refused; the message says why"),
+        (status = 404, body = ErrorBody, description = "no such device sign-in"),
+        (status = 503, body = ErrorBody, description = "the provider cannot be reached")))]
+pub async fn device_poll(
+    AxState(app): AxState<AppState>,
+    Body(b): Body<DevicePollBody>,
+) -> ApiResult<DevicePollView> {
+    Ok(Json(match app.device_poll(&b.device).await? {
+        crate::signin::DevicePoll::Pending => DevicePollView {
+            status: "pending".into(),
+            session: None,
+        },
+        crate::signin::DevicePoll::Done(issued) => DevicePollView {
+            status: "done".into(),
+            session: Some(issued_view(issued)),
+        },
+    }))
 }

@@ -99,9 +99,19 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn start(extra: &str) -> TestApp {
+        Self::start_on(0, extra).await
+    }
+
+    /// Like `start`, listening on `port` (0: any), for a caller that must know the URL first.
+    pub async fn start_on(port: u16, extra: &str) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("jitgate.toml");
-        std::fs::write(&config_path, config_text(&dir.path().join("data"), extra)).unwrap();
+        let text = config_text(&dir.path().join("data"), extra).replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+            1,
+        );
+        std::fs::write(&config_path, text).unwrap();
         let mut app = TestApp {
             _dir: dir,
             config_path,

@@ -11,6 +11,7 @@ mod lifecycle;
 mod masking_db;
 mod metrics;
 mod mysql;
+mod oidc;
 mod openapi;
 mod postgres;
 mod redteam;
