@@ -154,3 +154,42 @@ pub async fn logout(url: &str) -> anyhow::Result<bool> {
     forget(url)?;
     ended.map(|_| true)
 }
+
+/// `jitgate login` for people: the device flow through the server's OpenID provider. Shows the
+/// verification URL and code (through `say`), waits until the person approved at the provider,
+/// then stores the session token for `url`.
+pub async fn login_device(url: &str, say: impl Fn(&str)) -> anyhow::Result<Value> {
+    let client = Client::anonymous(url);
+    let d = client.post("/api/v1/auth/device", json!({})).await?;
+    let device = d["device"]
+        .as_str()
+        .context("the server sent no device handle")?
+        .to_owned();
+    let uri = d["verification_uri"].as_str().unwrap_or_default();
+    let code = d["user_code"].as_str().unwrap_or_default();
+    say(&format!("To sign in, open {uri} and enter the code {code}"));
+    if let Some(complete) = d["verification_uri_complete"].as_str() {
+        say(&format!("(or open {complete})"));
+    }
+    say("Waiting for you to approve it there…");
+    let interval = std::time::Duration::from_secs(d["interval"].as_u64().unwrap_or(5).clamp(1, 60));
+    let deadline = std::time::Instant::now()
+        + std::time::Duration::from_secs(d["expires_in"].as_u64().unwrap_or(600));
+    loop {
+        let p = client
+            .post("/api/v1/auth/device/poll", json!({ "device": device }))
+            .await?;
+        if p["status"] == "done" {
+            let issued = p["session"].clone();
+            store(url, &issued)?;
+            return Ok(issued);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(crate::client::Failure::Refused(
+                "the code expired before it was approved; run jitgate login again".into(),
+            )
+            .into());
+        }
+        tokio::time::sleep(interval).await;
+    }
+}

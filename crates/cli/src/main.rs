@@ -225,8 +225,9 @@ enum Command {
     },
     /// Sign in and keep the token for this server (in $XDG_CONFIG_HOME/jitgate/credentials.toml).
     ///
-    /// A CI job or agent trades the identity token its platform gives it (a JWT) with
-    /// `--provider NAME --jwt-file FILE`, or with the JWT in JITGATE_ID_TOKEN.
+    /// People: through the server's OpenID provider; it prints a URL and a code to enter there,
+    /// and waits. A CI job or agent trades the identity token its platform gives it (a JWT)
+    /// with `--provider NAME --jwt-file FILE`, or with the JWT in JITGATE_ID_TOKEN.
     Login {
         #[command(flatten)]
         conn: Conn,
@@ -737,13 +738,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             jwt_file,
             id_token,
         } => {
-            let Some(provider) = provider else {
-                return Err(usage(
-                    "name the workload identity provider: jitgate login --provider NAME --jwt-file FILE",
-                ));
+            let json_out = conn.output == Output::Json;
+            let issued = match provider {
+                Some(provider) => {
+                    login::login_workload(&conn.url, &provider, jwt_file.as_deref(), id_token)
+                        .await?
+                }
+                None => {
+                    login::login_device(&conn.url, |line| {
+                        if json_out {
+                            eprintln!("{line}");
+                        } else {
+                            out!("{line}");
+                        }
+                    })
+                    .await?
+                }
             };
-            let issued =
-                login::login_workload(&conn.url, &provider, jwt_file.as_deref(), id_token).await?;
             let mut shown = issued.clone();
             shown.as_object_mut().map(|o| o.remove("token"));
             if conn.output == Output::Json {

@@ -150,3 +150,51 @@ required = 0
         ]
     );
 }
+
+#[test]
+fn a_person_logs_in_with_the_device_flow_and_whoami_shows_their_provider_groups() {
+    use jitgate_identity::testing_oidc::{Browser, TestProvider};
+    use std::io::{BufRead, BufReader};
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let idp = TestProvider::start(&format!("http://127.0.0.1:{port}/auth/callback"));
+    idp.set_groups("dora", &["dba", "oncall"]);
+    std::fs::write(dir.path().join("oidc-secret"), "test-secret").unwrap();
+    let extra = format!(
+        "\n[identity.oidc]\nissuer = \"{}\"\nclient_id = \"jitgate\"\nclient_secret_file = \"oidc-secret\"\nredirect_url = \"http://127.0.0.1:{port}/auth/callback\"\n",
+        idp.issuer
+    );
+    let s = Server::start(&config_with(dir.path(), port, &extra), port);
+    let home = dir.path().join("home");
+    let mut child = Command::new(BIN)
+        .arg("login")
+        .env("JITGATE_URL", &s.url)
+        .env("XDG_CONFIG_HOME", &home)
+        .env_remove("JITGATE_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    // "To sign in, open URI and enter the code CODE"
+    let words: Vec<&str> = first.split_whitespace().collect();
+    assert!(first.starts_with("To sign in, open "), "{first}");
+    let (uri, code) = (words[4], words[words.len() - 1]);
+    let page = rt.block_on(async { Browser::new().approve_device(uri, code, "dora").await });
+    assert!(page.status < 400, "{}", page.body);
+    let status = child.wait().unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(status.success(), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains("dora@example.com")),
+        "{rest:?}"
+    );
+
+    let me = json(&cli(&s.url, &home, &["whoami", "-o", "json"], &[]));
+    assert_eq!(me["name"], "dora@example.com");
+    assert_eq!(me["groups"], serde_json::json!(["dba", "oncall"]));
+    assert!(me["source"].as_str().unwrap().starts_with("oidc:"));
+    assert!(me["expires_at"].is_string());
+}
