@@ -193,3 +193,78 @@ pub async fn login_device(url: &str, say: impl Fn(&str)) -> anyhow::Result<Value
         tokio::time::sleep(interval).await;
     }
 }
+
+/// `jitgate login --browser`: a browser sign-in whose end comes back to a listener on this
+/// machine. The CLI makes a PKCE verifier and sends only its SHA-256; the browser brings a
+/// one-time code to the listener; the CLI trades code and verifier for the session.
+pub async fn login_browser(url: &str, say: impl Fn(&str)) -> anyhow::Result<Value> {
+    use sha2::Digest;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot listen on 127.0.0.1 for the browser's return")?;
+    let back = format!("http://127.0.0.1:{}/done", listener.local_addr()?.port());
+    let verifier = jitgate_core::ids::new_secret("pkce");
+    let challenge = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        sha2::Sha256::digest(verifier.as_bytes()),
+    );
+    let start = format!(
+        "{}/auth/login{}",
+        key(url),
+        crate::client::query(&[("cli", Some(back)), ("cli_challenge", Some(challenge))])
+    );
+    say("Open this URL in your browser to sign in:");
+    say(&start);
+    // Best effort: a desktop opens it; anywhere else the person copies it.
+    let _ = std::process::Command::new("xdg-open")
+        .arg(&start)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let code = tokio::time::timeout(
+        std::time::Duration::from_secs(600),
+        wait_for_code(&listener),
+    )
+    .await
+    .map_err(|_| {
+        crate::client::Failure::Refused("no sign-in came back within 10 minutes".into())
+    })??;
+    let issued = Client::anonymous(url)
+        .post(
+            "/api/v1/auth/loopback",
+            json!({ "code": code, "verifier": verifier }),
+        )
+        .await?;
+    store(url, &issued)?;
+    Ok(issued)
+}
+
+/// The first request to the listener that brings `code=`; it is answered with a page saying to
+/// go back to the terminal.
+async fn wait_for_code(listener: &tokio::net::TcpListener) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let (mut conn, _) = listener.accept().await?;
+        let mut buf = vec![0u8; 8192];
+        let n = conn.read(&mut buf).await.unwrap_or(0);
+        let head = String::from_utf8_lossy(&buf[..n]);
+        let target = head.split_whitespace().nth(1).unwrap_or("");
+        let code = target
+            .split_once('?')
+            .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("code=")))
+            .map(str::to_owned);
+        let body = if code.is_some() {
+            "Signed in to jitgate. You may close this tab and go back to the terminal."
+        } else {
+            "This address waits for jitgate's sign-in."
+        };
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = conn.write_all(reply.as_bytes()).await;
+        if let Some(code) = code {
+            return Ok(code);
+        }
+    }
+}

@@ -245,6 +245,10 @@ enum Command {
             hide = true
         )]
         id_token: Option<String>,
+        /// Sign in with a browser (a redirect back to this machine, with PKCE) instead of the
+        /// device flow.
+        #[arg(long, conflicts_with = "provider")]
+        browser: bool,
     },
     /// End the stored session on the server and forget it here.
     Logout {
@@ -737,23 +741,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             provider,
             jwt_file,
             id_token,
+            browser,
         } => {
             let json_out = conn.output == Output::Json;
+            let say = |line: &str| {
+                if json_out {
+                    eprintln!("{line}");
+                } else {
+                    out!("{line}");
+                }
+            };
             let issued = match provider {
                 Some(provider) => {
                     login::login_workload(&conn.url, &provider, jwt_file.as_deref(), id_token)
                         .await?
                 }
-                None => {
-                    login::login_device(&conn.url, |line| {
-                        if json_out {
-                            eprintln!("{line}");
-                        } else {
-                            out!("{line}");
-                        }
-                    })
-                    .await?
-                }
+                None if browser => login::login_browser(&conn.url, say).await?,
+                None => login::login_device(&conn.url, say).await?,
             };
             let mut shown = issued.clone();
             shown.as_object_mut().map(|o| o.remove("token"));

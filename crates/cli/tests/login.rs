@@ -151,15 +151,17 @@ required = 0
     );
 }
 
-#[test]
-fn a_person_logs_in_with_the_device_flow_and_whoami_shows_their_provider_groups() {
-    use jitgate_identity::testing_oidc::{Browser, TestProvider};
-    use std::io::{BufRead, BufReader};
-
-    let rt = tokio::runtime::Runtime::new().unwrap();
+/// A server process with `[identity.oidc]` on a fresh oidc-provider, where dora is in dba and oncall.
+fn with_provider() -> (
+    tempfile::TempDir,
+    jitgate_identity::testing_oidc::TestProvider,
+    Server,
+) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let idp = TestProvider::start(&format!("http://127.0.0.1:{port}/auth/callback"));
+    let idp = jitgate_identity::testing_oidc::TestProvider::start(&format!(
+        "http://127.0.0.1:{port}/auth/callback"
+    ));
     idp.set_groups("dora", &["dba", "oncall"]);
     std::fs::write(dir.path().join("oidc-secret"), "test-secret").unwrap();
     let extra = format!(
@@ -167,34 +169,89 @@ fn a_person_logs_in_with_the_device_flow_and_whoami_shows_their_provider_groups(
         idp.issuer
     );
     let s = Server::start(&config_with(dir.path(), port, &extra), port);
-    let home = dir.path().join("home");
+    (dir, idp, s)
+}
+
+/// Runs `jitgate login ARGS` as a person would, `drive` playing the browser with the first two
+/// lines it printed; returns what it printed after them.
+fn person_login(
+    s: &Server,
+    home: &Path,
+    args: &[&str],
+    drive: impl FnOnce(&str, &str),
+) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
     let mut child = Command::new(BIN)
         .arg("login")
+        .args(args)
         .env("JITGATE_URL", &s.url)
-        .env("XDG_CONFIG_HOME", &home)
+        .env("XDG_CONFIG_HOME", home)
         .env_remove("JITGATE_TOKEN")
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
-    // "To sign in, open URI and enter the code CODE"
-    let words: Vec<&str> = first.split_whitespace().collect();
-    assert!(first.starts_with("To sign in, open "), "{first}");
-    let (uri, code) = (words[4], words[words.len() - 1]);
-    let page = rt.block_on(async { Browser::new().approve_device(uri, code, "dora").await });
-    assert!(page.status < 400, "{}", page.body);
+    let second = lines.next().unwrap().unwrap();
+    drive(&first, &second);
     let status = child.wait().unwrap();
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(status.success(), "{rest:?}");
-    assert!(
-        rest.iter().any(|l| l.contains("dora@example.com")),
-        "{rest:?}"
-    );
+    rest
+}
 
-    let me = json(&cli(&s.url, &home, &["whoami", "-o", "json"], &[]));
+fn assert_dora(s: &Server, home: &Path) {
+    let me = json(&cli(&s.url, home, &["whoami", "-o", "json"], &[]));
     assert_eq!(me["name"], "dora@example.com");
     assert_eq!(me["groups"], serde_json::json!(["dba", "oncall"]));
     assert!(me["source"].as_str().unwrap().starts_with("oidc:"));
     assert!(me["expires_at"].is_string());
+}
+
+#[test]
+fn a_person_logs_in_with_the_device_flow_and_whoami_shows_their_provider_groups() {
+    use jitgate_identity::testing_oidc::Browser;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (dir, _idp, s) = with_provider();
+    let home = dir.path().join("home");
+    let rest = person_login(&s, &home, &[], |first, _| {
+        // "To sign in, open URI and enter the code CODE"
+        assert!(first.starts_with("To sign in, open "), "{first}");
+        let words: Vec<&str> = first.split_whitespace().collect();
+        let (uri, code) = (words[4], words[words.len() - 1]);
+        let page = rt.block_on(async { Browser::new().approve_device(uri, code, "dora").await });
+        assert!(page.status < 400, "{}", page.body);
+    });
+    assert!(
+        rest.iter().any(|l| l.contains("dora@example.com")),
+        "{rest:?}"
+    );
+    assert_dora(&s, &home);
+}
+
+#[test]
+fn a_person_logs_in_with_a_browser_that_comes_back_to_the_cli() {
+    use jitgate_identity::testing_oidc::Browser;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (dir, _idp, s) = with_provider();
+    let home = dir.path().join("home");
+    person_login(&s, &home, &["--browser"], |first, url| {
+        assert!(first.starts_with("Open this URL"), "{first}");
+        let back = reqwest::Url::parse(url)
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == "cli")
+            .map(|(_, v)| v.into_owned())
+            .unwrap();
+        rt.block_on(async {
+            let mut b = Browser::new();
+            let start = b.get(url).await;
+            let at_cli = b.sign_in(start, "dora", &back).await;
+            assert_eq!(at_cli.status, 0, "{}", at_cli.body);
+            assert!(at_cli.url.contains("code=jgc_"), "{}", at_cli.url);
+            let page = b.get(&at_cli.url).await;
+            assert!(page.body.contains("Signed in"), "{}", page.body);
+        });
+    });
+    assert_dora(&s, &home);
 }

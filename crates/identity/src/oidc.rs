@@ -178,8 +178,8 @@ impl Oidc {
     }
 
     /// Where to send a browser: the provider's authorization URL with PKCE (S256), `state` and
-    /// `nonce`, remembered until the callback or for ten minutes.
-    pub async fn login_url(&self) -> Result<String, IdentityError> {
+    /// `nonce`, remembered until the callback or for ten minutes. Also returns the `state`.
+    pub async fn login_url(&self) -> Result<(String, String), IdentityError> {
         let client = self.client().await?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = client
@@ -212,7 +212,7 @@ impl Oidc {
                 started: now,
             },
         );
-        Ok(url.to_string())
+        Ok((url.to_string(), state.secret().clone()))
     }
 
     /// The browser came back with `code` and `state`: trade the code (with the PKCE verifier),

@@ -29,6 +29,7 @@ pub struct Identity {
     /// People's sign-in, when `[identity.oidc]` is configured.
     pub oidc: Option<jitgate_identity::oidc::Oidc>,
     pub(crate) devices: crate::signin::Devices,
+    pub(crate) loopbacks: crate::signin::Loopbacks,
     /// Live sessions by token digest, so an API call needs no store read. Ending a session
     /// through this server removes it at once.
     cache: Mutex<HashMap<[u8; 32], Caller>>,
@@ -44,6 +45,7 @@ impl Identity {
                 .clone()
                 .map(|o| jitgate_identity::oidc::Oidc::new(o, clock)),
             devices: Default::default(),
+            loopbacks: Default::default(),
             cache: Mutex::new(HashMap::new()),
         }
     }

@@ -21,6 +21,37 @@ use crate::service::App;
 #[derive(Default)]
 pub struct Devices(Mutex<HashMap<String, Device>>);
 
+/// Browser sign-ins begun by `jitgate login --browser`: by `state`, where the CLI listens and
+/// its PKCE challenge; then, once signed in, by one-time code, the session waiting for the CLI.
+#[derive(Default)]
+pub struct Loopbacks {
+    begun: Mutex<HashMap<String, Loopback>>,
+    done: Mutex<HashMap<String, (Issued, String, Timestamp)>>,
+}
+
+struct Loopback {
+    redirect: String,
+    challenge: String,
+}
+
+/// How long the CLI has to collect its session after the browser came back.
+const LOOPBACK_WINDOW: std::time::Duration = std::time::Duration::from_secs(120);
+/// Sign-ins in progress kept at most; past it they start afresh.
+const MAX_WAITING: usize = 10_000;
+
+/// The browser sign-in's end: the session itself, or where to send the browser for the CLI.
+pub enum BrowserEnd {
+    Session(Issued),
+    Loopback(String),
+}
+
+/// Only a listener on this machine may receive the code.
+fn loopback_url(url: &str) -> Option<String> {
+    let u = reqwest::Url::parse(url).ok()?;
+    let local = matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    (u.scheme() == "http" && local && u.port().is_some()).then(|| u.to_string())
+}
+
 enum Device {
     Waiting,
     Finished(Result<Person, IdentityError>),
@@ -57,20 +88,107 @@ impl App {
             .map_or_else(String::new, |o| format!("oidc:{}", o.issuer()))
     }
 
-    /// Where to send a browser that wants to sign in.
-    pub async fn oidc_login_url(&self) -> Result<String, Error> {
+    /// Where to send a browser that wants to sign in. With `cli` (`jitgate login --browser`: a
+    /// loopback URL and the CLI's PKCE challenge), the session goes to the CLI at the end.
+    pub async fn oidc_login_url(&self, cli: Option<(&str, &str)>) -> Result<String, Error> {
+        let cli = match cli {
+            Some((url, challenge)) => {
+                let url = loopback_url(url).ok_or_else(|| {
+                    Error::Core(jitgate_core::CoreError::Invalid(format!(
+                        "cli {url:?} must be http://127.0.0.1:PORT/… (a listener on this machine)"
+                    )))
+                })?;
+                if challenge.len() < 43 {
+                    return Err(Error::Core(jitgate_core::CoreError::Invalid(
+                        "cli_challenge must be the base64url SHA-256 of a verifier".into(),
+                    )));
+                }
+                Some(Loopback {
+                    redirect: url,
+                    challenge: challenge.to_owned(),
+                })
+            }
+            None => None,
+        };
         match self.oidc()?.login_url().await {
-            Ok(url) => Ok(url),
+            Ok((url, state)) => {
+                if let (Some(l), Ok(mut begun)) = (cli, self.identity.loopbacks.begun.lock()) {
+                    if begun.len() >= MAX_WAITING {
+                        begun.clear();
+                    }
+                    begun.insert(state, l);
+                }
+                Ok(url)
+            }
             Err(e) => Err(self.sign_in_refused(&self.oidc_source(), e).await),
         }
     }
 
     /// The provider sent the browser back: sign the person in.
-    pub async fn oidc_callback(&self, code: &str, state: &str) -> Result<Issued, Error> {
-        match self.oidc()?.callback(code, state).await {
-            Ok(person) => self.sign_in(person, "browser").await,
-            Err(e) => Err(self.sign_in_refused(&self.oidc_source(), e).await),
+    pub async fn oidc_callback(&self, code: &str, state: &str) -> Result<BrowserEnd, Error> {
+        let person = match self.oidc()?.callback(code, state).await {
+            Ok(person) => person,
+            Err(e) => return Err(self.sign_in_refused(&self.oidc_source(), e).await),
+        };
+        let cli = self
+            .identity
+            .loopbacks
+            .begun
+            .lock()
+            .ok()
+            .and_then(|mut b| b.remove(state));
+        let issued = self
+            .sign_in(
+                person,
+                if cli.is_some() {
+                    "cli-browser"
+                } else {
+                    "browser"
+                },
+            )
+            .await?;
+        let Some(cli) = cli else {
+            return Ok(BrowserEnd::Session(issued));
+        };
+        let code = jitgate_core::ids::new_secret("jgc");
+        let now = self.now();
+        if let Ok(mut done) = self.identity.loopbacks.done.lock() {
+            done.retain(|_, (_, _, at)| now.duration_since(*at).unsigned_abs() < LOOPBACK_WINDOW);
+            done.insert(code.clone(), (issued, cli.challenge, now));
         }
+        let sep = if cli.redirect.contains('?') { '&' } else { '?' };
+        Ok(BrowserEnd::Loopback(format!(
+            "{}{sep}code={code}",
+            cli.redirect
+        )))
+    }
+
+    /// The CLI collects its session with the one-time code and the PKCE verifier whose
+    /// challenge it began with: a code seen by anything else on the machine is useless alone.
+    pub async fn loopback_token(&self, code: &str, verifier: &str) -> Result<Issued, Error> {
+        use sha2::Digest;
+        use subtle::ConstantTimeEq;
+        let now = self.now();
+        let found = self
+            .identity
+            .loopbacks
+            .done
+            .lock()
+            .ok()
+            .and_then(|mut d| d.remove(code));
+        let refused = |m: &str| Error::SignInRefused(format!("state check failed: {m}"));
+        let (issued, challenge, at) = found.ok_or_else(|| refused("unknown or used code"))?;
+        if now.duration_since(at).unsigned_abs() >= LOOPBACK_WINDOW {
+            return Err(refused("the code expired"));
+        }
+        let computed = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            sha2::Sha256::digest(verifier.as_bytes()),
+        );
+        if !bool::from(computed.as_bytes().ct_eq(challenge.as_bytes())) {
+            return Err(refused("the verifier does not match the challenge"));
+        }
+        Ok(issued)
     }
 
     /// Starts a device sign-in; jitgate polls the provider in the background.

@@ -171,11 +171,27 @@ fn issued_view(issued: crate::identity::Issued) -> TokenView {
     }
 }
 
+#[derive(Debug, Deserialize)]
+pub struct LoginQuery {
+    /// `jitgate login --browser`: where the CLI listens (http://127.0.0.1:PORT/…).
+    cli: Option<String>,
+    /// The CLI's PKCE challenge: base64url SHA-256 of the verifier it will show.
+    cli_challenge: Option<String>,
+}
+
 /// `GET /auth/login`: off to the OpenID provider, with PKCE, state and nonce.
 pub async fn browser_login(
     AxState(app): AxState<AppState>,
+    axum::extract::Query(q): axum::extract::Query<LoginQuery>,
 ) -> Result<axum::response::Redirect, ApiError> {
-    Ok(axum::response::Redirect::to(&app.oidc_login_url().await?))
+    let cli = match (&q.cli, &q.cli_challenge) {
+        (Some(u), Some(c)) => Some((u.as_str(), c.as_str())),
+        (None, None) => None,
+        _ => return Err(ApiError::bad_request("give cli and cli_challenge together")),
+    };
+    Ok(axum::response::Redirect::to(
+        &app.oidc_login_url(cli).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,25 +202,62 @@ pub struct CallbackQuery {
     error_description: Option<String>,
 }
 
-/// `GET /auth/callback`: the provider sent the browser back; the answer is the session token.
+/// `GET /auth/callback`: the provider sent the browser back; the answer is the session token,
+/// or for `jitgate login --browser` a redirect to the CLI's listener with a one-time code.
 pub async fn browser_callback(
     AxState(app): AxState<AppState>,
     axum::extract::Query(q): axum::extract::Query<CallbackQuery>,
-) -> Result<impl axum::response::IntoResponse, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     if let Some(e) = q.error {
-        let why = q.error_description.unwrap_or_default();
-        return Err(
-            Error::SignInRefused(format!("the provider refused the sign-in: {e} {why}")).into(),
+        let why = format!(
+            "the provider refused the sign-in: {e} {}",
+            q.error_description.unwrap_or_default()
         );
+        let refused =
+            jitgate_identity::IdentityError::refused(jitgate_identity::Check::IdToken, why);
+        let source = format!(
+            "oidc:{}",
+            app.identity.oidc.as_ref().map_or("", |o| o.issuer())
+        );
+        return Err(app.sign_in_refused(&source, refused).await.into());
     }
     let (Some(code), Some(state)) = (q.code, q.state) else {
         return Err(ApiError::bad_request("the callback needs code and state"));
     };
-    let issued = app.oidc_callback(&code, &state).await?;
-    Ok((
-        [(axum::http::header::CACHE_CONTROL, "no-store")],
-        Json(issued_view(issued)),
-    ))
+    Ok(match app.oidc_callback(&code, &state).await? {
+        crate::signin::BrowserEnd::Session(issued) => (
+            [(axum::http::header::CACHE_CONTROL, "no-store")],
+            Json(issued_view(issued)),
+        )
+            .into_response(),
+        crate::signin::BrowserEnd::Loopback(to) => {
+            axum::response::Redirect::to(&to).into_response()
+        }
+    })
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoopbackBody {
+    /// The one-time code the browser brought to the CLI's listener.
+    pub code: String,
+    /// The PKCE verifier whose challenge the CLI began with.
+    pub verifier: String,
+}
+
+/// `jitgate login --browser` collects its session: the one-time code and the PKCE verifier.
+#[utoipa::path(post, path = "/api/v1/auth/loopback", request_body = LoopbackBody,
+    responses((status = 200, body = TokenView),
+        (status = 400, body = ErrorBody, description = "the body is not {\"code\", \"verifier\"}"),
+        (status = 401, body = ErrorBody, description = "unknown, used or expired code, or a verifier that does not match")))]
+pub async fn loopback(
+    AxState(app): AxState<AppState>,
+    Body(b): Body<LoopbackBody>,
+) -> ApiResult<TokenView> {
+    Ok(Json(issued_view(
+        app.loopback_token(&b.code, &b.verifier).await?,
+    )))
 }
 
 /// A device sign-in begun: show `user_code` and `verification_uri`, then poll with `device`.

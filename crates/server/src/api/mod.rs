@@ -38,6 +38,7 @@ pub fn router(app: AppState) -> Router {
         .route("/auth/login", get(identity::browser_login))
         .route("/auth/callback", get(identity::browser_callback))
         .route("/api/v1/auth/token", post(identity::token))
+        .route("/api/v1/auth/loopback", post(identity::loopback))
         .route("/api/v1/auth/device", post(identity::device))
         .route("/api/v1/auth/device/poll", post(identity::device_poll))
         .route("/api/v1/auth/logout", post(identity::logout))
@@ -650,12 +651,12 @@ async fn audit_events(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "jitgate", description = "Just-in-time privileged access: requests, approvals, grants, audit."),
-    paths(healthz, metrics, whoami, identity::token, identity::device, identity::device_poll, identity::logout, identity::sessions, identity::end, access::list, create_request, list_requests, get_request, approve, deny, cancel, list_grants, get_grant, release, revoke, extend, review, credentials, gateway_password, audit_events,
+    paths(healthz, metrics, whoami, identity::token, identity::loopback, identity::device, identity::device_poll, identity::logout, identity::sessions, identity::end, access::list, create_request, list_requests, get_request, approve, deny, cancel, list_grants, get_grant, release, revoke, extend, review, credentials, gateway_password, audit_events,
         audit::export, audit::erase, audit::rotate_key, audit::create_hold, audit::list_holds, audit::release_hold),
     components(schemas(ErrorBody, ErrorDetail, CreateRequestBody, CommentBody, ReasonBody, ExtendBody, RequestView, views::AwaitingView, views::DecidedView, GrantView, EventView, WhoAmI, views::CredentialsView, views::GatewayPasswordView,
         audit::HoldBody, audit::HoldView, audit::EraseBody, audit::Erased, audit::KeyView,
         access::AccessView, access::OfferView, access::AutoOfferView,
-        identity::TokenBody, identity::TokenView, identity::DeviceView, identity::DevicePollBody, identity::DevicePollView, identity::EndedView, identity::SessionView, identity::EndBody)),
+        identity::TokenBody, identity::TokenView, identity::LoopbackBody, identity::DeviceView, identity::DevicePollBody, identity::DevicePollView, identity::EndedView, identity::SessionView, identity::EndBody)),
     modifiers(&BearerAuth, &ErrorResponses)
 )]
 pub struct ApiDoc;

@@ -330,3 +330,66 @@ async fn a_provider_down_from_the_start_refuses_sign_in_with_503() {
         "{v}"
     );
 }
+
+#[tokio::test]
+async fn a_cli_loopback_sign_in_needs_a_local_listener_and_the_matching_verifier() {
+    let s = setup("").await;
+    s.idp.set_groups("alice", &["engineering"]);
+    let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"; // SHA-256 of the RFC 7636 example
+    let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    let (status, v) = s
+        .app
+        .get(
+            "nobody",
+            &format!("/auth/login?cli=https://evil.example/x&cli_challenge={challenge}"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+
+    let back = "http://127.0.0.1:9/done";
+    let mut b = Browser::new();
+    let start = b
+        .get(&format!(
+            "{}/auth/login?cli={back}&cli_challenge={challenge}",
+            s.app.base
+        ))
+        .await;
+    assert_eq!(start.status, 303);
+    let at_cli = b.sign_in(start, "alice", back).await;
+    let code = at_cli.url.split("code=").nth(1).unwrap().to_owned();
+    let trade = |verifier: &str| {
+        let body = json!({ "code": code, "verifier": verifier });
+        s.with_token(
+            "",
+            reqwest::Method::POST,
+            "/api/v1/auth/loopback",
+            Some(body),
+        )
+    };
+    // Someone who saw the code but not the verifier gets nothing, and spends the code.
+    let (status, v) = trade("not-the-verifier-not-the-verifier-not-the-verifier").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    let (status, _) = trade(verifier).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a code is good once");
+
+    // Again, with the verifier: the session.
+    let start = b
+        .get(&format!(
+            "{}/auth/login?cli={back}&cli_challenge={challenge}",
+            s.app.base
+        ))
+        .await;
+    let at_cli = b.sign_in(start, "alice", back).await;
+    let code = at_cli.url.split("code=").nth(1).unwrap().to_owned();
+    let body = json!({ "code": code, "verifier": verifier });
+    let (status, t) = s
+        .with_token(
+            "",
+            reqwest::Method::POST,
+            "/api/v1/auth/loopback",
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{t}");
+    assert_eq!(t["name"], "alice@example.com");
+}
