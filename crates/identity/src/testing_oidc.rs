@@ -40,6 +40,8 @@ pub fn free_port() -> u16 {
 impl TestProvider {
     /// Starts the provider; `redirect` is jitgate's `/auth/callback` URL.
     pub fn start(redirect: &str) -> Self {
+        jitgate_testkit::require_command("node", "nodejs");
+        jitgate_testkit::require_command("npm", "npm");
         let modules = jitgate_testkit::require_npm_package("oidc-provider", "oidc-provider@9");
         // An ES module finds its imports in node_modules beside it, not through NODE_PATH.
         let script = modules

@@ -207,6 +207,10 @@ impl App {
             expires_in_secs: start.expires_in.as_secs(),
         };
         if let Ok(mut d) = self.identity.devices.0.lock() {
+            // Sign-ins nobody polls again would pile up; past the cap they start afresh.
+            if d.len() >= MAX_WAITING {
+                d.clear();
+            }
             d.insert(handle.clone(), Device::Waiting);
         }
         let app = self.clone();
