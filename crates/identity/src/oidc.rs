@@ -12,14 +12,14 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jitgate_core::{Clock, Principal, Timestamp, duration};
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient,
-    CoreClientAuthMethod, CoreDeviceAuthorizationResponse, CoreGrantType, CoreJsonWebKey,
-    CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreResponseMode,
-    CoreResponseType, CoreSubjectIdentifierType,
+    CoreClientAuthMethod, CoreDeviceAuthorizationResponse, CoreGrantType, CoreIdTokenVerifier,
+    CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm,
+    CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType, CoreTokenResponse,
 };
 use openidconnect::{
     AdditionalProviderMetadata, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
-    DeviceAuthorizationUrl, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
-    PkceCodeVerifier, ProviderMetadata, RedirectUrl, Scope, TokenResponse,
+    DeviceAuthorizationUrl, IssuerUrl, Nonce, NonceVerifier, PkceCodeChallenge, PkceCodeVerifier,
+    ProviderMetadata, RedirectUrl, Scope, TokenResponse,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -240,17 +240,25 @@ impl Oidc {
             .request_async(&self.http)
             .await
             .map_err(|e| token_error(self, &e))?;
+        self.verified_person(&tokens, client.id_token_verifier(), &login.nonce)
+    }
+
+    /// The person in the ID token of `tokens`, once it verified (signature, issuer, audience,
+    /// expiry on jitgate's clock, and `nonce`).
+    fn verified_person(
+        &self,
+        tokens: &CoreTokenResponse,
+        verifier: CoreIdTokenVerifier<'_>,
+        nonce: impl NonceVerifier,
+    ) -> Result<Person, IdentityError> {
         let id_token = tokens.id_token().ok_or_else(|| {
             IdentityError::refused(Check::IdToken, "the provider sent no ID token")
         })?;
         let clock = self.clock.clone();
-        let verifier = client
-            .id_token_verifier()
-            .set_time_fn(move || chrono_now(clock.now()));
+        let verifier = verifier.set_time_fn(move || chrono_now(clock.now()));
         id_token
-            .claims(&verifier, &login.nonce)
+            .claims(&verifier, nonce)
             .map_err(|e| IdentityError::refused(Check::IdToken, chain(&e)))?;
-        let _ = tokens.access_token();
         self.person(&id_token.to_string())
     }
 
@@ -295,18 +303,9 @@ impl Oidc {
                     format!("device sign-in failed: {}", chain(&e)),
                 )
             })?;
-        let id_token = tokens.id_token().ok_or_else(|| {
-            IdentityError::refused(Check::IdToken, "the provider sent no ID token")
-        })?;
-        let clock = self.clock.clone();
-        let verifier = client
-            .id_token_verifier()
-            .set_time_fn(move || chrono_now(clock.now()));
         // The device grant sends no nonce; the token comes straight from the token endpoint.
-        id_token
-            .claims(&verifier, |_: Option<&Nonce>| Ok(()))
-            .map_err(|e| IdentityError::refused(Check::IdToken, chain(&e)))?;
-        self.person(&id_token.to_string())
+        let no_nonce = |_: Option<&Nonce>| Ok(());
+        self.verified_person(&tokens, client.id_token_verifier(), no_nonce)
     }
 
     /// The person in a verified ID token: its payload, read for the configured claims.

@@ -161,6 +161,34 @@ impl TestApp {
         )
     }
 
+    /// A call with `token` as it is (a session token; "" for none).
+    pub async fn call_as(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if !token.is_empty() {
+            req = req.bearer_auth(token);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        (resp.status(), resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The events with this action, oldest first, as an admin sees them.
+    pub async fn events_of(&self, action: &str) -> Vec<Value> {
+        let (s, v) = self
+            .get("root", &format!("/api/v1/audit/events?action={action}"))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v.as_array().unwrap().clone()
+    }
+
     pub async fn get(&self, who: &str, path: &str) -> (StatusCode, Value) {
         self.call(who, Method::GET, path, None).await
     }
@@ -284,4 +312,13 @@ impl Forwarder {
             .unwrap();
         self.serve(listener);
     }
+}
+
+/// Asserts an error answer: its status, and a message that contains `says`.
+#[track_caller]
+pub fn assert_refused(answer: &(StatusCode, Value), status: StatusCode, says: &str) {
+    let (got, v) = answer;
+    assert_eq!(*got, status, "{v}");
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(says), "{message:?} should say {says:?}");
 }

@@ -7,12 +7,11 @@ use jitgate_identity::testing_oidc::{Browser, TestProvider, free_port};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{STANDARD, TestApp, read};
+use crate::helpers::{STANDARD, TestApp, assert_refused, read};
 
 struct Setup {
     app: TestApp,
     idp: TestProvider,
-    http: reqwest::Client,
 }
 
 /// jitgate with `[identity.oidc]` pointing at a fresh provider; `extra` goes into that table.
@@ -43,11 +42,7 @@ groups_claim = "groups"
             .display(),
     );
     let app = TestApp::start_on(port, &config).await;
-    Setup {
-        app,
-        idp,
-        http: reqwest::Client::new(),
-    }
+    Setup { app, idp }
 }
 
 impl Setup {
@@ -87,23 +82,11 @@ impl Setup {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.app.base))
-            .bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        (resp.status(), resp.json().await.unwrap_or(Value::Null))
+        self.app.call_as(token, method, path, body).await
     }
 
     async fn events(&self, action: &str) -> Vec<Value> {
-        let (_, v) = self
-            .app
-            .get("root", &format!("/api/v1/audit/events?action={action}"))
-            .await;
-        v.as_array().unwrap().clone()
+        self.app.events_of(action).await
     }
 }
 
@@ -181,17 +164,12 @@ async fn groups_from_the_provider_decide_auto_approval_fresh_at_each_sign_in() {
 #[tokio::test]
 async fn a_callback_with_a_state_jitgate_never_issued_is_refused() {
     let s = setup("").await;
-    let (status, v) = s
-        .app
-        .get("nobody", "/auth/callback?code=abc&state=forged")
-        .await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("state check failed"),
-        "{v}"
+    assert_refused(
+        &s.app
+            .get("nobody", "/auth/callback?code=abc&state=forged")
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "state check failed",
     );
     // A genuine state is good once: replaying its callback is refused too.
     s.idp.set_groups("alice", &["engineering"]);
@@ -281,16 +259,11 @@ async fn sessions_end_at_logout_and_at_session_ttl_and_outlive_a_dead_provider()
     let token = t["token"].as_str().unwrap().to_owned();
     // The provider goes down: new sign-ins are refused clearly, the session goes on.
     s.idp.stop();
-    let (status, v) = s
-        .with_token("", reqwest::Method::POST, "/api/v1/auth/device", None)
-        .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("cannot be reached"),
-        "{v}"
+    assert_refused(
+        &s.with_token("", reqwest::Method::POST, "/api/v1/auth/device", None)
+            .await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "cannot be reached",
     );
     assert_eq!(
         s.with_token(&token, reqwest::Method::GET, "/api/v1/whoami", None)
