@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 mod audit;
+mod auth;
 mod connector;
 mod gateway;
 mod intake;
@@ -82,6 +83,14 @@ enum Bench {
         #[arg(long)]
         strategy: Option<String>,
     },
+    /// Workload token exchanges per second, and a session token's authentication cost against
+    /// a static token's.
+    Auth {
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
     /// N grants ending in the same instant: lag from expires_at to fully expired.
     Expiry {
         #[arg(long, default_value_t = 10_000)]
@@ -110,6 +119,10 @@ fn main() -> anyhow::Result<()> {
             Bench::Masking => masking::run().await,
             Bench::MaskingDb { strategy } => masking_db::run(strategy).await,
             Bench::Intake { callers, seconds } => intake::run(callers, seconds).await,
+            Bench::Auth {
+                seconds,
+                concurrency,
+            } => auth::run(seconds, concurrency).await,
         }
     })
 }

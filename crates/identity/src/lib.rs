@@ -13,5 +13,5 @@ pub use error::{Check, IdentityError};
 pub use workload::{Verified, Workload};
 #[cfg(feature = "testing")]
 pub mod testing;
-#[cfg(feature = "testing")]
+#[cfg(feature = "testing-oidc")]
 pub mod testing_oidc;
