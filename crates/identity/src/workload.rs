@@ -80,6 +80,11 @@ impl Workload {
         Self { providers }
     }
 
+    /// Whether a provider of that name is configured.
+    pub fn has(&self, provider: &str) -> bool {
+        self.providers.contains_key(provider)
+    }
+
     /// Checks `jwt` as a token of `provider` at `now`.
     pub async fn verify(
         &self,
@@ -88,6 +93,16 @@ impl Workload {
         now: Timestamp,
     ) -> Result<Verified, IdentityError> {
         let (p, keys) = self.providers.get(provider).ok_or_else(|| {
+            // The name is the caller's: shown only when it is short and plain.
+            let plain = provider.len() <= 64
+                && provider
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            let provider = if plain {
+                provider
+            } else {
+                "(not a provider name)"
+            };
             IdentityError::refused(
                 Check::Provider,
                 format!("no workload identity provider is named {provider:?}"),

@@ -130,9 +130,15 @@ impl App {
     /// `jti` never used before. Issued and refused alike are audited.
     pub async fn exchange_token(&self, provider: &str, jwt: &str) -> Result<Issued, Error> {
         let now = self.now();
+        // The audit names a configured provider only: the caller's text could be anything.
+        let source = if self.identity.workload.has(provider) {
+            format!("jwt:{provider}")
+        } else {
+            "jwt:(unknown provider)".to_owned()
+        };
         let v = match self.identity.workload.verify(provider, jwt, now).await {
             Ok(v) => v,
-            Err(e) => return Err(self.sign_in_refused(&format!("jwt:{provider}"), e).await),
+            Err(e) => return Err(self.sign_in_refused(&source, e).await),
         };
         let token = jitgate_core::ids::new_secret(SESSION_PREFIX.trim_end_matches('_'));
         let session = AuthSession {
@@ -171,7 +177,7 @@ impl App {
                 Check::Jti,
                 format!("jti {:?} was already used: a token is traded once", v.jti),
             );
-            return Err(self.sign_in_refused(&format!("jwt:{provider}"), e).await);
+            return Err(self.sign_in_refused(&source, e).await);
         }
         Ok(Issued {
             token,

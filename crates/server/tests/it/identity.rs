@@ -239,6 +239,12 @@ async fn every_failed_check_is_a_401_naming_it_and_is_audited() {
     assert_eq!(checks, cases.iter().map(|c| c.0).collect::<Vec<_>>());
     assert!(refused.iter().all(|e| e["outcome"] == "denied"));
     assert!(s.events("auth.token_issued").await.is_empty());
+    // An unknown provider: the caller's text is neither echoed at length nor the audit's actor.
+    let long = "x".repeat(5000);
+    let answer = s.exchange(&long, &s.key.sign(&claims)).await;
+    assert_refused(&answer, StatusCode::UNAUTHORIZED, "(not a provider name)");
+    let last = s.events("auth.refused").await.pop().unwrap();
+    assert_eq!(last["actor"], "jwt:(unknown provider) (unauthenticated)");
 }
 
 #[tokio::test]
