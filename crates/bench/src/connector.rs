@@ -330,6 +330,7 @@ async fn batch_end(target: &Target, n: usize) -> anyhow::Result<f64> {
         principal: bot,
         is_admin: false,
         is_auditor: false,
+        session: None,
     };
     let lead = Duration::from_millis(3000 + 40 * n as u64);
     let start_at = duration::add(SystemClock.now(), lead);

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 mod audit;
+mod auth;
 mod connector;
 mod gateway;
 mod intake;
@@ -93,6 +94,14 @@ enum Bench {
         #[arg(long)]
         strategy: Option<String>,
     },
+    /// Workload token exchanges per second, and a session token's authentication cost against
+    /// a static token's.
+    Auth {
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
     /// N grants ending in the same instant: lag from expires_at to fully expired.
     Expiry {
         #[arg(long, default_value_t = 10_000)]
@@ -126,6 +135,10 @@ fn main() -> anyhow::Result<()> {
             } => policy::run(principals, resources, policies),
             Bench::MaskingDb { strategy } => masking_db::run(strategy).await,
             Bench::Intake { callers, seconds } => intake::run(callers, seconds).await,
+            Bench::Auth {
+                seconds,
+                concurrency,
+            } => auth::run(seconds, concurrency).await,
         }
     })
 }
@@ -352,6 +365,7 @@ async fn expiry(n: usize, length: &str) -> anyhow::Result<()> {
         principal: bot,
         is_admin: false,
         is_auditor: false,
+        session: None,
     };
     // Every grant starts at the same instant, so every grant also ends at the same instant.
     let lead = Duration::from_millis(2000 + n as u64 / 2);

@@ -30,15 +30,28 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client with `token`, else the token `jitgate login` stored for `url`.
     pub fn new(url: &str, token: Option<String>) -> anyhow::Result<Self> {
-        let token = token.filter(|t| !t.is_empty()).ok_or_else(|| {
-            Failure::Usage("no API token: pass --token or set JITGATE_TOKEN (`jitgate demo` prints demo tokens)".into())
-        })?;
+        let token = token
+            .filter(|t| !t.is_empty())
+            .or_else(|| crate::login::stored_token(url))
+            .ok_or_else(|| {
+                Failure::Usage("no API token: pass --token, set JITGATE_TOKEN, or sign in with `jitgate login` (`jitgate demo` prints demo tokens)".into())
+            })?;
         Ok(Self {
             base: url.trim_end_matches('/').to_owned(),
             token,
             http: reqwest::Client::new(),
         })
+    }
+
+    /// A client without a token, for the calls that sign in.
+    pub fn anonymous(url: &str) -> Self {
+        Self {
+            base: url.trim_end_matches('/').to_owned(),
+            token: String::new(),
+            http: reqwest::Client::new(),
+        }
     }
 
     pub async fn call(
@@ -58,10 +71,10 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<reqwest::Response> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if !self.token.is_empty() {
+            req = req.bearer_auth(&self.token);
+        }
         if let Some(b) = body {
             req = req.json(&b);
         }

@@ -18,6 +18,7 @@ mod docs_tests;
 mod events;
 #[cfg(test)]
 mod help_tests;
+mod login;
 mod output;
 mod policy_check_cmd;
 mod policy_cmd;
@@ -227,8 +228,40 @@ enum Command {
         #[arg(last = true)]
         psql_args: Vec<String>,
     },
-    /// Show who your token belongs to.
+    /// Show who your token belongs to, where that identity came from, and when it ends.
     Whoami {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Sign in and keep the token for this server (in $XDG_CONFIG_HOME/jitgate/credentials.toml).
+    ///
+    /// People: through the server's OpenID provider; it prints a URL and a code to enter there,
+    /// and waits. A CI job or agent trades the identity token its platform gives it (a JWT)
+    /// with `--provider NAME --jwt-file FILE`, or with the JWT in JITGATE_ID_TOKEN.
+    Login {
+        #[command(flatten)]
+        conn: Conn,
+        /// The workload identity provider (`[[identity.jwt]]` name) the JWT comes from.
+        #[arg(long)]
+        provider: Option<String>,
+        /// A file holding the JWT (never pass it on the command line).
+        #[arg(long)]
+        jwt_file: Option<PathBuf>,
+        /// The JWT itself, from the environment.
+        #[arg(
+            long = "id-token-env",
+            env = "JITGATE_ID_TOKEN",
+            hide_env_values = true,
+            hide = true
+        )]
+        id_token: Option<String>,
+        /// Sign in with a browser (a redirect back to this machine, with PKCE) instead of the
+        /// device flow.
+        #[arg(long, conflicts_with = "provider")]
+        browser: bool,
+    },
+    /// End the stored session on the server and forget it here.
+    Logout {
         #[command(flatten)]
         conn: Conn,
     },
@@ -612,8 +645,61 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 output::fields(
                     &me,
-                    &["name", "kind", "groups", "admin", "auditor", "gateway"],
+                    &[
+                        "name",
+                        "kind",
+                        "groups",
+                        "admin",
+                        "auditor",
+                        "gateway",
+                        "source",
+                        "session",
+                        "expires_at",
+                    ],
                 );
+            }
+            Ok(())
+        }
+        Command::Login {
+            conn,
+            provider,
+            jwt_file,
+            id_token,
+            browser,
+        } => {
+            let json_out = conn.output == Output::Json;
+            let say = |line: &str| {
+                if json_out {
+                    eprintln!("{line}");
+                } else {
+                    out!("{line}");
+                }
+            };
+            let issued = match provider {
+                Some(provider) => {
+                    login::login_workload(&conn.url, &provider, jwt_file.as_deref(), id_token)
+                        .await?
+                }
+                None if browser => login::login_browser(&conn.url, say).await?,
+                None => login::login_device(&conn.url, say).await?,
+            };
+            let mut shown = issued.clone();
+            shown.as_object_mut().map(|o| o.remove("token"));
+            if conn.output == Output::Json {
+                out!("{shown}");
+            } else {
+                output::fields(&shown, &["name", "kind", "groups", "session", "expires_at"]);
+            }
+            Ok(())
+        }
+        Command::Logout { conn } => {
+            let ended = login::logout(&conn.url).await?;
+            if conn.output == Output::Json {
+                out!("{}", json!({ "signed_out": ended }));
+            } else if ended {
+                out!("signed out of {}", conn.url);
+            } else {
+                out!("no stored session for {}", conn.url);
             }
             Ok(())
         }

@@ -384,11 +384,21 @@ fn check_names_file_line_severity_and_fix_and_exits_by_severity() {
     );
     let o = jitgate(&["policy", "check", "--config", w, "--strict"]);
     assert_eq!(o.status.code(), Some(1), "{}", said(&o));
-    // An error: approval by a group nobody is in. Exit 1.
-    let broken = CONFIG.replace(
+    // A group nobody is in is refused when the config loads, with the name meant.
+    let typo = CONFIG.replace(
         "approvers = [\"group:dba\"]",
         "approvers = [\"group:dbas\"]",
     );
+    let typo = write(dir.path(), "typo.toml", &typo);
+    let o = jitgate(&["policy", "check", "--config", typo.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", said(&o));
+    assert!(
+        said(&o).contains("did you mean `group:dba`"),
+        "{}",
+        said(&o)
+    );
+    // An error: more approvals than the group has members. Exit 1.
+    let broken = CONFIG.replacen("required = 1", "required = 2", 1);
     let broken = write(dir.path(), "broken.toml", &broken);
     let o = jitgate(&[
         "policy",

@@ -15,6 +15,19 @@ pub struct Caller {
     pub principal: Principal,
     pub is_admin: bool,
     pub is_auditor: bool,
+    /// The session the caller's token stands for; `None` for a configured token.
+    pub session: Option<SessionInfo>,
+}
+
+/// A signed-in caller's session.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub id: String,
+    /// SHA-256 of its token.
+    pub digest: [u8; 32],
+    /// Where the identity came from: `jwt:PROVIDER`, `oidc:ISSUER`.
+    pub source: String,
+    pub expires_at: jitgate_core::Timestamp,
 }
 
 pub struct Authenticator {
@@ -36,6 +49,7 @@ impl Authenticator {
                     is_admin: Selector::any_matches(&config.admins, &p.principal),
                     is_auditor: Selector::any_matches(&config.auditors, &p.principal),
                     principal: p.principal.clone(),
+                    session: None,
                 };
                 Some((digest, caller))
             })

@@ -53,6 +53,12 @@ fn problems(problems: &[Problem]) -> String {
 pub enum Error {
     #[error("missing or unknown API token")]
     Unauthenticated,
+    /// A sign-in failed a check; the message names it.
+    #[error("{0}")]
+    SignInRefused(String),
+    /// Something jitgate depends on (an identity provider) cannot be reached.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0} not found")]
     NotFound(String),
     #[error(transparent)]

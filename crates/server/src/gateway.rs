@@ -43,8 +43,9 @@ impl Authority for App {
             Some(b) if b.principal == user && b.resource == resource_name => Some(b.grant_id),
             Some(_) => return Err(bad_login()),
             None => {
-                self.auth
-                    .authenticate(token)
+                self.authenticate(token)
+                    .await
+                    .map_err(|e| refusal("58000", format!("jitgate cannot check the token: {e}")))?
                     .filter(|c| c.principal.name == user)
                     .ok_or_else(bad_login)?;
                 None

@@ -10,11 +10,13 @@ mod drive;
 mod error;
 mod gateway;
 mod gateway_password;
+pub mod identity;
 pub mod metrics;
 pub mod policy_matrix;
 pub mod policy_view;
 mod scheduler;
 pub mod service;
+mod signin;
 pub mod targets;
 
 use std::net::SocketAddr;

@@ -49,6 +49,8 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub auth: Authenticator,
+    /// Workload identity providers and signed-in sessions.
+    pub identity: crate::identity::Identity,
     pub metrics: Arc<Metrics>,
     pub(crate) connectors: HashMap<String, Arc<dyn Connector>>,
     /// Requests some task is driving right now, so two never provision or revoke the same one.
@@ -85,6 +87,7 @@ impl App {
         }
         Ok(Self {
             auth: Authenticator::new(&config),
+            identity: crate::identity::Identity::new(&config, clock.clone()),
             config: Arc::new(config),
             store,
             clock,

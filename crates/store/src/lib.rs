@@ -6,6 +6,7 @@
 
 mod audit_store;
 mod error;
+mod sessions;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -13,6 +14,7 @@ use jitgate_core::{AccessRequest, CoreError, EventDraft, State, Timestamp};
 
 pub use audit_store::{AuditStore, Head, LiveEvent};
 pub use error::StoreError;
+pub use sessions::{AuthSession, EndRecord, SessionBody, SessionKey, UsedJti};
 pub use sqlite::{ArchiveLookup, LogFile, ScanError, SqliteStore, intake_path};
 
 /// Builds the events that record an erasure, from how many payloads went and their seq range.
@@ -97,6 +99,34 @@ pub trait Store: AuditStore {
     /// Requests not yet ended, counted by state and resource, and when the longest-revoking
     /// grant began to end: what an operator's gauges show.
     async fn live_counts(&self) -> Result<LiveCounts, StoreError>;
+
+    /// Writes a new session with `events`, and `jti` as used; returns `false`, writing nothing,
+    /// if that `jti` was already used.
+    async fn insert_session(
+        &self,
+        session: AuthSession,
+        jti: Option<UsedJti>,
+        events: Vec<EventDraft>,
+    ) -> Result<bool, StoreError>;
+
+    /// The session whose token has this SHA-256, ended or not.
+    async fn session(&self, digest: [u8; 32]) -> Result<Option<AuthSession>, StoreError>;
+
+    /// Sessions live at `now`, oldest first: `principal`'s, or everyone's.
+    async fn live_sessions(
+        &self,
+        principal: Option<String>,
+        now: Timestamp,
+    ) -> Result<Vec<AuthSession>, StoreError>;
+
+    /// Ends the live sessions `key` names, with the events `record` makes of them, in one
+    /// transaction; returns them.
+    async fn end_sessions(
+        &self,
+        key: SessionKey,
+        now: Timestamp,
+        record: EndRecord,
+    ) -> Result<Vec<AuthSession>, StoreError>;
 }
 
 /// Requests that have not ended, by state and resource.

@@ -2,6 +2,7 @@
 
 mod access;
 mod audit;
+mod identity;
 mod openapi;
 mod policy;
 pub mod views;
@@ -35,6 +36,15 @@ pub fn router(app: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/whoami", get(whoami))
+        .route("/auth/login", get(identity::browser_login))
+        .route("/auth/callback", get(identity::browser_callback))
+        .route("/api/v1/auth/token", post(identity::token))
+        .route("/api/v1/auth/loopback", post(identity::loopback))
+        .route("/api/v1/auth/device", post(identity::device))
+        .route("/api/v1/auth/device/poll", post(identity::device_poll))
+        .route("/api/v1/auth/logout", post(identity::logout))
+        .route("/api/v1/auth/sessions", get(identity::sessions))
+        .route("/api/v1/auth/sessions/end", post(identity::end))
         .route("/api/v1/access", get(access::list))
         .route("/api/v1/policy/explain", post(policy::explain))
         .route("/api/v1/requests", post(create_request).get(list_requests))
@@ -111,6 +121,8 @@ impl From<Error> for ApiError {
             Error::Unauthenticated => {
                 Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string())
             }
+            Error::SignInRefused(m) => Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", m),
+            Error::Unavailable(m) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
             Error::NotFound(what) => Self::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -173,9 +185,8 @@ impl FromRequestParts<AppState> for Auth {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or_else(|| ApiError::from(Error::Unauthenticated))?;
-        app.auth
-            .authenticate(token)
-            .cloned()
+        app.authenticate(token)
+            .await?
             .map(Auth)
             .ok_or_else(|| Error::Unauthenticated.into())
     }
@@ -409,6 +420,12 @@ async fn whoami(AxState(app): AxState<AppState>, Auth(c): Auth) -> Json<WhoAmI> 
         admin: c.is_admin,
         auditor: c.is_auditor,
         gateway: app.gateway_addr.get().map(ToString::to_string),
+        source: c
+            .session
+            .as_ref()
+            .map_or_else(|| "config".into(), |s| s.source.clone()),
+        session: c.session.as_ref().map(|s| s.id.clone()),
+        expires_at: c.session.as_ref().map(|s| s.expires_at),
     })
 }
 
@@ -636,12 +653,13 @@ async fn audit_events(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "jitgate", description = "Just-in-time privileged access: requests, approvals, grants, audit."),
-    paths(healthz, metrics, whoami, access::list, policy::explain, create_request, list_requests, get_request, approve, deny, cancel, list_grants, get_grant, release, revoke, extend, review, credentials, gateway_password, audit_events,
+    paths(healthz, metrics, whoami, identity::token, identity::loopback, identity::device, identity::device_poll, identity::logout, identity::sessions, identity::end, access::list, policy::explain, create_request, list_requests, get_request, approve, deny, cancel, list_grants, get_grant, release, revoke, extend, review, credentials, gateway_password, audit_events,
         audit::export, audit::erase, audit::rotate_key, audit::create_hold, audit::list_holds, audit::release_hold),
     components(schemas(ErrorBody, ErrorDetail, CreateRequestBody, CommentBody, ReasonBody, ExtendBody, RequestView, views::AwaitingView, views::DecidedView, GrantView, EventView, WhoAmI, views::CredentialsView, views::GatewayPasswordView,
         audit::HoldBody, audit::HoldView, audit::EraseBody, audit::Erased, audit::KeyView,
         access::AccessView, access::OfferView, access::AutoOfferView,
-        crate::policy_view::ExplainView, crate::policy_view::ApprovalNeed, crate::policy_view::ConsideredView, crate::policy_view::RuleView)),
+        crate::policy_view::ExplainView, crate::policy_view::ApprovalNeed, crate::policy_view::ConsideredView, crate::policy_view::RuleView,
+        identity::TokenBody, identity::TokenView, identity::LoopbackBody, identity::DeviceView, identity::DevicePollBody, identity::DevicePollView, identity::EndedView, identity::SessionView, identity::EndBody)),
     modifiers(&BearerAuth, &ErrorResponses)
 )]
 pub struct ApiDoc;

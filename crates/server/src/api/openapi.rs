@@ -16,10 +16,16 @@ use utoipa::openapi::schema::{Object, Schema, SchemaType, Type};
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, Required, ResponseBuilder};
 
 /// Operations that can answer 400 although their input is well formed, and when.
-const INVALID: &[(&str, &str)] = &[(
-    "credentials",
-    "the grant's resource hands out no credentials (kind none, or a shared upstream login)",
-)];
+const INVALID: &[(&str, &str)] = &[
+    (
+        "credentials",
+        "the grant's resource hands out no credentials (kind none, or a shared upstream login)",
+    ),
+    (
+        "logout",
+        "the token is configured in jitgate.toml, not a session: it cannot be signed out",
+    ),
+];
 
 /// Operations whose service call can refuse the caller (403), and when.
 const REFUSES: &[(&str, &str)] = &[
@@ -55,6 +61,7 @@ const REFUSES: &[(&str, &str)] = &[
     ("create_hold", "admins only"),
     ("list_holds", "admins and auditors only"),
     ("release_hold", "admins only"),
+    ("end", "admins only"),
 ];
 
 /// Operations that can find the request, grant or hold in a state that does not allow them (409).

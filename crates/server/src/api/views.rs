@@ -190,6 +190,14 @@ pub struct WhoAmI {
     pub auditor: bool,
     /// The PostgreSQL gateway's address, if this server runs one.
     pub gateway: Option<String>,
+    /// Where the identity came from: `config` (a `[[principals]]` token), `jwt:PROVIDER` or
+    /// `oidc:ISSUER` (a session).
+    pub source: String,
+    /// The session the token stands for, if it is one.
+    pub session: Option<String>,
+    /// When that session ends.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<jitgate_core::Timestamp>,
 }
 
 fn approval(a: &Approval) -> ApprovalView {

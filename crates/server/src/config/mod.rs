@@ -16,7 +16,7 @@ use jitgate_core::{Principal, Selector};
 use serde::Deserialize;
 
 use crate::error::{ConfigError, Problem};
-use check::{Check, KeyPath, Locator, line_of, path_string};
+use check::{Check, KeyPath, Locator, Seg, line_of, path_string};
 use raw::RawConfig;
 
 mod audit;
@@ -54,6 +54,8 @@ pub struct Config {
     pub guardrails: Vec<jitgate_gateway::guard::GuardRule>,
     /// `[[masking]]`: what the gateway masks in results.
     pub masking: Vec<jitgate_gateway::masking::MaskRule>,
+    /// `[identity]`: OpenID Connect sign-in and workload identity providers.
+    pub identity: jitgate_identity::IdentityConfig,
 }
 
 /// `[audit]` and `[[retention]]`: checkpoints, anchors, archive, retention rules.
@@ -253,8 +255,9 @@ fn validate(
     let principals = principals::principals(&mut c, &raw.principals);
     let resources = resources::resources(&mut c, raw.resources, base);
     let policies = policies::policies(&mut c, &raw.policies);
+    let identity = identity(&mut c, &raw.identity, base);
     if c.cross_refs {
-        refs::references(&mut c, &principals, &resources, &policies);
+        refs::references(&mut c, &principals, &resources, &policies, &identity);
     }
     let guardrails = rules::guardrails(&mut c, &raw.guardrails, &resources);
     let masking = rules::masking(&mut c, &raw.masking, &resources);
@@ -273,5 +276,25 @@ fn validate(
         audit,
         guardrails,
         masking,
+        identity,
+    })
+}
+
+/// `[identity]`, checked by the identity crate; its problems are placed under `identity.`.
+fn identity(
+    c: &mut Check,
+    raw: &jitgate_identity::RawIdentity,
+    base: &Path,
+) -> jitgate_identity::IdentityConfig {
+    jitgate_identity::config::validate(raw, base).unwrap_or_else(|found| {
+        for (path, message) in found {
+            let mut at = vec![Seg::Key("identity")];
+            at.extend(path.into_iter().map(|s| match s {
+                jitgate_identity::config::Seg::Key(k) => Seg::Key(k),
+                jitgate_identity::config::Seg::Index(i) => Seg::Index(i),
+            }));
+            c.add(at, message);
+        }
+        Default::default()
     })
 }

@@ -31,6 +31,8 @@ pub(super) struct RawConfig {
     pub(super) guardrails: Vec<RawGuardrail>,
     #[serde(default)]
     pub(super) masking: Vec<RawMasking>,
+    #[serde(default)]
+    pub(super) identity: jitgate_identity::RawIdentity,
 }
 
 #[derive(Debug, Deserialize)]

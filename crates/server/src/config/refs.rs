@@ -18,8 +18,11 @@ pub(super) fn references(
     principals: &[PrincipalEntry],
     resources: &[Resource],
     policies: &[Policy],
+    identity: &jitgate_identity::IdentityConfig,
 ) {
-    if principals.is_empty() {
+    // People from an identity provider and workloads with their JWTs need no [[principals]].
+    let signs_in = identity.oidc.is_some() || !identity.jwt.is_empty();
+    if principals.is_empty() && !signs_in {
         c.add(
             vec![Seg::Key("principals")],
             "the config defines no principals: nobody could ask for access or approve it; add [[principals]]",
@@ -31,7 +34,8 @@ pub(super) fn references(
             "the config defines no resources: there is nothing to request; add [[resources]]",
         );
     }
-    let known = Known::new(principals, resources);
+    let mut known = Known::new(principals, resources);
+    known.learn_identity(identity);
     for (path, s) in std::mem::take(&mut c.selectors) {
         if let Some(message) = known.selector(&s) {
             c.add(path, message);
@@ -82,6 +86,11 @@ struct Known<'a> {
     services: BTreeSet<&'a str>,
     groups: BTreeSet<&'a str>,
     pub resources: Vec<&'a str>,
+    /// Kinds of principal an identity provider may bring that this file cannot list: people
+    /// (and their groups) from OpenID Connect, workloads from JWT principal templates.
+    outside_users: bool,
+    outside_services: bool,
+    outside_groups: bool,
 }
 
 impl<'a> Known<'a> {
@@ -91,6 +100,9 @@ impl<'a> Known<'a> {
             services: BTreeSet::new(),
             groups: BTreeSet::new(),
             resources: resources.iter().map(|r| r.name.as_str()).collect(),
+            outside_users: false,
+            outside_services: false,
+            outside_groups: false,
         };
         for p in principals.iter().map(|e| &e.principal) {
             match p.kind {
@@ -102,19 +114,39 @@ impl<'a> Known<'a> {
         known
     }
 
-    /// Whether a group may hold members. Today members are only the principals of this file, so
-    /// a group nobody here belongs to can never match. This is the one place to relax when
-    /// groups also come from an identity provider: a group it may assert is then known too.
+    /// What the identity providers may bring: an OpenID provider signs in people this file
+    /// does not list, with groups it asserts; a JWT provider makes principals from its template
+    /// and gives them its `groups`.
+    fn learn_identity(&mut self, identity: &'a jitgate_identity::IdentityConfig) {
+        if identity.oidc.is_some() {
+            self.outside_users = true;
+            self.outside_groups = true;
+        }
+        for p in &identity.jwt {
+            match p.principal.kind {
+                PrincipalKind::User => self.outside_users = true,
+                PrincipalKind::Service => self.outside_services = true,
+            }
+            self.groups.extend(p.groups.iter().map(String::as_str));
+        }
+    }
+
+    /// Whether a group may hold members: one a principal of this file belongs to, one a JWT
+    /// provider gives, or any group when an OpenID provider asserts groups at sign-in.
     fn group_is_known(&self, group: &str) -> bool {
-        self.groups.contains(group)
+        self.outside_groups || self.groups.contains(group)
     }
 
     /// What is wrong with a selector, if it names nobody.
     pub fn selector(&self, s: &Selector) -> Option<String> {
         let missing = match s {
             Selector::Anyone => return None,
-            Selector::User(n) if self.users.contains(n.as_str()) => return None,
-            Selector::Service(n) if self.services.contains(n.as_str()) => return None,
+            Selector::User(n) if self.outside_users || self.users.contains(n.as_str()) => {
+                return None;
+            }
+            Selector::Service(n) if self.outside_services || self.services.contains(n.as_str()) => {
+                return None;
+            }
             Selector::Group(g) if self.group_is_known(g) => return None,
             Selector::User(n) => format!("no user principal is named {n:?}"),
             Selector::Service(n) => format!("no service principal is named {n:?}"),

@@ -99,9 +99,19 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn start(extra: &str) -> TestApp {
+        Self::start_on(0, extra).await
+    }
+
+    /// Like `start`, listening on `port` (0: any), for a caller that must know the URL first.
+    pub async fn start_on(port: u16, extra: &str) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("jitgate.toml");
-        std::fs::write(&config_path, config_text(&dir.path().join("data"), extra)).unwrap();
+        let text = config_text(&dir.path().join("data"), extra).replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+            1,
+        );
+        std::fs::write(&config_path, text).unwrap();
         let mut app = TestApp {
             _dir: dir,
             config_path,
@@ -149,6 +159,34 @@ impl TestApp {
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
+    }
+
+    /// A call with `token` as it is (a session token; "" for none).
+    pub async fn call_as(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if !token.is_empty() {
+            req = req.bearer_auth(token);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        (resp.status(), resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The events with this action, oldest first, as an admin sees them.
+    pub async fn events_of(&self, action: &str) -> Vec<Value> {
+        let (s, v) = self
+            .get("root", &format!("/api/v1/audit/events?action={action}"))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v.as_array().unwrap().clone()
     }
 
     pub async fn get(&self, who: &str, path: &str) -> (StatusCode, Value) {
@@ -274,4 +312,13 @@ impl Forwarder {
             .unwrap();
         self.serve(listener);
     }
+}
+
+/// Asserts an error answer: its status, and a message that contains `says`.
+#[track_caller]
+pub fn assert_refused(answer: &(StatusCode, Value), status: StatusCode, says: &str) {
+    let (got, v) = answer;
+    assert_eq!(*got, status, "{v}");
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(says), "{message:?} should say {says:?}");
 }

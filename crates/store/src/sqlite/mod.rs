@@ -15,6 +15,7 @@ mod audit_store;
 mod counts;
 mod holds;
 mod intake;
+mod sessions;
 
 use audit::SealedEvent;
 pub use audit::{ArchiveLookup, ScanError};
@@ -31,6 +32,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::sessions::{AuthSession, EndRecord, SessionKey, UsedJti};
 use crate::{Change, Head, RequestFilter, RequestKey, Store, StoreError};
 
 /// Schema steps, in order; `user_version` records how many have run.
@@ -51,6 +53,9 @@ const MIGRATIONS: &[Migration] = &[
         "../../migrations/sqlite/0004_subject_index.sql"
     )),
     Migration::Sql(include_str!("../../migrations/sqlite/0005_intake.sql")),
+    Migration::Sql(include_str!(
+        "../../migrations/sqlite/0006_auth_sessions.sql"
+    )),
 ];
 /// Most changes committed together; bounds the time one transaction holds the write lock.
 const MAX_BATCH: usize = 2048;
@@ -561,6 +566,54 @@ impl Store for SqliteStore {
                 )?
                 .query_row([], |r| r.get(0))?;
             Ok(v.map(from_us))
+        })
+        .await
+    }
+
+    async fn insert_session(
+        &self,
+        session: AuthSession,
+        jti: Option<UsedJti>,
+        events: Vec<EventDraft>,
+    ) -> Result<bool> {
+        let events = SealedEvent::seal_all(events);
+        self.write(move |conn, head| {
+            let fresh = sessions::insert(conn, &session, jti.as_ref(), session.created_at)?;
+            if fresh {
+                audit::insert_events(conn, head, &events)?;
+            }
+            Ok(fresh)
+        })
+        .await
+    }
+
+    async fn session(&self, digest: [u8; 32]) -> Result<Option<AuthSession>> {
+        self.read(move |conn| sessions::by_digest(conn, &digest))
+            .await
+    }
+
+    async fn live_sessions(
+        &self,
+        principal: Option<String>,
+        now: Timestamp,
+    ) -> Result<Vec<AuthSession>> {
+        self.read(move |conn| sessions::live(conn, principal.as_deref(), now))
+            .await
+    }
+
+    async fn end_sessions(
+        &self,
+        key: SessionKey,
+        now: Timestamp,
+        record: EndRecord,
+    ) -> Result<Vec<AuthSession>> {
+        self.write(move |conn, head| {
+            let ended = sessions::end(conn, &key, now)?;
+            let events = record(&ended);
+            if !events.is_empty() {
+                audit::insert_events(conn, head, &SealedEvent::seal_all(events))?;
+            }
+            Ok(ended)
         })
         .await
     }
