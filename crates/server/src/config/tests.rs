@@ -348,3 +348,26 @@ fn the_gateway_gets_one_config_with_its_rules() {
     assert_eq!(g.masking[0].name, "pii");
     assert!(g.tls.is_none() && g.record_params && !g.allow_plaintext_remote);
 }
+
+/// People from an OpenID provider, with the groups it asserts, and workloads from a JWT provider
+/// need no `[[principals]]` entry, so naming them is no typo; without a provider it is.
+#[test]
+fn principals_and_groups_an_identity_provider_brings_are_known() {
+    let text = GOOD
+        .replace("group:dba", "group:idp-dbas")
+        .replace("group:oncall", "service:acme/deploy");
+    let p = problems(&text);
+    assert_eq!(p.len(), 2, "without a provider both are refused: {p:#?}");
+    let oidc = "\n[identity.oidc]\nissuer = \"https://idp.example.com\"\nclient_id = \"jitgate\"\nredirect_url = \"https://jitgate.example.com/auth/callback\"\n";
+    let p = problems(&format!("{text}{oidc}"))
+        .into_iter()
+        .collect::<Vec<_>>();
+    assert_eq!(
+        p.len(),
+        1,
+        "an OpenID provider brings people and groups, not services: {p:#?}"
+    );
+    assert!(p[0].contains("no service principal"), "{p:#?}");
+    let jwt = "\n[[identity.jwt]]\nname = \"ci\"\nissuer = \"https://ci.example.com\"\naudiences = [\"jitgate\"]\nprincipal = \"service:{repository}\"\nbound_claims = { repository = \"acme/*\" }\nmax_ttl = \"15m\"\n";
+    Config::parse(&format!("{text}{oidc}{jwt}"), "jitgate.toml").expect("both providers");
+}
