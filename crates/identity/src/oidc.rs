@@ -31,6 +31,9 @@ use crate::error::{Check, IdentityError};
 const LOGIN_WINDOW: Duration = Duration::from_secs(600);
 /// Browser sign-ins in progress at most; past it the oldest are dropped.
 const MAX_PENDING: usize = 10_000;
+/// An ID token signed by a key jitgate does not have refetches the provider's keys, at most
+/// this often: a flood of made-up `kid`s costs the provider nothing.
+const KEY_REFETCH_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 struct DeviceEndpoint {
@@ -84,6 +87,8 @@ pub struct Oidc {
     clock: Arc<dyn Clock>,
     http: openidconnect::reqwest::Client,
     metadata: tokio::sync::Mutex<Option<Metadata>>,
+    /// When the keys were last fetched again for an unknown key.
+    keys_refetched: Mutex<Option<Timestamp>>,
     pending: Mutex<HashMap<String, PendingLogin>>,
 }
 
@@ -100,6 +105,7 @@ impl Oidc {
             clock,
             http,
             metadata: tokio::sync::Mutex::new(None),
+            keys_refetched: Mutex::new(None),
             pending: Mutex::new(HashMap::new()),
         }
     }
@@ -240,26 +246,70 @@ impl Oidc {
             .request_async(&self.http)
             .await
             .map_err(|e| token_error(self, &e))?;
-        self.verified_person(&tokens, client.id_token_verifier(), &login.nonce)
+        self.verified_person(&tokens, &login.nonce).await
     }
 
     /// The person in the ID token of `tokens`, once it verified (signature, issuer, audience,
-    /// expiry on jitgate's clock, and `nonce`).
-    fn verified_person(
+    /// expiry on jitgate's clock, and `nonce`). A token signed by a key jitgate does not know
+    /// (the provider rotated its keys) refetches them, at most once a minute, and is checked
+    /// again.
+    async fn verified_person(
         &self,
         tokens: &CoreTokenResponse,
-        verifier: CoreIdTokenVerifier<'_>,
-        nonce: impl NonceVerifier,
+        nonce: impl NonceVerifier + Copy,
     ) -> Result<Person, IdentityError> {
         let id_token = tokens.id_token().ok_or_else(|| {
             IdentityError::refused(Check::IdToken, "the provider sent no ID token")
         })?;
-        let clock = self.clock.clone();
-        let verifier = verifier.set_time_fn(move || chrono_now(clock.now()));
-        id_token
-            .claims(&verifier, nonce)
-            .map_err(|e| IdentityError::refused(Check::IdToken, chain(&e)))?;
+        let client = self.client().await?;
+        let verify = |verifier: CoreIdTokenVerifier<'_>| {
+            let clock = self.clock.clone();
+            let verifier = verifier.set_time_fn(move || chrono_now(clock.now()));
+            id_token.claims(&verifier, nonce).map(|_| ())
+        };
+        match verify(client.id_token_verifier()) {
+            Ok(()) => {}
+            Err(openidconnect::ClaimsVerificationError::SignatureVerification(
+                openidconnect::SignatureVerificationError::NoMatchingKey,
+            )) if self.refetch_keys().await? => {
+                let client = self.client().await?;
+                verify(client.id_token_verifier())
+                    .map_err(|e| IdentityError::refused(Check::IdToken, chain(&e)))?;
+            }
+            Err(e) => return Err(IdentityError::refused(Check::IdToken, chain(&e))),
+        }
         self.person(&id_token.to_string())
+    }
+
+    /// Fetches the provider's keys again, unless that was done less than a minute ago; whether
+    /// it did.
+    async fn refetch_keys(&self) -> Result<bool, IdentityError> {
+        let now = self.clock.now();
+        {
+            let mut last = self
+                .keys_refetched
+                .lock()
+                .map_err(|_| self.unavailable("key refetch lock poisoned".into()))?;
+            if last.is_some_and(|t| now.duration_since(t).unsigned_abs() < KEY_REFETCH_EVERY) {
+                return Ok(false);
+            }
+            *last = Some(now);
+        }
+        let mut cached = self.metadata.lock().await;
+        let Some(meta) = cached.take() else {
+            return Ok(false);
+        };
+        let fetched = openidconnect::JsonWebKeySet::fetch_async(meta.jwks_uri(), &self.http).await;
+        match fetched {
+            Ok(keys) => {
+                *cached = Some(meta.set_jwks(keys));
+                Ok(true)
+            }
+            Err(e) => {
+                *cached = Some(meta);
+                Err(self.unavailable(format!("fetching the keys failed: {}", chain(&e))))
+            }
+        }
     }
 
     /// Starts a device sign-in.
@@ -305,7 +355,7 @@ impl Oidc {
             })?;
         // The device grant sends no nonce; the token comes straight from the token endpoint.
         let no_nonce = |_: Option<&Nonce>| Ok(());
-        self.verified_person(&tokens, client.id_token_verifier(), no_nonce)
+        self.verified_person(&tokens, no_nonce).await
     }
 
     /// The person in a verified ID token: its payload, read for the configured claims.

@@ -15,6 +15,8 @@ pub struct TestProvider {
     pub issuer: String,
     pub port: u16,
     groups_file: PathBuf,
+    script: PathBuf,
+    redirect: String,
     child: Option<Child>,
     _dir: tempfile_dir::Dir,
 }
@@ -54,30 +56,45 @@ impl TestProvider {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let groups_file = dir.join("groups.json");
         std::fs::write(&groups_file, "{}").expect("groups file");
+        let mut provider = Self {
+            issuer: format!("http://127.0.0.1:{port}"),
+            port,
+            groups_file,
+            script,
+            redirect: redirect.to_owned(),
+            child: None,
+            _dir: tempfile_dir::Dir(dir),
+        };
+        provider.spawn();
+        provider
+    }
+
+    fn spawn(&mut self) {
         let child = Command::new("node")
-            .arg(&script)
-            .arg(port.to_string())
-            .arg(redirect)
-            .arg(&groups_file)
+            .arg(&self.script)
+            .arg(self.port.to_string())
+            .arg(&self.redirect)
+            .arg(&self.groups_file)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("node runs");
+        self.child = Some(child);
         let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(
                 start.elapsed() < Duration::from_secs(20),
                 "oidc-provider did not start"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self {
-            issuer: format!("http://127.0.0.1:{port}"),
-            port,
-            groups_file,
-            child: Some(child),
-            _dir: tempfile_dir::Dir(dir),
-        }
+    }
+
+    /// Stops the provider and starts it again on the same address with a new signing key:
+    /// what a key rotation looks like from jitgate.
+    pub fn restart_with_a_new_key(&mut self) {
+        self.stop();
+        self.spawn();
     }
 
     /// What the provider will say `account`'s groups are, from its next sign-in on.

@@ -366,3 +366,28 @@ async fn a_cli_loopback_sign_in_needs_a_local_listener_and_the_matching_verifier
     assert_eq!(status, StatusCode::OK, "{t}");
     assert_eq!(t["name"], "alice@example.com");
 }
+
+/// The provider rotates its signing key (it restarts with a new one): the next sign-in's ID
+/// token names a key jitgate does not have, so jitgate fetches the keys again and lets the
+/// person in; sessions issued before go on.
+#[tokio::test]
+async fn a_provider_key_rotation_is_followed_at_the_next_sign_in() {
+    let mut s = setup("").await;
+    s.idp.set_groups("alice", &["engineering"]);
+    let (status, first) = s.browser_sign_in("alice").await;
+    assert_eq!(status, 200, "{first}");
+    s.idp.restart_with_a_new_key();
+    s.idp.set_groups("alice", &["engineering"]);
+    let (status, second) = s.browser_sign_in("alice").await;
+    assert_eq!(status, 200, "the new key was not fetched: {second}");
+    assert_ne!(first["token"], second["token"]);
+    let (status, _) = s
+        .with_token(
+            first["token"].as_str().unwrap(),
+            reqwest::Method::GET,
+            "/api/v1/whoami",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "the earlier session goes on");
+}
