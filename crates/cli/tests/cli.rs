@@ -382,7 +382,7 @@ fn demo_starts_with_no_setup_and_its_tokens_work() {
     if printed.contains("on the local PostgreSQL") {
         // With PostgreSQL there, the grant is a real login that can read orders.
         let creds = run("ALICE", &["credentials", r["grant_id"].as_str().unwrap()]);
-        let out = Command::new("psql")
+        let out = Command::new(jitgate_testkit::psql())
             .args([
                 "-X",
                 "-At",
@@ -461,7 +461,7 @@ fn demo_starts_with_no_setup_and_its_tokens_work() {
 #[test]
 fn credentials_env_lines_work_with_psql() {
     let psql = |env: &[(String, String)], sql: &str| {
-        Command::new("psql")
+        Command::new(jitgate_testkit::psql())
             .args(["-X", "-At", "-c", sql])
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap())
@@ -552,7 +552,7 @@ fn credentials_env_lines_work_with_psql() {
         "{}",
         String::from_utf8_lossy(&none.stderr)
     );
-    let via_dsn = Command::new("psql")
+    let via_dsn = Command::new(jitgate_testkit::psql())
         .args([
             "-X",
             "-At",

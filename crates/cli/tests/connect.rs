@@ -92,7 +92,7 @@ required = 0
         "{c}"
     );
     // The printed password works with psql (given through PGPASSWORD, as a user would).
-    let out = Command::new("psql")
+    let out = Command::new(jitgate_testkit::psql())
         .args([
             "-X",
             "-At",

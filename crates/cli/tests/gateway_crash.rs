@@ -90,7 +90,7 @@ required = 0
 
     let script = dir.path().join("insert.sql");
     std::fs::write(&script, "INSERT INTO t VALUES (1);\n").unwrap();
-    let mut load = Command::new("pgbench")
+    let mut load = Command::new(jitgate_testkit::pgbench())
         .args(["-n", "-c", "4", "-j", "2", "-T", "20", "-f"])
         .arg(&script)
         .args([

@@ -8,7 +8,7 @@ use common::*;
 
 /// Runs SQL as MariaDB's root over TCP; its output, or `None` if it failed.
 fn mysql_root(sql: &str) -> Option<String> {
-    let out = Command::new("mysql")
+    let out = Command::new(jitgate_testkit::mysql())
         .args([
             "-h",
             "127.0.0.1",

@@ -26,7 +26,7 @@ fn state_of(dir: &std::path::Path, grant: &str) -> String {
 
 /// Whether a login with this connection string works.
 fn login_works(dsn: &str) -> bool {
-    Command::new("psql")
+    Command::new(jitgate_testkit::psql())
         .args(["-X", "-q", "-At", "-c", "SELECT 1", dsn])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -113,12 +113,12 @@ required = 0
     let login = creds["username"].as_str().unwrap().to_owned();
     // The login owns a table; while another session reads it, the revocation's REASSIGN OWNED
     // waits, which holds the grant in `revoking` long enough to kill the server there.
-    let made = Command::new("psql")
+    let made = Command::new(jitgate_testkit::psql())
         .args(["-X", "-q", "-c", "CREATE TABLE mine (x int)", &dsn])
         .status()
         .unwrap();
     assert!(made.success());
-    let mut reader = Command::new("psql")
+    let mut reader = Command::new(jitgate_testkit::psql())
         .args(["-X", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", &tag])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

@@ -24,7 +24,7 @@ fn rand_tail() -> u32 {
 /// Whether this PostgreSQL lets a login in with a wrong password (trust authentication).
 fn trusts_wrong_passwords(db: &str, role: &str) -> bool {
     psql(db, &format!("CREATE ROLE {role}_t LOGIN PASSWORD 'right'")).unwrap();
-    let ok = Command::new("psql")
+    let ok = Command::new(jitgate_testkit::psql())
         .args([
             "-X",
             "-h",

@@ -84,6 +84,26 @@ pub fn require_command(program: &str, package: &str) -> PathBuf {
     found().unwrap_or_else(|| panic!("{program} vanished from PATH"))
 }
 
+/// The PostgreSQL client, which tests run against the real server and the gateway.
+pub fn psql() -> PathBuf {
+    require_command("psql", "postgresql-client")
+}
+
+/// `pgbench`, which Debian ships with the server package.
+pub fn pgbench() -> PathBuf {
+    require_command("pgbench", "postgresql-15")
+}
+
+/// The MariaDB client.
+pub fn mysql() -> PathBuf {
+    require_command("mysql", "mariadb-client")
+}
+
+/// `openssl`, for test certificates.
+pub fn openssl() -> PathBuf {
+    require_command("openssl", "openssl")
+}
+
 /// Where installs that are not global (npm packages) live: `JITGATE_TEST_TOOLS`, or
 /// `target/test-tools` of this workspace.
 pub fn cache_dir() -> PathBuf {

@@ -138,7 +138,7 @@ impl Drop for Server {
 /// Runs `sql` as the `postgres` superuser on `db`; its output without alignment, or `None` if
 /// it failed.
 pub fn psql(db: &str, sql: &str) -> Option<String> {
-    let out = Command::new("psql")
+    let out = Command::new(jitgate_testkit::psql())
         .args([
             "-X",
             "-q",

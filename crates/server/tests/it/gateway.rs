@@ -324,7 +324,7 @@ async fn psql_and_pgbench_work_through_the_gateway() {
     let Some((db, app)) = setup().await else {
         return;
     };
-    let init = Command::new("pgbench")
+    let init = Command::new(jitgate_testkit::pgbench())
         .args(["-i", "-s", "1", "-q", &db.admin_url])
         .output()
         .unwrap();
@@ -345,7 +345,7 @@ async fn psql_and_pgbench_work_through_the_gateway() {
         )
         .await;
     assert_eq!(r["state"], "active");
-    let psql = Command::new("psql")
+    let psql = Command::new(jitgate_testkit::psql())
         .args([
             "-X",
             "-At",
@@ -362,7 +362,7 @@ async fn psql_and_pgbench_work_through_the_gateway() {
         String::from_utf8_lossy(&psql.stderr)
     );
     for mode in ["simple", "extended", "prepared"] {
-        let out = Command::new("pgbench")
+        let out = Command::new(jitgate_testkit::pgbench())
             .args([
                 "-n",
                 "-S",
@@ -714,7 +714,7 @@ async fn revoking_cuts_running_queries(app: &TestApp) {
 async fn tls_is_offered_and_used_when_configured() {
     let certs = tempfile::tempdir().unwrap();
     let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
-    let made = Command::new("openssl")
+    let made = Command::new(jitgate_testkit::openssl())
         .args([
             "req",
             "-x509",
@@ -753,7 +753,7 @@ async fn tls_is_offered_and_used_when_configured() {
     )
     .await;
     let psql = |sslmode: &str| {
-        let out = Command::new("psql")
+        let out = Command::new(jitgate_testkit::psql())
             .args([
                 "-X",
                 "-c",
@@ -792,7 +792,7 @@ async fn function_calls_without_sql_are_audited_too() {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), b"large object content").unwrap();
     // psql's \lo_import goes through libpq's fastpath: FunctionCall messages, no SQL text.
-    let out = Command::new("psql")
+    let out = Command::new(jitgate_testkit::psql())
         .args([
             "-X",
             "-c",

@@ -597,7 +597,7 @@ async fn notices_notifications_and_psql_carry_only_masked_values() {
     let creds = app
         .credentials("alice", r["grant_id"].as_str().unwrap())
         .await;
-    let mut psql = std::process::Command::new("psql");
+    let mut psql = std::process::Command::new(jitgate_testkit::psql());
     psql.args([
         "-X",
         "-v",

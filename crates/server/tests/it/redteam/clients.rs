@@ -12,7 +12,7 @@ use super::{ANN, Lab};
 /// together.
 fn psql(conninfo: &str, commands: &[&str]) -> String {
     use std::io::Write;
-    let mut child = Command::new("psql")
+    let mut child = Command::new(jitgate_testkit::psql())
         .args(["-X", "-At", "-v", "ON_ERROR_STOP=0", "-f", "-", conninfo])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
