@@ -107,14 +107,10 @@ required = 0
     Some((db, app))
 }
 
-fn gateway_port(app: &TestApp) -> u16 {
-    app.running.as_ref().unwrap().gateway_addr.unwrap().port()
-}
-
 fn conninfo(app: &TestApp, who: &str) -> String {
     format!(
         "host=127.0.0.1 port={} dbname=orders-db user={who} password=tok-{who}",
-        gateway_port(app)
+        app.gateway_port()
     )
 }
 
@@ -409,7 +405,7 @@ async fn refusals_are_clean_errors() {
     // wrong token
     let e = crate::services::pg_connect(&format!(
         "host=127.0.0.1 port={} dbname=orders-db user=alice password=nope",
-        gateway_port(&app)
+        app.gateway_port()
     ))
     .await
     .unwrap_err();
@@ -421,7 +417,7 @@ async fn refusals_are_clean_errors() {
     // someone else's token
     let e = crate::services::pg_connect(&format!(
         "host=127.0.0.1 port={} dbname=orders-db user=alice password=tok-bob",
-        gateway_port(&app)
+        app.gateway_port()
     ))
     .await
     .unwrap_err();
@@ -444,7 +440,7 @@ async fn refusals_are_clean_errors() {
     // unknown resource
     let e = crate::services::pg_connect(&format!(
         "host=127.0.0.1 port={} dbname=nope user=alice password=tok-alice",
-        gateway_port(&app)
+        app.gateway_port()
     ))
     .await
     .unwrap_err();
@@ -459,7 +455,7 @@ async fn refusals_are_clean_errors() {
     );
 
     // Garbage, truncated and oversized input: a clean close or error, never a hang or a panic.
-    let port = gateway_port(&app);
+    let port = app.gateway_port();
     let raw = |bytes: &[u8]| {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -892,7 +888,7 @@ required = 0
     );
     let url = format!(
         "host=127.0.0.1 port={} dbname=shared-db user=ci-bot password=tok-ci-bot",
-        gateway_port(&app)
+        app.gateway_port()
     );
     let c = crate::services::pg_connect(&url).await.unwrap();
     let who: String = c

@@ -54,7 +54,7 @@ async fn login(
     password: &str,
     dbname: &str,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let port = app.running.as_ref().unwrap().gateway_addr.unwrap().port();
+    let port = app.gateway_port();
     pg_connect(&format!(
         "host=127.0.0.1 port={port} dbname={dbname} user={user} password={password}"
     ))

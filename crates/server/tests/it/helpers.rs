@@ -123,6 +123,20 @@ impl TestApp {
         app
     }
 
+    /// The running server's service layer.
+    pub fn app(&self) -> &jitgate_server::App {
+        &self.running.as_ref().expect("the server runs").app
+    }
+
+    /// Where the running server's gateway listens.
+    pub fn gateway_port(&self) -> u16 {
+        let running = self.running.as_ref().expect("the server runs");
+        running
+            .gateway_addr
+            .expect("a gateway is configured")
+            .port()
+    }
+
     pub async fn boot(&mut self) {
         let config = Config::load(&self.config_path).unwrap();
         let running = jitgate_server::start(config, Arc::new(SystemClock))

@@ -474,7 +474,7 @@ required = 0
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{r}");
-    let port = s.app.running.as_ref().unwrap().gateway_addr.unwrap().port();
+    let port = s.app.gateway_port();
     let url = format!("host=127.0.0.1 port={port} dbname=shared-db user=acme/api password={token}");
     let c = crate::services::pg_connect(&url).await.unwrap();
     let n: i64 = c

@@ -289,7 +289,7 @@ async fn through_the_gateway_the_database_masks_first() {
     };
     let r = grant(&app, "read").await;
     assert_eq!(r["state"], "active", "{r}");
-    let port = app.running.as_ref().unwrap().gateway_addr.unwrap().port();
+    let port = app.gateway_port();
     let via = |dbname: &str| {
         format!(
             "host=127.0.0.1 port={port} dbname={dbname} user=alice password={}",
@@ -332,18 +332,11 @@ async fn through_the_gateway_the_database_masks_first() {
         .await
         .unwrap();
     let schema = app
-        .running
-        .as_ref()
-        .unwrap()
-        .app
+        .app()
         .database_masking("orders-db", "read", &db.name)
         .expect("the views' schema in the resource's own database");
     assert_eq!(
-        app.running
-            .as_ref()
-            .unwrap()
-            .app
-            .database_masking("orders-db", "read", &other),
+        app.app().database_masking("orders-db", "read", &other),
         None
     );
     admin_other
@@ -382,14 +375,7 @@ async fn a_role_that_exposes_a_masked_column_is_not_activated_until_fixed() {
     let Some((db, app, read)) = setup("GRANT SELECT ON customers TO {read};").await else {
         return;
     };
-    let findings = app
-        .running
-        .as_ref()
-        .unwrap()
-        .app
-        .check_resource("orders-db")
-        .await
-        .unwrap();
+    let findings = app.app().check_resource("orders-db").await.unwrap();
     let masking: Vec<_> = findings
         .iter()
         .filter(|f| f.topic.contains("masking"))
@@ -451,14 +437,7 @@ async fn views_and_roles_that_read_masked_columns_are_exposures_too() {
     let Some((db, app, read)) = setup("GRANT pg_read_all_data TO {read};").await else {
         return;
     };
-    let findings = app
-        .running
-        .as_ref()
-        .unwrap()
-        .app
-        .check_resource("orders-db")
-        .await
-        .unwrap();
+    let findings = app.app().check_resource("orders-db").await.unwrap();
     assert!(
         findings
             .iter()
@@ -469,14 +448,7 @@ async fn views_and_roles_that_read_masked_columns_are_exposures_too() {
         "REVOKE pg_read_all_data FROM {read}; CREATE VIEW public.contact AS SELECT id, lower(email) AS e FROM customers; GRANT SELECT ON public.contact TO {read};"
     ))
     .await;
-    let findings = app
-        .running
-        .as_ref()
-        .unwrap()
-        .app
-        .check_resource("orders-db")
-        .await
-        .unwrap();
+    let findings = app.app().check_resource("orders-db").await.unwrap();
     assert!(
         findings.iter().any(|f| f
             .message
@@ -501,14 +473,7 @@ async fn resource_check_says_whether_the_target_refuses_wrong_passwords() {
         .replacen("postgres@", &format!("{probe}:wrong@"), 1);
     let trusted = pg_connect(&url).await.is_ok();
     db.exec(&format!("DROP ROLE {probe}")).await;
-    let findings = app
-        .running
-        .as_ref()
-        .unwrap()
-        .app
-        .check_resource("orders-db")
-        .await
-        .unwrap();
+    let findings = app.app().check_resource("orders-db").await.unwrap();
     let auth: Vec<_> = findings
         .iter()
         .filter(|f| f.topic == "authentication")

@@ -593,7 +593,7 @@ async fn a_grant_that_stays_active_keeps_or_gets_back_its_login() {
     // still-active grant its login back.
     db.exec(&format!("ALTER ROLE {login} NOLOGIN")).await;
     assert!(pg_connect(dsn).await.is_err());
-    app.running.as_ref().unwrap().app.reconcile().await.unwrap();
+    app.app().reconcile().await.unwrap();
     assert!(pg_connect(dsn).await.is_ok(), "the login is back");
     let (_, ev) = app
         .get(

@@ -131,7 +131,7 @@ tables = ["public.secrets"]
                 .await;
             assert_eq!(r["state"], "active", "{r}");
         }
-        let port = app.running.as_ref().unwrap().gateway_addr.unwrap().port();
+        let port = app.gateway_port();
         Some(Lab {
             db,
             app,
